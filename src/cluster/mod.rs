@@ -1,0 +1,28 @@
+//! Clusters the harness can run against. Each is a small adapter that makes a
+//! REAPI endpoint available and takes it away again.
+
+use futures_util::future::BoxFuture;
+
+use crate::connection::ConnectOptions;
+
+pub mod endpoint;
+pub mod local;
+mod process;
+
+pub use process::ManagedProcess;
+
+/// A cluster could not be provisioned or started (harness-side: exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ClusterError(pub String);
+
+/// A REAPI cluster: started (or merely targeted) before a run, stopped after.
+pub trait Cluster: Send {
+    /// Short human description for reports, e.g. `local (buildbox-casd)`.
+    fn name(&self) -> String;
+    /// Provisions what is missing, starts processes, waits until the endpoint
+    /// answers, and returns how to reach it.
+    fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>>;
+    /// Stops everything it started; safe to call twice.
+    fn stop(&mut self) -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,268 @@
+//! How to reach a REAPI server: endpoint URLs, TLS, bearer tokens, and the
+//! typed clients built on one or more gRPC channels.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    action_cache_client::ActionCacheClient, capabilities_client::CapabilitiesClient,
+    content_addressable_storage_client::ContentAddressableStorageClient, execution_client::ExecutionClient,
+};
+use bazel_remote_apis::google::bytestream::byte_stream_client::ByteStreamClient;
+use bazel_remote_apis::google::longrunning::operations_client::OperationsClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Everything needed to connect; mirrors the CLI options and BuildStream's
+/// `remote-execution` configuration (separate execution, storage and
+/// action-cache services).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Execution service URL: `http://`, `https://`, `grpc://`, `grpcs://` or `unix:PATH`.
+    pub endpoint: String,
+    /// CAS and ByteStream URL, when it differs from `endpoint`.
+    pub cas_endpoint: Option<String>,
+    /// Action cache URL, when it differs from the CAS endpoint.
+    pub ac_endpoint: Option<String>,
+    pub instance: String,
+    /// PEM file of the CA that signed the server certificate.
+    pub server_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// File holding a bearer token (sent as `authorization: Bearer …`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl ConnectOptions {
+    /// Plain endpoint with the default instance.
+    pub fn endpoint(url: impl Into<String>) -> Self {
+        ConnectOptions { endpoint: url.into(), ..Default::default() }
+    }
+}
+
+/// Could not set up a connection; these are harness/infrastructure errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid endpoint `{0}`: {1}")]
+    BadUrl(String, String),
+    #[error("cannot read {what} `{path}`: {source}")]
+    File { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("TLS setup for `{0}` failed: {1}")]
+    Tls(String, String),
+    #[error("`--client-cert` and `--client-key` go together")]
+    HalfIdentity,
+}
+
+/// Adds the bearer token, when there is one, to every request.
+#[derive(Clone, Default)]
+pub struct Auth {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+// The token must never reach a report or a log line.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.header.is_some() { "Auth(bearer <redacted>)" } else { "Auth(none)" })
+    }
+}
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(h) = &self.header {
+            req.metadata_mut().insert("authorization", h.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A channel with the authentication interceptor.
+pub type AuthChannel = InterceptedService<Channel, Auth>;
+
+/// The typed clients of one target, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub instance: String,
+    pub capabilities: CapabilitiesClient<AuthChannel>,
+    pub execution: ExecutionClient<AuthChannel>,
+    pub operations: OperationsClient<AuthChannel>,
+    pub cas: ContentAddressableStorageClient<AuthChannel>,
+    pub bytestream: ByteStreamClient<AuthChannel>,
+    pub action_cache: ActionCacheClient<AuthChannel>,
+    /// Deadline applied to every unary call.
+    pub rpc_timeout: Duration,
+}
+
+/// Message size limit for responses: generous, as CAS batches may be large.
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+impl Clients {
+    /// Builds the clients. Connections are made lazily, so an unreachable
+    /// endpoint shows up as an error on the first call, not here.
+    pub fn new(opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Clients, ConnectError> {
+        let auth = match &opts.token_file {
+            None => Auth::default(),
+            Some(path) => {
+                let raw = std::fs::read_to_string(path)
+                    .map_err(|source| ConnectError::File { what: "token file", path: path.clone(), source })?;
+                let value = MetadataValue::try_from(format!("Bearer {}", raw.trim()))
+                    .map_err(|_| ConnectError::Tls(path.display().to_string(), "token is not valid header text".into()))?;
+                Auth { header: Some(value) }
+            }
+        };
+        let exec = channel(&opts.endpoint, opts, rpc_timeout)?;
+        let cas_url = opts.cas_endpoint.clone().unwrap_or_else(|| opts.endpoint.clone());
+        let cas = if cas_url == opts.endpoint { exec.clone() } else { channel(&cas_url, opts, rpc_timeout)? };
+        let ac = match &opts.ac_endpoint {
+            Some(url) if *url != cas_url => channel(url, opts, rpc_timeout)?,
+            _ => cas.clone(),
+        };
+        let wrap = |c: &Channel| InterceptedService::new(c.clone(), auth.clone());
+        Ok(Clients {
+            instance: opts.instance.clone(),
+            capabilities: CapabilitiesClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),
+            execution: ExecutionClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),
+            operations: OperationsClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),
+            cas: ContentAddressableStorageClient::new(wrap(&cas))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            bytestream: ByteStreamClient::new(wrap(&cas)).max_decoding_message_size(MAX_MESSAGE),
+            action_cache: ActionCacheClient::new(wrap(&ac)).max_decoding_message_size(MAX_MESSAGE),
+            rpc_timeout,
+        })
+    }
+
+    /// A request with the standard deadline (sent to the server as `grpc-timeout`).
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(self.rpc_timeout);
+        req
+    }
+
+    /// Awaits a unary call, enforcing the deadline on our side too, so a
+    /// server that sends headers and then nothing cannot hang the harness.
+    pub async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        match tokio::time::timeout(self.rpc_timeout + Duration::from_millis(500), fut).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "no answer within {:.1}s",
+                self.rpc_timeout.as_secs_f64()
+            ))),
+        }
+    }
+}
+
+/// The scheme-independent part of an endpoint URL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EndpointAddr {
+    Tcp { uri: String, tls: bool },
+    Unix(PathBuf),
+}
+
+/// Parses `http://`, `https://`, `grpc://`, `grpcs://` and `unix:PATH` URLs.
+pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
+    let bad = |why: &str| ConnectError::BadUrl(url.to_string(), why.to_string());
+    if let Some(path) = url.strip_prefix("unix://").or_else(|| url.strip_prefix("unix:")) {
+        if path.is_empty() {
+            return Err(bad("the socket path is empty"));
+        }
+        return Ok(EndpointAddr::Unix(PathBuf::from(path)));
+    }
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected SCHEME://HOST:PORT or unix:PATH"))?;
+    let (tls, scheme) = match scheme {
+        "http" | "grpc" => (false, "http"),
+        "https" | "grpcs" => (true, "https"),
+        other => return Err(bad(&format!("unknown scheme `{other}` (http, https, grpc, grpcs, unix)"))),
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        return Err(bad("expected HOST:PORT after the scheme"));
+    }
+    Ok(EndpointAddr::Tcp { uri: format!("{scheme}://{host}"), tls })
+}
+
+fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
+    std::fs::read(path).map_err(|source| ConnectError::File { what, path: path.clone(), source })
+}
+
+fn channel(url: &str, opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Channel, ConnectError> {
+    let addr = parse_endpoint(url)?;
+    let bad = |e: tonic::transport::Error| ConnectError::BadUrl(url.to_string(), e.to_string());
+    let configure = |ep: Endpoint| {
+        // No channel-wide timeout: Execute streams legitimately outlive any
+        // unary deadline. Each call sets its own (see `Clients::call`).
+        let _ = rpc_timeout;
+        ep.connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+    };
+    match addr {
+        EndpointAddr::Unix(path) => {
+            // The URI is required by tonic but unused: the connector dials the socket.
+            let ep = configure(Endpoint::from_static("http://unix.socket"));
+            let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            });
+            Ok(ep.connect_with_connector_lazy(connector))
+        }
+        EndpointAddr::Tcp { uri, tls } => {
+            let mut ep = configure(Endpoint::from_shared(uri).map_err(bad)?);
+            if tls {
+                let mut cfg = ClientTlsConfig::new();
+                cfg = match &opts.server_cert {
+                    Some(ca) => cfg.ca_certificate(Certificate::from_pem(read("server certificate", ca)?)),
+                    None => cfg.with_native_roots(),
+                };
+                match (&opts.client_cert, &opts.client_key) {
+                    (Some(c), Some(k)) => {
+                        cfg = cfg.identity(Identity::from_pem(read("client certificate", c)?, read("client key", k)?))
+                    }
+                    (None, None) => {}
+                    _ => return Err(ConnectError::HalfIdentity),
+                }
+                ep = ep.tls_config(cfg).map_err(|e| ConnectError::Tls(url.to_string(), e.to_string()))?;
+            }
+            Ok(ep.connect_lazy())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("http://localhost:8980", EndpointAddr::Tcp { uri: "http://localhost:8980".into(), tls: false })]
+    #[case("grpc://10.0.0.1:50051/", EndpointAddr::Tcp { uri: "http://10.0.0.1:50051".into(), tls: false })]
+    #[case("grpcs://cluster:443", EndpointAddr::Tcp { uri: "https://cluster:443".into(), tls: true })]
+    #[case("https://cluster", EndpointAddr::Tcp { uri: "https://cluster".into(), tls: true })]
+    #[case("unix:/run/casd.sock", EndpointAddr::Unix("/run/casd.sock".into()))]
+    #[case("unix:///run/casd.sock", EndpointAddr::Unix("/run/casd.sock".into()))]
+    fn parses_endpoints(#[case] url: &str, #[case] want: EndpointAddr) {
+        assert_eq!(parse_endpoint(url).unwrap(), want);
+    }
+
+    #[rstest]
+    #[case("localhost:8980")]
+    #[case("ftp://host:1")]
+    #[case("unix:")]
+    #[case("http://")]
+    fn rejects_bad_endpoints(#[case] url: &str) {
+        let err = parse_endpoint(url).unwrap_err().to_string();
+        assert!(err.contains(url), "{err}");
+    }
+
+    #[test]
+    fn token_is_redacted_in_debug() {
+        let auth = Auth { header: Some(MetadataValue::try_from("Bearer s3cret").unwrap()) };
+        assert!(!format!("{auth:?}").contains("s3cret"));
+    }
+}

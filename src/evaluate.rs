@@ -1,0 +1,265 @@
+//! Judging a declarative check: the outcome class, the exit code and the
+//! probe's report against what the check expects.
+
+use serde_json::Value;
+
+use crate::action::Vars;
+use crate::execute::Outcome;
+use crate::suite::{CheckSpec, OutcomeClass, ProbeAssertion};
+use crate::verdict::{Verdict, VerdictKind};
+
+/// Splits `a.b[/etc/x].c` into `["a", "b", "/etc/x", "c"]`.
+pub fn parse_field_path(path: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !current.is_empty() {
+                    parts.push(std::mem::take(&mut current));
+                }
+            }
+            '[' => {
+                if !current.is_empty() {
+                    parts.push(std::mem::take(&mut current));
+                }
+                let key: String = chars.by_ref().take_while(|c| *c != ']').collect();
+                if key.is_empty() {
+                    return Err(format!("field `{path}`: empty or unclosed `[...]`"));
+                }
+                parts.push(key);
+            }
+            ']' => return Err(format!("field `{path}`: `]` without `[`")),
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    if parts.is_empty() {
+        return Err("empty field path".into());
+    }
+    Ok(parts)
+}
+
+/// Follows a parsed path into a JSON value (array elements by index).
+pub fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, key| match v {
+        Value::Object(o) => o.get(key),
+        Value::Array(a) => key.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+/// A value shortened for one-line reasons.
+pub fn excerpt(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 160 {
+        format!("{}…", s.chars().take(160).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn keys_of(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Object(o) => Some(o.keys().cloned().collect()),
+        Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_string)).collect(),
+        _ => None,
+    }
+}
+
+fn contains(haystack: &Value, needle: &Value) -> bool {
+    match (haystack, needle) {
+        (Value::String(h), Value::String(n)) => h.contains(n.as_str()),
+        (Value::Array(a), n) => a.contains(n),
+        _ => false,
+    }
+}
+
+/// Checks one assertion; on mismatch returns (expected, observed) texts.
+pub fn check_assertion(a: &ProbeAssertion, report: &Value, vars: &Vars) -> Result<(), (String, String)> {
+    let path = parse_field_path(&a.field).map_err(|e| (e, String::new()))?;
+    let observed = lookup(report, &path);
+    let shown = observed.map(excerpt).unwrap_or_else(|| "absent".into());
+    let fail = |expected: String| Err((expected, shown.clone()));
+    let null = Value::Null;
+    let value = observed.unwrap_or(&null);
+    if let Some(want) = &a.equals {
+        let want = vars.expand_json(want);
+        return if *value == want { Ok(()) } else { fail(excerpt(&want)) };
+    }
+    if let Some(unwanted) = &a.not_equals {
+        let unwanted = vars.expand_json(unwanted);
+        return if *value != unwanted { Ok(()) } else { fail(format!("not {}", excerpt(&unwanted))) };
+    }
+    if let Some(options) = &a.one_of {
+        let options: Vec<Value> = options.iter().map(|o| vars.expand_json(o)).collect();
+        return if options.contains(value) { Ok(()) } else { fail(format!("one of {}", excerpt(&Value::Array(options)))) };
+    }
+    if let Some(needle) = &a.contains {
+        let needle = vars.expand_json(needle);
+        return if contains(value, &needle) { Ok(()) } else { fail(format!("to contain {}", excerpt(&needle))) };
+    }
+    if let Some(needle) = &a.not_contains {
+        let needle = vars.expand_json(needle);
+        return if observed.is_some() && !contains(value, &needle) {
+            Ok(())
+        } else {
+            fail(format!("not to contain {}", excerpt(&needle)))
+        };
+    }
+    if let Some(required) = &a.keys_include {
+        let Some(keys) = keys_of(value) else { return fail(format!("entries including {required:?}")) };
+        let missing: Vec<&String> = required.iter().filter(|k| !keys.contains(k)).collect();
+        return if missing.is_empty() { Ok(()) } else { Err((format!("entries including {missing:?}"), shown)) };
+    }
+    if let Some(allowed) = &a.keys_within {
+        let Some(keys) = keys_of(value) else { return fail(format!("entries only among {allowed:?}")) };
+        let extra: Vec<&String> = keys.iter().filter(|k| !allowed.contains(k)).collect();
+        return if extra.is_empty() {
+            Ok(())
+        } else {
+            Err((format!("entries only among {allowed:?}"), format!("unexpected {extra:?} in {shown}")))
+        };
+    }
+    if let Some(n) = a.length {
+        return match value.as_array() {
+            Some(arr) if arr.len() == n => Ok(()),
+            _ => fail(format!("{n} elements")),
+        };
+    }
+    Err(("an operator".into(), "none".into()))
+}
+
+/// What the runner learned from a completed action, for the probe assertions.
+#[derive(Debug, Clone)]
+pub struct ProbeOutput {
+    /// The parsed report, or why there is none.
+    pub report: Result<Value, String>,
+    /// Start of stdout and stderr, for evidence when there is no report.
+    pub stdout_excerpt: String,
+    pub stderr_excerpt: String,
+}
+
+/// Judges a declarative check from what the server did.
+pub fn judge(check: &CheckSpec, outcome: &Outcome, probe: Option<&ProbeOutput>, vars: &Vars) -> Verdict {
+    let unmet = VerdictKind::for_unmet(check.severity);
+    let expected = check.expect.outcome_set();
+    let class = outcome.class();
+    if !expected.contains(class) {
+        // Out of budget while expecting completion: nobody can tell whether it
+        // would have finished, so the harness did not decide.
+        if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed) {
+            return Verdict::error(format!("undecided: {}", outcome.describe()))
+                .with("outcome", Some(expected.describe()), outcome.describe());
+        }
+        return Verdict::new(unmet, format!("expected {}, got {}", expected.describe(), outcome.describe()))
+            .with("outcome", Some(expected.describe()), outcome.describe());
+    }
+    if class != OutcomeClass::Completed {
+        return Verdict::pass(outcome.describe()).with("outcome", Some(expected.describe()), outcome.describe());
+    }
+    let exit_code = outcome.result().map(|r| r.exit_code).unwrap_or_default();
+    if let Some(want) = check.expect.exit_code {
+        if exit_code != want {
+            let mut v = Verdict::new(unmet, format!("exit code {exit_code}, expected {want}"))
+                .with("exit_code", Some(want.to_string()), exit_code.to_string());
+            if let Some(p) = probe {
+                v = v.with("stderr", None, p.stderr_excerpt.clone());
+            }
+            return v;
+        }
+    }
+    if check.expect.probe.is_empty() {
+        return Verdict::pass(outcome.describe());
+    }
+    let Some(probe) = probe else {
+        return Verdict::error("probe assertions present but no probe output was collected");
+    };
+    let report = match &probe.report {
+        Ok(r) => r,
+        Err(why) => {
+            return Verdict::new(unmet, format!("the action ran but produced no probe report ({why})"))
+                .with("exit_code", None, exit_code.to_string())
+                .with("stdout", None, probe.stdout_excerpt.clone())
+                .with("stderr", None, probe.stderr_excerpt.clone());
+        }
+    };
+    let mut failures = Vec::new();
+    let mut shown = Vec::new();
+    for a in &check.expect.probe {
+        match check_assertion(a, report, vars) {
+            Ok(()) => {
+                if shown.len() < 2 {
+                    let v = parse_field_path(&a.field).ok().and_then(|p| lookup(report, &p).map(excerpt));
+                    shown.push(format!("{} = {}", a.field, v.unwrap_or_default()));
+                }
+            }
+            Err((exp, obs)) => failures.push((a.field.clone(), exp, obs)),
+        }
+    }
+    if failures.is_empty() {
+        return Verdict::pass(format!("completed; {}", shown.join("; ")));
+    }
+    let (field, exp, obs) = &failures[0];
+    let mut v = Verdict::new(unmet, format!("probe `{field}` is {obs}, expected {exp}"));
+    for (field, exp, obs) in failures {
+        v = v.with(format!("probe.{field}"), Some(exp), obs);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    #[rstest]
+    #[case("cwd", &["cwd"])]
+    #[case("uname.isa", &["uname", "isa"])]
+    #[case("paths[/etc/os-release].exists", &["paths", "/etc/os-release", "exists"])]
+    #[case("root[a.b]", &["root", "a.b"])]
+    fn field_paths(#[case] path: &str, #[case] want: &[&str]) {
+        assert_eq!(parse_field_path(path).unwrap(), want);
+    }
+
+    #[rstest]
+    #[case("")]
+    #[case("a[")]
+    #[case("a]")]
+    fn bad_field_paths(#[case] path: &str) {
+        assert!(parse_field_path(path).is_err());
+    }
+
+    fn vars() -> Vars {
+        Vars { isa: "x86-64".into(), foreign_isa: "aarch64".into(), os: "linux".into() }
+    }
+
+    fn assert_on(field: &str, f: impl FnOnce(&mut ProbeAssertion)) -> ProbeAssertion {
+        let mut a = ProbeAssertion { field: field.into(), ..Default::default() };
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn operators_pass_and_fail() {
+        let r = json!({"cwd": "/w", "uname": {"isa": "x86-64"}, "root": {"usr": "dir", "proc": "dir"}, "pids": [1, 2]});
+        let v = vars();
+        assert!(check_assertion(&assert_on("uname.isa", |a| a.equals = Some(json!("${isa}"))), &r, &v).is_ok());
+        assert!(check_assertion(&assert_on("uname.isa", |a| a.equals = Some(json!("${foreign_isa}"))), &r, &v).is_err());
+        assert!(check_assertion(&assert_on("root", |a| a.keys_include = Some(vec!["usr".into()])), &r, &v).is_ok());
+        assert!(check_assertion(&assert_on("root", |a| a.keys_include = Some(vec!["etc".into()])), &r, &v).is_err());
+        assert!(check_assertion(&assert_on("root", |a| a.keys_within = Some(vec!["usr".into(), "proc".into()])), &r, &v).is_ok());
+        let (_, obs) = check_assertion(&assert_on("root", |a| a.keys_within = Some(vec!["usr".into()])), &r, &v).unwrap_err();
+        assert!(obs.contains("proc"), "{obs}");
+        assert!(check_assertion(&assert_on("pids", |a| a.length = Some(2)), &r, &v).is_ok());
+        assert!(check_assertion(&assert_on("pids", |a| a.contains = Some(json!(3))), &r, &v).is_err());
+        assert!(check_assertion(&assert_on("cwd", |a| a.one_of = Some(vec![json!("/w"), json!("/x")])), &r, &v).is_ok());
+        // `not_contains` on an absent field is not a pass: nothing was observed.
+        assert!(check_assertion(&assert_on("nope", |a| a.not_contains = Some(json!("x"))), &r, &v).is_err());
+        assert!(check_assertion(&assert_on("cwd", |a| a.not_equals = Some(json!("/w"))), &r, &v).is_err());
+    }
+}

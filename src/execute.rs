@@ -1,0 +1,263 @@
+//! Execute an action and classify what the server did with it.
+//!
+//! FIELD-NOTES §5: a suite must tell apart an Execute that is rejected at
+//! once, one that fails inside the finished operation, one still queued (or
+//! still running) when the budget is spent, and one that completed.
+
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    execution_stage, ActionResult, Digest, ExecuteOperationMetadata, ExecuteRequest, ExecuteResponse,
+    WaitExecutionRequest,
+};
+use bazel_remote_apis::google::longrunning::{operation, CancelOperationRequest, Operation};
+use prost::Message;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::connection::Clients;
+use crate::suite::OutcomeClass;
+
+/// What the server did with an Execute request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Execute (or WaitExecution) answered with a gRPC error status.
+    Rejected { code: Code, message: String },
+    /// The operation finished with a non-OK status, or with `Operation.error`
+    /// (which the spec forbids).
+    Failed { code: i32, message: String, operation_error: bool, result: Option<Box<ActionResult>> },
+    /// Still queued when the budget ran out; the operation was cancelled.
+    Queued { waited: Duration, cancel: String },
+    /// Running on a worker when the budget ran out; the operation was cancelled.
+    Executing { waited: Duration, cancel: String },
+    /// Finished with an OK status and an ActionResult.
+    Completed { response: Box<ExecuteResponse> },
+}
+
+impl Outcome {
+    pub fn class(&self) -> OutcomeClass {
+        match self {
+            Outcome::Rejected { .. } => OutcomeClass::Rejected,
+            Outcome::Failed { .. } => OutcomeClass::Failed,
+            Outcome::Queued { .. } => OutcomeClass::Queued,
+            Outcome::Executing { .. } => OutcomeClass::Executing,
+            Outcome::Completed { .. } => OutcomeClass::Completed,
+        }
+    }
+
+    /// One line for evidence.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Rejected { code, message } => format!("rejected: {code:?}: {message}"),
+            Outcome::Failed { code, message, operation_error, .. } => format!(
+                "failed in operation{}: {}: {message}",
+                if *operation_error { " (Operation.error)" } else { "" },
+                code_name(*code)
+            ),
+            Outcome::Queued { waited, cancel } => format!("still queued after {:.1}s, {cancel}", waited.as_secs_f64()),
+            Outcome::Executing { waited, cancel } => {
+                format!("still executing after {:.1}s, {cancel}", waited.as_secs_f64())
+            }
+            Outcome::Completed { response } => {
+                let r = response.result.as_ref();
+                format!(
+                    "completed: exit code {}{}",
+                    r.map(|r| r.exit_code).unwrap_or_default(),
+                    if response.cached_result { " (cached result)" } else { "" }
+                )
+            }
+        }
+    }
+
+    /// The action result, when the server produced one.
+    pub fn result(&self) -> Option<&ActionResult> {
+        match self {
+            Outcome::Completed { response } => response.result.as_ref(),
+            Outcome::Failed { result, .. } => result.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Name of a numeric gRPC code.
+pub fn code_name(code: i32) -> String {
+    format!("{:?}", Code::from_i32(code))
+}
+
+/// The harness could not find out what the server did (ERROR, never FAIL).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+/// Execution parameters for one action.
+#[derive(Debug, Clone)]
+pub struct ExecuteParams {
+    pub action_digest: Digest,
+    pub skip_cache_lookup: bool,
+    /// Time allowed from the Execute call to a finished operation.
+    pub budget: Duration,
+}
+
+/// What was seen while following the operation, for evidence.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    pub operation: Option<String>,
+    pub stages: Vec<String>,
+    pub messages: usize,
+    pub wait_calls: usize,
+}
+
+/// How many times an interrupted stream is resumed with WaitExecution.
+const MAX_RESUMES: usize = 3;
+
+/// Runs Execute and follows the operation to one of the outcome classes.
+pub async fn execute(clients: &Clients, params: &ExecuteParams) -> (Result<Outcome, ExecError>, Trace) {
+    let mut trace = Trace::default();
+    let outcome = follow(clients, params, &mut trace).await;
+    (outcome, trace)
+}
+
+async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace) -> Result<Outcome, ExecError> {
+    let start = Instant::now();
+    let deadline = start + params.budget;
+    let mut req = tonic::Request::new(ExecuteRequest {
+        instance_name: clients.instance.clone(),
+        skip_cache_lookup: params.skip_cache_lookup,
+        action_digest: Some(params.action_digest.clone()),
+        execution_policy: None,
+        results_cache_policy: None,
+        digest_function: 0,
+        inline_stdout: false,
+        inline_stderr: false,
+        inline_output_files: vec![],
+    });
+    req.set_timeout(params.budget + clients.rpc_timeout);
+    let first = tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await;
+    let mut stream = match first {
+        Err(_) => return Err(ExecError(format!("Execute not answered within {:.1}s", params.budget.as_secs_f64()))),
+        Ok(Err(status)) => return classify_status(status, "Execute"),
+        Ok(Ok(resp)) => resp.into_inner(),
+    };
+    let mut resumes = 0;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.message()).await;
+        let interrupted = match next {
+            Err(_) => return Ok(out_of_budget(clients, trace, start).await.map_err(ExecError)?),
+            Ok(Ok(Some(op))) => {
+                trace.messages += 1;
+                if let Some(done) = observe(op, trace)? {
+                    return Ok(done);
+                }
+                continue;
+            }
+            Ok(Ok(None)) => "the stream ended before the operation was done".to_string(),
+            Ok(Err(status)) if trace.operation.is_none() => return classify_status(status, "Execute"),
+            Ok(Err(status)) if is_transport(&status) => format!("the stream broke: {}", status.message()),
+            Ok(Err(status)) => {
+                return Ok(Outcome::Rejected { code: status.code(), message: status.message().to_string() })
+            }
+        };
+        // BuildStream resumes with WaitExecution when the stream ends early.
+        let Some(name) = trace.operation.clone() else {
+            return Err(ExecError(format!("{interrupted} without naming an operation")));
+        };
+        resumes += 1;
+        if resumes > MAX_RESUMES {
+            return Err(ExecError(format!("{interrupted}; gave up after {MAX_RESUMES} WaitExecution calls")));
+        }
+        trace.wait_calls += 1;
+        let mut req = tonic::Request::new(WaitExecutionRequest { name });
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
+        match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
+            Err(_) => return Ok(out_of_budget(clients, trace, start).await.map_err(ExecError)?),
+            Ok(Ok(resp)) => stream = resp.into_inner(),
+            Ok(Err(status)) if is_transport(&status) => {
+                return Err(ExecError(format!("{interrupted}; WaitExecution: {}", status.message())))
+            }
+            Ok(Err(status)) => {
+                return Ok(Outcome::Rejected {
+                    code: status.code(),
+                    message: format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message()),
+                })
+            }
+        }
+    }
+}
+
+/// Errors that say nothing about the server's REAPI behaviour.
+fn is_transport(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
+        || (status.code() == Code::Unknown && status.message().contains("transport"))
+}
+
+fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {
+    if is_transport(&status) {
+        return Err(ExecError(format!("{call}: {:?}: {}", status.code(), status.message())));
+    }
+    Ok(Outcome::Rejected { code: status.code(), message: status.message().to_string() })
+}
+
+/// Records an operation message; returns the outcome when it is done.
+fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome>, ExecError> {
+    if !op.name.is_empty() {
+        trace.operation = Some(op.name.clone());
+    }
+    if let Some(meta) = &op.metadata {
+        if meta.type_url.ends_with("ExecuteOperationMetadata") {
+            if let Ok(m) = ExecuteOperationMetadata::decode(&meta.value[..]) {
+                let stage = execution_stage::Value::try_from(m.stage)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_else(|_| format!("stage {}", m.stage));
+                if trace.stages.last() != Some(&stage) {
+                    trace.stages.push(stage);
+                }
+            }
+        }
+    }
+    if !op.done {
+        return Ok(None);
+    }
+    match op.result {
+        None => Err(ExecError("the final Operation has neither `response` nor `error`".into())),
+        Some(operation::Result::Error(status)) => Ok(Some(Outcome::Failed {
+            code: status.code,
+            message: status.message,
+            operation_error: true,
+            result: None,
+        })),
+        Some(operation::Result::Response(any)) => {
+            if !any.type_url.ends_with("build.bazel.remote.execution.v2.ExecuteResponse") {
+                return Err(ExecError(format!("the final Operation's response is a `{}`, not an ExecuteResponse", any.type_url)));
+            }
+            let response = ExecuteResponse::decode(&any.value[..])
+                .map_err(|e| ExecError(format!("the ExecuteResponse does not decode: {e}")))?;
+            let status = response.status.clone().unwrap_or_default();
+            if status.code != 0 {
+                return Ok(Some(Outcome::Failed {
+                    code: status.code,
+                    message: status.message,
+                    operation_error: false,
+                    result: response.result.map(Box::new),
+                }));
+            }
+            if response.result.is_none() {
+                return Err(ExecError("the ExecuteResponse has an OK status but no result".into()));
+            }
+            Ok(Some(Outcome::Completed { response: Box::new(response) }))
+        }
+    }
+}
+
+/// The budget is spent: cancel and report where the operation was.
+async fn out_of_budget(clients: &Clients, trace: &Trace, start: Instant) -> Result<Outcome, String> {
+    let waited = start.elapsed();
+    let Some(name) = trace.operation.clone() else {
+        return Err(format!("no Operation received within {:.1}s", waited.as_secs_f64()));
+    };
+    let cancel = match clients.call(clients.operations.clone().cancel_operation(clients.request(CancelOperationRequest { name }))).await {
+        Ok(_) => "cancelled".to_string(),
+        Err(s) => format!("CancelOperation answered {:?}", s.code()),
+    };
+    let executing = trace.stages.iter().any(|s| s == "EXECUTING" || s == "COMPLETED");
+    Ok(if executing { Outcome::Executing { waited, cancel } } else { Outcome::Queued { waited, cancel } })
+}

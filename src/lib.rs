@@ -1,0 +1,28 @@
+//! reapi-conformance: checks, requirement by requirement, whether a Remote
+//! Execution API (REAPI v2) cluster gives BuildStream what it needs.
+//!
+//! The pieces, each with one job:
+//! - [`suite`]: checks as data (YAML) and their loader;
+//! - [`action`], [`tree`], [`digest`]: BuildStream-shaped actions and input roots;
+//! - [`connection`], [`cas`], [`execute`]: talking to a server, with deadlines;
+//! - [`probe`]: the static program that reports from inside an action;
+//! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
+//! - [`verdict`], [`report`], [`expectations`]: what a run concluded and how it is shown;
+//! - [`cluster`]: servers the harness starts or targets.
+
+pub mod action;
+pub mod builtin;
+pub mod cas;
+pub mod cli;
+pub mod cluster;
+pub mod connection;
+pub mod digest;
+pub mod evaluate;
+pub mod execute;
+pub mod expectations;
+pub mod probe;
+pub mod report;
+pub mod runner;
+pub mod suite;
+pub mod tree;
+pub mod verdict;

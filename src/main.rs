@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(reapi_conformance::cli::main());
+}

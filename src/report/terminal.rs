@@ -1,0 +1,58 @@
+//! The human report: one line per check, evidence under anything not PASS,
+//! totals and wall time.
+
+use crate::verdict::{RunSummary, VerdictKind};
+
+fn paint(kind: VerdictKind, color: bool) -> String {
+    let label = format!("{:<5}", kind.label());
+    if !color {
+        return label;
+    }
+    let code = match kind {
+        VerdictKind::Pass => "32",
+        VerdictKind::Fail => "31;1",
+        VerdictKind::Warn => "33",
+        VerdictKind::Error => "35;1",
+        VerdictKind::Skip => "36",
+    };
+    format!("\x1b[{code}m{label}\x1b[0m")
+}
+
+/// Renders the whole run for a terminal; `color` adds ANSI colours.
+pub fn render(summary: &RunSummary, color: bool) -> String {
+    let width = summary.results.iter().map(|r| r.id.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for r in &summary.results {
+        out.push_str(&format!(
+            "{} {:<width$}  {}  ({:.2}s)\n",
+            paint(r.verdict.kind, color),
+            r.id,
+            super::one_line(&r.verdict.reason, 200),
+            r.duration.as_secs_f64(),
+        ));
+        if r.verdict.kind != VerdictKind::Pass {
+            for line in super::evidence_lines(&r.verdict.evidence) {
+                out.push_str(&format!("      {line}\n"));
+            }
+        }
+    }
+    out.push_str(&totals(summary));
+    out.push('\n');
+    out
+}
+
+/// `N checks: … in 1.23s against TARGET`.
+pub fn totals(summary: &RunSummary) -> String {
+    let n = summary.results.len();
+    format!(
+        "{n} checks: {} passed, {} failed, {} warned, {} errors, {} skipped in {:.2}s against {}{}",
+        summary.count(VerdictKind::Pass),
+        summary.count(VerdictKind::Fail),
+        summary.count(VerdictKind::Warn),
+        summary.count(VerdictKind::Error),
+        summary.count(VerdictKind::Skip),
+        summary.wall_time.as_secs_f64(),
+        summary.target,
+        if summary.instance.is_empty() { String::new() } else { format!(" (instance `{}`)", summary.instance) },
+    )
+}

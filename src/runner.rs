@@ -1,0 +1,220 @@
+//! Runs checks, declarative and built-in alike, against one target.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{GetCapabilitiesRequest, ServerCapabilities};
+use futures_util::StreamExt;
+
+use crate::action::{self, PreparedAction, Vars};
+use crate::cas::Cas;
+use crate::connection::{Clients, ConnectOptions};
+use crate::evaluate::{self, ProbeOutput};
+use crate::execute::{self, ExecuteParams, Outcome, Trace};
+use crate::suite::{CheckSpec, OutcomeClass};
+use crate::verdict::{CheckResult, Verdict};
+
+/// Knobs of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Budget for an action that is expected to complete.
+    pub timeout: Duration,
+    /// Budget for an action that may legitimately stay queued.
+    pub queue_wait: Duration,
+    /// Deadline of every unary RPC.
+    pub rpc_timeout: Duration,
+    /// Checks run at once.
+    pub jobs: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            timeout: Duration::from_secs(60),
+            queue_wait: Duration::from_secs(3),
+            rpc_timeout: Duration::from_secs(20),
+            jobs: 8,
+        }
+    }
+}
+
+/// The target could not be used at all; every check is an ERROR.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetError(pub String);
+
+/// A connected target with what every check shares.
+#[derive(Debug, Clone)]
+pub struct Harness {
+    pub cas: Cas,
+    pub vars: Vars,
+    pub options: RunOptions,
+    pub capabilities: ServerCapabilities,
+    /// Per-run salt: no two runs share action digests, so a real action cache
+    /// is never served results of another run, nor polluted for one.
+    pub salt: Vec<u8>,
+}
+
+impl Harness {
+    /// Connects and asks for the capabilities, which also proves the target answers.
+    pub async fn connect(target: &ConnectOptions, options: RunOptions, vars: Vars) -> Result<Harness, TargetError> {
+        let clients = Clients::new(target, options.rpc_timeout).map_err(|e| TargetError(e.to_string()))?;
+        let req = clients.request(GetCapabilitiesRequest { instance_name: clients.instance.clone() });
+        let capabilities = clients.call(clients.capabilities.clone().get_capabilities(req)).await.map_err(|s| {
+            TargetError(format!(
+                "{} does not answer GetCapabilities for instance `{}`: {:?}: {}",
+                target.endpoint,
+                clients.instance,
+                s.code(),
+                s.message()
+            ))
+        })?;
+        let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
+        let salt = format!("reapi-conformance/{}", uuid::Uuid::new_v4()).into_bytes();
+        Ok(Harness { cas: Cas::new(clients, max_batch), vars, options, capabilities, salt })
+    }
+
+    pub fn clients(&self) -> &Clients {
+        self.cas.clients()
+    }
+
+    /// Builds and uploads a check's action.
+    pub async fn upload(&self, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
+        let prepared =
+            action::prepare(spec, &self.vars, &crate::probe::probe_blob(), &self.salt).map_err(|e| e.to_string())?;
+        self.cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading the input root: {e}"))?;
+        Ok(prepared)
+    }
+
+    /// Executes an uploaded action within a budget.
+    pub async fn execute(&self, prepared: &PreparedAction, budget: Duration) -> (Result<Outcome, execute::ExecError>, Trace) {
+        let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
+        execute::execute(self.clients(), &params).await
+    }
+
+    /// Downloads stdout and stderr of a result and parses the probe report.
+    pub async fn probe_output(&self, outcome: &Outcome) -> Result<Option<ProbeOutput>, String> {
+        let Some(result) = outcome.result() else { return Ok(None) };
+        let stdout = self.log(&result.stdout_raw, result.stdout_digest.as_ref(), "stdout").await?;
+        let stderr = self.log(&result.stderr_raw, result.stderr_digest.as_ref(), "stderr").await?;
+        Ok(Some(ProbeOutput {
+            report: crate::probe::parse_report(&stdout),
+            stdout_excerpt: text_excerpt(&stdout),
+            stderr_excerpt: text_excerpt(&stderr),
+        }))
+    }
+
+    async fn log(
+        &self,
+        raw: &[u8],
+        digest: Option<&bazel_remote_apis::build::bazel::remote::execution::v2::Digest>,
+        what: &str,
+    ) -> Result<Vec<u8>, String> {
+        if !raw.is_empty() {
+            return Ok(raw.to_vec());
+        }
+        match digest {
+            None => Ok(Vec::new()),
+            Some(d) => self.cas.read(d).await.map_err(|e| format!("downloading {what}: {e}")),
+        }
+    }
+
+    /// Runs one check to a verdict; never panics on server data.
+    pub async fn run_check(&self, check: &CheckSpec) -> Verdict {
+        match &check.builtin {
+            Some(id) => match crate::builtin::find(id) {
+                Some(f) => f(self, check).await,
+                None => Verdict::error(format!("no built-in check named `{id}`")),
+            },
+            None => self.run_declarative(check).await,
+        }
+    }
+
+    async fn run_declarative(&self, check: &CheckSpec) -> Verdict {
+        let prepared = match self.upload(&check.action).await {
+            Ok(p) => p,
+            Err(e) => return Verdict::error(e),
+        };
+        let expected = check.expect.outcome_set();
+        let budget = if expected.contains(OutcomeClass::Queued) { self.options.queue_wait } else { self.options.timeout };
+        let (outcome, trace) = self.execute(&prepared, budget).await;
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => return with_trace(Verdict::error(e.to_string()), &prepared, &trace),
+        };
+        let probe = if outcome.class() == OutcomeClass::Completed && !check.expect.probe.is_empty() {
+            match self.probe_output(&outcome).await {
+                Ok(p) => p,
+                Err(e) => return with_trace(Verdict::error(e), &prepared, &trace),
+            }
+        } else {
+            None
+        };
+        let verdict = evaluate::judge(check, &outcome, probe.as_ref(), &self.vars);
+        with_trace(verdict, &prepared, &trace)
+    }
+
+    /// Runs checks with at most `jobs` at once; `on_done` sees each result as it lands.
+    /// Results come back in the order of `checks`.
+    pub async fn run_all(&self, checks: &[CheckSpec], on_done: impl Fn(&CheckResult)) -> Vec<CheckResult> {
+        let jobs = self.options.jobs.max(1);
+        let mut indexed: Vec<(usize, CheckResult)> = futures_util::stream::iter(checks.iter().enumerate())
+            .map(|(i, check)| async move {
+                let start = Instant::now();
+                let verdict = self.run_check(check).await;
+                (i, result_of(check, verdict, start.elapsed()))
+            })
+            .buffer_unordered(jobs)
+            .inspect(|(_, r)| on_done(r))
+            .collect()
+            .await;
+        indexed.sort_by_key(|(i, _)| *i);
+        indexed.into_iter().map(|(_, r)| r).collect()
+    }
+}
+
+/// Every check gets the same ERROR when the target cannot be used.
+pub fn all_error(checks: &[CheckSpec], reason: &str) -> Vec<CheckResult> {
+    checks.iter().map(|c| result_of(c, Verdict::error(reason.to_string()), Duration::ZERO)).collect()
+}
+
+/// Wraps a verdict with the check's identity.
+pub fn result_of(check: &CheckSpec, verdict: Verdict, duration: Duration) -> CheckResult {
+    CheckResult {
+        id: check.id.clone(),
+        suite: check.suite.clone(),
+        title: check.title.clone(),
+        severity: check.severity,
+        tags: check.tags.clone(),
+        source: check.source.clone(),
+        verdict,
+        duration,
+    }
+}
+
+fn with_trace(mut v: Verdict, prepared: &PreparedAction, trace: &Trace) -> Verdict {
+    v = v.with("action", None, crate::digest::show(&prepared.action_digest));
+    if let Some(op) = &trace.operation {
+        v = v.with("operation", None, op.clone());
+    }
+    if !trace.stages.is_empty() {
+        v = v.with("stages", None, trace.stages.join(" → "));
+    }
+    if trace.wait_calls > 0 {
+        v = v.with("wait_execution_calls", None, trace.wait_calls.to_string());
+    }
+    v
+}
+
+/// First 2 KiB of a log as text.
+pub fn text_excerpt(data: &[u8]) -> String {
+    let cut = &data[..data.len().min(2048)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if data.len() > cut.len() {
+        s.push('…');
+    }
+    s
+}
+
+/// Shared handle used by the CLI and the test harness.
+pub type SharedHarness = Arc<Harness>;

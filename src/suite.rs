@@ -1,0 +1,418 @@
+//! Suites as data: the YAML model of checks and its loader.
+//!
+//! A suite file holds checks that differ from a BuildStream-shaped default
+//! action only where they need to (see `docs/writing-checks.md`). Checks that
+//! YAML cannot express name a `builtin` implemented in Rust.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// How binding a requirement is (RFC 2119 words, as the REAPI spec uses them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Severity {
+    #[serde(rename = "MUST")]
+    Must,
+    #[serde(rename = "SHOULD")]
+    Should,
+    #[serde(rename = "MAY")]
+    May,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Must => "MUST",
+            Severity::Should => "SHOULD",
+            Severity::May => "MAY",
+        }
+    }
+}
+
+/// One `suites/*.yaml` file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    /// Suite name, e.g. `input-root`.
+    pub suite: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// A check as written in a suite file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Unique id, `<suite>.<name>`.
+    pub id: String,
+    pub title: String,
+    /// The requirement in one sentence.
+    pub requirement: String,
+    /// Where the requirement comes from (spec clause or BuildStream document).
+    pub source: String,
+    pub severity: Severity,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Defects of the defect-injection server that this check must notice.
+    #[serde(default)]
+    pub killed_by: Vec<String>,
+    /// Id of a Rust-implemented check; when set, `action` and `expect` are
+    /// whatever that function documents.
+    #[serde(default)]
+    pub builtin: Option<String>,
+    #[serde(default)]
+    pub action: ActionSpec,
+    #[serde(default)]
+    pub expect: Expectation,
+    /// Filled by the loader: the suite this check belongs to.
+    #[serde(skip)]
+    pub suite: String,
+    /// Filled by the loader: `file:line` of the check, for messages.
+    #[serde(skip)]
+    pub location: String,
+}
+
+/// The action a declarative check sends. Every field has a BuildStream-shaped
+/// default (see [`crate::action`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Start from an empty input root instead of the default tree
+    /// (probe at `usr/bin/sh`, empty `dev/`, `proc/`, `tmp/`).
+    #[serde(default)]
+    pub bare_root: bool,
+    /// Extra entries of the input root.
+    #[serde(default)]
+    pub input_root: Vec<EntrySpec>,
+    /// Full argv; default `["/usr/bin/sh", "-c", "-e", <probe directives>]`.
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    /// Probe directives, e.g. `["--read", "/etc/marker"]`; joined into the
+    /// `sh -c` script of the default argv.
+    #[serde(default)]
+    pub probe: Vec<String>,
+    /// Environment as `NAME=value`, sent in this order; default a sorted
+    /// BuildStream-like environment.
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    /// Working directory relative to the input root.
+    #[serde(default)]
+    pub working_directory: Option<String>,
+    #[serde(default)]
+    pub output_paths: Vec<String>,
+    /// Platform as `Name=value`; default `ISA=${isa}`, `OSFamily=${os}`.
+    /// Sent sorted unless `unsorted_platform` is set.
+    #[serde(default)]
+    pub platform: Option<Vec<String>>,
+    #[serde(default)]
+    pub unsorted_platform: bool,
+    /// Where the platform goes: both messages (BuildStream), or one of them.
+    #[serde(default)]
+    pub platform_on: PlatformPlacement,
+}
+
+/// Which messages carry the platform.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlatformPlacement {
+    #[default]
+    Both,
+    Action,
+    Command,
+}
+
+/// One entry of an input root, by path relative to the root.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum EntrySpec {
+    /// A regular file with literal content.
+    File {
+        file: String,
+        #[serde(default)]
+        content: String,
+        #[serde(default)]
+        executable: bool,
+    },
+    /// A copy of the probe executable.
+    Probe { probe: String },
+    /// A directory (possibly empty).
+    Dir { dir: String },
+    /// A symbolic link; the target is kept verbatim (absolute targets too).
+    Symlink { symlink: String, target: String },
+}
+
+/// The class of an Execute outcome. A suite must tell these apart (FIELD-NOTES §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeClass {
+    /// Execute answered with a gRPC error.
+    Rejected,
+    /// The operation finished with a non-OK status (or `Operation.error`).
+    Failed,
+    /// Still queued when the budget ran out (then cancelled).
+    Queued,
+    /// Dispatched to a worker but not finished when the budget ran out.
+    Executing,
+    /// Finished with an `ActionResult`.
+    Completed,
+}
+
+impl OutcomeClass {
+    pub fn label(self) -> &'static str {
+        match self {
+            OutcomeClass::Rejected => "rejected",
+            OutcomeClass::Failed => "failed",
+            OutcomeClass::Queued => "queued",
+            OutcomeClass::Executing => "executing",
+            OutcomeClass::Completed => "completed",
+        }
+    }
+}
+
+/// One outcome class or a set of them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OutcomeSet {
+    One(OutcomeClass),
+    Any(Vec<OutcomeClass>),
+}
+
+impl OutcomeSet {
+    pub fn contains(&self, class: OutcomeClass) -> bool {
+        match self {
+            OutcomeSet::One(c) => *c == class,
+            OutcomeSet::Any(v) => v.contains(&class),
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            OutcomeSet::One(c) => c.label().to_string(),
+            OutcomeSet::Any(v) => v.iter().map(|c| c.label()).collect::<Vec<_>>().join(" | "),
+        }
+    }
+}
+
+/// What a declarative check expects.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// Acceptable outcome classes; default `completed`.
+    #[serde(default)]
+    pub outcome: Option<OutcomeSet>,
+    /// Expected exit code when completed.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Assertions on the probe's JSON report (requires a completed outcome).
+    #[serde(default)]
+    pub probe: Vec<ProbeAssertion>,
+}
+
+impl Expectation {
+    pub fn outcome_set(&self) -> OutcomeSet {
+        self.outcome.clone().unwrap_or(OutcomeSet::One(OutcomeClass::Completed))
+    }
+}
+
+/// An assertion on one field of the probe report. Exactly one operator is set.
+///
+/// `field` is a path into the report: dot-separated keys, with `[...]` for keys
+/// that contain dots or slashes, e.g. `paths[/etc/os-release].exists`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeAssertion {
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<serde_json::Value>,
+    #[serde(default)]
+    pub not_equals: Option<serde_json::Value>,
+    #[serde(default)]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// String contains substring, or array contains element.
+    #[serde(default)]
+    pub contains: Option<serde_json::Value>,
+    #[serde(default)]
+    pub not_contains: Option<serde_json::Value>,
+    /// Object keys (or array of strings) include all of these.
+    #[serde(default)]
+    pub keys_include: Option<Vec<String>>,
+    /// Object keys (or array of strings) are all among these.
+    #[serde(default)]
+    pub keys_within: Option<Vec<String>>,
+    /// Array has exactly this many elements.
+    #[serde(default)]
+    pub length: Option<usize>,
+}
+
+impl ProbeAssertion {
+    fn operator_count(&self) -> usize {
+        [
+            self.equals.is_some(),
+            self.not_equals.is_some(),
+            self.one_of.is_some(),
+            self.contains.is_some(),
+            self.not_contains.is_some(),
+            self.keys_include.is_some(),
+            self.keys_within.is_some(),
+            self.length.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count()
+    }
+}
+
+/// A suite ready to run: its checks, validated.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    pub file: PathBuf,
+    pub checks: Vec<CheckSpec>,
+}
+
+/// A suite file that could not be loaded; the message names file and line.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct SuiteError {
+    pub location: String,
+    pub message: String,
+}
+
+impl SuiteError {
+    fn at(file: &Path, line: usize, message: impl Into<String>) -> Self {
+        SuiteError { location: format!("{}:{line}", file.display()), message: message.into() }
+    }
+}
+
+/// Parses one suite from YAML text; `file` is used in messages only.
+pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
+    let parsed: SuiteFile = serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(1);
+        // The library's message repeats the position; keep only the cause.
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        SuiteError::at(file, line, msg)
+    })?;
+    let lines = CheckLines::new(text);
+    let mut seen = HashSet::new();
+    let mut checks = Vec::with_capacity(parsed.checks.len());
+    for (index, mut check) in parsed.checks.into_iter().enumerate() {
+        let line = lines.line_of(index);
+        let fail = |m: String| SuiteError::at(file, line, m);
+        if !seen.insert(check.id.clone()) {
+            return Err(fail(format!("duplicate check id `{}`", check.id)));
+        }
+        if !check.id.starts_with(&format!("{}.", parsed.suite)) {
+            return Err(fail(format!("check id `{}` must start with `{}.`", check.id, parsed.suite)));
+        }
+        if check.id.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')) {
+            return Err(fail(format!("check id `{}` may use only letters, digits, `-`, `_` and `.`", check.id)));
+        }
+        for (i, a) in check.expect.probe.iter().enumerate() {
+            if a.operator_count() != 1 {
+                return Err(fail(format!(
+                    "probe assertion {} on `{}` needs exactly one operator (equals, not_equals, one_of, contains, not_contains, keys_include, keys_within, length)",
+                    i + 1,
+                    a.field
+                )));
+            }
+            if let Err(e) = crate::evaluate::parse_field_path(&a.field) {
+                return Err(fail(format!("probe assertion {}: {e}", i + 1)));
+            }
+        }
+        for e in check.action.env.iter().flatten().chain(check.action.platform.iter().flatten()) {
+            if !e.contains('=') {
+                return Err(fail(format!("`{e}` must have the form NAME=value")));
+            }
+        }
+        check.suite = parsed.suite.clone();
+        check.location = format!("{}:{line}", file.display());
+        checks.push(check);
+    }
+    Ok(Suite { name: parsed.suite, title: parsed.title, description: parsed.description, file: file.to_path_buf(), checks })
+}
+
+/// Finds the line where each check (a `- id:` item under `checks:`) starts.
+struct CheckLines {
+    starts: Vec<usize>,
+}
+
+impl CheckLines {
+    fn new(text: &str) -> Self {
+        let mut starts = Vec::new();
+        let mut in_checks = false;
+        for (i, line) in text.lines().enumerate() {
+            if line.starts_with("checks:") {
+                in_checks = true;
+                continue;
+            }
+            if in_checks {
+                if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() && !line.starts_with('#') {
+                    in_checks = false;
+                } else if line.trim_start().starts_with("- ") && line.len() - line.trim_start().len() <= 2 {
+                    starts.push(i + 1);
+                }
+            }
+        }
+        CheckLines { starts }
+    }
+    fn line_of(&self, index: usize) -> usize {
+        self.starts.get(index).copied().unwrap_or(1)
+    }
+}
+
+/// Loads every `*.yaml` file of a directory, sorted by file name, and checks
+/// that ids are unique across suites.
+pub fn load_dir(dir: &Path) -> Result<Vec<Suite>, SuiteError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| SuiteError {
+        location: dir.display().to_string(),
+        message: format!("cannot read suite directory: {e}"),
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    let mut suites = Vec::new();
+    for f in files {
+        suites.push(load_file(&f)?);
+    }
+    check_unique(&suites)?;
+    Ok(suites)
+}
+
+/// Loads one suite file.
+pub fn load_file(file: &Path) -> Result<Suite, SuiteError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| SuiteError { location: file.display().to_string(), message: format!("cannot read: {e}") })?;
+    parse_suite(file, &text)
+}
+
+/// The suites shipped with the tool, compiled in so the binary works from any directory.
+pub fn builtin_suites() -> Result<Vec<Suite>, SuiteError> {
+    let mut suites = Vec::new();
+    for (name, text) in BUNDLED {
+        suites.push(parse_suite(Path::new(&format!("suites/{name}")), text)?);
+    }
+    check_unique(&suites)?;
+    Ok(suites)
+}
+
+fn check_unique(suites: &[Suite]) -> Result<(), SuiteError> {
+    let mut seen = std::collections::HashMap::new();
+    for s in suites {
+        if let Some(prev) = seen.insert(s.name.clone(), s.file.clone()) {
+            return Err(SuiteError {
+                location: format!("{}:1", s.file.display()),
+                message: format!("suite `{}` is also defined in {}", s.name, prev.display()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Suite files bundled into the binary (see build.rs).
+const BUNDLED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/bundled_suites.rs"));

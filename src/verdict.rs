@@ -1,0 +1,168 @@
+//! Verdicts: what a check concluded about the server, and why.
+//!
+//! The five kinds are kept strictly apart because CI gates and vendors act on
+//! them differently: FAIL and WARN speak about the server, ERROR about the
+//! harness or the infrastructure, SKIP about applicability.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+use crate::suite::Severity;
+
+/// The conclusion of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum VerdictKind {
+    /// The server behaves as required.
+    Pass,
+    /// The server violates a MUST requirement.
+    Fail,
+    /// The server does not meet a SHOULD requirement.
+    Warn,
+    /// The harness or the infrastructure could not decide.
+    Error,
+    /// The check does not apply; the reason says why.
+    Skip,
+}
+
+impl VerdictKind {
+    /// Upper-case label used in every report.
+    pub fn label(self) -> &'static str {
+        match self {
+            VerdictKind::Pass => "PASS",
+            VerdictKind::Fail => "FAIL",
+            VerdictKind::Warn => "WARN",
+            VerdictKind::Error => "ERROR",
+            VerdictKind::Skip => "SKIP",
+        }
+    }
+
+    /// The verdict a check reaches when its requirement is not met, by severity.
+    pub fn for_unmet(severity: Severity) -> VerdictKind {
+        match severity {
+            Severity::Must => VerdictKind::Fail,
+            Severity::Should => VerdictKind::Warn,
+            // An optional behaviour that is absent is not a defect.
+            Severity::May => VerdictKind::Skip,
+        }
+    }
+}
+
+impl std::fmt::Display for VerdictKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl std::str::FromStr for VerdictKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            "PASS" => Ok(VerdictKind::Pass),
+            "FAIL" => Ok(VerdictKind::Fail),
+            "WARN" => Ok(VerdictKind::Warn),
+            "ERROR" => Ok(VerdictKind::Error),
+            "SKIP" => Ok(VerdictKind::Skip),
+            other => Err(format!("unknown verdict `{other}` (PASS, FAIL, WARN, ERROR, SKIP)")),
+        }
+    }
+}
+
+/// One named piece of evidence: what was expected and what was observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Short label, e.g. `outcome`, `probe.cwd`, `stdout`.
+    pub label: String,
+    /// What the check expected, if it states one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// What the server produced.
+    pub observed: String,
+}
+
+/// A verdict with its one-line reason and supporting evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub kind: VerdictKind,
+    /// One line, shown next to the check id on the terminal.
+    pub reason: String,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Verdict {
+    pub fn new(kind: VerdictKind, reason: impl Into<String>) -> Self {
+        Verdict { kind, reason: reason.into(), evidence: Vec::new() }
+    }
+    pub fn pass(reason: impl Into<String>) -> Self {
+        Self::new(VerdictKind::Pass, reason)
+    }
+    pub fn error(reason: impl Into<String>) -> Self {
+        Self::new(VerdictKind::Error, reason)
+    }
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Self::new(VerdictKind::Skip, reason)
+    }
+    /// Adds one piece of evidence.
+    pub fn with(mut self, label: impl Into<String>, expected: Option<String>, observed: impl Into<String>) -> Self {
+        self.evidence.push(Evidence { label: label.into(), expected, observed: observed.into() });
+        self
+    }
+}
+
+/// A check's verdict together with what identifies the check in reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub suite: String,
+    pub title: String,
+    pub severity: Severity,
+    pub tags: Vec<String>,
+    pub source: String,
+    pub verdict: Verdict,
+    /// Wall time the check took, including waiting for the server.
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+}
+
+/// Serialises durations as fractional seconds, the unit JUnit and humans use.
+pub mod duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole run: every result plus what was run against.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Human description of the target, e.g. `local (buildbox-casd 1.3.x)` or an endpoint URL.
+    pub target: String,
+    pub instance: String,
+    pub results: Vec<CheckResult>,
+    #[serde(with = "duration_secs")]
+    pub wall_time: Duration,
+}
+
+impl RunSummary {
+    /// Number of results of one kind.
+    pub fn count(&self, kind: VerdictKind) -> usize {
+        self.results.iter().filter(|r| r.verdict.kind == kind).count()
+    }
+
+    /// Process exit status: 1 when a MUST check failed, 2 when something could
+    /// not be decided, else 0.
+    pub fn exit_code(&self) -> i32 {
+        if self.results.iter().any(|r| r.verdict.kind == VerdictKind::Fail) {
+            1
+        } else if self.results.iter().any(|r| r.verdict.kind == VerdictKind::Error) {
+            2
+        } else {
+            0
+        }
+    }
+}
