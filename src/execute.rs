@@ -185,9 +185,11 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace) ->
 }
 
 /// Errors that say nothing about the server's REAPI behaviour.
-fn is_transport(status: &tonic::Status) -> bool {
+/// Statuses made on our side of the wire carry the transport error as their
+/// source; a status the server sent has none.
+pub fn is_transport(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
-        || (status.code() == Code::Unknown && status.message().contains("transport"))
+        || std::error::Error::source(status).is_some()
 }
 
 fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {

@@ -416,3 +416,70 @@ fn check_unique(suites: &[Suite]) -> Result<(), SuiteError> {
 
 /// Suite files bundled into the binary (see build.rs).
 const BUNDLED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/bundled_suites.rs"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const HEAD: &str = "suite: s\ntitle: t\nchecks:\n";
+    const CHECK: &str = "    title: t\n    requirement: r\n    source: x\n    severity: MUST\n";
+
+    fn parse(body: &str) -> Result<Suite, SuiteError> {
+        parse_suite(Path::new("suites/s.yaml"), &format!("{HEAD}{body}"))
+    }
+
+    #[test]
+    fn bundled_suites_load_and_builtins_exist() {
+        let suites = builtin_suites().unwrap();
+        assert!(suites.iter().map(|s| s.checks.len()).sum::<usize>() >= 7);
+        for c in suites.iter().flat_map(|s| &s.checks) {
+            if let Some(b) = &c.builtin {
+                assert!(crate::builtin::find(b).is_some(), "{}: unknown builtin {b}", c.id);
+            }
+            assert!(!c.killed_by.is_empty(), "{} names no defect that kills it", c.id);
+        }
+    }
+
+    #[test]
+    fn duplicate_id_names_the_line_of_the_second() {
+        let err = parse(&format!("  - id: s.a\n{CHECK}  - id: s.a\n{CHECK}")).unwrap_err();
+        assert_eq!(err.location, "suites/s.yaml:9");
+        assert!(err.message.contains("duplicate check id `s.a`"));
+    }
+
+    #[rstest]
+    #[case("  - id: other.a\n", "must start with `s.`")]
+    #[case("  - id: s.a b\n", "may use only")]
+    fn bad_ids(#[case] id_line: &str, #[case] msg: &str) {
+        let err = parse(&format!("{id_line}{CHECK}")).unwrap_err();
+        assert!(err.message.contains(msg), "{err}");
+        assert_eq!(err.location, "suites/s.yaml:4");
+    }
+
+    #[test]
+    fn assertion_needs_exactly_one_operator() {
+        let body = format!("  - id: s.a\n{CHECK}    expect:\n      probe:\n        - field: cwd\n          equals: /\n          contains: x\n");
+        let err = parse(&body).unwrap_err();
+        assert!(err.message.contains("exactly one operator"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_carry_the_line() {
+        let err = parse(&format!("  - id: s.a\n{CHECK}    expect:\n      exit_code: zero\n")).unwrap_err();
+        assert_eq!(err.location, "suites/s.yaml:10", "{err}");
+    }
+
+    #[test]
+    fn entries_parse_by_shape() {
+        let body = format!(
+            "  - id: s.a\n{CHECK}    action:\n      input_root:\n        - file: etc/x\n          content: hi\n        - dir: tmp\n        - symlink: lib\n          target: /usr/lib\n        - probe: bin/sh\n"
+        );
+        let s = parse(&body).unwrap();
+        let entries = &s.checks[0].action.input_root;
+        assert!(matches!(&entries[0], EntrySpec::File { file, .. } if file == "etc/x"));
+        assert!(matches!(&entries[1], EntrySpec::Dir { .. }));
+        assert!(matches!(&entries[2], EntrySpec::Symlink { target, .. } if target == "/usr/lib"));
+        assert!(matches!(&entries[3], EntrySpec::Probe { .. }));
+    }
+}

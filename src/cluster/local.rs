@@ -169,7 +169,7 @@ impl Cluster for Local {
             std::fs::create_dir_all(dir.join("cache"))
                 .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
             let socket = dir.join("casd.sock");
-            let mut cmd = tokio::process::Command::new(bin.join("buildbox-casd"));
+            let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
             cmd.arg(format!("--bind=unix:{}", socket.display()))
                 .arg(format!("--buildbox-run={}", bin.join("buildbox-run").display()))
                 .arg(format!("--jobs={}", self.jobs.max(1)))

@@ -2,10 +2,11 @@
 //! killed with the parent (PR_SET_PDEATHSIG), and the whole group is
 //! terminated on stop or drop.
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::process::{Child, Command};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// A started server process and its process group.
 #[derive(Debug)]
@@ -16,12 +17,40 @@ pub struct ManagedProcess {
     log: std::path::PathBuf,
 }
 
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns from one thread that lives as long as the process: the kernel sends
+/// PR_SET_PDEATHSIG when the *thread* that forked the child exits, and test
+/// harnesses and thread pools end their threads long before the process.
+fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("reapi-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    sender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    reply_rx.recv().map_err(|_| std::io::Error::other("spawner thread did not answer"))?
+}
+
 impl ManagedProcess {
     /// Spawns `cmd` with stdout and stderr going to `log`.
     pub fn spawn(name: &str, mut cmd: Command, log: &std::path::Path) -> std::io::Result<ManagedProcess> {
         let out = std::fs::File::create(log)?;
         cmd.stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out)).stdin(Stdio::null());
-        cmd.process_group(0).kill_on_drop(true);
+        cmd.process_group(0);
         // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
         unsafe {
             cmd.pre_exec(|| {
@@ -31,8 +60,8 @@ impl ManagedProcess {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
-        let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+        let child = spawn_from_lasting_thread(cmd)?;
+        let pgid = child.id() as i32;
         Ok(ManagedProcess { name: name.to_string(), child: Some(child), pgid, log: log.to_path_buf() })
     }
 
@@ -51,26 +80,31 @@ impl ManagedProcess {
     /// SIGTERM to the group, SIGKILL after a grace period.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
-        if self.pgid > 0 {
-            // SAFETY: plain syscall on a process group we created.
-            unsafe { libc::kill(-self.pgid, libc::SIGTERM) };
+        self.signal_group(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if tokio::time::timeout(Duration::from_secs(3), child.wait()).await.is_err() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        // Runner children may linger in the group after the leader exits.
+        self.signal_group(libc::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn signal_group(&self, signal: i32) {
         if self.pgid > 0 {
-            // Runner children may linger in the group after the leader exits.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            // SAFETY: plain syscall on a process group this harness created.
+            unsafe { libc::kill(-self.pgid, signal) };
         }
     }
 }
 
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
-        if self.child.is_some() && self.pgid > 0 {
-            // SAFETY: as in `stop`; used when a run is torn down without `stop`.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        if let Some(mut child) = self.child.take() {
+            self.signal_group(libc::SIGKILL);
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -1,0 +1,143 @@
+//! `cargo test --test conformance`: every check as a test (libtest-mimic), so
+//! the usual filters work (`cargo test --test conformance -- platform.`).
+//!
+//! Target: `REAPI_ENDPOINT` (+ `REAPI_INSTANCE`) when set, else the cluster
+//! named by `REAPI_CLUSTER` (default `local`), started once on first use and
+//! stopped at the end. With `REAPI_EXPECT=FILE` a test passes when the verdict
+//! is the expected one; against the default local cluster the expectations in
+//! `fixtures/expectations/local.yaml` apply. Otherwise FAIL and ERROR fail the
+//! test, and PASS, WARN and SKIP pass it.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use reapi_conformance::cli::{cluster_for, run_settings, select_checks, RunArgs, SelectArgs};
+use reapi_conformance::cluster::Cluster;
+use reapi_conformance::expectations::ExpectationFile;
+use reapi_conformance::runner::Harness;
+use reapi_conformance::verdict::VerdictKind;
+
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    cluster: Mutex<Option<Box<dyn Cluster>>>,
+    harness: OnceLock<Result<Arc<Harness>, String>>,
+    args: RunArgs,
+}
+
+fn run_args() -> RunArgs {
+    RunArgs {
+        cluster: std::env::var("REAPI_CLUSTER").ok(),
+        endpoint: std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty()),
+        instance: std::env::var("REAPI_INSTANCE").unwrap_or_default(),
+        cas_endpoint: None,
+        ac_endpoint: None,
+        server_cert: None,
+        client_cert: None,
+        client_key: None,
+        token_file: None,
+        select: SelectArgs::default(),
+        junit: None,
+        json: None,
+        expect: None,
+        jobs: 4,
+        timeout: 60.0,
+        queue_wait: 3.0,
+        rpc_timeout: 20.0,
+        isa: std::env::var("REAPI_ISA").ok(),
+        foreign_isa: None,
+        buildbox_dir: std::env::var("REAPI_BUILDBOX_DIR").ok().map(Into::into),
+    }
+}
+
+impl Shared {
+    /// Starts the cluster and connects, once, on the first test that needs it.
+    fn harness(&self) -> Result<Arc<Harness>, String> {
+        self.harness
+            .get_or_init(|| {
+                self.runtime.block_on(async {
+                    let mut cluster = cluster_for(&self.args)?;
+                    let target = cluster.start().await.map_err(|e| format!("cannot start the cluster: {e}"))?;
+                    let (options, vars) = run_settings(&self.args)?;
+                    *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(cluster);
+                    Harness::connect(&target, options, vars).await.map(Arc::new).map_err(|e| e.to_string())
+                })
+            })
+            .clone()
+    }
+
+    fn stop(&self) {
+        if let Some(mut c) = self.cluster.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.runtime.block_on(c.stop());
+        }
+    }
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let (_, checks) = select_checks(&SelectArgs::default()).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    let run = run_args();
+    let expect_path = std::env::var("REAPI_EXPECT").ok().or_else(|| {
+        (run.endpoint.is_none() && run.cluster.as_deref().unwrap_or("local") == "local")
+            .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/expectations/local.yaml").to_string())
+    });
+    let expectations = expect_path.map(|p| {
+        ExpectationFile::load(p.as_ref()).unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(2)
+        })
+    });
+    let shared = Arc::new(Shared {
+        runtime: tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime"),
+        cluster: Mutex::new(None),
+        harness: OnceLock::new(),
+        args: run,
+    });
+    let expectations = Arc::new(expectations);
+    let trials = checks
+        .into_iter()
+        .map(|check| {
+            let shared = shared.clone();
+            let expectations = expectations.clone();
+            let name = check.id.clone();
+            let kind = check.suite.clone();
+            Trial::test(name, move || {
+                let harness = shared.harness().map_err(|e| Failed::from(format!("ERROR: {e}")))?;
+                let verdict = shared.runtime.block_on(harness.run_check(&check));
+                let detail = || {
+                    let mut s = format!("{} {}: {}", verdict.kind, check.id, verdict.reason);
+                    for e in &verdict.evidence {
+                        s.push_str(&format!("\n  {}: {}", e.label, e.observed));
+                        if let Some(x) = &e.expected {
+                            s.push_str(&format!(" (expected {x})"));
+                        }
+                    }
+                    s
+                };
+                match expectations.as_ref() {
+                    Some(file) => {
+                        let want = file.expected(&check.id);
+                        if verdict.kind == want {
+                            Ok(())
+                        } else {
+                            Err(format!("expected {want}, got {}", detail()).into())
+                        }
+                    }
+                    None => match verdict.kind {
+                        VerdictKind::Fail | VerdictKind::Error => Err(detail().into()),
+                        _ => Ok(()),
+                    },
+                }
+            })
+            .with_kind(kind)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    shared.stop();
+    // Give the runtime a moment to finish cancelled RPCs before exit.
+    std::thread::sleep(Duration::from_millis(10));
+    conclusion.exit();
+}
