@@ -214,6 +214,10 @@ pub async fn execute_run(
     on_done: impl Fn(&crate::verdict::CheckResult),
 ) -> Result<RunSummary, String> {
     let start = Instant::now();
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
     let target = cluster.name();
     let connect = match cluster.start().await {
         Ok(c) => c,
@@ -227,7 +231,7 @@ pub async fn execute_run(
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
     cluster.stop().await;
-    Ok(RunSummary { target, instance: connect.instance, results, wall_time: start.elapsed() })
+    Ok(RunSummary { target, instance: connect.instance, results, started_at, wall_time: start.elapsed() })
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {

@@ -144,6 +144,8 @@ pub struct RunSummary {
     pub target: String,
     pub instance: String,
     pub results: Vec<CheckResult>,
+    /// When the run started, in seconds since the Unix epoch.
+    pub started_at: u64,
     #[serde(with = "duration_secs")]
     pub wall_time: Duration,
 }

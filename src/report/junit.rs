@@ -2,7 +2,7 @@
 //! FAIL is a `failure`, ERROR an `error`, SKIP `skipped`; WARN passes (a
 //! SHOULD is not a gate) and carries its warning in `system-out`.
 
-use junit_report::{Duration, ReportBuilder, TestCase, TestSuiteBuilder};
+use junit_report::{Duration, OffsetDateTime, ReportBuilder, TestCase, TestSuiteBuilder};
 
 use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 
@@ -45,13 +45,62 @@ pub fn render(summary: &RunSummary) -> String {
             None => suites.push((r.suite.clone(), vec![testcase(r)])),
         }
     }
+    // The run's own start time, not "now": the same verdicts give the same XML.
+    let timestamp = OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut report = ReportBuilder::new();
     for (name, cases) in suites {
-        report.add_testsuite(TestSuiteBuilder::new(&name).add_testcases(cases).build());
+        report.add_testsuite(TestSuiteBuilder::new(&name).set_timestamp(timestamp).add_testcases(cases).build());
     }
     let mut out = Vec::new();
     match report.build().write_xml(&mut out) {
         Ok(()) => String::from_utf8_lossy(&out).into_owned(),
         Err(e) => format!("<!-- JUnit rendering failed: {e} -->"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::Severity;
+    use crate::verdict::Verdict;
+    use std::time::Duration as StdDuration;
+
+    fn result(id: &str, verdict: Verdict) -> CheckResult {
+        CheckResult {
+            id: id.into(),
+            suite: id.split('.').next().unwrap().into(),
+            title: "t".into(),
+            severity: Severity::Must,
+            tags: vec!["buildstream".into()],
+            source: "s".into(),
+            verdict,
+            duration: StdDuration::from_millis(120),
+        }
+    }
+
+    #[test]
+    fn verdict_kinds_map_to_junit_elements_and_output_is_stable() {
+        let summary = RunSummary {
+            target: "t".into(),
+            instance: String::new(),
+            results: vec![
+                result("a.pass", Verdict::pass("ok")),
+                result("a.fail", Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w")),
+                result("b.warn", Verdict::new(VerdictKind::Warn, "meh")),
+                result("b.error", Verdict::error("unreachable")),
+                result("b.skip", Verdict::skip("n/a")),
+            ],
+            started_at: 1_700_000_000,
+            wall_time: StdDuration::from_secs(1),
+        };
+        let xml = render(&summary);
+        assert_eq!(xml, render(&summary), "pure function of the verdicts");
+        assert_eq!(xml.matches("<testsuite ").count(), 2);
+        assert_eq!(xml.matches("<failure").count(), 1);
+        assert_eq!(xml.matches("<error").count(), 1);
+        assert_eq!(xml.matches("<skipped").count(), 1);
+        assert!(xml.contains("bad &lt;&amp;&gt;"), "{xml}");
+        assert!(xml.contains("cwd: observed /tmp/w (expected /w)"), "{xml}");
+        assert!(xml.contains("2023-11-14"), "{xml}");
     }
 }
