@@ -205,21 +205,29 @@ pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
 
 /// Starts the cluster, runs the checks and stops the cluster again. A cluster
 /// that cannot start is an error; a target that does not answer gives ERROR
-/// verdicts. `on_done` sees each result as it lands.
+/// verdicts. `on_done` sees each result as it lands. When `interrupt`
+/// completes first, in-flight operations are cancelled, the cluster is
+/// stopped and the result is `Ok(None)`.
 pub async fn execute_run(
     cluster: &mut dyn Cluster,
     checks: &[CheckSpec],
     options: RunOptions,
     vars: Vars,
     on_done: impl Fn(&crate::verdict::CheckResult),
-) -> Result<RunSummary, String> {
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Option<RunSummary>, String> {
+    tokio::pin!(interrupt);
     let start = Instant::now();
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let target = cluster.name();
-    let connect = match cluster.start().await {
+    let started = tokio::select! {
+        s = cluster.start() => s,
+        _ = &mut interrupt => Err(cluster::ClusterError("interrupted".into())),
+    };
+    let connect = match started {
         Ok(c) => c,
         Err(e) => {
             cluster.stop().await;
@@ -227,11 +235,19 @@ pub async fn execute_run(
         }
     };
     let results = match Harness::connect(&connect, options, vars).await {
-        Ok(h) => h.run_all(checks, on_done).await,
+        Ok(h) => tokio::select! {
+            r = h.run_all(checks, on_done) => r,
+            _ = &mut interrupt => {
+                let n = h.inflight.cancel_all(h.clients()).await;
+                eprintln!("interrupted: cancelled {n} operation(s), stopping the cluster");
+                cluster.stop().await;
+                return Ok(None);
+            }
+        },
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
     cluster.stop().await;
-    Ok(RunSummary { target, instance: connect.instance, results, started_at, wall_time: start.elapsed() })
+    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, wall_time: start.elapsed() }))
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
@@ -262,16 +278,12 @@ async fn run(args: RunArgs) -> Result<i32, String> {
         progress.inc(1);
         progress.set_message(format!("{} {}", r.verdict.kind, r.id));
     };
-    let summary = tokio::select! {
-        s = execute_run(cluster.as_mut(), &checks, options, vars, on_done) => s?,
-        _ = tokio::signal::ctrl_c() => {
-            progress.finish_and_clear();
-            eprintln!("interrupted: stopping the cluster");
-            cluster.stop().await;
-            return Ok(130);
-        }
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
+    let summary = execute_run(cluster.as_mut(), &checks, options, vars, on_done, interrupt).await;
     progress.finish_and_clear();
+    let Some(summary) = summary? else { return Ok(130) };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     print!("{}", report::terminal::render(&summary, color));
     if let Some(path) = &args.junit {

@@ -107,17 +107,45 @@ pub struct Trace {
     pub wait_calls: usize,
 }
 
+/// Names of operations started and not yet finished, so an interrupted run
+/// can cancel them instead of leaving work on the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Inflight(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl Inflight {
+    fn set(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cancels every operation still in flight; returns how many were asked.
+    pub async fn cancel_all(&self, clients: &Clients) -> usize {
+        let names: Vec<String> = self.set().drain().collect();
+        let calls = names.iter().map(|name| async move {
+            let req = clients.request(CancelOperationRequest { name: name.clone() });
+            let mut ops = clients.operations.clone();
+            clients.call(ops.cancel_operation(req)).await
+        });
+        futures_util::future::join_all(calls).await;
+        names.len()
+    }
+}
+
 /// How many times an interrupted stream is resumed with WaitExecution.
 const MAX_RESUMES: usize = 3;
 
 /// Runs Execute and follows the operation to one of the outcome classes.
-pub async fn execute(clients: &Clients, params: &ExecuteParams) -> (Result<Outcome, ExecError>, Trace) {
+/// Operations are recorded in `inflight` while they run (kept there if this
+/// future is dropped, so the caller can cancel them).
+pub async fn execute(clients: &Clients, params: &ExecuteParams, inflight: &Inflight) -> (Result<Outcome, ExecError>, Trace) {
     let mut trace = Trace::default();
-    let outcome = follow(clients, params, &mut trace).await;
+    let outcome = follow(clients, params, &mut trace, inflight).await;
+    if let Some(name) = &trace.operation {
+        inflight.set().remove(name);
+    }
     (outcome, trace)
 }
 
-async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace) -> Result<Outcome, ExecError> {
+async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, inflight: &Inflight) -> Result<Outcome, ExecError> {
     let start = Instant::now();
     let deadline = start + params.budget;
     let mut req = tonic::Request::new(ExecuteRequest {
@@ -145,6 +173,9 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace) ->
             Err(_) => return Ok(out_of_budget(clients, trace, start).await.map_err(ExecError)?),
             Ok(Ok(Some(op))) => {
                 trace.messages += 1;
+                if trace.operation.is_none() && !op.name.is_empty() {
+                    inflight.set().insert(op.name.clone());
+                }
                 if let Some(done) = observe(op, trace)? {
                     return Ok(done);
                 }

@@ -53,6 +53,8 @@ pub struct Harness {
     /// Per-run salt: no two runs share action digests, so a real action cache
     /// is never served results of another run, nor polluted for one.
     pub salt: Vec<u8>,
+    /// Operations started and not finished, for cancelling on interrupt.
+    pub inflight: execute::Inflight,
 }
 
 impl Harness {
@@ -71,7 +73,7 @@ impl Harness {
         })?;
         let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
         let salt = format!("reapi-conformance/{}", uuid::Uuid::new_v4()).into_bytes();
-        Ok(Harness { cas: Cas::new(clients, max_batch), vars, options, capabilities, salt })
+        Ok(Harness { cas: Cas::new(clients, max_batch), vars, options, capabilities, salt, inflight: Default::default() })
     }
 
     pub fn clients(&self) -> &Clients {
@@ -89,7 +91,7 @@ impl Harness {
     /// Executes an uploaded action within a budget.
     pub async fn execute(&self, prepared: &PreparedAction, budget: Duration) -> (Result<Outcome, execute::ExecError>, Trace) {
         let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
-        execute::execute(self.clients(), &params).await
+        execute::execute(self.clients(), &params, &self.inflight).await
     }
 
     /// Downloads stdout and stderr of a result and parses the probe report.
