@@ -165,6 +165,7 @@ fn directive_tokens(argv: &[String], errors: &mut Vec<String>) -> Vec<String> {
 #[derive(Default)]
 struct Run {
     paths: Vec<(String, Json)>,
+    lists: Vec<(String, Json)>,
     writable: Vec<(String, Json)>,
     writes: Vec<(String, Json)>,
     unknown: Vec<String>,
@@ -178,7 +179,7 @@ impl Run {
         while let Some(token) = tokens.next() {
             match token.as_str() {
                 "--quiet" => self.quiet = true,
-                "--read" | "--writable" | "--write" | "--stderr" | "--exit" | "--sleep" => {
+                "--read" | "--list" | "--writable" | "--write" | "--stderr" | "--exit" | "--sleep" => {
                     match tokens.next() {
                         Some(arg) => self.apply(&token, &arg, errors),
                         None => errors.push(format!("{token}: missing argument")),
@@ -192,6 +193,7 @@ impl Run {
     fn apply(&mut self, directive: &str, arg: &str, errors: &mut Vec<String>) {
         match directive {
             "--read" => set(&mut self.paths, arg, describe_path(arg, errors)),
+            "--list" => set(&mut self.lists, arg, dir_entries(arg, "--list", errors)),
             "--writable" => set(&mut self.writable, arg, Json::Bool(can_create_file_in(arg, errors))),
             "--write" => match arg.split_once('=') {
                 Some((path, content)) => {
@@ -315,29 +317,30 @@ fn describe_path(path: &str, errors: &mut Vec<String>) -> Json {
     Json::Obj(fields)
 }
 
-/// Each entry of `/` and its type, sorted by name.
-fn root_entries(errors: &mut Vec<String>) -> Json {
-    let entries = match fs::read_dir("/") {
+/// Each entry of directory `dir` and its type, sorted by name; `what`
+/// prefixes error messages.
+fn dir_entries(dir: &str, what: &str, errors: &mut Vec<String>) -> Json {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) => return null_because(errors, "root: read_dir /", e),
+        Err(e) => return null_because(errors, &format!("{what}: read_dir {dir}"), e),
     };
     let mut names = Vec::new();
     for entry in entries {
         match entry {
             Ok(entry) => names.push(entry.file_name()),
-            Err(e) => errors.push(format!("root: read_dir /: {e}")),
+            Err(e) => errors.push(format!("{what}: read_dir {dir}: {e}")),
         }
     }
     names.sort();
     let fields = names
         .into_iter()
         .map(|name| {
-            let kind = match fs::symlink_metadata(Path::new("/").join(&name)) {
+            let kind = match fs::symlink_metadata(Path::new(dir).join(&name)) {
                 Ok(meta) => Json::str(match type_name(meta.file_type()) {
                     t @ ("dir" | "file" | "symlink") => t,
                     _ => "other",
                 }),
-                Err(e) => null_because(errors, &format!("root: lstat /{}", lossy(&name)), e),
+                Err(e) => null_because(errors, &format!("{what}: lstat {dir}/{}", lossy(&name)), e),
             };
             (lossy(&name), kind)
         })
@@ -488,8 +491,9 @@ fn main() {
         ("uname", uname_info(&mut errors)),
         ("env", Json::Obj(env)),
         ("env_order", Json::strings(env_order)),
-        ("root", root_entries(&mut errors)),
+        ("root", dir_entries("/", "root", &mut errors)),
         ("paths", Json::Obj(run.paths)),
+        ("lists", Json::Obj(run.lists)),
         ("writable", Json::Obj(run.writable)),
         ("writes", Json::Obj(run.writes)),
         ("mountinfo", mountinfo(&mut errors)),

@@ -155,6 +155,10 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         input_root_digest: Some(built.root_digest),
         salt: salt.to_vec(),
         platform: if on_action { platform } else { None },
+        timeout: spec.timeout.map(|t| bazel_remote_apis::google::protobuf::Duration {
+            seconds: t.trunc() as i64,
+            nanos: (t.fract() * 1e9) as i32,
+        }),
         ..Default::default()
     };
     let (action_digest, action_bytes) = digest::of_message(&action);

@@ -122,7 +122,7 @@ impl Cas {
         Ok(())
     }
 
-    async fn write_bytestream(&self, d: &Digest, data: &Arc<Vec<u8>>) -> Result<(), CasError> {
+    pub(crate) async fn write_bytestream(&self, d: &Digest, data: &Arc<Vec<u8>>) -> Result<(), CasError> {
         let prefix = if self.clients.instance.is_empty() { String::new() } else { format!("{}/", self.clients.instance) };
         let resource = format!("{prefix}uploads/{}/blobs/{}/{}", uuid::Uuid::new_v4(), d.hash, d.size_bytes);
         let data = data.clone();
@@ -196,7 +196,7 @@ impl Cas {
         Ok(data)
     }
 
-    async fn read_bytestream(&self, d: &Digest) -> Result<Vec<u8>, CasError> {
+    pub(crate) async fn read_bytestream(&self, d: &Digest) -> Result<Vec<u8>, CasError> {
         let prefix = if self.clients.instance.is_empty() { String::new() } else { format!("{}/", self.clients.instance) };
         let req = self.clients.request(ReadRequest {
             resource_name: format!("{prefix}blobs/{}/{}", d.hash, d.size_bytes),

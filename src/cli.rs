@@ -48,9 +48,34 @@ pub enum Command {
     },
 }
 
+/// A named selection of checks by tag.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// Everything tagged `buildstream`: what decides whether BuildStream builds on the cluster.
+    #[default]
+    Buildstream,
+    /// Everything tagged `reapi`: REAPI spec conformance.
+    Reapi,
+    /// Every check.
+    All,
+}
+
+impl Profile {
+    pub fn includes(self, check: &CheckSpec) -> bool {
+        match self {
+            Profile::Buildstream => check.tags.iter().any(|t| t == "buildstream"),
+            Profile::Reapi => check.tags.iter().any(|t| t == "reapi"),
+            Profile::All => true,
+        }
+    }
+}
+
 /// Which checks to run or list.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SelectArgs {
+    /// Which checks: `buildstream` (tagged buildstream), `reapi` (tagged reapi) or `all`.
+    #[arg(long, value_enum, default_value_t = Profile::Buildstream)]
+    pub profile: Profile,
     /// Run only this suite (repeatable).
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
@@ -150,6 +175,7 @@ pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), 
         .iter()
         .filter(|s| args.suites.is_empty() || args.suites.contains(&s.name))
         .flat_map(|s| s.checks.iter())
+        .filter(|c| args.profile.includes(c))
         .filter(|c| args.filter.as_ref().is_none_or(|f| c.id.contains(f.as_str())))
         .cloned()
         .collect();
@@ -234,6 +260,7 @@ pub async fn execute_run(
             return Err(format!("cannot start cluster {target}: {e}"));
         }
     };
+    let startup_time = start.elapsed();
     let results = match Harness::connect(&connect, options, vars).await {
         Ok(h) => tokio::select! {
             r = h.run_all(checks, on_done) => r,
@@ -247,7 +274,7 @@ pub async fn execute_run(
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
     cluster.stop().await;
-    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, wall_time: start.elapsed() }))
+    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, startup_time, wall_time: start.elapsed() }))
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
@@ -307,9 +334,15 @@ fn list(args: SelectArgs) -> Result<i32, String> {
     let (_, checks) = select_checks(&args)?;
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
     for c in &checks {
+        let profiles: Vec<&str> = [(Profile::Buildstream, "buildstream"), (Profile::Reapi, "reapi")]
+            .iter()
+            .filter(|(p, _)| p.includes(c))
+            .map(|(_, n)| *n)
+            .collect();
         println!(
-            "{:<width$}  {:<6}  {:<24}  {}",
+            "{:<width$}  {:<17}  {:<6}  {:<24}  {}",
             c.id,
+            if profiles.is_empty() { "all".to_string() } else { profiles.join(",") },
             c.severity.label(),
             if c.tags.is_empty() { "-".to_string() } else { c.tags.join(",") },
             c.source

@@ -22,10 +22,16 @@ use crate::suite::OutcomeClass;
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Execute (or WaitExecution) answered with a gRPC error status.
-    Rejected { code: Code, message: String },
+    Rejected { code: Code, message: String, details: Vec<StatusDetail> },
     /// The operation finished with a non-OK status, or with `Operation.error`
     /// (which the spec forbids).
-    Failed { code: i32, message: String, operation_error: bool, result: Option<Box<ActionResult>> },
+    Failed {
+        code: i32,
+        message: String,
+        operation_error: bool,
+        result: Option<Box<ActionResult>>,
+        details: Vec<StatusDetail>,
+    },
     /// Still queued when the budget ran out; the operation was cancelled.
     Queued { waited: Duration, cancel: String },
     /// Running on a worker when the budget ran out; the operation was cancelled.
@@ -48,7 +54,7 @@ impl Outcome {
     /// One line for evidence.
     pub fn describe(&self) -> String {
         match self {
-            Outcome::Rejected { code, message } => format!("rejected: {code:?}: {message}"),
+            Outcome::Rejected { code, message, .. } => format!("rejected: {code:?}: {message}"),
             Outcome::Failed { code, message, operation_error, .. } => format!(
                 "failed in operation{}: {}: {message}",
                 if *operation_error { " (Operation.error)" } else { "" },
@@ -77,6 +83,45 @@ impl Outcome {
             _ => None,
         }
     }
+}
+
+/// One `google.rpc.Status` detail: its type URL and encoded message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusDetail {
+    pub type_url: String,
+    pub value: Vec<u8>,
+}
+
+impl Outcome {
+    /// Status details of a rejection or a failed operation.
+    pub fn details(&self) -> &[StatusDetail] {
+        match self {
+            Outcome::Rejected { details, .. } | Outcome::Failed { details, .. } => details,
+            _ => &[],
+        }
+    }
+
+    /// The gRPC code of a rejection or a failed operation.
+    pub fn error_code(&self) -> Option<Code> {
+        match self {
+            Outcome::Rejected { code, .. } => Some(*code),
+            Outcome::Failed { code, .. } => Some(Code::from_i32(*code)),
+            _ => None,
+        }
+    }
+}
+
+fn details_of(status: &bazel_remote_apis::google::rpc::Status) -> Vec<StatusDetail> {
+    status.details.iter().map(|d| StatusDetail { type_url: d.type_url.clone(), value: d.value.to_vec() }).collect()
+}
+
+/// Details carried by a gRPC error status (`grpc-status-details-bin`).
+pub fn details_of_grpc(status: &tonic::Status) -> Vec<StatusDetail> {
+    bazel_remote_apis::google::rpc::Status::decode(status.details()).map(|s| details_of(&s)).unwrap_or_default()
+}
+
+fn rejected(status: &tonic::Status, message: String) -> Outcome {
+    Outcome::Rejected { code: status.code(), message, details: details_of_grpc(status) }
 }
 
 /// Name of a numeric gRPC code.
@@ -184,9 +229,7 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, in
             Ok(Ok(None)) => "the stream ended before the operation was done".to_string(),
             Ok(Err(status)) if trace.operation.is_none() => return classify_status(status, "Execute"),
             Ok(Err(status)) if is_transport(&status) => format!("the stream broke: {}", status.message()),
-            Ok(Err(status)) => {
-                return Ok(Outcome::Rejected { code: status.code(), message: status.message().to_string() })
-            }
+            Ok(Err(status)) => return Ok(rejected(&status, status.message().to_string())),
         };
         // BuildStream resumes with WaitExecution when the stream ends early.
         let Some(name) = trace.operation.clone() else {
@@ -206,10 +249,8 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, in
                 return Err(ExecError(format!("{interrupted}; WaitExecution: {}", status.message())))
             }
             Ok(Err(status)) => {
-                return Ok(Outcome::Rejected {
-                    code: status.code(),
-                    message: format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message()),
-                })
+                let message = format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message());
+                return Ok(rejected(&status, message));
             }
         }
     }
@@ -227,11 +268,11 @@ fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecErr
     if is_transport(&status) {
         return Err(ExecError(format!("{call}: {:?}: {}", status.code(), status.message())));
     }
-    Ok(Outcome::Rejected { code: status.code(), message: status.message().to_string() })
+    Ok(rejected(&status, status.message().to_string()))
 }
 
 /// Records an operation message; returns the outcome when it is done.
-fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome>, ExecError> {
+pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome>, ExecError> {
     if !op.name.is_empty() {
         trace.operation = Some(op.name.clone());
     }
@@ -254,6 +295,7 @@ fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome>, ExecErro
         None => Err(ExecError("the final Operation has neither `response` nor `error`".into())),
         Some(operation::Result::Error(status)) => Ok(Some(Outcome::Failed {
             code: status.code,
+            details: details_of(&status),
             message: status.message,
             operation_error: true,
             result: None,
@@ -268,6 +310,7 @@ fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome>, ExecErro
             if status.code != 0 {
                 return Ok(Some(Outcome::Failed {
                     code: status.code,
+                    details: details_of(&status),
                     message: status.message,
                     operation_error: false,
                     result: response.result.map(Box::new),

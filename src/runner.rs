@@ -80,10 +80,18 @@ impl Harness {
         self.cas.clients()
     }
 
-    /// Builds and uploads a check's action.
-    pub async fn upload(&self, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
-        let prepared =
-            action::prepare(spec, &self.vars, &crate::probe::probe_blob(), &self.salt).map_err(|e| e.to_string())?;
+    /// Builds an action without uploading it (see [`Harness::upload`] for `key`).
+    pub fn prepare(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
+        let mut salt = self.salt.clone();
+        salt.extend_from_slice(format!("/{key}").as_bytes());
+        action::prepare(spec, &self.vars, &crate::probe::probe_blob(), &salt).map_err(|e| e.to_string())
+    }
+
+    /// Builds and uploads an action. `key` (a check id, plus a suffix when a
+    /// check sends several) goes into the salt so that no two checks share an
+    /// action digest and one check's result is never another's cache hit.
+    pub async fn upload(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
+        let prepared = self.prepare(key, spec)?;
         self.cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading the input root: {e}"))?;
         Ok(prepared)
     }
@@ -133,7 +141,7 @@ impl Harness {
     }
 
     async fn run_declarative(&self, check: &CheckSpec) -> Verdict {
-        let prepared = match self.upload(&check.action).await {
+        let prepared = match self.upload(&check.id, &check.action).await {
             Ok(p) => p,
             Err(e) => return Verdict::error(e),
         };

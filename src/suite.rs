@@ -111,6 +111,9 @@ pub struct ActionSpec {
     /// Where the platform goes: both messages (BuildStream), or one of them.
     #[serde(default)]
     pub platform_on: PlatformPlacement,
+    /// `Action.timeout` in seconds; BuildStream sends none.
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// Which messages carry the platform.

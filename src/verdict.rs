@@ -146,6 +146,9 @@ pub struct RunSummary {
     pub results: Vec<CheckResult>,
     /// When the run started, in seconds since the Unix epoch.
     pub started_at: u64,
+    /// Time spent starting (and provisioning) the cluster, included in `wall_time`.
+    #[serde(with = "duration_secs")]
+    pub startup_time: Duration,
     #[serde(with = "duration_secs")]
     pub wall_time: Duration,
 }

@@ -58,8 +58,8 @@ fn local_cluster_verdicts_reports_and_exit_status() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // No MUST check fails on the local cluster; a SHOULD is only a warning.
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // buildbox-casd fails one MUST check (missing inputs), so the run exits 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("checks:"), "{stdout}");
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -84,13 +84,15 @@ fn local_cluster_verdicts_reports_and_exit_status() {
         assert_eq!(verdict(id), VerdictKind::Pass, "{id}\n{stdout}");
     }
     assert_eq!(verdict("platform.unknown-property"), VerdictKind::Warn, "{stdout}");
+    assert_eq!(verdict("protocol.missing-input-code"), VerdictKind::Fail, "{stdout}");
     // Evidence travels with non-PASS verdicts.
     let warn = report["results"].as_array().unwrap().iter().find(|r| r["id"] == "platform.unknown-property").unwrap();
     assert!(!warn["verdict"]["evidence"].as_array().unwrap().is_empty());
 
     let cases = junit_cases(&std::fs::read_to_string(&junit).unwrap());
     assert_eq!(cases.len(), report["results"].as_array().unwrap().len());
-    assert!(cases.iter().all(|(_, kinds)| kinds.is_empty()), "{cases:?}");
+    let failing: Vec<&String> = cases.iter().filter(|(_, kinds)| !kinds.is_empty()).map(|(n, _)| n).collect();
+    assert_eq!(failing, ["protocol.missing-input-code"], "{cases:?}");
     assert!(cases.iter().any(|(name, _)| name == "platform.foreign-isa"));
 }
 
@@ -108,7 +110,7 @@ fn expectation_file_gates_on_deviation() {
     let out = bin().args(["run", "--expect"]).arg(&wrong).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("1 improvements") || stdout.contains("1 regressions"), "{stdout}");
+    assert!(stdout.contains("regressions against expectations"), "{stdout}");
     assert!(stdout.contains("platform.unknown-property expected PASS, got WARN"), "{stdout}");
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use reapi_conformance::cli::{cluster_for, run_settings, select_checks, RunArgs, SelectArgs};
+use reapi_conformance::cli::{cluster_for, run_settings, select_checks, Profile, RunArgs, SelectArgs};
 use reapi_conformance::cluster::Cluster;
 use reapi_conformance::expectations::ExpectationFile;
 use reapi_conformance::runner::Harness;
@@ -75,7 +75,13 @@ impl Shared {
 
 fn main() {
     let args = Arguments::from_args();
-    let (_, checks) = select_checks(&SelectArgs::default()).unwrap_or_else(|e| {
+    // Every check unless REAPI_PROFILE narrows it (buildstream, reapi, all).
+    let profile = match std::env::var("REAPI_PROFILE").as_deref() {
+        Ok("buildstream") => Profile::Buildstream,
+        Ok("reapi") => Profile::Reapi,
+        _ => Profile::All,
+    };
+    let (_, checks) = select_checks(&SelectArgs { profile, ..Default::default() }).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });

@@ -91,6 +91,7 @@ mod tests {
                 result("b.skip", Verdict::skip("n/a")),
             ],
             started_at: 1_700_000_000,
+            startup_time: StdDuration::ZERO,
             wall_time: StdDuration::from_secs(1),
         };
         let xml = render(&summary);

@@ -45,13 +45,14 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
 pub fn totals(summary: &RunSummary) -> String {
     let n = summary.results.len();
     format!(
-        "{n} checks: {} passed, {} failed, {} warned, {} errors, {} skipped in {:.2}s against {}{}",
+        "{n} checks: {} passed, {} failed, {} warned, {} errors, {} skipped in {:.2}s (cluster start-up {:.2}s) against {}{}",
         summary.count(VerdictKind::Pass),
         summary.count(VerdictKind::Fail),
         summary.count(VerdictKind::Warn),
         summary.count(VerdictKind::Error),
         summary.count(VerdictKind::Skip),
         summary.wall_time.as_secs_f64(),
+        summary.startup_time.as_secs_f64(),
         summary.target,
         if summary.instance.is_empty() { String::new() } else { format!(" (instance `{}`)", summary.instance) },
     )

@@ -1,0 +1,96 @@
+//! Checks that YAML cannot express, registered by id. Each is an async
+//! function from the harness and its check entry to a verdict; the YAML entry
+//! still carries id, requirement, source, severity, tags and `killed_by`, and
+//! may carry an `action` the function uses.
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+
+use crate::action::PreparedAction;
+use crate::evaluate;
+use crate::execute::Outcome;
+use crate::runner::Harness;
+use crate::suite::{CheckSpec, OutcomeClass};
+use crate::verdict::{Verdict, VerdictKind};
+
+mod cas;
+mod outputs;
+mod protocol;
+mod sandbox;
+
+/// Signature of a built-in check.
+pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
+
+/// Every built-in check, by the id suites use in `builtin:`.
+const REGISTRY: &[(&str, BuiltinFn)] = &[
+    ("root-is-input-root", sandbox::root_is_input_root),
+    ("proc-shows-own-processes", sandbox::proc_shows_own_processes),
+    ("actions-isolated", sandbox::actions_isolated),
+    ("outputs-match-writes", outputs::outputs_match_writes),
+    ("root-directory-digest", outputs::root_directory_digest),
+    ("stdio-exact", outputs::stdio_exact),
+    ("wait-execution-resumes", protocol::wait_execution_resumes),
+    ("cancel-operation", protocol::cancel_operation),
+    ("action-cache-miss", protocol::action_cache_miss),
+    ("skip-cache-lookup", protocol::skip_cache_lookup),
+    ("missing-input-code", protocol::missing_input_code),
+    ("missing-input-detail", protocol::missing_input_detail),
+    ("timeout-status", protocol::timeout_status),
+    ("non-ok-not-cached", protocol::non_ok_not_cached),
+    ("empty-blob", cas::empty_blob),
+    ("batch-digest-mismatch", cas::batch_digest_mismatch),
+    ("bytestream-roundtrip", cas::bytestream_roundtrip),
+    ("bytestream-read-past-end", cas::bytestream_read_past_end),
+    ("query-write-status-unknown", cas::query_write_status_unknown),
+    ("get-tree-missing-root", cas::get_tree_missing_root),
+];
+
+/// Looks up a built-in check.
+pub fn find(id: &str) -> Option<BuiltinFn> {
+    REGISTRY.iter().find(|(name, _)| *name == id).map(|(_, f)| *f)
+}
+
+/// Ids of all built-in checks (for `list` and validation).
+pub fn ids() -> impl Iterator<Item = &'static str> {
+    REGISTRY.iter().map(|(n, _)| *n)
+}
+
+/// The verdict kind for a requirement this check finds unmet.
+pub(crate) fn unmet(check: &CheckSpec) -> VerdictKind {
+    VerdictKind::for_unmet(check.severity)
+}
+
+/// Uploads and runs the check's action, expecting it to complete. Anything
+/// else becomes the verdict a declarative check expecting completion gets.
+pub(crate) async fn run_to_completion(
+    h: &Harness,
+    key: &str,
+    check: &CheckSpec,
+    spec: &crate::suite::ActionSpec,
+) -> Result<(PreparedAction, Outcome), Verdict> {
+    let prepared = h.upload(key, spec).await.map_err(Verdict::error)?;
+    let (outcome, _trace) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    if outcome.class() != OutcomeClass::Completed {
+        let mut completed = check.clone();
+        completed.expect = Default::default();
+        return Err(evaluate::judge(&completed, &outcome, None, &h.vars));
+    }
+    Ok((prepared, outcome))
+}
+
+/// Runs the check's action, expecting it to complete with a probe report.
+pub(crate) async fn completed_report(h: &Harness, check: &CheckSpec) -> Result<(PreparedAction, Value), Verdict> {
+    let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let probe = h.probe_output(&outcome).await.map_err(Verdict::error)?;
+    match probe.map(|p| (p.report, p.stdout_excerpt)) {
+        Some((Ok(report), _)) => Ok((prepared, report)),
+        Some((Err(why), stdout)) => Err(Verdict::new(
+            unmet(check),
+            format!("the action ran but produced no probe report ({why})"),
+        )
+        .with("stdout", None, stdout)),
+        None => Err(Verdict::error("completed without an action result")),
+    }
+}
+

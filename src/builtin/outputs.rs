@@ -1,0 +1,232 @@
+//! Built-in checks on outputs: which paths come back, in which form, and
+//! whether every blob they reference can be fetched.
+
+use std::collections::BTreeMap;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, Directory, OutputDirectory, Tree};
+use futures_util::future::BoxFuture;
+use prost::Message;
+
+use super::{run_to_completion, unmet};
+use crate::digest;
+use crate::runner::Harness;
+use crate::suite::CheckSpec;
+use crate::verdict::Verdict;
+
+/// An entry of an output directory, by path relative to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputEntry {
+    File { digest: Digest, executable: bool },
+    Dir,
+    Symlink { target: String },
+}
+
+/// Lists an output directory, preferring `root_directory_digest` (v2.8,
+/// what BuildStream asks for) over `tree_digest`.
+pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeMap<String, OutputEntry>, String> {
+    let mut entries = BTreeMap::new();
+    if let Some(root) = od.root_directory_digest.as_ref().filter(|d| !d.hash.is_empty()) {
+        let mut pending = vec![(String::new(), root.clone())];
+        while let Some((prefix, d)) = pending.pop() {
+            let dir = fetch_dir(h, &d).await?;
+            add_dir(&mut entries, &prefix, &dir, |name, child| pending.push((name, child.clone())));
+        }
+        return Ok(entries);
+    }
+    let Some(tree_digest) = od.tree_digest.as_ref() else {
+        return Err(format!("output directory `{}` has neither root_directory_digest nor tree_digest", od.path));
+    };
+    let bytes = h.cas.read(tree_digest).await.map_err(|e| format!("fetching the Tree of `{}`: {e}", od.path))?;
+    let tree = Tree::decode(&bytes[..]).map_err(|e| format!("the Tree of `{}` does not decode: {e}", od.path))?;
+    let children: BTreeMap<String, Directory> =
+        tree.children.into_iter().map(|c| (digest::of_message(&c).0.hash, c)).collect();
+    let mut pending = vec![(String::new(), tree.root.unwrap_or_default())];
+    while let Some((prefix, dir)) = pending.pop() {
+        let mut next = Vec::new();
+        add_dir(&mut entries, &prefix, &dir, |name, child| next.push((name, child.clone())));
+        for (name, d) in next {
+            let child = children.get(&d.hash).ok_or_else(|| format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))?;
+            pending.push((name, child.clone()));
+        }
+    }
+    Ok(entries)
+}
+
+async fn fetch_dir(h: &Harness, d: &Digest) -> Result<Directory, String> {
+    let bytes = h.cas.read(d).await.map_err(|e| format!("fetching output directory: {e}"))?;
+    Directory::decode(&bytes[..]).map_err(|e| format!("Directory {} does not decode: {e}", digest::show(d)))
+}
+
+fn add_dir(entries: &mut BTreeMap<String, OutputEntry>, prefix: &str, dir: &Directory, mut sub: impl FnMut(String, &Digest)) {
+    let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+    for f in &dir.files {
+        let digest = f.digest.clone().unwrap_or_default();
+        entries.insert(join(&f.name), OutputEntry::File { digest, executable: f.is_executable });
+    }
+    for s in &dir.symlinks {
+        entries.insert(join(&s.name), OutputEntry::Symlink { target: s.target.clone() });
+    }
+    for d in &dir.directories {
+        entries.insert(join(&d.name), OutputEntry::Dir);
+        sub(join(&d.name), &d.digest.clone().unwrap_or_default());
+    }
+}
+
+/// Absolute, `..`-free form of `path` relative to `base` (both inside the input root).
+pub fn resolve(base: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in base.split('/').chain(path.split('/')) {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// `--write PATH=CONTENT` directives of a probe script, content unescaped.
+fn writes(probe: &[String]) -> Vec<(String, String)> {
+    probe
+        .windows(2)
+        .filter(|w| w[0] == "--write")
+        .filter_map(|w| w[1].split_once('=').map(|(p, c)| (p.to_string(), c.replace("\\n", "\n"))))
+        .collect()
+}
+
+/// Every output path comes back as an OutputDirectory with exactly the
+/// requested path, no `output_files`, and holds what the command wrote there.
+pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (prepared, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
+        if let Some(want) = check.expect.exit_code {
+            if result.exit_code != want {
+                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code));
+            }
+        }
+        let requested: Vec<&String> = prepared.command.output_paths.iter().collect();
+        if !result.output_files.is_empty() {
+            let paths: Vec<&str> = result.output_files.iter().map(|f| f.path.as_str()).collect();
+            return Verdict::new(unmet(check), format!("directories came back as output_files {paths:?}"))
+                .with("output_files", Some("none".into()), format!("{paths:?}"));
+        }
+        let got: Vec<&String> = result.output_directories.iter().map(|d| &d.path).collect();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        let mut want_sorted = requested.clone();
+        want_sorted.sort();
+        if got_sorted != want_sorted {
+            return Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}"))
+                .with("output_directories", Some(format!("{requested:?}")), format!("{got:?}"));
+        }
+        let workdir = &prepared.command.working_directory;
+        let mut found = Vec::new();
+        for (path, content) in writes(&check.action.probe) {
+            // The deepest output directory that contains the written file.
+            let holder = result
+                .output_directories
+                .iter()
+                .map(|od| (od, resolve(workdir, &od.path)))
+                .filter(|(_, abs)| path.starts_with(&format!("{}/", abs.trim_end_matches('/'))))
+                .max_by_key(|(_, abs)| abs.len());
+            let Some((od, abs)) = holder else { continue };
+            let entries = match list_output_dir(h, od).await {
+                Ok(e) => e,
+                Err(e) => return Verdict::new(unmet(check), e),
+            };
+            let rel = path[abs.trim_end_matches('/').len() + 1..].to_string();
+            let want = digest::of_bytes(content.as_bytes());
+            match entries.get(&rel) {
+                Some(OutputEntry::File { digest, .. }) if *digest == want => found.push(format!("{}:{rel}", od.path)),
+                other => {
+                    return Verdict::new(unmet(check), format!("`{rel}` in output `{}` is not what the command wrote", od.path))
+                        .with(format!("{}/{rel}", od.path), Some(format!("file {}", digest::show(&want))), format!("{other:?}"))
+                }
+            }
+        }
+        Verdict::pass(format!("output directories {got:?}; found {found:?}"))
+    })
+}
+
+/// With `output_directory_format = DIRECTORY_ONLY` the result carries
+/// `root_directory_digest`, and every blob it references is fetchable.
+pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
+        let Some(od) = result.output_directories.first() else {
+            return Verdict::new(unmet(check), "no output directory came back");
+        };
+        if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
+            return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back")
+                .with("root_directory_digest", Some("set".into()), "absent");
+        }
+        let entries = match list_output_dir(h, od).await {
+            Ok(e) => e,
+            Err(e) => return Verdict::new(unmet(check), e),
+        };
+        for (path, entry) in &entries {
+            if let OutputEntry::File { digest, .. } = entry {
+                if let Err(e) = h.cas.read(digest).await {
+                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}"));
+                }
+            }
+        }
+        Verdict::pass(format!("root_directory_digest with {} entries, all fetchable", entries.len()))
+    })
+}
+
+/// stderr comes back byte for byte, and stdout holds the whole report.
+pub(super) fn stdio_exact<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let want_stderr: String = check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| format!("{}\n", w[1])).collect();
+        let output = match h.probe_output(&outcome).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Verdict::error("completed without a result"),
+            Err(e) => return Verdict::new(unmet(check), e),
+        };
+        if output.stderr_excerpt != want_stderr {
+            return Verdict::new(unmet(check), "stderr differs from what the command wrote")
+                .with("stderr", Some(format!("{want_stderr:?}")), format!("{:?}", output.stderr_excerpt));
+        }
+        if let Err(why) = &output.report {
+            return Verdict::new(unmet(check), format!("stdout is not the complete report: {why}"))
+                .with("stdout", None, output.stdout_excerpt.clone());
+        }
+        Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("buildstream/p/e", ".", "/buildstream/p/e")]
+    #[case("buildstream/p/e", "../../../buildstream-install", "/buildstream-install")]
+    #[case("buildstream/p/e", "../../..", "/")]
+    #[case("", "out", "/out")]
+    fn resolves_output_paths(#[case] base: &str, #[case] path: &str, #[case] want: &str) {
+        assert_eq!(resolve(base, path), want);
+    }
+
+    #[test]
+    fn write_directives_are_found() {
+        let probe: Vec<String> = ["--write", "/a/b=x\\n", "--exit", "1"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(writes(&probe), [("/a/b".to_string(), "x\n".to_string())]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Built-in checks on the REAPI behaviour BuildStream (through buildbox-casd)
+//! relies on: resuming with WaitExecution, cancelling, the action cache, and
+//! the errors a client acts on.
+
+use std::time::Duration;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::{ExecuteRequest, GetActionResultRequest, WaitExecutionRequest};
+use bazel_remote_apis::google::longrunning::CancelOperationRequest;
+use futures_util::future::BoxFuture;
+use prost::Message;
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::{run_to_completion, unmet};
+use crate::digest;
+use crate::execute::{self, ExecuteParams, Outcome, Trace};
+use crate::runner::Harness;
+use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
+use crate::verdict::Verdict;
+
+/// `google.rpc.PreconditionFailure`, the detail REAPI asks for on missing
+/// inputs (field numbers from google/rpc/error_details.proto).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PreconditionFailure {
+    #[prost(message, repeated, tag = "1")]
+    pub violations: Vec<Violation>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Violation {
+    #[prost(string, tag = "1")]
+    pub r#type: String,
+    #[prost(string, tag = "2")]
+    pub subject: String,
+    #[prost(string, tag = "3")]
+    pub description: String,
+}
+
+fn spec_with(check: &CheckSpec, probe: &[&str]) -> ActionSpec {
+    let mut spec = check.action.clone();
+    if spec.probe.is_empty() {
+        spec.probe = probe.iter().map(|s| s.to_string()).collect();
+    }
+    spec
+}
+
+/// Starts Execute and returns the name from the first Operation, dropping the stream.
+async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> Result<(String, bool), Verdict> {
+    let prepared = h.upload(&check.id, spec).await.map_err(Verdict::error)?;
+    let clients = h.clients();
+    let mut req = tonic::Request::new(ExecuteRequest {
+        instance_name: clients.instance.clone(),
+        action_digest: Some(prepared.action_digest.clone()),
+        ..Default::default()
+    });
+    req.set_timeout(h.options.timeout);
+    let deadline = Instant::now() + h.options.timeout;
+    let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await {
+        Err(_) => return Err(Verdict::error("Execute not answered in time")),
+        Ok(Err(s)) if execute::is_transport(&s) => return Err(Verdict::error(format!("Execute: {:?}: {}", s.code(), s.message()))),
+        Ok(Err(s)) => return Err(Verdict::error(format!("Execute was rejected ({:?}: {}), so this cannot be checked", s.code(), s.message()))),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    match tokio::time::timeout_at(deadline, stream.message()).await {
+        Ok(Ok(Some(op))) if !op.name.is_empty() => Ok((op.name, op.done)),
+        Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name")),
+        Ok(Ok(None)) => Err(Verdict::error("Execute stream ended without an Operation")),
+        Ok(Err(s)) => Err(Verdict::error(format!("Execute stream: {:?}: {}", s.code(), s.message()))),
+        Err(_) => Err(Verdict::error("no Operation within the budget")),
+    }
+}
+
+/// After the Execute stream is dropped, WaitExecution on the operation's name
+/// follows it to the result (BuildStream's recovery path).
+pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let spec = spec_with(check, &["--sleep", "500"]);
+        let (name, _) = match first_operation(h, check, &spec).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let clients = h.clients();
+        let deadline = Instant::now() + h.options.timeout;
+        let mut req = tonic::Request::new(WaitExecutionRequest { name: name.clone() });
+        req.set_timeout(h.options.timeout);
+        let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
+            Err(_) => return Verdict::error("WaitExecution not answered in time"),
+            Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
+            Ok(Err(s)) => {
+                return Verdict::new(unmet(check), format!("WaitExecution answered {:?}: {}", s.code(), s.message()))
+                    .with("operation", None, name)
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let mut trace = Trace::default();
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Verdict::error("the resumed operation did not finish within the budget"),
+                Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution stream: {}", s.message())),
+                Ok(Err(s)) => return Verdict::new(unmet(check), format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message())),
+                Ok(Ok(None)) => return Verdict::new(unmet(check), "WaitExecution ended before the operation was done"),
+                Ok(Ok(Some(op))) => match execute::observe(op, &mut trace) {
+                    Err(e) => return Verdict::error(e.to_string()),
+                    Ok(None) => continue,
+                    Ok(Some(outcome)) if outcome.class() == OutcomeClass::Completed => {
+                        return Verdict::pass(format!("resumed {name}: {}", outcome.describe()))
+                    }
+                    Ok(Some(outcome)) => return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe())),
+                },
+            }
+        }
+    })
+}
+
+/// CancelOperation on a running execution succeeds, or answers
+/// UNIMPLEMENTED / INVALID_ARGUMENT (what BuildStream tolerates).
+pub(super) fn cancel_operation<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let spec = spec_with(check, &["--sleep", "20000"]);
+        let (name, done) = match first_operation(h, check, &spec).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        if done {
+            return Verdict::error("the operation finished before it could be cancelled");
+        }
+        let clients = h.clients();
+        let req = clients.request(CancelOperationRequest { name: name.clone() });
+        match clients.call(clients.operations.clone().cancel_operation(req)).await {
+            Ok(_) => Verdict::pass(format!("cancelled {name}")),
+            Err(s) if matches!(s.code(), Code::Unimplemented | Code::InvalidArgument) => {
+                Verdict::pass(format!("CancelOperation answered {:?}, which BuildStream accepts", s.code()))
+            }
+            Err(s) if execute::is_transport(&s) => Verdict::error(format!("CancelOperation: {}", s.message())),
+            Err(s) => Verdict::new(unmet(check), format!("CancelOperation answered {:?}: {}", s.code(), s.message()))
+                .with("code", Some("OK, UNIMPLEMENTED or INVALID_ARGUMENT".into()), format!("{:?}", s.code())),
+        }
+    })
+}
+
+/// GetActionResult for an action never run answers NOT_FOUND.
+pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let never_run = digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
+        let clients = h.clients();
+        let req = clients.request(GetActionResultRequest {
+            instance_name: clients.instance.clone(),
+            action_digest: Some(never_run),
+            ..Default::default()
+        });
+        match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+            Err(s) if s.code() == Code::NotFound => Verdict::pass("NOT_FOUND"),
+            Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
+            Err(s) => Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message()))
+                .with("code", Some("NotFound".into()), format!("{:?}", s.code())),
+            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran"),
+        }
+    })
+}
+
+/// With `skip_cache_lookup` the action runs again instead of being served from cache.
+pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (prepared, _) = match run_to_completion(h, &check.id, check, &check.action).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: true, budget: h.options.timeout };
+        let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+        match outcome {
+            Err(e) => Verdict::error(e.to_string()),
+            Ok(Outcome::Completed { response }) if response.cached_result => {
+                Verdict::new(unmet(check), "served a cached result although skip_cache_lookup was set")
+                    .with("cached_result", Some("false".into()), "true")
+            }
+            Ok(Outcome::Completed { .. }) => Verdict::pass("ran again with cached_result = false"),
+            Ok(other) => Verdict::new(unmet(check), format!("second execution: {}", other.describe())),
+        }
+    })
+}
+
+/// Runs an action whose input root references a blob that was never uploaded.
+async fn execute_with_missing_input(h: &Harness, check: &CheckSpec) -> Result<(Outcome, String), Verdict> {
+    let mut spec = check.action.clone();
+    let content = format!("never uploaded {}", uuid::Uuid::new_v4());
+    spec.input_root.push(crate::suite::EntrySpec::File { file: "etc/missing-input".into(), content: content.clone(), executable: false });
+    let mut prepared = h.prepare(&check.id, &spec).map_err(Verdict::error)?;
+    let missing = digest::of_bytes(content.as_bytes());
+    prepared.blobs.remove(&missing.hash);
+    h.cas.upload(&prepared.blobs).await.map_err(|e| Verdict::error(format!("uploading the input root: {e}")))?;
+    let (outcome, _) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    Ok((outcome, digest::show(&missing)))
+}
+
+/// A missing input is reported as FAILED_PRECONDITION, not run and not another code.
+pub(super) fn missing_input_code<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (outcome, missing) = match execute_with_missing_input(h, check).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        match outcome.error_code() {
+            Some(Code::FailedPrecondition) => Verdict::pass(outcome.describe()),
+            _ => Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe()))
+                .with("outcome", Some("FAILED_PRECONDITION (rejected or in the operation)".into()), outcome.describe()),
+        }
+    })
+}
+
+/// The FAILED_PRECONDITION for a missing input names the blob in a
+/// PreconditionFailure with a MISSING violation.
+pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (outcome, missing) = match execute_with_missing_input(h, check).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        if outcome.error_code() != Some(Code::FailedPrecondition) {
+            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe()));
+        }
+        let violations: Vec<Violation> = outcome
+            .details()
+            .iter()
+            .filter(|d| d.type_url.ends_with("google.rpc.PreconditionFailure"))
+            .filter_map(|d| PreconditionFailure::decode(&d.value[..]).ok())
+            .flat_map(|p| p.violations)
+            .collect();
+        let subject = format!("blobs/{missing}");
+        if violations.iter().any(|v| v.r#type == "MISSING" && v.subject == subject) {
+            return Verdict::pass(format!("MISSING violation for {subject}"));
+        }
+        let seen: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.r#type, v.subject)).collect();
+        Verdict::new(unmet(check), "no MISSING violation names the missing blob")
+            .with("violations", Some(format!("MISSING: {subject}")), format!("{seen:?}"))
+    })
+}
+
+/// Runs a command past its `Action.timeout`.
+async fn execute_timed_out(h: &Harness, check: &CheckSpec) -> Result<(Outcome, crate::action::PreparedAction), Verdict> {
+    let mut spec = spec_with(check, &["--sleep", "5000"]);
+    spec.timeout = spec.timeout.or(Some(1.0));
+    let prepared = h.upload(&check.id, &spec).await.map_err(Verdict::error)?;
+    let budget = h.options.timeout.max(Duration::from_secs(10));
+    let (outcome, _) = h.execute(&prepared, budget).await;
+    Ok((outcome.map_err(|e| Verdict::error(e.to_string()))?, prepared))
+}
+
+/// A command that outlives `Action.timeout` ends with DEADLINE_EXCEEDED in the ExecuteResponse.
+pub(super) fn timeout_status<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (outcome, _) = match execute_timed_out(h, check).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        match &outcome {
+            Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
+                Verdict::pass(outcome.describe())
+            }
+            _ => Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe()))
+                .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe()),
+        }
+    })
+}
+
+/// A result with a non-OK status is not cached: GetActionResult misses afterwards.
+pub(super) fn non_ok_not_cached<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (outcome, prepared) = match execute_timed_out(h, check).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        if outcome.class() != OutcomeClass::Failed {
+            return Verdict::skip(format!("the timed-out action did not fail in the operation ({}); nothing to look up", outcome.describe()));
+        }
+        let clients = h.clients();
+        let req = clients.request(GetActionResultRequest {
+            instance_name: clients.instance.clone(),
+            action_digest: Some(prepared.action_digest.clone()),
+            ..Default::default()
+        });
+        match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+            Err(s) if s.code() == Code::NotFound => Verdict::pass(format!("{}; not cached", outcome.describe())),
+            Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
+            Err(s) => Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message())),
+            Ok(_) => Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached")
+                .with("GetActionResult", Some("NOT_FOUND".into()), "a cached ActionResult"),
+        }
+    })
+}

@@ -1,0 +1,520 @@
+//! In-memory CAS, ByteStream, ActionCache and Capabilities services.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
+use bazel_remote_apis::build::bazel::semver::SemVer;
+use bazel_remote_apis::google::bytestream as bs;
+use bazel_remote_apis::google::rpc;
+use prost::bytes::Bytes;
+use prost::Message;
+use sha2::{Digest as _, Sha256};
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::defects::Defect;
+use super::{lock, Shared};
+
+/// What batch RPCs accept and return at most, advertised in the capabilities.
+pub(crate) const MAX_BATCH_TOTAL_SIZE_BYTES: i64 = 4 * 1024 * 1024;
+/// Largest blob a ByteStream upload may announce; keeps memory bounded.
+const MAX_BLOB_SIZE_BYTES: i64 = 1024 * 1024 * 1024;
+/// ByteStream.Read chunk size.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// GetTree page size when the client leaves it to the server.
+const DEFAULT_TREE_PAGE_SIZE: usize = 1000;
+
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+// ---------------------------------------------------------------------------
+// Digests and the blob store
+
+/// SHA-256 digest of `data`.
+pub(crate) fn digest_of(data: &[u8]) -> re::Digest {
+    re::Digest { hash: hex::encode(Sha256::digest(data)), size_bytes: data.len() as i64 }
+}
+
+/// Serialises `message` and returns its bytes with their digest.
+pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes) {
+    let data = message.encode_to_vec();
+    (digest_of(&data), Bytes::from(data))
+}
+
+/// A digest a client sent, after checking it is well formed.
+pub(crate) fn check_digest(digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
+    let digest = digest.ok_or_else(|| Status::invalid_argument(format!("{what}: digest missing")))?;
+    let hex_ok = digest.hash.len() == 64 && digest.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !hex_ok || digest.size_bytes < 0 {
+        return Err(Status::invalid_argument(format!(
+            "{what}: malformed SHA-256 digest {}/{}",
+            digest.hash, digest.size_bytes
+        )));
+    }
+    Ok(digest.clone())
+}
+
+/// The only digest function served is SHA-256 (0 means "the server's default").
+pub(crate) fn check_digest_function(value: i32) -> Result<(), Status> {
+    use re::digest_function::Value;
+    if value == Value::Unknown as i32 || value == Value::Sha256 as i32 {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!("digest function {value} is not supported; use SHA256")))
+    }
+}
+
+pub(crate) fn rpc_status(code: Code, message: impl Into<String>) -> rpc::Status {
+    rpc::Status { code: code as i32, message: message.into(), details: Vec::new() }
+}
+
+/// Content-addressed blobs, keyed by hash; the empty blob is always present.
+#[derive(Default)]
+pub(crate) struct BlobStore {
+    blobs: RwLock<HashMap<String, Bytes>>,
+}
+
+impl BlobStore {
+    pub(crate) fn get(&self, digest: &re::Digest) -> Option<Bytes> {
+        if digest.size_bytes == 0 && digest.hash == digest_of(b"").hash {
+            return Some(Bytes::new());
+        }
+        let blobs = self.blobs.read().unwrap_or_else(|e| e.into_inner());
+        blobs.get(&digest.hash).filter(|data| data.len() as i64 == digest.size_bytes).cloned()
+    }
+
+    pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
+        self.get(digest).is_some()
+    }
+
+    /// Stores `data` under its own digest and returns that digest.
+    pub(crate) fn put(&self, data: Bytes) -> re::Digest {
+        let digest = digest_of(&data);
+        let mut blobs = self.blobs.write().unwrap_or_else(|e| e.into_inner());
+        blobs.insert(digest.hash.clone(), data);
+        digest
+    }
+
+    /// Stores `data` if it matches `expected`; the error says why not.
+    pub(crate) fn put_verified(&self, expected: &re::Digest, data: Bytes) -> Result<(), String> {
+        let actual = digest_of(&data);
+        if actual != *expected {
+            return Err(format!(
+                "data has digest {}/{}, not {}/{}",
+                actual.hash, actual.size_bytes, expected.hash, expected.size_bytes
+            ));
+        }
+        self.put(data);
+        Ok(())
+    }
+
+    pub(crate) fn put_message<M: Message>(&self, message: &M) -> re::Digest {
+        self.put(Bytes::from(message.encode_to_vec()))
+    }
+
+    pub(crate) fn get_message<M: Message + Default>(&self, digest: &re::Digest) -> Option<Result<M, prost::DecodeError>> {
+        self.get(digest).map(|data| M::decode(data))
+    }
+}
+
+/// What `wrong-digests` hands out instead of the stored data: one byte differs
+/// (or one is added to an empty blob), so the digest can never match.
+fn corrupt(data: &Bytes) -> Bytes {
+    let mut bad = data.to_vec();
+    match bad.last_mut() {
+        Some(last) => *last ^= 0xff,
+        None => bad.push(0),
+    }
+    Bytes::from(bad)
+}
+
+// ---------------------------------------------------------------------------
+// ContentAddressableStorage
+
+pub(crate) struct CasService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl re::content_addressable_storage_server::ContentAddressableStorage for CasService {
+    async fn find_missing_blobs(
+        &self,
+        request: Request<re::FindMissingBlobsRequest>,
+    ) -> Result<Response<re::FindMissingBlobsResponse>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let mut missing = Vec::new();
+        for digest in &request.blob_digests {
+            let digest = check_digest(Some(digest), "blob_digests")?;
+            if !self.shared.blobs.contains(&digest) {
+                missing.push(digest);
+            }
+        }
+        Ok(Response::new(re::FindMissingBlobsResponse { missing_blob_digests: missing }))
+    }
+
+    async fn batch_update_blobs(
+        &self,
+        request: Request<re::BatchUpdateBlobsRequest>,
+    ) -> Result<Response<re::BatchUpdateBlobsResponse>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let total: i64 = request.requests.iter().map(|r| r.data.len() as i64).sum();
+        if total > MAX_BATCH_TOTAL_SIZE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "batch of {total} bytes exceeds max_batch_total_size_bytes {MAX_BATCH_TOTAL_SIZE_BYTES}"
+            )));
+        }
+        let mut responses = Vec::with_capacity(request.requests.len());
+        for blob in request.requests {
+            let status = match check_digest(blob.digest.as_ref(), "requests.digest") {
+                Err(e) => rpc_status(Code::InvalidArgument, e.message()),
+                Ok(_) if blob.compressor != re::compressor::Value::Identity as i32 => {
+                    rpc_status(Code::InvalidArgument, "only the IDENTITY compressor is supported")
+                }
+                Ok(digest) => match self.shared.blobs.put_verified(&digest, Bytes::from(blob.data)) {
+                    Ok(()) => rpc_status(Code::Ok, ""),
+                    Err(why) => rpc_status(Code::InvalidArgument, why),
+                },
+            };
+            responses.push(re::batch_update_blobs_response::Response { digest: blob.digest, status: Some(status) });
+        }
+        Ok(Response::new(re::BatchUpdateBlobsResponse { responses }))
+    }
+
+    async fn batch_read_blobs(
+        &self,
+        request: Request<re::BatchReadBlobsRequest>,
+    ) -> Result<Response<re::BatchReadBlobsResponse>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let digests =
+            request.digests.iter().map(|d| check_digest(Some(d), "digests")).collect::<Result<Vec<_>, _>>()?;
+        let total = digests.iter().fold(0i64, |sum, d| sum.saturating_add(d.size_bytes));
+        if total > MAX_BATCH_TOTAL_SIZE_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "batch of {total} bytes exceeds max_batch_total_size_bytes {MAX_BATCH_TOTAL_SIZE_BYTES}"
+            )));
+        }
+        let mut responses = Vec::with_capacity(digests.len());
+        for digest in digests {
+            let (data, status) = match self.shared.blobs.get(&digest) {
+                Some(data) if self.shared.defects.has(Defect::WrongDigests) => (corrupt(&data), rpc_status(Code::Ok, "")),
+                Some(data) => (data, rpc_status(Code::Ok, "")),
+                None => (Bytes::new(), rpc_status(Code::NotFound, format!("blob {}/{} not found", digest.hash, digest.size_bytes))),
+            };
+            responses.push(re::batch_read_blobs_response::Response {
+                digest: Some(digest),
+                data: data.to_vec(),
+                compressor: re::compressor::Value::Identity as i32,
+                status: Some(status),
+            });
+        }
+        Ok(Response::new(re::BatchReadBlobsResponse { responses }))
+    }
+
+    type GetTreeStream = BoxStream<re::GetTreeResponse>;
+
+    async fn get_tree(&self, request: Request<re::GetTreeRequest>) -> Result<Response<Self::GetTreeStream>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let root = check_digest(request.root_digest.as_ref(), "root_digest")?;
+        if !self.shared.blobs.contains(&root) {
+            return Err(Status::not_found(format!("root directory {}/{} not found", root.hash, root.size_bytes)));
+        }
+        // The page token is the index of the first directory of the page in
+        // the breadth-first listing; missing subtrees are left out (spec).
+        let start: usize = if request.page_token.is_empty() {
+            0
+        } else {
+            request.page_token.parse().map_err(|_| Status::invalid_argument("malformed page_token"))?
+        };
+        let page_size = if request.page_size > 0 { request.page_size as usize } else { DEFAULT_TREE_PAGE_SIZE };
+        let all = self.breadth_first(&root)?;
+        if start > all.len() {
+            return Err(Status::invalid_argument("page_token past the end of the tree"));
+        }
+        let mut pages = Vec::new();
+        let mut index = start;
+        loop {
+            let end = (index + page_size).min(all.len());
+            let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+            pages.push(Ok(re::GetTreeResponse { directories: all[index..end].to_vec(), next_page_token: next_page_token.clone() }));
+            index = end;
+            if next_page_token.is_empty() {
+                break;
+            }
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(pages))))
+    }
+
+    async fn split_blob(&self, _: Request<re::SplitBlobRequest>) -> Result<Response<re::SplitBlobResponse>, Status> {
+        self.shared.fault_gate().await?;
+        Err(Status::unimplemented("SplitBlob is not supported"))
+    }
+
+    type GetChunkMappingStream = BoxStream<re::GetChunkMappingResponse>;
+
+    async fn get_chunk_mapping(
+        &self,
+        _: Request<re::GetChunkMappingRequest>,
+    ) -> Result<Response<Self::GetChunkMappingStream>, Status> {
+        self.shared.fault_gate().await?;
+        Err(Status::unimplemented("GetChunkMapping is not supported"))
+    }
+
+    async fn splice_blob(&self, _: Request<re::SpliceBlobRequest>) -> Result<Response<re::SpliceBlobResponse>, Status> {
+        self.shared.fault_gate().await?;
+        Err(Status::unimplemented("SpliceBlob is not supported"))
+    }
+
+    async fn register_chunk_mapping(
+        &self,
+        _: Request<Streaming<re::RegisterChunkMappingRequest>>,
+    ) -> Result<Response<re::RegisterChunkMappingResponse>, Status> {
+        self.shared.fault_gate().await?;
+        Err(Status::unimplemented("RegisterChunkMapping is not supported"))
+    }
+}
+
+impl CasService {
+    /// Every directory reachable from `root` that is in the CAS, root first,
+    /// each distinct directory once.
+    fn breadth_first(&self, root: &re::Digest) -> Result<Vec<re::Directory>, Status> {
+        let mut seen = HashSet::new();
+        let mut queue = VecDeque::from([root.clone()]);
+        let mut out = Vec::new();
+        while let Some(digest) = queue.pop_front() {
+            if !seen.insert(digest.hash.clone()) {
+                continue;
+            }
+            let directory: re::Directory = match self.shared.blobs.get_message(&digest) {
+                None => continue,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    return Err(Status::invalid_argument(format!("blob {} is not a Directory: {e}", digest.hash)))
+                }
+            };
+            queue.extend(directory.directories.iter().filter_map(|d| d.digest.clone()));
+            out.push(directory);
+        }
+        Ok(out)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ByteStream
+
+pub(crate) struct ByteStreamService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// `{instance}/blobs/{hash}/{size}[/...]` (read) or
+/// `{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]` (write): finds the
+/// `blobs` segment followed by a digest. The instance name may hold slashes.
+fn digest_in_resource_name(name: &str, upload: bool) -> Result<re::Digest, Status> {
+    let parts: Vec<&str> = name.split('/').collect();
+    for i in 0..parts.len() {
+        if parts[i] != "blobs" || i + 2 >= parts.len() {
+            continue;
+        }
+        if upload && (i < 2 || parts[i - 2] != "uploads") {
+            continue;
+        }
+        let (Some(hash), Some(size)) = (parts.get(i + 1), parts.get(i + 2)) else { continue };
+        let Ok(size_bytes) = size.parse::<i64>() else { continue };
+        return check_digest(Some(&re::Digest { hash: hash.to_string(), size_bytes }), "resource_name");
+    }
+    let form = if upload { "{instance}/uploads/{uuid}/blobs/{hash}/{size}" } else { "{instance}/blobs/{hash}/{size}" };
+    Err(Status::invalid_argument(format!("resource name {name:?} is not of the form {form}")))
+}
+
+#[tonic::async_trait]
+impl bs::byte_stream_server::ByteStream for ByteStreamService {
+    type ReadStream = BoxStream<bs::ReadResponse>;
+
+    async fn read(&self, request: Request<bs::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        let digest = digest_in_resource_name(&request.resource_name, false)?;
+        let mut data = self
+            .shared
+            .blobs
+            .get(&digest)
+            .ok_or_else(|| Status::not_found(format!("blob {}/{} not found", digest.hash, digest.size_bytes)))?;
+        if self.shared.defects.has(Defect::WrongDigests) {
+            data = corrupt(&data);
+        }
+        if request.read_offset < 0 || request.read_offset as u64 > data.len() as u64 {
+            return Err(Status::out_of_range(format!("read_offset {} outside blob of {} bytes", request.read_offset, data.len())));
+        }
+        if request.read_limit < 0 {
+            return Err(Status::out_of_range("negative read_limit"));
+        }
+        let start = request.read_offset as usize;
+        let end = if request.read_limit == 0 {
+            data.len()
+        } else {
+            start.saturating_add(request.read_limit as usize).min(data.len())
+        };
+        let chunks: Vec<Result<bs::ReadResponse, Status>> = data
+            .slice(start..end)
+            .chunks(READ_CHUNK_BYTES)
+            .map(|c| Ok(bs::ReadResponse { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn write(&self, request: Request<Streaming<bs::WriteRequest>>) -> Result<Response<bs::WriteResponse>, Status> {
+        self.shared.fault_gate().await?;
+        let mut stream = request.into_inner();
+        let mut resource_name = String::new();
+        let mut digest: Option<re::Digest> = None;
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut finished = false;
+        while let Some(message) = stream.message().await? {
+            if digest.is_none() {
+                let d = digest_in_resource_name(&message.resource_name, true)?;
+                if d.size_bytes > MAX_BLOB_SIZE_BYTES {
+                    return Err(Status::invalid_argument(format!("blob of {} bytes is too large", d.size_bytes)));
+                }
+                resource_name = message.resource_name.clone();
+                digest = Some(d);
+            } else if !message.resource_name.is_empty() && message.resource_name != resource_name {
+                return Err(Status::invalid_argument("resource_name changed during the upload"));
+            }
+            if message.write_offset != buffer.len() as i64 {
+                return Err(Status::invalid_argument(format!(
+                    "write_offset {} but {} bytes were received",
+                    message.write_offset,
+                    buffer.len()
+                )));
+            }
+            let expected_size = digest.as_ref().map_or(0, |d| d.size_bytes);
+            if (buffer.len() + message.data.len()) as i64 > expected_size {
+                return Err(Status::invalid_argument("more data than the resource name's size"));
+            }
+            buffer.extend_from_slice(&message.data);
+            lock(&self.shared.uploads).insert(resource_name.clone(), (buffer.len() as i64, false));
+            if message.finish_write {
+                finished = true;
+                break;
+            }
+        }
+        let Some(digest) = digest else {
+            return Err(Status::invalid_argument("empty write stream"));
+        };
+        if !finished {
+            return Err(Status::invalid_argument("write stream ended without finish_write"));
+        }
+        let committed = buffer.len() as i64;
+        self.shared
+            .blobs
+            .put_verified(&digest, Bytes::from(buffer))
+            .map_err(Status::invalid_argument)?;
+        lock(&self.shared.uploads).insert(resource_name, (committed, true));
+        Ok(Response::new(bs::WriteResponse { committed_size: committed }))
+    }
+
+    async fn query_write_status(
+        &self,
+        request: Request<bs::QueryWriteStatusRequest>,
+    ) -> Result<Response<bs::QueryWriteStatusResponse>, Status> {
+        self.shared.fault_gate().await?;
+        let name = request.into_inner().resource_name;
+        let known = lock(&self.shared.uploads).get(&name).copied();
+        match known {
+            Some((committed_size, complete)) => Ok(Response::new(bs::QueryWriteStatusResponse { committed_size, complete })),
+            None => Err(Status::not_found(format!("no upload named {name:?}"))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ActionCache
+
+pub(crate) struct ActionCacheService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl re::action_cache_server::ActionCache for ActionCacheService {
+    async fn get_action_result(
+        &self,
+        request: Request<re::GetActionResultRequest>,
+    ) -> Result<Response<re::ActionResult>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
+        match self.shared.cached_result(&digest) {
+            Some(result) => Ok(Response::new(result)),
+            None if self.shared.defects.has(Defect::WrongStatusCodes) => {
+                Err(Status::internal("action cache lookup failed"))
+            }
+            None => Err(Status::not_found(format!("no cached result for action {}/{}", digest.hash, digest.size_bytes))),
+        }
+    }
+
+    async fn update_action_result(
+        &self,
+        request: Request<re::UpdateActionResultRequest>,
+    ) -> Result<Response<re::ActionResult>, Status> {
+        self.shared.fault_gate().await?;
+        let request = request.into_inner();
+        check_digest_function(request.digest_function)?;
+        let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
+        let result = request.action_result.ok_or_else(|| Status::invalid_argument("action_result missing"))?;
+        lock(&self.shared.action_cache).insert(digest.hash, result.clone());
+        Ok(Response::new(result))
+    }
+}
+
+impl Shared {
+    pub(crate) fn cached_result(&self, action: &re::Digest) -> Option<re::ActionResult> {
+        lock(&self.action_cache).get(&action.hash).cloned()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Capabilities
+
+pub(crate) struct CapabilitiesService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl re::capabilities_server::Capabilities for CapabilitiesService {
+    async fn get_capabilities(
+        &self,
+        _: Request<re::GetCapabilitiesRequest>,
+    ) -> Result<Response<re::ServerCapabilities>, Status> {
+        self.shared.fault_gate().await?;
+        let sha256 = re::digest_function::Value::Sha256 as i32;
+        let version = |minor| Some(SemVer { major: 2, minor, patch: 0, prerelease: String::new() });
+        Ok(Response::new(re::ServerCapabilities {
+            cache_capabilities: Some(re::CacheCapabilities {
+                digest_functions: vec![sha256],
+                action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities { update_enabled: true }),
+                max_batch_total_size_bytes: MAX_BATCH_TOTAL_SIZE_BYTES,
+                symlink_absolute_path_strategy: re::symlink_absolute_path_strategy::Value::Allowed as i32,
+                ..Default::default()
+            }),
+            execution_capabilities: Some(re::ExecutionCapabilities {
+                digest_function: sha256,
+                exec_enabled: true,
+                digest_functions: vec![sha256],
+                supported_node_properties: vec!["mtime".into(), "unix_mode".into()],
+                ..Default::default()
+            }),
+            deprecated_api_version: None,
+            low_api_version: version(0),
+            high_api_version: version(3),
+        }))
+    }
+}

@@ -1,0 +1,160 @@
+//! The named defects. Each one is a single switch that makes the server get
+//! exactly one requirement wrong; the faithful server has none switched on.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! defects {
+    ($($(#[$meta:meta])* $variant:ident = $name:literal : $describe:literal,)*) => {
+        /// One way the server can be wrong. See [`Defect::describe`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Defect {
+            $($(#[$meta])* $variant,)*
+        }
+
+        impl Defect {
+            /// Every defect, in a stable order.
+            pub const ALL: &'static [Defect] = &[$(Defect::$variant,)*];
+
+            /// Stable kebab-case name, e.g. `input-root-as-subdir`.
+            pub fn name(self) -> &'static str {
+                match self { $(Defect::$variant => $name,)* }
+            }
+
+            /// One line: what the server gets wrong with this defect.
+            pub fn describe(self) -> &'static str {
+                match self { $(Defect::$variant => $describe,)* }
+            }
+        }
+    };
+}
+
+defects! {
+    // --- sandbox ---
+    InputRootAsSubdir = "input-root-as-subdir":
+        "runs the command in the staged input root as a subdirectory of the worker's own filesystem instead of chrooting into it",
+    HostUsrBound = "host-usr-bound":
+        "binds the worker host's /usr read-only over the input root's /usr",
+    NoProc = "no-proc":
+        "mounts no procfs on /proc",
+    ProcSharedPidNs = "proc-shared-pid-ns":
+        "mounts /proc without giving the action its own PID namespace, so host processes are visible",
+    DevMissingNodes = "dev-missing-nodes":
+        "gives /dev only a null node (no full, random, urandom, zero)",
+    NoDevShm = "no-dev-shm":
+        "gives /dev its device nodes but no /dev/shm",
+    SharedNetwork = "shared-network":
+        "does not unshare the network namespace, so the host's interfaces are visible",
+    NonRootUid = "non-root-uid":
+        "runs commands as uid 1000 / gid 1000 instead of 0 / 0",
+    WorkerEnvLeak = "worker-env-leak":
+        "adds the worker's own environment (HOME=/root, WORKER_NAME=defect-server, ...) to the command's",
+    Argv0WorkerPath = "argv0-worker-path":
+        "resolves argv[0] with the worker's PATH (/usr/local/bin:/usr/bin:/bin), which the command then also sees, instead of the Command's PATH",
+    SymlinksDropped = "symlinks-dropped":
+        "does not stage the input root's symlinks",
+    ExecBitsDropped = "exec-bits-dropped":
+        "stages every input file without its executable bit",
+    EmptyDirsDropped = "empty-dirs-dropped":
+        "does not stage empty directories of the input root",
+    TmpNotWritable = "tmp-not-writable":
+        "mounts /tmp read-only",
+    // --- platform ---
+    PlatformIgnored = "platform-ignored":
+        "ignores platform properties entirely: unknown names accepted and values never matched",
+    UnknownKeysAccepted = "unknown-keys-accepted":
+        "silently ignores unknown platform property names (values of known names are still matched)",
+    IsaMismatchExecuted = "isa-mismatch-executed":
+        "does not match the ISA value, so actions for another ISA run here",
+    PlatformFromCommandOnly = "platform-from-command-only":
+        "reads platform properties from the Command only, ignoring Action.platform",
+    PlatformFromActionOnly = "platform-from-action-only":
+        "reads platform properties from the Action only, ignoring Command.platform",
+    UnsortedEnvRejected = "unsorted-env-rejected":
+        "rejects Execute with INVALID_ARGUMENT when environment variables are not sorted by name",
+    UnsortedPlatformRejected = "unsorted-platform-rejected":
+        "rejects Execute with INVALID_ARGUMENT when platform properties are not sorted",
+    // --- outputs ---
+    OutputsDroppedOnFailure = "outputs-dropped-on-failure":
+        "uploads no outputs, stdout or stderr when the command exits non-zero",
+    EscapingOutputPathsRefused = "escaping-output-paths-refused":
+        "refuses (INVALID_ARGUMENT in ExecuteResponse.status) output paths that leave the working directory",
+    OutputFilesForDirs = "output-files-for-dirs":
+        "returns output directories as output_files entries",
+    NoRootDirectoryDigest = "no-root-directory-digest":
+        "leaves OutputDirectory.root_directory_digest unset (tree_digest only)",
+    StdoutTruncated = "stdout-truncated":
+        "keeps only the first half of stdout",
+    // --- protocol ---
+    OperationError = "operation-error":
+        "finishes operations with Operation.error instead of Operation.response",
+    StreamClosedEarly = "stream-closed-early":
+        "ends the Execute stream before the operation is done, and answers WaitExecution with UNIMPLEMENTED",
+    WrongStatusCodes = "wrong-status-codes":
+        "answers INTERNAL for a missing input (instead of FAILED_PRECONDITION) and for an action cache miss (instead of NOT_FOUND)",
+    CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
+        "serves a cached result even when skip_cache_lookup is set",
+    MissingBlobNotReported = "missing-blob-not-reported":
+        "runs actions with missing input blobs, treating them as empty",
+    CachesFailures = "caches-failures":
+        "puts results with a non-zero exit code in the action cache",
+    CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
+        "answers CancelOperation with INTERNAL",
+    // --- faults ---
+    Hang = "hang":
+        "accepts every RPC and never answers",
+    Slow = "slow":
+        "answers every RPC only after 2 seconds",
+    StreamCut = "stream-cut":
+        "cuts the connection after the first Execute message, without a gRPC status",
+    Garbage = "garbage":
+        "finishes operations with a response Any typed as ExecuteResponse but holding random bytes",
+    WrongDigests = "wrong-digests":
+        "returns blob data that does not match the digest from BatchReadBlobs and ByteStream.Read",
+}
+
+impl fmt::Display for Defect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error for a name that is no defect's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownDefect(pub String);
+
+impl fmt::Display for UnknownDefect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown defect {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownDefect {}
+
+impl FromStr for Defect {
+    type Err = UnknownDefect;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Defect::ALL
+            .iter()
+            .copied()
+            .find(|d| d.name() == s)
+            .ok_or_else(|| UnknownDefect(s.to_string()))
+    }
+}
+
+/// The defects one server instance has switched on.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Defects(HashSet<Defect>);
+
+impl Defects {
+    pub(crate) fn new(defects: &[Defect]) -> Defects {
+        Defects(defects.iter().copied().collect())
+    }
+
+    /// Whether `defect` is switched on.
+    pub(crate) fn has(&self, defect: Defect) -> bool {
+        self.0.contains(&defect)
+    }
+}

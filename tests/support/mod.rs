@@ -1,0 +1,1 @@
+pub mod defect_server;
