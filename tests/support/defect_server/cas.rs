@@ -96,6 +96,12 @@ impl BlobStore {
         digest
     }
 
+    /// Stores `data` under `claimed` without looking (the `batch-accepts-mismatch` defect).
+    pub(crate) fn put_unverified(&self, claimed: &re::Digest, data: Bytes) {
+        let mut blobs = self.blobs.write().unwrap_or_else(|e| e.into_inner());
+        blobs.insert(claimed.hash.clone(), data);
+    }
+
     /// Stores `data` if it matches `expected`; the error says why not.
     pub(crate) fn put_verified(&self, expected: &re::Digest, data: Bytes) -> Result<(), String> {
         let actual = digest_of(&data);
@@ -148,7 +154,8 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         let mut missing = Vec::new();
         for digest in &request.blob_digests {
             let digest = check_digest(Some(digest), "blob_digests")?;
-            if !self.shared.blobs.contains(&digest) {
+            let empty_counts_missing = digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobMissing);
+            if !self.shared.blobs.contains(&digest) || empty_counts_missing {
                 missing.push(digest);
             }
         }
@@ -174,6 +181,10 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
                 Err(e) => rpc_status(Code::InvalidArgument, e.message()),
                 Ok(_) if blob.compressor != re::compressor::Value::Identity as i32 => {
                     rpc_status(Code::InvalidArgument, "only the IDENTITY compressor is supported")
+                }
+                Ok(digest) if self.shared.defects.has(Defect::BatchAcceptsMismatch) => {
+                    self.shared.blobs.put_unverified(&digest, Bytes::from(blob.data));
+                    rpc_status(Code::Ok, "")
                 }
                 Ok(digest) => match self.shared.blobs.put_verified(&digest, Bytes::from(blob.data)) {
                     Ok(()) => rpc_status(Code::Ok, ""),
@@ -221,6 +232,9 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
 
     async fn get_tree(&self, request: Request<re::GetTreeRequest>) -> Result<Response<Self::GetTreeStream>, Status> {
         self.shared.fault_gate().await?;
+        if self.shared.defects.has(Defect::GetTreeUnimplemented) {
+            return Err(Status::unimplemented("GetTree is not implemented"));
+        }
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
         let root = check_digest(request.root_digest.as_ref(), "root_digest")?;
@@ -350,6 +364,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         if self.shared.defects.has(Defect::WrongDigests) {
             data = corrupt(&data);
         }
+        if request.read_offset as u64 > data.len() as u64 && self.shared.defects.has(Defect::BytestreamOffsetIgnored) {
+            return Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))));
+        }
         if request.read_offset < 0 || request.read_offset as u64 > data.len() as u64 {
             return Err(Status::out_of_range(format!("read_offset {} outside blob of {} bytes", request.read_offset, data.len())));
         }
@@ -430,6 +447,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let known = lock(&self.shared.uploads).get(&name).copied();
         match known {
             Some((committed_size, complete)) => Ok(Response::new(bs::QueryWriteStatusResponse { committed_size, complete })),
+            None if self.shared.defects.has(Defect::QueryWriteStatusWrong) => {
+                Ok(Response::new(bs::QueryWriteStatusResponse { committed_size: 0, complete: false }))
+            }
             None => Err(Status::not_found(format!("no upload named {name:?}"))),
         }
     }

@@ -65,6 +65,8 @@ defects! {
         "ignores platform properties entirely: unknown names accepted and values never matched",
     UnknownKeysAccepted = "unknown-keys-accepted":
         "silently ignores unknown platform property names (values of known names are still matched)",
+    IsaNamedDifferently = "isa-named-differently":
+        "names the worker's ISA as uname does (x86_64), not as BuildStream does (x86-64), and refuses unmatched platforms at once",
     IsaMismatchExecuted = "isa-mismatch-executed":
         "does not match the ISA value, so actions for another ISA run here",
     PlatformFromCommandOnly = "platform-from-command-only":
@@ -73,8 +75,6 @@ defects! {
         "reads platform properties from the Action only, ignoring Command.platform",
     UnsortedEnvRejected = "unsorted-env-rejected":
         "rejects Execute with INVALID_ARGUMENT when environment variables are not sorted by name",
-    UnsortedPlatformRejected = "unsorted-platform-rejected":
-        "rejects Execute with INVALID_ARGUMENT when platform properties are not sorted",
     // --- outputs ---
     OutputsDroppedOnFailure = "outputs-dropped-on-failure":
         "uploads no outputs, stdout or stderr when the command exits non-zero",
@@ -97,10 +97,23 @@ defects! {
         "serves a cached result even when skip_cache_lookup is set",
     MissingBlobNotReported = "missing-blob-not-reported":
         "runs actions with missing input blobs, treating them as empty",
-    CachesFailures = "caches-failures":
-        "puts results with a non-zero exit code in the action cache",
+    CachesNonOk = "caches-non-ok":
+        "puts results whose ExecuteResponse status is not OK (e.g. DEADLINE_EXCEEDED) in the action cache",
+    TimeoutIgnored = "timeout-ignored":
+        "ignores Action.timeout, letting commands run to completion",
     CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
         "answers CancelOperation with INTERNAL",
+    // --- CAS ---
+    EmptyBlobMissing = "empty-blob-missing":
+        "reports the empty blob missing from FindMissingBlobs until someone uploads it",
+    BatchAcceptsMismatch = "batch-accepts-mismatch":
+        "stores BatchUpdateBlobs data under the digest given without verifying it",
+    BytestreamOffsetIgnored = "bytestream-offset-ignored":
+        "answers a ByteStream.Read whose read_offset is past the end with no data instead of OUT_OF_RANGE",
+    QueryWriteStatusWrong = "query-write-status-wrong":
+        "answers QueryWriteStatus for an unknown upload with committed_size 0 instead of NOT_FOUND",
+    GetTreeUnimplemented = "get-tree-unimplemented":
+        "answers GetTree with UNIMPLEMENTED",
     // --- faults ---
     Hang = "hang":
         "accepts every RPC and never answers",

@@ -416,7 +416,10 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
 /// and the Action allows it.
 fn should_cache(job: &Job, response: &re::ExecuteResponse, defects: &Defects) -> bool {
     let status_ok = response.status.as_ref().is_none_or(|s| s.code == Code::Ok as i32);
-    let exit_ok = response.result.as_ref().is_some_and(|r| r.exit_code == 0 || defects.has(Defect::CachesFailures));
+    let exit_ok = response.result.as_ref().is_some_and(|r| r.exit_code == 0);
+    if defects.has(Defect::CachesNonOk) {
+        return response.result.is_some() && !job.action.do_not_cache;
+    }
     status_ok && exit_ok && !job.action.do_not_cache
 }
 
@@ -567,6 +570,7 @@ async fn run_in_dir(
         .action
         .timeout
         .as_ref()
+        .filter(|_| !defects.has(Defect::TimeoutIgnored))
         .filter(|t| t.seconds > 0 || t.nanos > 0)
         .map(|t| Duration::new(t.seconds.max(0) as u64, t.nanos.clamp(0, 999_999_999) as u32))
         .unwrap_or(DEFAULT_TIMEOUT);

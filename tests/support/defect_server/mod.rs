@@ -113,13 +113,33 @@ pub struct DefectServer {
     work_dir: Option<tempfile::TempDir>,
 }
 
+/// Transport options: TLS (optionally requiring client certificates) and a
+/// bearer token every request must carry.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// PEM server certificate chain and key; the endpoint becomes `https://localhost:PORT`.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// PEM CA that client certificates must chain to (mutual TLS).
+    pub client_ca: Option<Vec<u8>>,
+    /// Requests without `authorization: Bearer <token>` are UNAUTHENTICATED.
+    pub token: Option<String>,
+}
+
 impl DefectServer {
     /// Starts on 127.0.0.1:<free port>, instance name "" (any instance name
     /// is accepted), with `defects` switched on.
     pub async fn start(defects: &[Defect]) -> io::Result<DefectServer> {
+        Self::start_with(defects, &ServerOptions::default()).await
+    }
+
+    /// Like [`DefectServer::start`], with TLS and token options.
+    pub async fn start_with(defects: &[Defect], options: &ServerOptions) -> io::Result<DefectServer> {
         let work_dir = tempfile::Builder::new().prefix("defect-server-").tempdir()?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let endpoint = format!("http://{}", listener.local_addr()?);
+        let endpoint = match options.tls {
+            Some(_) => format!("https://localhost:{}", listener.local_addr()?.port()),
+            None => format!("http://{}", listener.local_addr()?),
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             defects: Defects::new(defects),
@@ -140,7 +160,24 @@ impl DefectServer {
                 faults::CuttableConnection::new(tcp)
             })
         });
-        let router = tonic::transport::Server::builder()
+        let expected = options.token.as_ref().map(|t| format!("Bearer {t}"));
+        let check_token = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
+            match &expected {
+                None => Ok(req),
+                Some(want) if req.metadata().get("authorization").is_some_and(|v| v.as_bytes() == want.as_bytes()) => Ok(req),
+                Some(_) => Err(tonic::Status::unauthenticated("missing or wrong bearer token")),
+            }
+        };
+        let mut builder = tonic::transport::Server::builder();
+        if let Some((cert, key)) = &options.tls {
+            let mut tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
+            if let Some(ca) = &options.client_ca {
+                tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(tls).map_err(io::Error::other)?;
+        }
+        let router = builder
+            .layer(tonic::service::InterceptorLayer::new(check_token))
             .add_service(
                 re::capabilities_server::CapabilitiesServer::new(cas::CapabilitiesService { shared: shared.clone() })
                     .max_decoding_message_size(MAX_MESSAGE_BYTES),

@@ -77,12 +77,6 @@ pub(crate) fn place(
 ) -> Result<Placement, Status> {
     let properties = requested_platform(action, command, defects);
 
-    if defects.has(Defect::UnsortedPlatformRejected) {
-        let sorted = properties.windows(2).all(|w| (&w[0].name, &w[0].value) <= (&w[1].name, &w[1].value));
-        if !sorted {
-            return Err(Status::invalid_argument("platform properties are not sorted by name and value"));
-        }
-    }
     if defects.has(Defect::PlatformIgnored) {
         return Ok(Placement::Run(RunAs::default()));
     }
@@ -104,6 +98,9 @@ pub(crate) fn place(
         }
         let matched = match *name {
             "OSFamily" => value == "linux",
+            // With `isa-named-differently` the worker calls its ISA by uname's
+            // name (x86_64), so BuildStream's name (x86-64) matches nothing.
+            "ISA" if defects.has(Defect::IsaNamedDifferently) => value == std::env::consts::ARCH,
             "ISA" => value == host_isa || defects.has(Defect::IsaMismatchExecuted),
             "unixUID" => value.parse().map(|uid| run_as.uid = uid).is_ok(),
             "unixGID" => value.parse().map(|gid| run_as.gid = gid).is_ok(),
@@ -124,6 +121,9 @@ pub(crate) fn place(
     }
     if unmatched.is_empty() {
         Ok(Placement::Run(run_as))
+    } else if defects.has(Defect::IsaNamedDifferently) {
+        // Like Buildbarn: what no worker matches is refused at once.
+        Err(Status::failed_precondition(format!("no workers exist for this platform: {}", unmatched.join("; "))))
     } else {
         Ok(Placement::Queue(unmatched.join("; ")))
     }
