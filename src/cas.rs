@@ -67,7 +67,7 @@ impl Cas {
         let mut missing = Vec::new();
         for group in candidates.chunks(FIND_MISSING_GROUP) {
             let req = self.clients.request(FindMissingBlobsRequest {
-                instance_name: self.clients.instance.clone(),
+                instance_name: self.clients.cas_instance.clone(),
                 blob_digests: group.iter().map(|d| (*d).clone()).collect(),
                 digest_function: 0,
             });
@@ -104,7 +104,7 @@ impl Cas {
             return Ok(());
         }
         let req = self.clients.request(BatchUpdateBlobsRequest {
-            instance_name: self.clients.instance.clone(),
+            instance_name: self.clients.cas_instance.clone(),
             requests,
             digest_function: 0,
         });
@@ -123,7 +123,7 @@ impl Cas {
     }
 
     pub(crate) async fn write_bytestream(&self, d: &Digest, data: &Arc<Vec<u8>>) -> Result<(), CasError> {
-        let prefix = if self.clients.instance.is_empty() { String::new() } else { format!("{}/", self.clients.instance) };
+        let prefix = if self.clients.cas_instance.is_empty() { String::new() } else { format!("{}/", self.clients.cas_instance) };
         let resource = format!("{prefix}uploads/{}/blobs/{}/{}", uuid::Uuid::new_v4(), d.hash, d.size_bytes);
         let data = data.clone();
         let total = data.len();
@@ -162,7 +162,7 @@ impl Cas {
         }
         let data = if (d.size_bytes as usize) + BATCH_OVERHEAD <= self.max_batch {
             let req = self.clients.request(BatchReadBlobsRequest {
-                instance_name: self.clients.instance.clone(),
+                instance_name: self.clients.cas_instance.clone(),
                 digests: vec![d.clone()],
                 acceptable_compressors: vec![],
                 digest_function: 0,
@@ -197,7 +197,7 @@ impl Cas {
     }
 
     pub(crate) async fn read_bytestream(&self, d: &Digest) -> Result<Vec<u8>, CasError> {
-        let prefix = if self.clients.instance.is_empty() { String::new() } else { format!("{}/", self.clients.instance) };
+        let prefix = if self.clients.cas_instance.is_empty() { String::new() } else { format!("{}/", self.clients.cas_instance) };
         let req = self.clients.request(ReadRequest {
             resource_name: format!("{prefix}blobs/{}/{}", d.hash, d.size_bytes),
             read_offset: 0,

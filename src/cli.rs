@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Execution endpoint of an existing cluster: http://, https://, grpc://, grpcs:// or unix:PATH.
     #[arg(long, value_name = "URL", env = "REAPI_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// Take endpoints, instance names and credentials from the `remote-execution`
+    /// section of a BuildStream user configuration (buildstream.conf).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["endpoint", "cluster"])]
+    pub buildstream_config: Option<PathBuf>,
     /// REAPI instance name.
     #[arg(long, value_name = "NAME", default_value = "", env = "REAPI_INSTANCE")]
     pub instance: String,
@@ -184,6 +188,9 @@ pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), 
 
 /// Builds the cluster adapter a `run` asks for.
 pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
+    if let Some(file) = &args.buildstream_config {
+        return Ok(Box::new(cluster::endpoint::Endpoint { options: crate::buildstream_config::load(file)? }));
+    }
     if let Some(url) = &args.endpoint {
         return Ok(Box::new(cluster::endpoint::Endpoint {
             options: ConnectOptions {
@@ -191,6 +198,8 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
                 cas_endpoint: args.cas_endpoint.clone(),
                 ac_endpoint: args.ac_endpoint.clone(),
                 instance: args.instance.clone(),
+                cas_instance: None,
+                ac_instance: None,
                 server_cert: args.server_cert.clone(),
                 client_cert: args.client_cert.clone(),
                 client_key: args.client_key.clone(),

@@ -25,7 +25,12 @@ pub struct ConnectOptions {
     pub cas_endpoint: Option<String>,
     /// Action cache URL, when it differs from the CAS endpoint.
     pub ac_endpoint: Option<String>,
+    /// Instance name of the execution service (and of the others unless set below).
     pub instance: String,
+    /// Instance name of the CAS, when it differs.
+    pub cas_instance: Option<String>,
+    /// Instance name of the action cache, when it differs.
+    pub ac_instance: Option<String>,
     /// PEM file of the CA that signed the server certificate.
     pub server_cert: Option<PathBuf>,
     pub client_cert: Option<PathBuf>,
@@ -82,7 +87,12 @@ pub type AuthChannel = InterceptedService<Channel, Auth>;
 /// The typed clients of one target, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Clients {
+    /// Instance name of the execution service.
     pub instance: String,
+    /// Instance name for CAS and ByteStream calls.
+    pub cas_instance: String,
+    /// Instance name for action cache calls.
+    pub ac_instance: String,
     pub capabilities: CapabilitiesClient<AuthChannel>,
     pub execution: ExecutionClient<AuthChannel>,
     pub operations: OperationsClient<AuthChannel>,
@@ -118,8 +128,11 @@ impl Clients {
             _ => cas.clone(),
         };
         let wrap = |c: &Channel| InterceptedService::new(c.clone(), auth.clone());
+        let cas_instance = opts.cas_instance.clone().unwrap_or_else(|| opts.instance.clone());
         Ok(Clients {
             instance: opts.instance.clone(),
+            ac_instance: opts.ac_instance.clone().unwrap_or_else(|| cas_instance.clone()),
+            cas_instance,
             capabilities: CapabilitiesClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),
             execution: ExecutionClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),
             operations: OperationsClient::new(wrap(&exec)).max_decoding_message_size(MAX_MESSAGE),

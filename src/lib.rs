@@ -11,6 +11,7 @@
 //! - [`cluster`]: servers the harness starts or targets.
 
 pub mod action;
+pub mod buildstream_config;
 pub mod builtin;
 pub mod cas;
 pub mod cli;

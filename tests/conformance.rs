@@ -29,6 +29,7 @@ fn run_args() -> RunArgs {
     RunArgs {
         cluster: std::env::var("REAPI_CLUSTER").ok(),
         endpoint: std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty()),
+        buildstream_config: std::env::var_os("REAPI_BUILDSTREAM_CONFIG").map(Into::into),
         instance: std::env::var("REAPI_INSTANCE").unwrap_or_default(),
         cas_endpoint: None,
         ac_endpoint: None,
@@ -87,7 +88,7 @@ fn main() {
     });
     let run = run_args();
     let expect_path = std::env::var("REAPI_EXPECT").ok().or_else(|| {
-        (run.endpoint.is_none() && run.cluster.as_deref().unwrap_or("local") == "local")
+        (run.endpoint.is_none() && run.buildstream_config.is_none() && run.cluster.as_deref().unwrap_or("local") == "local")
             .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/expectations/local.yaml").to_string())
     });
     let expectations = expect_path.map(|p| {

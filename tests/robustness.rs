@@ -233,3 +233,27 @@ fn interrupt_cancels_in_flight_operations_and_exits_130() {
     assert!(ops.iter().all(|op| op.done), "operations still running after the interrupt: {ops:?}");
     rt.block_on(server.stop());
 }
+
+#[test]
+fn buildstream_config_points_the_run_at_its_services() {
+    let rt = runtime();
+    let server = rt.block_on(DefectServer::start(&[])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("buildstream.conf");
+    let url = server.endpoint();
+    std::fs::write(
+        &conf,
+        format!("remote-execution:\n  execution-service:\n    url: {url}\n    instance-name: main\n  storage-service:\n    url: {url}\n    instance-name: main\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--filter", "input-root.working-directory", "--buildstream-config"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("PASS  input-root.working-directory"), "{stdout}");
+    assert!(stdout.contains("(instance `main`)"), "{stdout}");
+    rt.block_on(server.stop());
+}

@@ -24,7 +24,7 @@ fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
 }
 
 fn prefix(h: &Harness) -> String {
-    let i = &h.clients().instance;
+    let i = &h.clients().cas_instance;
     if i.is_empty() { String::new() } else { format!("{i}/") }
 }
 
@@ -42,13 +42,13 @@ pub(super) fn empty_blob<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<
     Box::pin(async move {
         let c = h.clients();
         let empty = digest::of_bytes(b"");
-        let req = c.request(FindMissingBlobsRequest { instance_name: c.instance.clone(), blob_digests: vec![empty.clone()], digest_function: 0 });
+        let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![empty.clone()], digest_function: 0 });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
             Err(s) => return answered(check, "FindMissingBlobs", s),
             Ok(r) if !r.missing_blob_digests.is_empty() => return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing"),
             Ok(_) => {}
         }
-        let req = c.request(BatchReadBlobsRequest { instance_name: c.instance.clone(), digests: vec![empty], ..Default::default() });
+        let req = c.request(BatchReadBlobsRequest { instance_name: c.cas_instance.clone(), digests: vec![empty], ..Default::default() });
         match c.call(c.cas.clone().batch_read_blobs(req)).await {
             Err(s) => answered(check, "BatchReadBlobs", s),
             Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
@@ -68,7 +68,7 @@ pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
         let claimed = bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
         let req = c.request(BatchUpdateBlobsRequest {
-            instance_name: c.instance.clone(),
+            instance_name: c.cas_instance.clone(),
             requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
             digest_function: 0,
         });
@@ -81,7 +81,7 @@ pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) ->
             return Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}"))
                 .with("code", Some("InvalidArgument".into()), format!("{code:?}"));
         }
-        let req = c.request(FindMissingBlobsRequest { instance_name: c.instance.clone(), blob_digests: vec![claimed.clone()], digest_function: 0 });
+        let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![claimed.clone()], digest_function: 0 });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
             Err(s) => answered(check, "FindMissingBlobs", s),
             Ok(r) if r.missing_blob_digests.is_empty() => {
@@ -174,7 +174,7 @@ pub(super) fn get_tree_missing_root<'a>(h: &'a Harness, check: &'a CheckSpec) ->
     Box::pin(async move {
         let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
         let c = h.clients();
-        let req = c.request(GetTreeRequest { instance_name: c.instance.clone(), root_digest: Some(d), ..Default::default() });
+        let req = c.request(GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() });
         let code = match c.call(c.cas.clone().get_tree(req)).await {
             Err(s) if execute::is_transport(&s) => return Verdict::error(format!("GetTree: {}", s.message())),
             Err(s) => s.code(),

@@ -144,7 +144,7 @@ pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
         let never_run = digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
         let clients = h.clients();
         let req = clients.request(GetActionResultRequest {
-            instance_name: clients.instance.clone(),
+            instance_name: clients.ac_instance.clone(),
             action_digest: Some(never_run),
             ..Default::default()
         });
@@ -275,7 +275,7 @@ pub(super) fn non_ok_not_cached<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
         }
         let clients = h.clients();
         let req = clients.request(GetActionResultRequest {
-            instance_name: clients.instance.clone(),
+            instance_name: clients.ac_instance.clone(),
             action_digest: Some(prepared.action_digest.clone()),
             ..Default::default()
         });

@@ -1,0 +1,127 @@
+//! A bot for the Remote Workers API (`google.devtools.remoteworkers.v1test2.Bots`),
+//! the protocol BuildGrid uses to hand actions to workers.
+//!
+//! BuildGrid executes nothing itself, and its usual bot (buildbox-worker) is
+//! not installable here, so the harness brings this one. It opens a bot
+//! session with the configured platform properties, long-polls
+//! `UpdateBotSession` for leases, runs each lease's Action and reports the
+//! ActionResult. Two ways to run an Action:
+//!
+//! - [`Mode::BuildboxRun`]: hand it to `buildbox-run` (the bubblewrap runner),
+//!   which stages the input root from the server's CAS and runs the command
+//!   with the input root as `/` — what BuildStream's CI does with buildbox-worker;
+//! - [`Mode::Host`]: stage the input root in a plain directory and run the
+//!   command on the host, with no chroot — a deliberately misconfigured
+//!   cluster, so the suites can show what they catch.
+
+use std::path::PathBuf;
+
+use bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult;
+use bazel_remote_apis::google::rpc::Status;
+
+mod buildbox_run;
+mod cas;
+mod host;
+mod process;
+mod session;
+
+pub use session::{spawn, WorkerHandle, WorkerState};
+
+/// Generated Remote Workers API types and client (from `proto/google/devtools/remoteworkers`).
+pub mod proto {
+    tonic::include_proto!("google.devtools.remoteworkers.v1test2");
+}
+
+/// How leases are executed.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// Through `buildbox-run` (bubblewrap): input root as `/`.
+    BuildboxRun { runner: PathBuf },
+    /// Directly on the host in a per-action directory (no sandbox).
+    Host,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::BuildboxRun { .. } => "buildbox-run",
+            Mode::Host => "host",
+        }
+    }
+}
+
+/// One bot.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Bots and CAS endpoint, e.g. `http://127.0.0.1:50051`.
+    pub endpoint: String,
+    /// Instance name: the bot session's parent and the CAS instance.
+    pub instance: String,
+    /// Stable, unique id of this bot.
+    pub bot_id: String,
+    /// Properties of the primary device, e.g. `OSFamily=linux`, `ISA=x86-64`.
+    pub platform: Vec<(String, String)>,
+    pub mode: Mode,
+    /// Leases run at once (BuildGrid reads it from the worker config `capacity`).
+    pub capacity: usize,
+    /// Scratch space for staged inputs; one subdirectory per lease.
+    pub work_dir: PathBuf,
+}
+
+/// What a lease produced: the status BuildGrid copies into
+/// `ExecuteResponse.status`, and the result when the command ran.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: Status,
+    pub result: Option<ActionResult>,
+}
+
+impl Outcome {
+    pub fn ok(result: ActionResult) -> Outcome {
+        Outcome { status: Status { code: 0, message: String::new(), details: vec![] }, result: Some(result) }
+    }
+
+    pub fn error(code: tonic::Code, message: impl Into<String>) -> Outcome {
+        Outcome { status: Status { code: code as i32, message: message.into(), details: vec![] }, result: None }
+    }
+}
+
+impl From<cas::CasFailure> for Outcome {
+    /// A missing input becomes FAILED_PRECONDITION with a `MISSING`
+    /// violation for `blobs/{hash}/{size}`, as REAPI asks of Execute.
+    fn from(f: cas::CasFailure) -> Outcome {
+        let mut outcome = Outcome::error(f.code, f.message);
+        if let Some(d) = f.missing {
+            let detail = PreconditionFailure {
+                violations: vec![Violation {
+                    r#type: "MISSING".into(),
+                    subject: format!("blobs/{}/{}", d.hash, d.size_bytes),
+                    description: String::new(),
+                }],
+            };
+            outcome.status.details.push(bazel_remote_apis::google::protobuf::Any {
+                type_url: "type.googleapis.com/google.rpc.PreconditionFailure".into(),
+                value: prost::Message::encode_to_vec(&detail).into(),
+            });
+        }
+        outcome
+    }
+}
+
+/// `google.rpc.PreconditionFailure` (error_details.proto), which
+/// bazel-remote-apis does not ship; only encoded, never decoded here.
+#[derive(Clone, PartialEq, prost::Message)]
+struct PreconditionFailure {
+    #[prost(message, repeated, tag = "1")]
+    violations: Vec<Violation>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Violation {
+    #[prost(string, tag = "1")]
+    r#type: String,
+    #[prost(string, tag = "2")]
+    subject: String,
+    #[prost(string, tag = "3")]
+    description: String,
+}

@@ -1,0 +1,96 @@
+//! Processes started for a lease: own process group, killed with the worker
+//! (PR_SET_PDEATHSIG), and the whole group killed when the guard is dropped,
+//! which is what happens when a lease is cancelled (its task is aborted).
+//!
+//! PR_SET_PDEATHSIG fires when the *thread* that forked exits. Lease tasks
+//! spawn from tokio's runtime threads, which live as long as the runtime —
+//! and when the runtime goes, the tasks are dropped and their guards kill the
+//! groups anyway.
+
+use std::process::ExitStatus;
+
+use tokio::process::{Child, Command};
+
+/// A running child and its process group; dropping it kills the group.
+pub struct GroupChild {
+    child: Child,
+    pgid: i32,
+}
+
+/// Starts `cmd` in a new process group that dies with this process.
+pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
+    cmd.process_group(0).kill_on_drop(true);
+    // SAFETY: prctl only sets a flag on the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    Ok(GroupChild { child, pgid })
+}
+
+impl GroupChild {
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// Kills every process of the group (the leader and what it started).
+    pub fn kill_group(&self) {
+        if self.pgid > 0 {
+            // SAFETY: plain syscall on a process group this guard created.
+            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupChild {
+    fn drop(&mut self) {
+        self.kill_group();
+    }
+}
+
+/// A scratch directory removed when dropped (also when its lease is cancelled).
+pub struct ScratchDir(pub std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn create(parent: &std::path::Path) -> std::io::Result<ScratchDir> {
+        let dir = parent.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir_all(&dir)?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            // An action may leave read-only directories behind: open them up and retry.
+            make_writable(&self.0);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn make_writable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::symlink_metadata(dir) {
+        if meta.is_dir() {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    make_writable(&e.path());
+                }
+            }
+        }
+    }
+}
+
+/// `exit_code` for the ActionResult: the code, or 128 + signal like a shell.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
