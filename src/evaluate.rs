@@ -183,7 +183,7 @@ pub fn judge(check: &CheckSpec, outcome: &Outcome, probe: Option<&ProbeOutput>, 
         Err(why) => {
             return Verdict::new(unmet, format!("the action ran but produced no probe report ({why})"))
                 .with("exit_code", None, exit_code.to_string())
-                .with("stdout", None, probe.stdout_excerpt.clone())
+                .with("stdout", Some("a probe report (one JSON object)".into()), probe.stdout_excerpt.clone())
                 .with("stderr", None, probe.stderr_excerpt.clone());
         }
     };

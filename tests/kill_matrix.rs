@@ -105,6 +105,8 @@ fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
             matrix.entry(defect.name()).or_default().insert(c.id.as_str(), v.kind);
             if v.kind != want {
                 problems.push(format!("{} on `{}`: expected {want}, got {}: {}", c.id, defect.name(), v.kind, v.reason));
+            } else if !v.evidence.iter().any(|e| e.expected.is_some()) {
+                problems.push(format!("{} on `{}`: {} without evidence of what was expected: {v:?}", c.id, defect.name(), v.kind));
             }
         }
     }

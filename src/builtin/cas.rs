@@ -29,11 +29,12 @@ fn prefix(h: &Harness) -> String {
 }
 
 /// An RPC failure: transport problems are ERROR, server answers are evidence.
-fn answered(check: &CheckSpec, what: &str, s: tonic::Status) -> Verdict {
+fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> Verdict {
     if execute::is_transport(&s) {
         Verdict::error(format!("{what}: {:?}: {}", s.code(), s.message()))
     } else {
         Verdict::new(unmet(check), format!("{what} answered {:?}: {}", s.code(), s.message()))
+            .with(what, Some(expected.to_string()), format!("{:?}: {}", s.code(), s.message()))
     }
 }
 
@@ -44,17 +45,22 @@ pub(super) fn empty_blob<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<
         let empty = digest::of_bytes(b"");
         let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![empty.clone()], digest_function: 0 });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
-            Err(s) => return answered(check, "FindMissingBlobs", s),
-            Ok(r) if !r.missing_blob_digests.is_empty() => return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing"),
+            Err(s) => return answered(check, "FindMissingBlobs", "OK", s),
+            Ok(r) if !r.missing_blob_digests.is_empty() => {
+                return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing")
+                    .with("missing_blob_digests", Some("[]".into()), "the empty blob")
+            }
             Ok(_) => {}
         }
         let req = c.request(BatchReadBlobsRequest { instance_name: c.cas_instance.clone(), digests: vec![empty], ..Default::default() });
         match c.call(c.cas.clone().batch_read_blobs(req)).await {
-            Err(s) => answered(check, "BatchReadBlobs", s),
+            Err(s) => answered(check, "BatchReadBlobs", "OK", s),
             Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
                 Some(st) if st.code == 0 => Verdict::pass("never missing, readable"),
-                Some(st) => Verdict::new(unmet(check), format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message)),
-                None => Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob"),
+                Some(st) => Verdict::new(unmet(check), format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message))
+                    .with("status", Some("OK".into()), execute::code_name(st.code)),
+                None => Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob")
+                    .with("responses", Some("one, OK".into()), "none"),
             },
         }
     })
@@ -83,9 +89,10 @@ pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         }
         let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![claimed.clone()], digest_function: 0 });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
-            Err(s) => answered(check, "FindMissingBlobs", s),
+            Err(s) => answered(check, "FindMissingBlobs", "OK", s),
             Ok(r) if r.missing_blob_digests.is_empty() => {
                 Verdict::new(unmet(check), format!("INVALID_ARGUMENT, but {} is now present", digest::show(&claimed)))
+                    .with("FindMissingBlobs", Some("the refused blob missing".into()), "present")
             }
             Ok(_) => Verdict::pass("INVALID_ARGUMENT, blob not stored"),
         }
@@ -106,7 +113,8 @@ pub(super) fn bytestream_roundtrip<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         match h.cas.read_bytestream(&d).await {
             Err(e) => cas_failure(check, "ByteStream.Read", e),
             Ok(back) if back == *data => Verdict::pass(format!("{} written and read back", digest::show(&d))),
-            Ok(back) => Verdict::new(unmet(check), format!("read back {} bytes differing from the {} written", back.len(), data.len())),
+            Ok(back) => Verdict::new(unmet(check), format!("read back {} bytes differing from the {} written", back.len(), data.len()))
+                .with("read", Some(digest::show(&d)), digest::show(&digest::of_bytes(&back))),
         }
     })
 }
@@ -114,9 +122,9 @@ pub(super) fn bytestream_roundtrip<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
 fn cas_failure(check: &CheckSpec, what: &str, e: CasError) -> Verdict {
     match e {
         CasError::Rpc { code, message, .. } if !matches!(code, Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded) => {
-            Verdict::new(unmet(check), format!("{what} answered {code:?}: {message}"))
+            Verdict::new(unmet(check), format!("{what} answered {code:?}: {message}")).with(what, Some("OK".into()), format!("{code:?}: {message}"))
         }
-        CasError::Blob { why, .. } => Verdict::new(unmet(check), format!("{what}: {why}")),
+        CasError::Blob { digest, why, .. } => Verdict::new(unmet(check), format!("{what}: {why}")).with(what, Some(format!("blob {digest} intact")), why),
         other => Verdict::error(other.to_string()),
     }
 }
@@ -163,8 +171,9 @@ pub(super) fn query_write_status_unknown<'a>(h: &'a Harness, check: &'a CheckSpe
         });
         match c.call(c.bytestream.clone().query_write_status(req)).await {
             Err(s) if s.code() == Code::NotFound => Verdict::pass("NOT_FOUND"),
-            Err(s) => answered(check, "QueryWriteStatus", s),
-            Ok(r) => Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size)),
+            Err(s) => answered(check, "QueryWriteStatus", "NotFound", s),
+            Ok(r) => Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size))
+                .with("QueryWriteStatus", Some("NotFound".into()), format!("committed_size {}", r.committed_size)),
         }
     })
 }

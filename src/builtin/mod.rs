@@ -89,7 +89,7 @@ pub(crate) async fn completed_report(h: &Harness, check: &CheckSpec) -> Result<(
             unmet(check),
             format!("the action ran but produced no probe report ({why})"),
         )
-        .with("stdout", None, stdout)),
+        .with("stdout", Some("a probe report (one JSON object)".into()), stdout)),
         None => Err(Verdict::error("completed without an action result")),
     }
 }

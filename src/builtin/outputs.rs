@@ -107,7 +107,8 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
         if let Some(want) = check.expect.exit_code {
             if result.exit_code != want {
-                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code));
+                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code))
+                    .with("exit_code", Some(want.to_string()), result.exit_code.to_string());
             }
         }
         let requested: Vec<&String> = prepared.command.output_paths.iter().collect();
@@ -164,7 +165,8 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         };
         let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
         let Some(od) = result.output_directories.first() else {
-            return Verdict::new(unmet(check), "no output directory came back");
+            return Verdict::new(unmet(check), "no output directory came back")
+                .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none");
         };
         if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
             return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back")
@@ -177,7 +179,8 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         for (path, entry) in &entries {
             if let OutputEntry::File { digest, .. } = entry {
                 if let Err(e) = h.cas.read(digest).await {
-                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}"));
+                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}"))
+                        .with(path.clone(), Some(format!("fetchable blob {}", digest::show(digest))), e.to_string());
                 }
             }
         }
@@ -204,7 +207,7 @@ pub(super) fn stdio_exact<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture
         }
         if let Err(why) = &output.report {
             return Verdict::new(unmet(check), format!("stdout is not the complete report: {why}"))
-                .with("stdout", None, output.stdout_excerpt.clone());
+                .with("stdout", Some("the complete probe report".into()), output.stdout_excerpt.clone());
         }
         Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete"))
     })

@@ -88,6 +88,7 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
             Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
             Ok(Err(s)) => {
                 return Verdict::new(unmet(check), format!("WaitExecution answered {:?}: {}", s.code(), s.message()))
+                    .with("WaitExecution", Some("the operation followed to its result".into()), format!("{:?}: {}", s.code(), s.message()))
                     .with("operation", None, name)
             }
             Ok(Ok(r)) => r.into_inner(),
@@ -97,15 +98,24 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
             match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => return Verdict::error("the resumed operation did not finish within the budget"),
                 Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution stream: {}", s.message())),
-                Ok(Err(s)) => return Verdict::new(unmet(check), format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message())),
-                Ok(Ok(None)) => return Verdict::new(unmet(check), "WaitExecution ended before the operation was done"),
+                Ok(Err(s)) => {
+                    return Verdict::new(unmet(check), format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message()))
+                        .with("WaitExecution", Some("the operation followed to its result".into()), format!("{:?}", s.code()))
+                }
+                Ok(Ok(None)) => {
+                    return Verdict::new(unmet(check), "WaitExecution ended before the operation was done")
+                        .with("WaitExecution", Some("the operation followed to its result".into()), "stream ended early")
+                }
                 Ok(Ok(Some(op))) => match execute::observe(op, &mut trace) {
                     Err(e) => return Verdict::error(e.to_string()),
                     Ok(None) => continue,
                     Ok(Some(outcome)) if outcome.class() == OutcomeClass::Completed => {
                         return Verdict::pass(format!("resumed {name}: {}", outcome.describe()))
                     }
-                    Ok(Some(outcome)) => return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe())),
+                    Ok(Some(outcome)) => {
+                        return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
+                            .with("outcome", Some("completed".into()), outcome.describe())
+                    }
                 },
             }
         }
@@ -153,7 +163,8 @@ pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
             Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
             Err(s) => Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message()))
                 .with("code", Some("NotFound".into()), format!("{:?}", s.code())),
-            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran"),
+            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran")
+                .with("GetActionResult", Some("NOT_FOUND".into()), "an ActionResult"),
         }
     })
 }
@@ -174,7 +185,8 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
                     .with("cached_result", Some("false".into()), "true")
             }
             Ok(Outcome::Completed { .. }) => Verdict::pass("ran again with cached_result = false"),
-            Ok(other) => Verdict::new(unmet(check), format!("second execution: {}", other.describe())),
+            Ok(other) => Verdict::new(unmet(check), format!("second execution: {}", other.describe()))
+                .with("outcome", Some("completed, cached_result = false".into()), other.describe()),
         }
     })
 }
@@ -217,7 +229,8 @@ pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
             Err(v) => return v,
         };
         if outcome.error_code() != Some(Code::FailedPrecondition) {
-            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe()));
+            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe()))
+                .with("outcome", Some("FAILED_PRECONDITION with a PreconditionFailure".into()), outcome.describe());
         }
         let violations: Vec<Violation> = outcome
             .details()

@@ -23,7 +23,7 @@ pub(super) fn root_is_input_root<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
         };
         let Some(root) = report.get("root").and_then(Value::as_object) else {
             return Verdict::new(unmet(check), "the probe could not list `/`")
-                .with("probe.errors", None, evaluate::excerpt(&report["errors"]));
+                .with("root", Some("a readable /".into()), evaluate::excerpt(&report["errors"]));
         };
         let seen: Vec<&String> = root.keys().collect();
         let missing: Vec<&String> = prepared.root_entries.iter().filter(|e| !root.contains_key(*e)).collect();
@@ -66,15 +66,17 @@ pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec)
             .is_some_and(|lines| lines.iter().filter_map(Value::as_str).any(|l| l.contains(" /proc ") && l.contains(" - proc ")));
         let Some(pids) = report["pids"].as_array() else {
             return Verdict::new(unmet, "/proc is not a procfs: no process entries")
+                .with("pids", Some("the processes of the action's PID namespace".into()), "none (no procfs)")
                 .with("probe.errors", None, evaluate::excerpt(&report["errors"]));
         };
         if !proc_mounted {
-            return Verdict::new(unmet, "no procfs is mounted at /proc").with("mountinfo", None, evaluate::excerpt(&report["mountinfo"]));
+            return Verdict::new(unmet, "no procfs is mounted at /proc")
+                .with("mountinfo", Some("a proc mount at /proc".into()), evaluate::excerpt(&report["mountinfo"]));
         }
         let own = &report["pid"];
         if !pids.contains(own) {
             return Verdict::new(unmet, format!("/proc does not list the probe itself (pid {own})"))
-                .with("pids", None, evaluate::excerpt(&report["pids"]));
+                .with("pids", Some(format!("including {own}")), evaluate::excerpt(&report["pids"]));
         }
         if pids.len() > MAX_SANDBOX_PIDS {
             return Verdict::new(unmet, format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()))
@@ -103,7 +105,10 @@ pub(super) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
             async {
                 let (_, outcome) = super::run_to_completion(h, &reader_key, check, &reader).await?;
                 match h.probe_output(&outcome).await {
-                    Ok(Some(p)) => p.report.map_err(|why| Verdict::new(unmet(check), format!("reader produced no report ({why})"))),
+                    Ok(Some(p)) => p.report.map_err(|why| {
+                        Verdict::new(unmet(check), format!("reader produced no report ({why})"))
+                            .with("stdout", Some("a probe report (one JSON object)".into()), p.stdout_excerpt.clone())
+                    }),
                     Ok(None) => Err(Verdict::error("reader completed without a result")),
                     Err(e) => Err(Verdict::error(e)),
                 }
