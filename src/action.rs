@@ -106,6 +106,16 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         // BuildStream creates the working directory in the input tree.
         tree.dir(&working_directory)?;
     }
+    if spec.read_only_root {
+        tree.dir_property("", "SubtreeReadOnly", "true")?;
+        let install = "buildstream-install";
+        for writable in ["dev", "proc", "tmp", working_directory.as_str(), install] {
+            if writable.is_empty() || (writable == install && !tree.has_dir(install)) {
+                continue;
+            }
+            tree.dir_property(writable, "SubtreeReadOnly", "false")?;
+        }
+    }
     let root_entries = tree.root_entries();
     let built = tree.build();
     let mut blobs = built.blobs;

@@ -114,6 +114,11 @@ pub struct ActionSpec {
     /// `Action.timeout` in seconds; BuildStream sends none.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// Mark the tree the way BuildStream does for read-only-root actions:
+    /// `SubtreeReadOnly=true` on the root, `false` on dev, proc, tmp, the
+    /// working directory and buildstream-install.
+    #[serde(default)]
+    pub read_only_root: bool,
 }
 
 /// Which messages carry the platform.

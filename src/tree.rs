@@ -117,6 +117,19 @@ impl InputTree {
         Ok(self)
     }
 
+    /// Whether a directory exists at `path`.
+    pub fn has_dir(&self, path: &str) -> bool {
+        let Ok(parts) = components(path) else { return false };
+        let mut dir = &self.root;
+        for part in parts {
+            match dir.entries.get(part) {
+                Some(Node::Dir(d)) => dir = d,
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Top-level entry names, sorted.
     pub fn root_entries(&self) -> Vec<String> {
         self.root.entries.keys().cloned().collect()

@@ -58,6 +58,8 @@ defects! {
         "stages every input file without its executable bit",
     EmptyDirsDropped = "empty-dirs-dropped":
         "does not stage empty directories of the input root",
+    SubtreeReadOnlyIgnored = "subtree-read-only-ignored":
+        "ignores the SubtreeReadOnly directory property: the whole input root is writable",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
     // --- platform ---

@@ -401,12 +401,13 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
         args.mount("--bind", spec.root, spec.root);
         spec.root.to_path_buf()
     } else {
-        let how = if spec.plan.root_read_only { "--ro-bind" } else { "--bind" };
-        args.mount(how, spec.root, Path::new("/"));
+        let read_only = spec.plan.root_read_only && !defects.has(Defect::SubtreeReadOnlyIgnored);
+        args.mount(if read_only { "--ro-bind" } else { "--bind" }, spec.root, Path::new("/"));
         PathBuf::from("/")
     };
     for subtree in &spec.plan.subtree_mounts {
-        let how = if subtree.read_only { "--ro-bind" } else { "--bind" };
+        let read_only = subtree.read_only && !defects.has(Defect::SubtreeReadOnlyIgnored);
+        let how = if read_only { "--ro-bind" } else { "--bind" };
         args.mount(how, &spec.root.join(&subtree.path), &root_inside.join(&subtree.path));
     }
     if !defects.has(Defect::NoProc) {
