@@ -177,6 +177,7 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
 }
 
 #[cfg(test)]
+#[allow(deprecated)] // Command.platform is what these tests look at.
 mod tests {
     use super::*;
 

@@ -132,6 +132,7 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectOptions, String> {
         client_cert: exec.client_cert.clone(),
         client_key: exec.client_key.clone(),
         token_file: exec.access_token.clone(),
+        bots_endpoint: None,
     })
 }
 

@@ -45,6 +45,9 @@ pub enum Command {
         /// Directory with buildbox-casd and buildbox-run to use instead of provisioning.
         #[arg(long, env = "REAPI_BUILDBOX_DIR")]
         buildbox_dir: Option<PathBuf>,
+        /// Also provision BuildGrid 0.4.4 (for --cluster buildgrid) into the cache, unless `bgd` is on PATH.
+        #[arg(long)]
+        buildgrid: bool,
     },
 }
 
@@ -76,12 +79,12 @@ pub struct SelectArgs {
     /// Which checks: `buildstream` (tagged buildstream), `reapi` (tagged reapi) or `all`.
     #[arg(long, value_enum, default_value_t = Profile::Buildstream)]
     pub profile: Profile,
-    /// Run only this suite (repeatable).
+    /// Run only this suite (repeatable; overrides --profile).
     #[arg(long = "suite", value_name = "NAME")]
     pub suites: Vec<String>,
-    /// Run only checks whose id contains TEXT.
-    #[arg(long, value_name = "TEXT")]
-    pub filter: Option<String>,
+    /// Run only checks whose id contains TEXT (repeatable: any of them).
+    #[arg(long = "filter", value_name = "TEXT")]
+    pub filters: Vec<String>,
     /// Load suites from this directory instead of the ones built in.
     #[arg(long, value_name = "DIR", env = "REAPI_SUITES_DIR")]
     pub suites_dir: Option<PathBuf>,
@@ -89,7 +92,10 @@ pub struct SelectArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Cluster to start and test: `local` (buildbox-casd + buildbox-run with bubblewrap).
+    /// Cluster to start and test: `local` (buildbox-casd + buildbox-run with bubblewrap),
+    /// `buildgrid` or `buildgrid:bwrap` (PostgreSQL + BuildGrid + a bot running buildbox-run),
+    /// or `buildgrid:host` (the same with a bot running actions on the host, no chroot:
+    /// misconfigured on purpose, to show what the suites catch).
     /// Default: `local` unless --endpoint is given.
     #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
     pub cluster: Option<String>,
@@ -121,6 +127,10 @@ pub struct RunArgs {
     /// File holding a bearer token; its content never appears in reports.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Remote Workers API (Bots) endpoint of your cluster, for the scheduler suite's probe
+    /// bots (plain http only). Clusters the harness starts set it themselves.
+    #[arg(long, value_name = "URL")]
+    pub bots_endpoint: Option<String>,
     #[command(flatten)]
     pub select: SelectArgs,
     /// Write a JUnit XML report here.
@@ -150,6 +160,9 @@ pub struct RunArgs {
     /// An ISA the cluster lacks, for the foreign-ISA check. Default: aarch64 (x86-64 on non-x86 hosts).
     #[arg(long, value_name = "ISA")]
     pub foreign_isa: Option<String>,
+    /// BuildGrid's `bgd` for --cluster buildgrid[:bwrap|:host] (default: on PATH, else provisioned into the cache).
+    #[arg(long, value_name = "FILE", env = "REAPI_BGD")]
+    pub bgd: Option<PathBuf>,
     /// Directory with buildbox-casd and buildbox-run for --cluster local (default: provisioned cache).
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
     pub buildbox_dir: Option<PathBuf>,
@@ -179,8 +192,9 @@ pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), 
         .iter()
         .filter(|s| args.suites.is_empty() || args.suites.contains(&s.name))
         .flat_map(|s| s.checks.iter())
-        .filter(|c| args.profile.includes(c))
-        .filter(|c| args.filter.as_ref().is_none_or(|f| c.id.contains(f.as_str())))
+        // Naming a suite is explicit: the profile does not narrow it further.
+        .filter(|c| !args.suites.is_empty() || args.profile.includes(c))
+        .filter(|c| args.filters.is_empty() || args.filters.iter().any(|f| c.id.contains(f.as_str())))
         .cloned()
         .collect();
     Ok((suites, checks))
@@ -204,12 +218,26 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
                 client_cert: args.client_cert.clone(),
                 client_key: args.client_key.clone(),
                 token_file: args.token_file.clone(),
+                bots_endpoint: args.bots_endpoint.clone(),
             },
         }));
     }
     match args.cluster.as_deref().unwrap_or("local") {
         "local" => Ok(Box::new(cluster::local::Local::new(args.buildbox_dir.clone(), args.jobs.max(4)))),
-        other => Err(format!("unknown cluster `{other}` (known: local; or give --endpoint URL)")),
+        name @ ("buildgrid" | "buildgrid:bwrap" | "buildgrid:host") => {
+            use cluster::buildgrid::{BuildGrid, BuildGridOptions, WorkerMode};
+            let isa = args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string());
+            Ok(Box::new(BuildGrid::new(BuildGridOptions {
+                bgd: args.bgd.clone(),
+                buildbox_dir: args.buildbox_dir.clone(),
+                mode: if name == "buildgrid:host" { WorkerMode::Host } else { WorkerMode::BuildboxRun },
+                capacity: args.jobs.max(2),
+                instance: args.instance.clone(),
+                platform: vec![("OSFamily".into(), "linux".into()), ("ISA".into(), isa)],
+                ..BuildGridOptions::default()
+            })))
+        }
+        other => Err(format!("unknown cluster `{other}` (known: local, buildgrid, buildgrid:bwrap, buildgrid:host; or give --endpoint URL)")),
     }
 }
 
@@ -365,15 +393,18 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List(args) => list(args),
-        Command::Setup { buildbox_dir } => cluster::local::provision(buildbox_dir.as_deref())
-            .map(|dir| {
-                println!("buildbox-casd and buildbox-run are in {}", dir.display());
-                if cluster::local::which("bwrap").is_none() {
-                    println!("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)");
-                }
-                0
-            })
-            .map_err(|e| e.to_string()),
+        Command::Setup { buildbox_dir, buildgrid } => (|| {
+            let dir = cluster::local::provision(buildbox_dir.as_deref()).map_err(|e| e.to_string())?;
+            println!("buildbox-casd and buildbox-run are in {}", dir.display());
+            if cluster::local::which("bwrap").is_none() {
+                println!("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)");
+            }
+            if buildgrid {
+                let bgd = cluster::buildgrid::find_bgd(None).map_err(|e| e.to_string())?;
+                println!("BuildGrid's bgd is {}", bgd.display());
+            }
+            Ok(0)
+        })(),
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(run(args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),

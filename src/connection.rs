@@ -37,6 +37,9 @@ pub struct ConnectOptions {
     pub client_key: Option<PathBuf>,
     /// File holding a bearer token (sent as `authorization: Bearer …`).
     pub token_file: Option<PathBuf>,
+    /// Remote Workers API (Bots) endpoint, where the scheduler suite registers
+    /// its own probe bots; known for clusters the harness starts.
+    pub bots_endpoint: Option<String>,
 }
 
 impl ConnectOptions {

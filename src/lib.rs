@@ -8,7 +8,8 @@
 //! - [`probe`]: the static program that reports from inside an action;
 //! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
 //! - [`verdict`], [`report`], [`expectations`]: what a run concluded and how it is shown;
-//! - [`cluster`]: servers the harness starts or targets.
+//! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
+//!   Remote Workers API bot that executes BuildGrid's leases.
 
 pub mod action;
 pub mod buildstream_config;
@@ -27,3 +28,4 @@ pub mod runner;
 pub mod suite;
 pub mod tree;
 pub mod verdict;
+pub mod worker;

@@ -55,6 +55,8 @@ pub struct Harness {
     pub salt: Vec<u8>,
     /// Operations started and not finished, for cancelling on interrupt.
     pub inflight: execute::Inflight,
+    /// Where probe bots can register (scheduler suite), when known.
+    pub bots_endpoint: Option<String>,
 }
 
 impl Harness {
@@ -73,7 +75,15 @@ impl Harness {
         })?;
         let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
         let salt = format!("reapi-conformance/{}", uuid::Uuid::new_v4()).into_bytes();
-        Ok(Harness { cas: Cas::new(clients, max_batch), vars, options, capabilities, salt, inflight: Default::default() })
+        Ok(Harness {
+            cas: Cas::new(clients, max_batch),
+            vars,
+            options,
+            capabilities,
+            salt,
+            inflight: Default::default(),
+            bots_endpoint: target.bots_endpoint.clone(),
+        })
     }
 
     pub fn clients(&self) -> &Clients {

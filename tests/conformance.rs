@@ -37,6 +37,7 @@ fn run_args() -> RunArgs {
         client_cert: None,
         client_key: None,
         token_file: None,
+        bots_endpoint: None,
         select: SelectArgs::default(),
         junit: None,
         json: None,
@@ -48,6 +49,7 @@ fn run_args() -> RunArgs {
         isa: std::env::var("REAPI_ISA").ok(),
         foreign_isa: None,
         buildbox_dir: std::env::var("REAPI_BUILDBOX_DIR").ok().map(Into::into),
+        bgd: std::env::var("REAPI_BGD").ok().map(Into::into),
     }
 }
 
@@ -87,9 +89,18 @@ fn main() {
         std::process::exit(2)
     });
     let run = run_args();
+    // A cluster the harness starts has a known state, kept in fixtures/expectations.
     let expect_path = std::env::var("REAPI_EXPECT").ok().or_else(|| {
-        (run.endpoint.is_none() && run.buildstream_config.is_none() && run.cluster.as_deref().unwrap_or("local") == "local")
-            .then(|| concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/expectations/local.yaml").to_string())
+        if run.endpoint.is_some() || run.buildstream_config.is_some() {
+            return None;
+        }
+        let file = match run.cluster.as_deref().unwrap_or("local") {
+            "local" => "local",
+            "buildgrid" | "buildgrid:bwrap" => "buildgrid-bwrap",
+            "buildgrid:host" => "buildgrid-host",
+            _ => return None,
+        };
+        Some(format!("{}/fixtures/expectations/{file}.yaml", env!("CARGO_MANIFEST_DIR")))
     });
     let expectations = expect_path.map(|p| {
         ExpectationFile::load(p.as_ref()).unwrap_or_else(|e| {

@@ -35,7 +35,8 @@ fn options() -> RunOptions {
 }
 
 async fn run_on(server: &DefectServer, checks: &[&CheckSpec]) -> Vec<Verdict> {
-    let harness = Harness::connect(&ConnectOptions::endpoint(server.endpoint()), options(), Vars::for_host())
+    let target = ConnectOptions { bots_endpoint: Some(server.bots_endpoint()), ..ConnectOptions::endpoint(server.endpoint()) };
+    let harness = Harness::connect(&target, options(), Vars::for_host())
         .await
         .expect("defect server answers GetCapabilities");
     let owned: Vec<CheckSpec> = checks.iter().map(|c| (*c).clone()).collect();

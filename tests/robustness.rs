@@ -30,7 +30,7 @@ fn quick_options() -> RunOptions {
 
 /// Runs the checks whose id contains `filter` against `server` in-process.
 async fn run(server: &DefectServer, filter: &str, options: RunOptions) -> RunSummary {
-    let select = SelectArgs { profile: Profile::All, filter: Some(filter.into()), ..Default::default() };
+    let select = SelectArgs { profile: Profile::All, filters: vec![filter.into()], ..Default::default() };
     let (_, checks) = select_checks(&select).unwrap();
     assert!(!checks.is_empty(), "no check matches {filter}");
     let mut cluster = Endpoint { options: ConnectOptions::endpoint(server.endpoint()) };

@@ -17,6 +17,7 @@ mod cas;
 mod outputs;
 mod protocol;
 mod sandbox;
+mod scheduler;
 
 /// Signature of a built-in check.
 pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
@@ -43,6 +44,8 @@ const REGISTRY: &[(&str, BuiltinFn)] = &[
     ("bytestream-read-past-end", cas::bytestream_read_past_end),
     ("query-write-status-unknown", cas::query_write_status_unknown),
     ("get-tree-missing-root", cas::get_tree_missing_root),
+    ("no-lease-without-match", scheduler::no_lease_without_match),
+    ("lease-when-matching-bot-appears", scheduler::lease_when_matching_bot_appears),
 ];
 
 /// Looks up a built-in check.

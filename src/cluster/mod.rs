@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 
 use crate::connection::ConnectOptions;
 
+pub mod buildgrid;
 pub mod endpoint;
 pub mod local;
 mod process;

@@ -75,6 +75,8 @@ defects! {
         "reads platform properties from the Command only, ignoring Action.platform",
     PlatformFromActionOnly = "platform-from-action-only":
         "reads platform properties from the Action only, ignoring Command.platform",
+    SchedulerIgnoresPlatform = "scheduler-ignores-platform":
+        "hands any queued action to any bot of the Remote Workers API, whatever the bot's platform properties",
     UnsortedEnvRejected = "unsorted-env-rejected":
         "rejects Execute with INVALID_ARGUMENT when environment variables are not sorted by name",
     // --- outputs ---

@@ -20,7 +20,8 @@ use super::cas::{check_digest, check_digest_function, rpc_status, BoxStream};
 use super::defects::{Defect, Defects};
 use super::faults::ConnectionHandle;
 use super::outputs::{collect_outputs, OutputKind, OutputRequest, WantedProperties};
-use super::platform::{place, Placement, RunAs};
+use super::bots::{self, JobEvent};
+use super::platform::{place, requested_platform, Placement, RunAs};
 use super::sandbox::{self, join_relative, resolve_in_root, RunEnd, SandboxSpec};
 use super::{lock, Shared};
 
@@ -32,7 +33,7 @@ const WORKER_NAME: &str = "defect-server";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// stdout/stderr smaller than this are also inlined in the ActionResult.
 const INLINE_LOG_LIMIT: usize = 1024 * 1024;
-/// How often a queued operation is re-sent to its watchers.
+/// How often an operation waiting for a bot is re-sent to its watchers.
 const QUEUE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long `stream-cut` waits so the first message reaches the client.
 const CUT_DELAY: Duration = Duration::from_millis(300);
@@ -390,20 +391,20 @@ impl re::execution_server::Execution for ExecutionService {
 /// Drives one operation from queued to done.
 async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job) {
     let mut cancel = entry.cancel.subscribe();
-    let run_as = match &job.placement {
-        Placement::Run(run_as) => *run_as,
-        Placement::Queue(reason) => {
-            let response = wait_in_queue(&shared, &entry, &mut cancel, reason).await;
-            entry.finish(response, &shared.defects);
-            return;
-        }
+    let run_here = match &job.placement {
+        Placement::Run(run_as) => Some(*run_as),
+        Placement::Queue(_) if own_worker_takes_queued(&shared, &job) => Some(RunAs::default()),
+        Placement::Queue(_) => None,
     };
-    if *cancel.borrow() {
-        entry.finish(failed(Code::Cancelled, "cancelled"), &shared.defects);
-        return;
-    }
-    entry.publish(re::execution_stage::Value::Executing);
-    let response = run_action(&shared, &job, run_as, &mut cancel).await;
+    let response = match (run_here, &job.placement) {
+        (Some(_), _) if *cancel.borrow() => failed(Code::Cancelled, "cancelled"),
+        (Some(run_as), _) => {
+            entry.publish(re::execution_stage::Value::Executing);
+            run_action(&shared, &job, run_as, &mut cancel).await
+        }
+        (None, Placement::Queue(reason)) => wait_for_a_bot(&shared, &entry, &mut cancel, &job, reason).await,
+        (None, Placement::Run(_)) => failed(Code::Internal, "a runnable job was not run"),
+    };
     if should_cache(&job, &response, &shared.defects) {
         if let Some(result) = &response.result {
             lock(&shared.action_cache).insert(job.action_digest.hash.clone(), result.clone());
@@ -423,27 +424,54 @@ fn should_cache(job: &Job, response: &re::ExecuteResponse, defects: &Defects) ->
     status_ok && exit_ok && !job.action.do_not_cache
 }
 
-/// A job no worker can take stays QUEUED (re-sent every second) until it is
-/// cancelled, nobody follows it any more, or the server stops.
-async fn wait_in_queue(
+/// Whether the server's own worker takes a job `place()` queued. To the
+/// scheduler it is one more bot, with `OSFamily=linux` and `ISA=<host ISA>`,
+/// always free and so first in line; `place()` already gave it every job it
+/// matches, so faithfully it takes none of these, but with
+/// `scheduler-ignores-platform` it takes them all.
+fn own_worker_takes_queued(shared: &Shared, job: &Job) -> bool {
+    let own_properties = [("OSFamily".to_string(), "linux".to_string()), ("ISA".to_string(), shared.host_isa.clone())];
+    let requested = bots::pairs(requested_platform(&job.action, &job.command, &shared.defects));
+    bots::bot_may_take(&shared.defects, &own_properties, &requested)
+}
+
+/// A job the server's own worker cannot take waits in the queue (re-sent
+/// every second) for a bot of the Bots service, and ends with what the bot
+/// reports; or when it is cancelled, nobody follows it any more, or the
+/// server stops. Withdrawing it takes the lease away from its bot.
+async fn wait_for_a_bot(
     shared: &Shared,
     entry: &OperationEntry,
     cancel: &mut watch::Receiver<bool>,
+    job: &Job,
     reason: &str,
 ) -> re::ExecuteResponse {
+    let platform = bots::pairs(requested_platform(&job.action, &job.command, &shared.defects));
+    let mut ticket = shared.scheduler.enqueue(job.action.clone(), platform);
+    let mut stage = re::execution_stage::Value::Queued;
     let mut unwatched_beats = 0;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(QUEUE_HEARTBEAT) => {}
-            _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled while queued"),
+            event = ticket.next_event() => {
+                stage = match event {
+                    Some(JobEvent::Leased) => re::execution_stage::Value::Executing,
+                    Some(JobEvent::Requeued) => re::execution_stage::Value::Queued,
+                    Some(JobEvent::Finished(response)) => return *response,
+                    None => return failed(Code::Internal, "the scheduler lost the job"),
+                };
+                entry.publish(stage);
+                continue;
+            }
+            _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled"),
             _ = shared.until_shutdown() => return failed(Code::Unavailable, "server stopped"),
         }
         // Two beats in a row without a watcher: the client has gone away.
         unwatched_beats = if entry.follower_count() == 0 { unwatched_beats + 1 } else { 0 };
         if unwatched_beats >= 2 {
-            return failed(Code::Cancelled, format!("abandoned while queued ({reason})"));
+            return failed(Code::Cancelled, format!("abandoned while waiting for a bot ({reason})"));
         }
-        entry.publish(re::execution_stage::Value::Queued);
+        entry.publish(stage);
     }
 }
 

@@ -1,8 +1,10 @@
 //! A REAPI v2 server for tests that can be told to get exactly one thing
 //! wrong. Faithful (no defect switched on) it meets every requirement the
 //! suites check and runs actions for real in bubblewrap (`/usr/bin/bwrap`), so a
-//! probe in the input root reports on a real sandbox. Each [`Defect`] breaks
-//! one requirement, which lets a test show that the matching check can fail.
+//! probe in the input root reports on a real sandbox. Actions whose platform
+//! it cannot run wait in the queue for a bot of the Remote Workers API (the
+//! Bots service, on the same endpoint). Each [`Defect`] breaks one
+//! requirement, which lets a test show that the matching check can fail.
 //!
 //! ```ignore
 //! let server = DefectServer::start(&[Defect::NoProc]).await?;
@@ -12,6 +14,7 @@
 //! ```
 #![allow(dead_code)]
 
+mod bots;
 mod cas;
 mod defects;
 mod execution;
@@ -29,6 +32,7 @@ use std::time::Duration;
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::bytestream::byte_stream_server::ByteStreamServer;
 use bazel_remote_apis::google::longrunning::operations_server::OperationsServer;
+use reapi_conformance::worker::proto::bots_server::BotsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -66,6 +70,8 @@ pub(crate) struct Shared {
     pub(crate) sandboxes: SandboxRegistry,
     /// The host's ISA in BuildStream's naming, e.g. `x86-64`.
     pub(crate) host_isa: String,
+    /// Jobs the server's own worker cannot run, and the bots that may.
+    pub(crate) scheduler: bots::Scheduler,
 }
 
 impl Shared {
@@ -151,6 +157,7 @@ impl DefectServer {
             shutdown: shutdown_rx,
             sandboxes: SandboxRegistry::default(),
             host_isa: platform::host_isa(),
+            scheduler: bots::Scheduler::default(),
         });
 
         let incoming = TcpListenerStream::new(listener).map(|accepted| {
@@ -202,7 +209,12 @@ impl DefectServer {
                 re::execution_server::ExecutionServer::new(execution::ExecutionService { shared: shared.clone() })
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
-            .add_service(OperationsServer::new(execution::OperationsService { shared: shared.clone() }));
+            .add_service(OperationsServer::new(execution::OperationsService { shared: shared.clone() }))
+            .add_service(
+                BotsServer::new(bots::BotsService { shared: shared.clone() })
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            );
         let mut stop_serving = shared.shutdown.clone();
         let server_task = tokio::spawn(async move {
             let signal = async move {
@@ -217,6 +229,13 @@ impl DefectServer {
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// The Remote Workers API (Bots) endpoint, where external bots take the
+    /// jobs no platform of the server's own worker matches; the same as
+    /// [`DefectServer::endpoint`].
+    pub fn bots_endpoint(&self) -> String {
         self.endpoint.clone()
     }
 

@@ -1,0 +1,63 @@
+//! BuildGrid as a real server (`--cluster buildgrid[:host]`): PostgreSQL,
+//! BuildGrid 0.4.4 and the harness's Bots-API worker. Needs Debian's
+//! `postgresql` and `bubblewrap`; BuildGrid itself is provisioned into the
+//! harness cache on first use (see docs/buildgrid.md).
+
+use std::process::Command;
+
+fn fixture(path: &str) -> String {
+    format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run_against(cluster: &str, expectations: &str, json: &std::path::Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--cluster", cluster, "--profile", "all", "--expect", &fixture(expectations), "--json"])
+        .arg(json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn leftovers() -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("reapi-conformance-buildgrid-") {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn buildgrid_with_buildbox_run_and_on_the_host_get_their_expected_verdicts() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let json = dir.path().join("bwrap.json");
+    let (code, text) = run_against("buildgrid", "expectations/buildgrid-bwrap.yaml", &json);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("all verdicts as expected"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let scheduler_passes = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["suite"] == "scheduler" && r["verdict"]["kind"] == "PASS")
+        .count();
+    assert_eq!(scheduler_passes, 2, "the scheduler suite runs against BuildGrid's Bots API: {text}");
+
+    let json = dir.path().join("host.json");
+    let (code, text) = run_against("buildgrid:host", "expectations/buildgrid-host.yaml", &json);
+    assert_eq!(code, 0, "{text}");
+    // The evidence shows the worker host's filesystem, not the input root.
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let root = report["results"].as_array().unwrap().iter().find(|r| r["id"] == "input-root.root-entries").unwrap();
+    assert_eq!(root["verdict"]["kind"], "FAIL");
+    let observed = root["verdict"]["evidence"][0]["observed"].as_str().unwrap();
+    assert!(observed.contains("\"bin\"") || observed.contains("\"home\""), "{observed}");
+
+    assert!(leftovers().is_empty(), "processes left running: {:?}", leftovers());
+}
