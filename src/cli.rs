@@ -139,6 +139,9 @@ pub struct RunArgs {
     /// Write a JSON report (every verdict with its evidence) here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also print where the time went: cluster start-up steps and the slowest checks.
+    #[arg(long)]
+    pub timings: bool,
     /// Compare verdicts with an expectation file; the exit status then says whether the run deviates.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
@@ -298,6 +301,11 @@ pub async fn execute_run(
         }
     };
     let startup_time = start.elapsed();
+    let startup_steps = cluster
+        .startup_steps()
+        .into_iter()
+        .map(|(name, duration)| crate::verdict::StartupStep { name, duration })
+        .collect();
     let results = match Harness::connect(&connect, options, vars).await {
         Ok(h) => tokio::select! {
             r = h.run_all(checks, on_done) => r,
@@ -311,7 +319,7 @@ pub async fn execute_run(
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
     cluster.stop().await;
-    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, startup_time, wall_time: start.elapsed() }))
+    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, startup_time, startup_steps, wall_time: start.elapsed() }))
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
@@ -350,6 +358,9 @@ async fn run(args: RunArgs) -> Result<i32, String> {
     let Some(summary) = summary? else { return Ok(130) };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     print!("{}", report::terminal::render(&summary, color));
+    if args.timings {
+        print!("{}", report::terminal::timings(&summary));
+    }
     if let Some(path) = &args.junit {
         write_file(path, &report::junit::render(&summary))?;
     }

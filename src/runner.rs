@@ -1,6 +1,5 @@
 //! Runs checks, declarative and built-in alike, against one target.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{GetCapabilitiesRequest, ServerCapabilities};
@@ -235,6 +234,3 @@ pub fn text_excerpt(data: &[u8]) -> String {
     }
     s
 }
-
-/// Shared handle used by the CLI and the test harness.
-pub type SharedHarness = Arc<Harness>;

@@ -137,6 +137,14 @@ pub mod duration_secs {
     }
 }
 
+/// One step of starting a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartupStep {
+    pub name: String,
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+}
+
 /// The whole run: every result plus what was run against.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -149,6 +157,9 @@ pub struct RunSummary {
     /// Time spent starting (and provisioning) the cluster, included in `wall_time`.
     #[serde(with = "duration_secs")]
     pub startup_time: Duration,
+    /// The cluster's start-up steps with their durations, when it reports them.
+    #[serde(default)]
+    pub startup_steps: Vec<StartupStep>,
     #[serde(with = "duration_secs")]
     pub wall_time: Duration,
 }

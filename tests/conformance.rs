@@ -42,6 +42,7 @@ fn run_args() -> RunArgs {
         junit: None,
         json: None,
         expect: None,
+        timings: false,
         jobs: 4,
         timeout: 60.0,
         queue_wait: 3.0,

@@ -28,6 +28,25 @@ fn prefix(h: &Harness) -> String {
     if i.is_empty() { String::new() } else { format!("{i}/") }
 }
 
+/// The status a server-streaming call answers with: its error, or OK once a
+/// first message arrives. Transport problems and silence are ERROR verdicts.
+async fn first_status<T>(
+    h: &Harness,
+    what: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+) -> Result<Code, Verdict> {
+    let c = h.clients();
+    match c.call(call).await {
+        Err(s) if execute::is_transport(&s) => Err(Verdict::error(format!("{what}: {}", s.message()))),
+        Err(s) => Ok(s.code()),
+        Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
+            Err(_) => Err(Verdict::error(format!("{what} stream did not answer in time"))),
+            Ok(Err(s)) => Ok(s.code()),
+            Ok(Ok(_)) => Ok(Code::Ok),
+        },
+    }
+}
+
 /// An RPC failure: transport problems are ERROR, server answers are evidence.
 fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> Verdict {
     if execute::is_transport(&s) {
@@ -144,19 +163,11 @@ pub(super) fn bytestream_read_past_end<'a>(h: &'a Harness, check: &'a CheckSpec)
             read_offset: d.size_bytes + 1,
             read_limit: 0,
         });
-        let code = match c.call(c.bytestream.clone().read(req)).await {
-            Err(s) if execute::is_transport(&s) => return Verdict::error(format!("ByteStream.Read: {}", s.message())),
-            Err(s) => s.code(),
-            Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
-                Err(_) => return Verdict::error("ByteStream.Read stream did not answer in time"),
-                Ok(Err(s)) => s.code(),
-                Ok(Ok(_)) => Code::Ok,
-            },
-        };
-        if code == Code::OutOfRange {
-            Verdict::pass("OUT_OF_RANGE")
-        } else {
-            Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}")).with("code", Some("OutOfRange".into()), format!("{code:?}"))
+        match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await {
+            Err(v) => v,
+            Ok(Code::OutOfRange) => Verdict::pass("OUT_OF_RANGE"),
+            Ok(code) => Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}"))
+                .with("code", Some("OutOfRange".into()), format!("{code:?}")),
         }
     })
 }
@@ -184,19 +195,11 @@ pub(super) fn get_tree_missing_root<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
         let c = h.clients();
         let req = c.request(GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() });
-        let code = match c.call(c.cas.clone().get_tree(req)).await {
-            Err(s) if execute::is_transport(&s) => return Verdict::error(format!("GetTree: {}", s.message())),
-            Err(s) => s.code(),
-            Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
-                Err(_) => return Verdict::error("GetTree stream did not answer in time"),
-                Ok(Err(s)) => s.code(),
-                Ok(Ok(_)) => Code::Ok,
-            },
-        };
-        if code == Code::NotFound {
-            Verdict::pass("NOT_FOUND")
-        } else {
-            Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}")).with("code", Some("NotFound".into()), format!("{code:?}"))
+        match first_status(h, "GetTree", c.cas.clone().get_tree(req)).await {
+            Err(v) => v,
+            Ok(Code::NotFound) => Verdict::pass("NOT_FOUND"),
+            Ok(code) => Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}"))
+                .with("code", Some("NotFound".into()), format!("{code:?}")),
         }
     })
 }

@@ -53,11 +53,6 @@ pub fn find(id: &str) -> Option<BuiltinFn> {
     REGISTRY.iter().find(|(name, _)| *name == id).map(|(_, f)| *f)
 }
 
-/// Ids of all built-in checks (for `list` and validation).
-pub fn ids() -> impl Iterator<Item = &'static str> {
-    REGISTRY.iter().map(|(n, _)| *n)
-}
-
 /// The verdict kind for a requirement this check finds unmet.
 pub(crate) fn unmet(check: &CheckSpec) -> VerdictKind {
     VerdictKind::for_unmet(check.severity)

@@ -96,16 +96,6 @@ impl BuildGrid {
         BuildGrid { options, running: None, timings: Vec::new() }
     }
 
-    /// The cluster's directory (logs: postgres.log, bgd.log, …) while it runs.
-    pub fn work_dir(&self) -> Option<&Path> {
-        self.running.as_ref().map(|r| r.dir.as_path())
-    }
-
-    /// State of each bot, for diagnostics.
-    pub fn worker_states(&self) -> Vec<worker::WorkerState> {
-        self.running.as_ref().map(|r| r.workers.iter().map(|w| w.state()).collect()).unwrap_or_default()
-    }
-
     async fn launch(&mut self, run: &mut Running) -> Result<ConnectOptions, ClusterError> {
         let opts = self.options.clone();
         let step = Instant::now();
@@ -466,6 +456,10 @@ impl Cluster for BuildGrid {
             }
             result
         })
+    }
+
+    fn startup_steps(&self) -> Vec<(String, Duration)> {
+        self.timings.iter().map(|(name, d)| (name.to_string(), *d)).collect()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {

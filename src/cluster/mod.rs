@@ -26,4 +26,8 @@ pub trait Cluster: Send {
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>>;
     /// Stops everything it started; safe to call twice.
     fn stop(&mut self) -> BoxFuture<'_, ()>;
+    /// How long each step of the last start took, for `--timings`.
+    fn startup_steps(&self) -> Vec<(String, std::time::Duration)> {
+        Vec::new()
+    }
 }

@@ -92,6 +92,7 @@ mod tests {
             ],
             started_at: 1_700_000_000,
             startup_time: StdDuration::ZERO,
+            startup_steps: Vec::new(),
             wall_time: StdDuration::from_secs(1),
         };
         let xml = render(&summary);

@@ -41,6 +41,21 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
     out
 }
 
+/// Where the time went: start-up steps and the ten slowest checks.
+pub fn timings(summary: &RunSummary) -> String {
+    let mut out = format!("timings: cluster start-up {:.2}s\n", summary.startup_time.as_secs_f64());
+    for step in &summary.startup_steps {
+        out.push_str(&format!("  {:<24} {:>7.2}s\n", step.name, step.duration.as_secs_f64()));
+    }
+    let mut slowest: Vec<_> = summary.results.iter().collect();
+    slowest.sort_by(|a, b| b.duration.cmp(&a.duration));
+    out.push_str("slowest checks:\n");
+    for r in slowest.iter().take(10) {
+        out.push_str(&format!("  {:<44} {:>7.2}s\n", r.id, r.duration.as_secs_f64()));
+    }
+    out
+}
+
 /// `N checks: … in 1.23s against TARGET`.
 pub fn totals(summary: &RunSummary) -> String {
     let n = summary.results.len();
