@@ -281,6 +281,7 @@ fn stat_fields(what: &str, stat: io::Result<fs::Metadata>, errors: &mut Vec<Stri
         ("mode".to_string(), from_meta(&|m| Json::Str(format!("{:04o}", m.mode() & 0o7777)))),
         ("executable".to_string(), from_meta(&|m| Json::Bool(m.is_file() && m.mode() & 0o111 != 0))),
         ("size".to_string(), from_meta(&|m| Json::Int(i64::try_from(m.len()).unwrap_or(i64::MAX)))),
+        ("mtime".to_string(), from_meta(&|m| Json::Int(m.mtime()))),
     ]
 }
 

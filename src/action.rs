@@ -87,8 +87,11 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
     }
     for entry in &spec.input_root {
         match entry {
-            EntrySpec::File { file, content, executable } => {
+            EntrySpec::File { file, content, executable, mtime } => {
                 tree.file(file, Arc::new(vars.expand(content).into_bytes()), *executable)?;
+                if let Some(secs) = mtime {
+                    tree.file_mtime(file, *secs)?;
+                }
             }
             EntrySpec::Probe { probe: path } => {
                 tree.file(path, probe.clone(), true)?;
@@ -153,6 +156,7 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         arguments,
         environment_variables,
         output_paths: spec.output_paths.clone(),
+        output_node_properties: spec.output_node_properties.clone(),
         platform: if on_command { platform.clone() } else { None },
         working_directory,
         output_directory_format: command::OutputDirectoryFormat::DirectoryOnly as i32,

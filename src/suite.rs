@@ -111,6 +111,9 @@ pub struct ActionSpec {
     /// Where the platform goes: both messages (BuildStream), or one of them.
     #[serde(default)]
     pub platform_on: PlatformPlacement,
+    /// `Command.output_node_properties`, e.g. `[mtime]` (BuildStream, for open workspaces).
+    #[serde(default)]
+    pub output_node_properties: Vec<String>,
     /// `Action.timeout` in seconds; BuildStream sends none.
     #[serde(default)]
     pub timeout: Option<f64>,
@@ -142,6 +145,9 @@ pub enum EntrySpec {
         content: String,
         #[serde(default)]
         executable: bool,
+        /// `mtime` node property, seconds since the epoch.
+        #[serde(default)]
+        mtime: Option<i64>,
     },
     /// A copy of the probe executable.
     Probe { probe: String },

@@ -15,7 +15,7 @@ pub type Blobs = HashMap<String, (Digest, Arc<Vec<u8>>)>;
 
 #[derive(Debug, Clone)]
 enum Node {
-    File { digest: Digest, executable: bool },
+    File { digest: Digest, executable: bool, mtime: Option<i64> },
     Dir(DirBuilder),
     Symlink { target: String },
 }
@@ -92,8 +92,21 @@ impl InputTree {
     pub fn file(&mut self, path: &str, content: Arc<Vec<u8>>, executable: bool) -> Result<&mut Self, TreeError> {
         let d = digest::of_bytes(&content);
         self.blobs.insert(d.hash.clone(), (d.clone(), content));
-        self.place(path, Node::File { digest: d, executable })?;
+        self.place(path, Node::File { digest: d, executable, mtime: None })?;
         Ok(self)
+    }
+
+    /// Sets the `mtime` node property of a file added before.
+    pub fn file_mtime(&mut self, path: &str, seconds: i64) -> Result<&mut Self, TreeError> {
+        let parts = components(path)?;
+        let (name, parents) = parts.split_last().ok_or_else(|| TreeError { path: path.into(), why: "empty path".into() })?;
+        match self.dir_mut(parents, path)?.entries.get_mut(*name) {
+            Some(Node::File { mtime, .. }) => {
+                *mtime = Some(seconds);
+                Ok(self)
+            }
+            _ => Err(TreeError { path: path.into(), why: "is not a file".into() }),
+        }
     }
 
     /// Adds a directory and its parents (existing directories are fine).
@@ -148,11 +161,15 @@ fn encode_dir(dir: &DirBuilder, blobs: &mut Blobs) -> Digest {
     // BTreeMap iteration is sorted by name, which makes the message canonical.
     for (name, node) in &dir.entries {
         match node {
-            Node::File { digest, executable } => msg.files.push(FileNode {
+            Node::File { digest, executable, mtime } => msg.files.push(FileNode {
                 name: name.clone(),
                 digest: Some(digest.clone()),
                 is_executable: *executable,
-                node_properties: None,
+                node_properties: mtime.map(|seconds| NodeProperties {
+                    properties: Vec::new(),
+                    mtime: Some(bazel_remote_apis::google::protobuf::Timestamp { seconds, nanos: 0 }),
+                    unix_mode: None,
+                }),
             }),
             Node::Dir(sub) => {
                 let d = encode_dir(sub, blobs);

@@ -30,6 +30,7 @@ const REGISTRY: &[(&str, BuiltinFn)] = &[
     ("outputs-match-writes", outputs::outputs_match_writes),
     ("root-directory-digest", outputs::root_directory_digest),
     ("stdio-exact", outputs::stdio_exact),
+    ("output-mtime", outputs::output_mtime),
     ("wait-execution-resumes", protocol::wait_execution_resumes),
     ("cancel-operation", protocol::cancel_operation),
     ("action-cache-miss", protocol::action_cache_miss),

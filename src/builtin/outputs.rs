@@ -16,7 +16,7 @@ use crate::verdict::Verdict;
 /// An entry of an output directory, by path relative to it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputEntry {
-    File { digest: Digest, executable: bool },
+    File { digest: Digest, executable: bool, mtime: Option<i64> },
     Dir,
     Symlink { target: String },
 }
@@ -61,7 +61,8 @@ fn add_dir(entries: &mut BTreeMap<String, OutputEntry>, prefix: &str, dir: &Dire
     let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
     for f in &dir.files {
         let digest = f.digest.clone().unwrap_or_default();
-        entries.insert(join(&f.name), OutputEntry::File { digest, executable: f.is_executable });
+        let mtime = f.node_properties.as_ref().and_then(|p| p.mtime.as_ref()).map(|t| t.seconds);
+        entries.insert(join(&f.name), OutputEntry::File { digest, executable: f.is_executable, mtime });
     }
     for s in &dir.symlinks {
         entries.insert(join(&s.name), OutputEntry::Symlink { target: s.target.clone() });
@@ -185,6 +186,42 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
             }
         }
         Verdict::pass(format!("root_directory_digest with {} entries, all fetchable", entries.len()))
+    })
+}
+
+/// With `output_node_properties: [mtime]` every output file carries its mtime.
+pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
+        let Some(od) = result.output_directories.first() else {
+            return Verdict::new(unmet(check), "no output directory came back")
+                .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none");
+        };
+        let entries = match list_output_dir(h, od).await {
+            Ok(e) => e,
+            Err(e) => return Verdict::new(unmet(check), e),
+        };
+        let files: Vec<(&String, Option<i64>)> = entries
+            .iter()
+            .filter_map(|(p, e)| match e {
+                OutputEntry::File { mtime, .. } => Some((p, *mtime)),
+                _ => None,
+            })
+            .collect();
+        if files.is_empty() {
+            return Verdict::new(unmet(check), "no output file came back to carry an mtime")
+                .with("output files", Some("the file the command wrote, with mtime".into()), "none");
+        }
+        let without: Vec<&String> = files.iter().filter(|(_, m)| m.is_none()).map(|(p, _)| *p).collect();
+        if !without.is_empty() {
+            return Verdict::new(unmet(check), format!("output files without mtime: {without:?}"))
+                .with("node_properties.mtime", Some("set on every output file".into()), format!("missing on {without:?}"));
+        }
+        Verdict::pass(format!("{} output file(s), each with its mtime", files.len()))
     })
 }
 

@@ -195,7 +195,12 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
 async fn execute_with_missing_input(h: &Harness, check: &CheckSpec) -> Result<(Outcome, String), Verdict> {
     let mut spec = check.action.clone();
     let content = format!("never uploaded {}", uuid::Uuid::new_v4());
-    spec.input_root.push(crate::suite::EntrySpec::File { file: "etc/missing-input".into(), content: content.clone(), executable: false });
+    spec.input_root.push(crate::suite::EntrySpec::File {
+        file: "etc/missing-input".into(),
+        content: content.clone(),
+        executable: false,
+        mtime: None,
+    });
     let mut prepared = h.prepare(&check.id, &spec).map_err(Verdict::error)?;
     let missing = digest::of_bytes(content.as_bytes());
     prepared.blobs.remove(&missing.hash);

@@ -60,6 +60,8 @@ defects! {
         "does not stage empty directories of the input root",
     SubtreeReadOnlyIgnored = "subtree-read-only-ignored":
         "ignores the SubtreeReadOnly directory property: the whole input root is writable",
+    MtimeIgnored = "mtime-ignored":
+        "ignores mtime node properties: input files get the staging time, outputs carry no mtime",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
     // --- platform ---

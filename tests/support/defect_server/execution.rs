@@ -620,7 +620,11 @@ async fn run_in_dir(
     let collected = {
         let shared = shared.clone();
         let root = root.clone();
-        let wanted = WantedProperties::from_command(command);
+        let wanted = if shared.defects.has(Defect::MtimeIgnored) {
+            WantedProperties::default()
+        } else {
+            WantedProperties::from_command(command)
+        };
         tokio::task::spawn_blocking(move || collect_result(&shared, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path))
             .await
     };

@@ -260,7 +260,8 @@ pub(crate) fn materialise(
                 io::Write::write_all(&mut &file, &content)?;
                 // The umask may have narrowed the mode given to open().
                 file.set_permissions(fs::Permissions::from_mode(mode))?;
-                if let Some(mtime) = properties.as_ref().and_then(|p| p.mtime.as_ref()).and_then(timestamp_to_system_time) {
+                let mtime = properties.as_ref().and_then(|p| p.mtime.as_ref()).filter(|_| !defects.has(Defect::MtimeIgnored));
+                if let Some(mtime) = mtime.and_then(timestamp_to_system_time) {
                     file.set_modified(mtime)?;
                 }
             }
