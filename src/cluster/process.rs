@@ -23,19 +23,17 @@ type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
 /// PR_SET_PDEATHSIG when the *thread* that forked the child exits, and test
 /// harnesses and thread pools end their threads long before the process.
 fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("reapi-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("spawner thread");
-        Mutex::new(tx)
+        let thread = std::thread::Builder::new().name("reapi-spawner".into()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        thread.ok().map(|_| Mutex::new(tx))
     });
+    let sender = sender.as_ref().ok_or_else(|| std::io::Error::other("cannot start the process-spawning thread"))?;
     let (reply_tx, reply_rx) = mpsc::channel();
     sender
         .lock()
