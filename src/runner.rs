@@ -54,8 +54,9 @@ pub struct Harness {
     pub salt: Vec<u8>,
     /// Operations started and not finished, for cancelling on interrupt.
     pub inflight: execute::Inflight,
-    /// Where probe bots can register (scheduler suite), when known.
-    pub bots_endpoint: Option<String>,
+    /// How the target was reached (for checks that start their own client,
+    /// such as a buildbox-casd proxy, or probe bots on `bots_endpoint`).
+    pub target: ConnectOptions,
 }
 
 impl Harness {
@@ -81,7 +82,7 @@ impl Harness {
             capabilities,
             salt,
             inflight: Default::default(),
-            bots_endpoint: target.bots_endpoint.clone(),
+            target: target.clone(),
         })
     }
 

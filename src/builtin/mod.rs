@@ -14,6 +14,7 @@ use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{Verdict, VerdictKind};
 
 mod cas;
+mod casd_proxy;
 mod outputs;
 mod protocol;
 mod sandbox;
@@ -45,6 +46,7 @@ const REGISTRY: &[(&str, BuiltinFn)] = &[
     ("bytestream-read-past-end", cas::bytestream_read_past_end),
     ("query-write-status-unknown", cas::query_write_status_unknown),
     ("get-tree-missing-root", cas::get_tree_missing_root),
+    ("through-casd-proxy", casd_proxy::through_casd_proxy),
     ("no-lease-without-match", scheduler::no_lease_without_match),
     ("lease-when-matching-bot-appears", scheduler::lease_when_matching_bot_appears),
 ];

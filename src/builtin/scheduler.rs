@@ -77,7 +77,7 @@ fn with_isa(platform: &[(String, String)], isa: &str) -> Vec<(String, String)> {
 }
 
 fn bots_endpoint(h: &Harness) -> Result<String, Verdict> {
-    h.bots_endpoint.clone().ok_or_else(|| {
+    h.target.bots_endpoint.clone().ok_or_else(|| {
         Verdict::skip("needs the cluster's Remote Workers API (Bots) endpoint: --cluster buildgrid, or --bots-endpoint URL")
     })
 }

