@@ -160,23 +160,14 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
 /// `root_directory_digest`, and every blob it references is fetchable.
 pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
     Box::pin(async move {
-        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+        let (od, entries) = match first_output_dir(h, check).await {
             Ok(x) => x,
             Err(v) => return v,
-        };
-        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
-        let Some(od) = result.output_directories.first() else {
-            return Verdict::new(unmet(check), "no output directory came back")
-                .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none");
         };
         if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
             return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back")
                 .with("root_directory_digest", Some("set".into()), "absent");
         }
-        let entries = match list_output_dir(h, od).await {
-            Ok(e) => e,
-            Err(e) => return Verdict::new(unmet(check), e),
-        };
         for (path, entry) in &entries {
             if let OutputEntry::File { digest, .. } = entry {
                 if let Err(e) = h.cas.read(digest).await {
@@ -189,21 +180,24 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
     })
 }
 
+/// Runs the check's action and lists its first output directory.
+async fn first_output_dir(h: &Harness, check: &CheckSpec) -> Result<(OutputDirectory, BTreeMap<String, OutputEntry>), Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let Some(od) = result.output_directories.first() else {
+        return Err(Verdict::new(unmet(check), "no output directory came back")
+            .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none"));
+    };
+    let entries = list_output_dir(h, od).await.map_err(|e| Verdict::new(unmet(check), e))?;
+    Ok((od.clone(), entries))
+}
+
 /// With `output_node_properties: [mtime]` every output file carries its mtime.
 pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
     Box::pin(async move {
-        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
+        let (_, entries) = match first_output_dir(h, check).await {
             Ok(x) => x,
             Err(v) => return v,
-        };
-        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
-        let Some(od) = result.output_directories.first() else {
-            return Verdict::new(unmet(check), "no output directory came back")
-                .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none");
-        };
-        let entries = match list_output_dir(h, od).await {
-            Ok(e) => e,
-            Err(e) => return Verdict::new(unmet(check), e),
         };
         let files: Vec<(&String, Option<i64>)> = entries
             .iter()
