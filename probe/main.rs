@@ -448,10 +448,60 @@ fn interfaces(errors: &mut Vec<String>) -> Json {
     Json::strings(names)
 }
 
+// ---------------------------------------------------------------- env mode
+
+/// Runs as `env`: `env [--] [NAME=VALUE]... CMD [ARG]...` execs CMD, found
+/// through PATH, with the assignments added. Staged at `/usr/bin/env` because
+/// some workers (Buildbarn's chroot runner) start every action as
+/// `/usr/bin/env -- argv...` inside the input root, and every real BuildStream
+/// root has one. With no CMD it prints the environment, like env(1).
+fn env_main(args: Vec<std::ffi::OsString>) -> ! {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+
+    let mut args = args.into_iter().skip(1).peekable();
+    if args.peek().map(|a| a.as_bytes()) == Some(b"--") {
+        args.next();
+    }
+    let mut assignments = Vec::new();
+    while let Some(arg) = args.peek() {
+        match arg.as_bytes().iter().position(|&b| b == b'=') {
+            Some(eq) if eq > 0 => {
+                let bytes = arg.as_bytes();
+                assignments.push((OsStr::from_bytes(&bytes[..eq]).to_owned(), OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
+                args.next();
+            }
+            _ => break,
+        }
+    }
+    let Some(program) = args.next() else {
+        let mut out = Vec::new();
+        for (name, value) in std::env::vars_os().chain(assignments) {
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(value.as_bytes());
+            out.push(b'\n');
+        }
+        let _ = io::stdout().write_all(&out);
+        std::process::exit(0);
+    };
+    // PATH lookup happens after the assignments, as env(1) does it.
+    for (name, value) in &assignments {
+        std::env::set_var(name, value);
+    }
+    let err = std::process::Command::new(&program).args(args).exec();
+    let _ = writeln!(io::stderr(), "env: {}: {err}", lossy(&program));
+    std::process::exit(if err.kind() == io::ErrorKind::NotFound { 127 } else { 126 });
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() {
-    let argv: Vec<String> = std::env::args_os().map(|a| lossy(&a)).collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if raw.first().and_then(|a| Path::new(a).file_name()) == Some(OsStr::new("env")) {
+        env_main(raw);
+    }
+    let argv: Vec<String> = raw.iter().map(|a| lossy(a)).collect();
     let mut errors = Vec::new();
     let tokens = directive_tokens(&argv, &mut errors);
     let mut run = Run::default();

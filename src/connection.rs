@@ -47,6 +47,53 @@ impl ConnectOptions {
     pub fn endpoint(url: impl Into<String>) -> Self {
         ConnectOptions { endpoint: url.into(), ..Default::default() }
     }
+
+    /// Checks every URL, certificate, key and token before any work starts,
+    /// so that a typo is one usage error rather than an ERROR per check.
+    pub fn validate(&self) -> Result<(), ConnectError> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+        let urls = [Some(&self.endpoint), self.cas_endpoint.as_ref(), self.ac_endpoint.as_ref(), self.bots_endpoint.as_ref()];
+        for url in urls.into_iter().flatten() {
+            parse_endpoint(url)?;
+        }
+        let pem_error = |what: &'static str, path: &PathBuf, why: String| ConnectError::Pem { what, path: path.clone(), why };
+        for (what, path) in [("server certificate", &self.server_cert), ("client certificate", &self.client_cert)] {
+            if let Some(path) = path {
+                let pem = read(what, path)?;
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+                match certs {
+                    Ok(certs) if !certs.is_empty() => {}
+                    Ok(_) => return Err(pem_error(what, path, "no PEM certificate in it".into())),
+                    Err(e) => return Err(pem_error(what, path, e.to_string())),
+                }
+            }
+        }
+        if let Some(path) = &self.client_key {
+            let pem = read("client key", path)?;
+            PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_error("client key", path, e.to_string()))?;
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(ConnectError::HalfIdentity);
+        }
+        if let Some(path) = &self.token_file {
+            bearer(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// The `authorization` header value for a token file: its content, trimmed.
+fn bearer(path: &PathBuf) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
+    let raw = std::fs::read_to_string(path)
+        .map_err(|source| ConnectError::File { what: "token file", path: path.clone(), source })?;
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(ConnectError::Token(path.clone(), "it is empty".into()));
+    }
+    MetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| ConnectError::Token(path.clone(), "it holds characters an HTTP header cannot carry".into()))
 }
 
 /// Could not set up a connection; these are harness/infrastructure errors.
@@ -60,6 +107,10 @@ pub enum ConnectError {
     Tls(String, String),
     #[error("`--client-cert` and `--client-key` go together")]
     HalfIdentity,
+    #[error("{what} `{path}` is not usable: {why}")]
+    Pem { what: &'static str, path: PathBuf, why: String },
+    #[error("token file `{0}` is not usable: {1}")]
+    Token(PathBuf, String),
 }
 
 /// Adds the bearer token, when there is one, to every request.
@@ -115,13 +166,7 @@ impl Clients {
     pub fn new(opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Clients, ConnectError> {
         let auth = match &opts.token_file {
             None => Auth::default(),
-            Some(path) => {
-                let raw = std::fs::read_to_string(path)
-                    .map_err(|source| ConnectError::File { what: "token file", path: path.clone(), source })?;
-                let value = MetadataValue::try_from(format!("Bearer {}", raw.trim()))
-                    .map_err(|_| ConnectError::Tls(path.display().to_string(), "token is not valid header text".into()))?;
-                Auth { header: Some(value) }
-            }
+            Some(path) => Auth { header: Some(bearer(path)?) },
         };
         let exec = channel(&opts.endpoint, opts, rpc_timeout)?;
         let cas_url = opts.cas_endpoint.clone().unwrap_or_else(|| opts.endpoint.clone());
@@ -194,8 +239,24 @@ pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
         other => return Err(bad(&format!("unknown scheme `{other}` (http, https, grpc, grpcs, unix)"))),
     };
     let host = rest.trim_end_matches('/');
+    if let Some((_, after)) = host.split_once('@') {
+        // Never echo credentials: name the URL without them.
+        let shown = format!("{}://…@{after}", url.split_once("://").map(|(s, _)| s).unwrap_or_default());
+        return Err(ConnectError::BadUrl(shown, "credentials in the URL are not supported; use --token-file".into()));
+    }
     if host.is_empty() || host.contains('/') {
         return Err(bad("expected HOST:PORT after the scheme"));
+    }
+    // `[v6]:port`, `host:port` or a bare host (the scheme's default port).
+    let port = match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => Some(p),
+        _ => None,
+    };
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err(bad(&format!("port `{p}` is not a number in 1..=65535"))),
+        }
     }
     Ok(EndpointAddr::Tcp { uri: format!("{scheme}://{host}"), tls })
 }
@@ -262,6 +323,7 @@ mod tests {
     #[case("https://cluster", EndpointAddr::Tcp { uri: "https://cluster".into(), tls: true })]
     #[case("unix:/run/casd.sock", EndpointAddr::Unix("/run/casd.sock".into()))]
     #[case("unix:///run/casd.sock", EndpointAddr::Unix("/run/casd.sock".into()))]
+    #[case("grpc://[::1]:8980", EndpointAddr::Tcp { uri: "http://[::1]:8980".into(), tls: false })]
     fn parses_endpoints(#[case] url: &str, #[case] want: EndpointAddr) {
         assert_eq!(parse_endpoint(url).unwrap(), want);
     }
@@ -271,9 +333,34 @@ mod tests {
     #[case("ftp://host:1")]
     #[case("unix:")]
     #[case("http://")]
+    #[case("grpc://host:99999")]
+    #[case("grpc://host:0")]
+    #[case("grpc://host:port")]
     fn rejects_bad_endpoints(#[case] url: &str) {
         let err = parse_endpoint(url).unwrap_err().to_string();
         assert!(err.contains(url), "{err}");
+    }
+
+    #[test]
+    fn credentials_in_urls_are_refused_and_never_echoed() {
+        let err = parse_endpoint("grpcs://alice:s3cret@cluster:443").unwrap_err().to_string();
+        assert!(err.contains("--token-file") && !err.contains("s3cret") && !err.contains("alice"), "{err}");
+    }
+
+    #[test]
+    fn bad_pem_files_and_tokens_are_caught_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let opts = ConnectOptions { server_cert: Some(junk.clone()), ..ConnectOptions::endpoint("grpcs://h:1") };
+        assert!(opts.validate().unwrap_err().to_string().contains("no PEM certificate"));
+        let opts = ConnectOptions { client_cert: Some(junk.clone()), ..ConnectOptions::endpoint("grpcs://h:1") };
+        assert!(matches!(opts.validate(), Err(ConnectError::Pem { .. })));
+        let token = dir.path().join("token");
+        std::fs::write(&token, "abc\ndef\n").unwrap();
+        let opts = ConnectOptions { token_file: Some(token), ..ConnectOptions::endpoint("grpc://h:1") };
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(err.starts_with("token file") && !err.contains("abc"), "{err}");
     }
 
     #[test]

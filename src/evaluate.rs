@@ -24,8 +24,16 @@ pub fn parse_field_path(path: &str) -> Result<Vec<String>, String> {
                 if !current.is_empty() {
                     parts.push(std::mem::take(&mut current));
                 }
-                let key: String = chars.by_ref().take_while(|c| *c != ']').collect();
-                if key.is_empty() {
+                let mut key = String::new();
+                let mut closed = false;
+                for k in chars.by_ref() {
+                    if k == ']' {
+                        closed = true;
+                        break;
+                    }
+                    key.push(k);
+                }
+                if key.is_empty() || !closed {
                     return Err(format!("field `{path}`: empty or unclosed `[...]`"));
                 }
                 parts.push(key);
@@ -230,6 +238,7 @@ mod tests {
     #[case("")]
     #[case("a[")]
     #[case("a]")]
+    #[case("paths[/var/empty.type")]
     fn bad_field_paths(#[case] path: &str) {
         assert!(parse_field_path(path).is_err());
     }

@@ -259,9 +259,18 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, in
 /// Errors that say nothing about the server's REAPI behaviour.
 /// Statuses made on our side of the wire carry the transport error as their
 /// source; a status the server sent has none.
+/// A message the harness could not decode is undecided too (ERROR): the
+/// client library reports it as INTERNAL, as if the server had said so.
 pub fn is_transport(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
         || std::error::Error::source(status).is_some()
+        || is_undecodable(status)
+}
+
+/// The status tonic makes on our side when a message from the server does
+/// not decode (prost's `DecodeError` text).
+pub fn is_undecodable(status: &tonic::Status) -> bool {
+    status.code() == Code::Internal && status.message().starts_with("failed to decode Protobuf message")
 }
 
 fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {
@@ -334,6 +343,8 @@ async fn out_of_budget(clients: &Clients, trace: &Trace, start: Instant) -> Resu
         Ok(_) => "cancelled".to_string(),
         Err(s) => format!("CancelOperation answered {:?}", s.code()),
     };
-    let executing = trace.stages.iter().any(|s| s == "EXECUTING" || s == "COMPLETED");
+    // The last stage reported is where the operation is; an earlier EXECUTING
+    // followed by QUEUED (a retry on another worker) is queued again.
+    let executing = trace.stages.last().is_some_and(|s| s == "EXECUTING" || s == "COMPLETED");
     Ok(if executing { Outcome::Executing { waited, cancel } } else { Outcome::Queued { waited, cancel } })
 }

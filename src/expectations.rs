@@ -29,8 +29,30 @@ pub struct Expected {
 #[serde(deny_unknown_fields)]
 pub struct ExpectationFile {
     pub target: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "no_duplicates")]
     pub expectations: BTreeMap<String, Expected>,
+}
+
+/// A map that refuses a key given twice (YAML parsers keep the last one
+/// silently, which hides a contradiction in the file).
+fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Expected>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeMap<String, Expected>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map from check id to {verdict, reason}")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((id, expected)) = map.next_entry::<String, Expected>()? {
+                if out.insert(id.clone(), expected).is_some() {
+                    return Err(serde::de::Error::custom(format!("check `{id}` is listed twice")));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor)
 }
 
 impl ExpectationFile {
@@ -122,4 +144,19 @@ pub fn compare(summary: &RunSummary, file: &ExpectationFile) -> Comparison {
         }
     }
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_listed_twice_is_an_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dup.yaml");
+        let text = "target: t\nexpectations:\n  a.b:\n    verdict: FAIL\n    reason: x\n  a.b:\n    verdict: PASS\n    reason: y\n";
+        std::fs::write(&path, text).unwrap();
+        let err = ExpectationFile::load(&path).unwrap_err();
+        assert!(err.contains("listed twice") && err.contains("dup.yaml:"), "{err}");
+    }
 }

@@ -7,7 +7,8 @@
 //! - [`connection`], [`cas`], [`execute`]: talking to a server, with deadlines;
 //! - [`probe`]: the static program that reports from inside an action;
 //! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
-//! - [`verdict`], [`report`], [`expectations`]: what a run concluded and how it is shown;
+//! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
+//!   is shown, and how a recognised server fixes what failed;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
 //!   Remote Workers API bot that executes BuildGrid's leases.
 
@@ -22,6 +23,7 @@ pub mod digest;
 pub mod evaluate;
 pub mod execute;
 pub mod expectations;
+pub mod hints;
 pub mod probe;
 pub mod report;
 pub mod runner;

@@ -24,6 +24,9 @@ pub struct RunOptions {
     pub rpc_timeout: Duration,
     /// Checks run at once.
     pub jobs: usize,
+    /// buildbox-casd and buildbox-run to use where a check starts its own
+    /// (the casd proxy check); default: the provisioned cache.
+    pub buildbox_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -33,6 +36,7 @@ impl Default for RunOptions {
             queue_wait: Duration::from_secs(3),
             rpc_timeout: Duration::from_secs(20),
             jobs: 8,
+            buildbox_dir: None,
         }
     }
 }
@@ -208,6 +212,7 @@ pub fn result_of(check: &CheckSpec, verdict: Verdict, duration: Duration) -> Che
         tags: check.tags.clone(),
         source: check.source.clone(),
         verdict,
+        hint: None,
         duration,
     }
 }

@@ -119,6 +119,9 @@ pub struct CheckResult {
     pub tags: Vec<String>,
     pub source: String,
     pub verdict: Verdict,
+    /// How to fix a FAIL or WARN on the recognised server (see `hints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     /// Wall time the check took, including waiting for the server.
     #[serde(with = "duration_secs")]
     pub duration: Duration,
@@ -151,6 +154,9 @@ pub struct RunSummary {
     /// Human description of the target, e.g. `local (buildbox-casd 1.3.x)` or an endpoint URL.
     pub target: String,
     pub instance: String,
+    /// The server recognised behind the target, when one was (see `hints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     pub results: Vec<CheckResult>,
     /// When the run started, in seconds since the Unix epoch.
     pub started_at: u64,

@@ -144,3 +144,179 @@ fn bad_endpoint_url_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("invalid endpoint `localhost:8980`"), "{text}");
 }
+
+#[test]
+fn usage_errors_come_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--timeout", "1e19"], "at most 86400"),
+        (&["run", "--timeout", "0"], "more than 0"),
+        (&["run", "--rpc-timeout", "1e12"], "at most 86400"),
+        (&["run", "--endpoint", "grpc://127.0.0.1:99999"], "port `99999`"),
+        (&["run", "--endpoint", "grpcs://alice:s3cret@127.0.0.1:1"], "credentials in the URL"),
+        (&["run", "--junit", "/nonexistent-dir/report.xml"], "does not exist"),
+        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", "/dev/null"], "no PEM certificate"),
+    ];
+    for (args, want) in cases {
+        let start = Instant::now();
+        let out = bin().args(*args).env("TMPDIR", dir.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert!(!stderr.contains("s3cret") && !stderr.contains("alice"), "{stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
+        assert!(start.elapsed() < Duration::from_secs(3), "{args:?} took {:?}", start.elapsed());
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "{args:?} left files in TMPDIR");
+    }
+}
+
+#[test]
+fn environment_endpoint_yields_to_an_explicit_cluster() {
+    let out = bin()
+        .args(["run", "--cluster", "nosuch"])
+        .env("REAPI_ENDPOINT", "grpc://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("unknown cluster `nosuch`"), "{stderr}");
+}
+
+#[test]
+fn closed_stdout_ends_printing_quietly_and_reports_are_still_written() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    // `list | head -1`, and a run whose stdout reader is gone before it prints.
+    let mut list = bin().arg("list").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 8];
+    list.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(list.stdout.take());
+    assert!(list.wait().unwrap().code().is_some_and(|c| c == 0), "list panicked on a closed pipe");
+
+    let mut run = bin()
+        .args(["run", "--endpoint", "http://127.0.0.1:1", "--filter", "cas.empty-blob", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(run.stdout.take());
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    run.stderr.as_mut().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "ERROR verdict, no panic: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(std::fs::read_to_string(&json).unwrap().contains("cas.empty-blob"));
+}
+
+/// Processes below `pid` that are still running (zombies count as gone).
+fn running(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .map(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn signals_stop_the_run_and_leave_no_process_or_directory_behind() {
+    use reapi_conformance::cluster::descendants;
+    let tmp = tempfile::tempdir().unwrap();
+    // Signal, delay after start: during start-up, while checks run, again and again.
+    let plan = [
+        (libc::SIGINT, 30),
+        (libc::SIGTERM, 400),
+        (libc::SIGHUP, 700),
+        (libc::SIGTERM, 900),
+        (libc::SIGINT, 600),
+        (libc::SIGTERM, 1100),
+    ];
+    for (signal, delay) in plan {
+        let mut child = bin()
+            .args(["run", "--cluster", "local", "--profile", "all", "--queue-wait", "30"])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let below = descendants(child.id() as i32);
+        // SAFETY: signalling a child this test spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "did not stop after signal {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        // A signal before the handlers are installed kills the process outright.
+        let ok = status.code() == Some(128 + signal) || (delay < 100 && status.code().is_none());
+        assert!(ok, "signal {signal} after {delay} ms: {status:?}\n{stderr}");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !running(&below).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(running(&below), Vec::<i32>::new(), "survivors after signal {signal} ({delay} ms)\n{stderr}");
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert!(left.is_empty(), "left in TMPDIR after signal {signal} ({delay} ms): {left:?}\n{stderr}");
+    }
+}
+
+#[test]
+fn a_dead_harness_process_is_named_and_never_blamed_on_the_server() {
+    use reapi_conformance::cluster::descendants;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let mut child = bin()
+        .args(["run", "--cluster", "local", "--profile", "all", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let casd = loop {
+        if let Some(p) = descendants(child.id() as i32).into_iter().find(|p| comm(*p).trim() == "buildbox-casd") {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "buildbox-casd never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: killing a grandchild this test's child started.
+    unsafe { libc::kill(casd, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert!(results.iter().all(|r| r["verdict"]["kind"] != "FAIL" && r["verdict"]["kind"] != "WARN"), "{report:#}");
+    assert!(
+        results.iter().any(|r| r["verdict"]["reason"].as_str().unwrap_or_default().contains("the harness's buildbox-casd exited")),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn any_tmpdir_works_and_none_is_created() {
+    let base = tempfile::tempdir().unwrap();
+    let long = base.path().join("a-temporary-directory-whose-name-is-far-too-long-for-a-unix-socket-path-inside-it");
+    std::fs::create_dir(&long).unwrap();
+    let missing = base.path().join("does-not-exist");
+    for tmpdir in [&long, &missing] {
+        let out = bin().args(["run", "--filter", "sandbox.uid-root"]).env("TMPDIR", tmpdir).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "TMPDIR={}: {text}", tmpdir.display());
+        assert!(text.contains("PASS  sandbox.uid-root"), "{text}");
+    }
+    assert!(!missing.exists(), "a missing TMPDIR was created");
+    assert!(std::fs::read_dir(&long).unwrap().next().is_none(), "files left in TMPDIR");
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reapi_conformance::action::Vars;
 use reapi_conformance::cli::{select_checks, Profile, SelectArgs};
 use reapi_conformance::connection::ConnectOptions;
+use reapi_conformance::expectations::{ExpectationFile, Expected};
 use reapi_conformance::runner::{Harness, RunOptions};
 use reapi_conformance::suite::CheckSpec;
 use reapi_conformance::verdict::{Verdict, VerdictKind};
@@ -25,12 +26,31 @@ const NOT_YET_NOTICED: &[(&str, &str)] = &[];
 /// expected in any `killed_by`.
 const FAULTS: &[&str] = &["hang", "slow", "stream-cut", "garbage", "wrong-digests"];
 
+/// Behaviours real servers have that BuildStream does not mind, each with the
+/// checks that SKIP because of it: every other check must PASS with it
+/// switched on, so the harness's own action shape never turns it into a
+/// finding (e.g. Buildbarn's runner needs `/usr/bin/env`).
+const BENIGN: &[(&str, &[&str])] = &[
+    ("runner-execs-env", &[]),
+    ("get-tree-unimplemented", &["cas.get-tree-missing-root"]),
+    ("query-write-status-unimplemented", &["cas.query-write-status-unknown"]),
+];
+
+/// Models of real server configurations that cannot run on CI machines: the
+/// defects that model them and the expectation file their verdicts must match.
+const MODELS: &[(&str, &[&str], &str)] = &[(
+    "buildbarn-chroot",
+    &["runner-execs-env", "no-proc", "no-dev-shm", "shared-network", "get-tree-unimplemented", "query-write-status-unimplemented"],
+    "fixtures/models/buildbarn-chroot.yaml",
+)];
+
 fn options() -> RunOptions {
     RunOptions {
         timeout: Duration::from_secs(30),
         queue_wait: Duration::from_millis(1500),
         rpc_timeout: Duration::from_secs(10),
         jobs: 4,
+        buildbox_dir: None,
     }
 }
 
@@ -85,9 +105,40 @@ fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
         }
     }
 
+    // Benign behaviours and models: every verdict as the faithful server's or
+    // as the model's expectation file says.
+    let mut runs: Vec<(String, Vec<Defect>, ExpectationFile)> = BENIGN
+        .iter()
+        .map(|(name, skips)| {
+            let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
+            let expectations = skips.iter().map(|id| (id.to_string(), skipped.clone())).collect();
+            let file = ExpectationFile { target: name.to_string(), expectations };
+            (name.to_string(), vec![name.parse().expect("benign behaviour is a defect")], file)
+        })
+        .collect();
+    for (name, defects, file) in MODELS {
+        let defects = defects.iter().map(|d| d.parse().expect("model defects exist")).collect();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        runs.push((format!("model {name}"), defects, ExpectationFile::load(&path).expect("model expectations load")));
+    }
+    for (name, defects, expectations) in &runs {
+        let verdicts = rt.block_on(async {
+            let server = DefectServer::start(defects).await.expect("defect server starts");
+            let v = run_on(&server, &all).await;
+            server.stop().await;
+            v
+        });
+        for (c, v) in checks.iter().zip(&verdicts) {
+            let want = expectations.expected(&c.id);
+            if v.kind != want {
+                problems.push(format!("{} on {name}: expected {want}, got {}: {}", c.id, v.kind, v.reason));
+            }
+        }
+    }
+
     // Each defect: the checks naming it must notice it.
     let mut matrix: BTreeMap<&str, BTreeMap<&str, VerdictKind>> = BTreeMap::new();
-    for defect in Defect::ALL.iter().copied().filter(|d| !FAULTS.contains(&d.name())) {
+    for defect in Defect::ALL.iter().copied().filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name())) {
         let killers: Vec<&CheckSpec> = checks.iter().filter(|c| c.killed_by.iter().any(|k| k == defect.name())).collect();
         if killers.is_empty() {
             if !NOT_YET_NOTICED.iter().any(|(n, _)| *n == defect.name()) {

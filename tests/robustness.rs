@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reapi_conformance::action::Vars;
-use reapi_conformance::cli::{execute_run, select_checks, Profile, SelectArgs};
+use reapi_conformance::cli::{execute_run, select_checks, Profile, RunEnd, SelectArgs};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::runner::RunOptions;
@@ -25,6 +25,7 @@ fn quick_options() -> RunOptions {
         queue_wait: Duration::from_secs(1),
         rpc_timeout: Duration::from_secs(1),
         jobs: 8,
+        buildbox_dir: None,
     }
 }
 
@@ -34,10 +35,10 @@ async fn run(server: &DefectServer, filter: &str, options: RunOptions) -> RunSum
     let (_, checks) = select_checks(&select).unwrap();
     assert!(!checks.is_empty(), "no check matches {filter}");
     let mut cluster = Endpoint { options: ConnectOptions::endpoint(server.endpoint()) };
-    execute_run(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending())
-        .await
-        .expect("run")
-        .expect("not interrupted")
+    match execute_run(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending::<i32>()).await.expect("run") {
+        RunEnd::Finished(summary) => summary,
+        RunEnd::Interrupted(signal) => panic!("interrupted by signal {signal}"),
+    }
 }
 
 fn kinds(summary: &RunSummary) -> Vec<(String, VerdictKind, String)> {

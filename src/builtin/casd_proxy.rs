@@ -58,13 +58,18 @@ fn proxy_args(target: &ConnectOptions) -> Vec<String> {
 /// as the check expects, outputs and logs fetched back through the proxy.
 pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
     Box::pin(async move {
-        let bin = match tokio::task::spawn_blocking(|| local::provision(None)).await {
+        let explicit = h.options.buildbox_dir.clone();
+        let bin = match tokio::task::spawn_blocking(move || local::provision(explicit.as_deref())).await {
             Ok(Ok(dir)) => dir,
             Ok(Err(e)) => return Verdict::error(format!("this check needs buildbox-casd: {e}")),
             Err(e) => return Verdict::error(format!("provisioning task failed: {e}")),
         };
-        let dir = std::env::temp_dir().join(format!("reapi-conformance-casd-proxy-{}", uuid::Uuid::new_v4().simple()));
-        if let Err(e) = std::fs::create_dir_all(dir.join("cache")) {
+        let guard = match crate::cluster::rundir::create("casd-proxy", false) {
+            Ok(dir) => crate::cluster::rundir::RemovedOnDrop(dir),
+            Err(e) => return Verdict::error(e.to_string()),
+        };
+        let dir = guard.0.clone();
+        if let Err(e) = std::fs::create_dir_all(dir.join("cache")).and_then(|_| std::fs::create_dir_all(dir.join("tmp"))) {
             return Verdict::error(format!("cannot create {}: {e}", dir.display()));
         }
         let socket = dir.join("casd.sock");
@@ -72,7 +77,8 @@ pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
         cmd.args(proxy_args(&h.target))
             .arg(format!("--bind=unix:{}", socket.display()))
             .arg("--log-level=warning")
-            .arg(dir.join("cache"));
+            .arg(dir.join("cache"))
+            .env("TMPDIR", dir.join("tmp"));
         let verdict = match ManagedProcess::spawn("buildbox-casd proxy", cmd, &dir.join("casd.log")) {
             Err(e) => Verdict::error(format!("cannot start buildbox-casd: {e}")),
             Ok(mut casd) => {
@@ -81,9 +87,20 @@ pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
                 v
             }
         };
-        let _ = std::fs::remove_dir_all(&dir);
+        drop(guard);
         verdict
     })
+}
+
+/// The harness's own buildbox-casd died or ran out of local disk: that says
+/// nothing about the server.
+fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
+    if let Some(death) = casd.death() {
+        return Some(Verdict::error(format!("{death}: {error}")));
+    }
+    let log = casd.log_tail();
+    let local = ["No space left on device", "Disk quota exceeded"].iter().find(|t| error.contains(*t) || log.contains(*t))?;
+    Some(Verdict::error(format!("the harness's buildbox-casd proxy failed locally ({local}): {error}")))
 }
 
 async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {
@@ -98,14 +115,20 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
     let prepared = match proxied.upload(&check.id, &check.action).await {
         Ok(p) => p,
         Err(e) => {
+            if let Some(v) = harness_side(casd, &e) {
+                return v;
+            }
             return Verdict::new(unmet(check), format!("buildbox-casd could not upload the inputs to the server: {e}"))
-                .with("upload through buildbox-casd", Some("OK".into()), e)
+                .with("upload through buildbox-casd", Some("OK".into()), e);
         }
     };
     let (outcome, _) = proxied.execute(&prepared, h.options.timeout).await;
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
+            if let Some(v) = harness_side(casd, &e.to_string()) {
+                return v;
+            }
             let log = casd.log_tail();
             return Verdict::new(unmet(check), format!("Execute through buildbox-casd broke: {e}"))
                 .with("Execute through buildbox-casd", Some("a completed operation".into()), e.to_string())
@@ -116,6 +139,9 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
         match proxied.probe_output(&outcome).await {
             Ok(p) => p,
             Err(e) => {
+                if let Some(v) = harness_side(casd, &e) {
+                    return v;
+                }
                 return Verdict::new(unmet(check), format!("fetching results through buildbox-casd failed: {e}"))
                     .with("stdout through buildbox-casd", Some("downloadable".into()), e)
             }

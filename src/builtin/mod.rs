@@ -61,6 +61,15 @@ pub(crate) fn unmet(check: &CheckSpec) -> VerdictKind {
     VerdictKind::for_unmet(check.severity)
 }
 
+/// ERROR for an operation still queued or running when the budget ran out:
+/// nobody can tell how it would have ended, so it is no finding.
+pub(crate) fn undecided(outcome: &crate::execute::Outcome, expected: &str) -> Option<Verdict> {
+    use crate::suite::OutcomeClass;
+    matches!(outcome.class(), OutcomeClass::Queued | OutcomeClass::Executing).then(|| {
+        Verdict::error(format!("undecided: {}", outcome.describe())).with("outcome", Some(expected.to_string()), outcome.describe())
+    })
+}
+
 /// Uploads and runs the check's action, expecting it to complete. Anything
 /// else becomes the verdict a declarative check expecting completion gets.
 pub(crate) async fn run_to_completion(

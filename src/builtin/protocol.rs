@@ -11,7 +11,7 @@ use prost::Message;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::{run_to_completion, unmet};
+use super::{run_to_completion, undecided, unmet};
 use crate::digest;
 use crate::execute::{self, ExecuteParams, Outcome, Trace};
 use crate::runner::Harness;
@@ -113,6 +113,9 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
                         return Verdict::pass(format!("resumed {name}: {}", outcome.describe()))
                     }
                     Ok(Some(outcome)) => {
+                        if let Some(v) = undecided(&outcome, "completed") {
+                            return v;
+                        }
                         return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
                             .with("outcome", Some("completed".into()), outcome.describe())
                     }
@@ -185,8 +188,10 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
                     .with("cached_result", Some("false".into()), "true")
             }
             Ok(Outcome::Completed { .. }) => Verdict::pass("ran again with cached_result = false"),
-            Ok(other) => Verdict::new(unmet(check), format!("second execution: {}", other.describe()))
-                .with("outcome", Some("completed, cached_result = false".into()), other.describe()),
+            Ok(other) => undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
+                Verdict::new(unmet(check), format!("second execution: {}", other.describe()))
+                    .with("outcome", Some("completed, cached_result = false".into()), other.describe())
+            }),
         }
     })
 }
@@ -217,6 +222,9 @@ pub(super) fn missing_input_code<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
             Ok(x) => x,
             Err(v) => return v,
         };
+        if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION (rejected or in the operation)") {
+            return v;
+        }
         match outcome.error_code() {
             Some(Code::FailedPrecondition) => Verdict::pass(outcome.describe()),
             _ => Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe()))
@@ -233,6 +241,9 @@ pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
             Ok(x) => x,
             Err(v) => return v,
         };
+        if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION with a PreconditionFailure") {
+            return v;
+        }
         if outcome.error_code() != Some(Code::FailedPrecondition) {
             return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe()))
                 .with("outcome", Some("FAILED_PRECONDITION with a PreconditionFailure".into()), outcome.describe());
@@ -271,6 +282,9 @@ pub(super) fn timeout_status<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFut
             Ok(x) => x,
             Err(v) => return v,
         };
+        if let Some(v) = undecided(&outcome, "failed in operation: DeadlineExceeded") {
+            return v;
+        }
         match &outcome {
             Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
                 Verdict::pass(outcome.describe())

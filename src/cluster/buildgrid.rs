@@ -234,22 +234,6 @@ impl<T> PushGet<T> for Vec<T> {
     }
 }
 
-/// Temporary directories are `{DIR_PREFIX}{pid}-{uuid}`.
-const DIR_PREFIX: &str = "reapi-conformance-buildgrid-";
-
-/// Removes directories left by runs that were killed (SIGKILL gives no
-/// chance to clean up; their processes died with them via PDEATHSIG).
-fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix(DIR_PREFIX).and_then(|r| r.split('-').next()) else { continue };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {
     ClusterError(format!("{what} {}: {e}", path.display()))
 }
@@ -269,6 +253,11 @@ pub fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     let venv = local::cache_root().join("buildgrid-0.4.4");
     let bgd = venv.join("bin/bgd");
     let done = venv.join(".reapi-conformance-complete");
+    if done.is_file() && bgd.is_file() {
+        return Ok(bgd);
+    }
+    // A virtualenv cannot be moved into place, so concurrent first runs take turns.
+    let _lock = local::lock_file(&venv.with_extension("lock"))?;
     if done.is_file() && bgd.is_file() {
         return Ok(bgd);
     }
@@ -424,6 +413,15 @@ async fn wait_postgres(
 }
 
 impl Cluster for BuildGrid {
+    fn server(&self) -> Option<&'static str> {
+        Some("buildgrid")
+    }
+
+    fn died(&mut self) -> Option<String> {
+        let run = self.running.as_mut()?;
+        [run.postgres.as_mut(), run.bgd.as_mut()].into_iter().flatten().find_map(|p| p.death())
+    }
+
     fn name(&self) -> String {
         match self.options.mode {
             WorkerMode::BuildboxRun => {
@@ -441,13 +439,7 @@ impl Cluster for BuildGrid {
                 self.stop().await;
             }
             self.timings.clear();
-            sweep_stale();
-            let dir = std::env::temp_dir().join(format!(
-                "{DIR_PREFIX}{}-{}",
-                std::process::id(),
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::create_dir_all(&dir).map_err(|e| io_err("creating", &dir, e))?;
+            let dir = super::rundir::create("buildgrid", true)?;
             let mut run = Running { dir, postgres: None, bgd: None, workers: Vec::new() };
             let result = self.launch(&mut run).await;
             self.running = Some(run);
@@ -482,15 +474,14 @@ impl Cluster for BuildGrid {
     }
 }
 
-impl Drop for BuildGrid {
+impl Drop for Running {
     fn drop(&mut self) {
-        // Without `stop`: the handles and ManagedProcess guards kill everything
-        // as they drop; the files go too.
-        if let Some(run) = self.running.take() {
-            let dir = run.dir.clone();
-            drop(run);
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        // Also reached when a start is abandoned half-way (interrupted): the
+        // processes go first (their guards kill them), then the files.
+        self.workers.clear();
+        self.bgd.take();
+        self.postgres.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -21,4 +21,7 @@ impl Cluster for Endpoint {
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    fn validate(&self) -> Result<(), crate::connection::ConnectError> {
+        self.options.validate()
+    }
 }

@@ -25,7 +25,21 @@ pub struct Local {
     pub buildbox_dir: Option<PathBuf>,
     /// Concurrent actions casd may run.
     pub jobs: usize,
-    running: Option<(ManagedProcess, PathBuf)>,
+    /// The run directory and, once started, buildbox-casd; kept in one guard
+    /// so an abandoned start (interrupted) cleans up as a finished one does.
+    running: Option<Running>,
+}
+
+struct Running {
+    dir: PathBuf,
+    casd: Option<ManagedProcess>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.casd.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Local {
@@ -52,6 +66,79 @@ fn has_binaries(dir: &Path) -> bool {
     BINARIES.iter().all(|b| dir.join(b).is_file())
 }
 
+/// Written last into a provisioned directory: `name size sha256` per binary.
+const MANIFEST: &str = "MANIFEST";
+
+fn manifest_of(dir: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut text = String::new();
+    for b in BINARIES {
+        let data = std::fs::read(dir.join(b))?;
+        text.push_str(&format!("{b} {} {}\n", data.len(), hex::encode(Sha256::digest(&data))));
+    }
+    Ok(text)
+}
+
+/// Why a provisioned directory cannot be used, if it cannot: a file missing,
+/// truncated (size differs from the manifest) or, with `hash`, altered.
+fn damage(dir: &Path, hash: bool) -> Option<String> {
+    let manifest = match std::fs::read_to_string(dir.join(MANIFEST)) {
+        Ok(m) => m,
+        Err(_) => return Some("no manifest (incomplete or older provisioning)".into()),
+    };
+    if hash {
+        return match manifest_of(dir) {
+            Ok(now) if now == manifest => None,
+            Ok(_) => Some("contents differ from the manifest".into()),
+            Err(e) => Some(e.to_string()),
+        };
+    }
+    for line in manifest.lines() {
+        let mut parts = line.split(' ');
+        let (Some(name), Some(size)) = (parts.next(), parts.next()) else { return Some("manifest is garbled".into()) };
+        match std::fs::metadata(dir.join(name)) {
+            Ok(m) if size.parse::<u64>().ok() == Some(m.len()) => {}
+            Ok(m) => return Some(format!("{name} has {} bytes, the manifest says {size}", m.len())),
+            Err(e) => return Some(format!("{name}: {e}")),
+        }
+    }
+    None
+}
+
+/// Verifies the provisioned binaries byte for byte (for `setup`), and
+/// provisions them again when they are damaged.
+pub fn verify_or_reprovision() -> Result<PathBuf, ClusterError> {
+    let dir = cache_dir();
+    if let Some(why) = damage(&dir, true) {
+        if dir.exists() {
+            eprintln!("the cached buildbox binaries in {} are not usable ({why}); provisioning again", dir.display());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+    provision(None)
+}
+
+/// Holds an exclusive lock on `path` (created if needed) until dropped, so
+/// that two first runs provisioning at once take turns instead of deleting
+/// each other's work.
+pub fn lock_file(path: &Path) -> Result<std::fs::File, ClusterError> {
+    use std::os::fd::AsRawFd;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| ClusterError(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns; blocks until granted.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(ClusterError(format!("cannot lock {}: {}", path.display(), std::io::Error::last_os_error())));
+    }
+    Ok(file)
+}
+
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
@@ -69,8 +156,17 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         };
     }
     let dir = cache_dir();
-    if has_binaries(&dir) {
+    if damage(&dir, false).is_none() {
         return Ok(dir);
+    }
+    let _lock = lock_file(&dir.with_extension("lock"))?;
+    match damage(&dir, false) {
+        None => return Ok(dir),
+        Some(why) if dir.exists() => {
+            eprintln!("the cached buildbox binaries in {} are not usable ({why}); provisioning again", dir.display());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Some(_) => {}
     }
     let python = which("python3").ok_or_else(|| {
         ClusterError(format!(
@@ -114,11 +210,13 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     let staging_s = staging.to_string_lossy().into_owned();
     run(&["-c", &script, &wheels_s, &staging_s])?;
     let _ = std::fs::remove_dir_all(&wheels);
+    let manifest = manifest_of(&staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
+    std::fs::write(staging.join(MANIFEST), manifest).map_err(|e| ClusterError(format!("writing the manifest: {e}")))?;
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
     }
     // Rename is atomic: a concurrent provisioner either wins or finds the result.
-    if std::fs::rename(&staging, &dir).is_err() && !has_binaries(&dir) {
+    if std::fs::rename(&staging, &dir).is_err() && damage(&dir, false).is_some() {
         return Err(ClusterError(format!("cannot move provisioned binaries into {}", dir.display())));
     }
     let _ = std::fs::remove_dir_all(&staging);
@@ -158,6 +256,14 @@ impl Cluster for Local {
         "local (buildbox-casd + buildbox-run bubblewrap)".into()
     }
 
+    fn server(&self) -> Option<&'static str> {
+        Some("buildbox-casd")
+    }
+
+    fn died(&mut self) -> Option<String> {
+        self.running.as_mut()?.casd.as_mut()?.death()
+    }
+
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
         Box::pin(async move {
             if which("bwrap").is_none() {
@@ -170,27 +276,35 @@ impl Cluster for Local {
                 .await
                 .map_err(|e| ClusterError(format!("provisioning task failed: {e}")))??;
             let bin = std::fs::canonicalize(&bin).unwrap_or(bin);
-            let dir = std::env::temp_dir().join(format!("reapi-conformance-local-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(dir.join("cache"))
-                .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.display())))?;
+            let dir = super::rundir::create("local", false)?;
+            let running = self.running.insert(Running { dir: dir.clone(), casd: None });
+            for sub in ["cache", "tmp"] {
+                std::fs::create_dir(dir.join(sub))
+                    .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.join(sub).display())))?;
+            }
             let socket = dir.join("casd.sock");
             let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
             cmd.arg(format!("--bind=unix:{}", socket.display()))
                 .arg(format!("--buildbox-run={}", bin.join("buildbox-run").display()))
                 .arg(format!("--jobs={}", self.jobs.max(1)))
                 .arg("--log-level=warning")
-                .arg(dir.join("cache"));
-            let mut casd = ManagedProcess::spawn("buildbox-casd", cmd, &dir.join("casd.log"))
-                .map_err(|e| ClusterError(format!("cannot start buildbox-casd: {e}")))?;
-            let opts = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
-            match wait_ready(&opts, &mut casd, Duration::from_secs(20)).await {
-                Ok(_) => {
-                    self.running = Some((casd, dir));
-                    Ok(opts)
-                }
+                .arg(dir.join("cache"))
+                // buildbox-run's staging directories (buildboxXXXXXX) go here and leave with the run.
+                .env("TMPDIR", dir.join("tmp"));
+            let casd = ManagedProcess::spawn("buildbox-casd", cmd, &dir.join("casd.log"))
+                .map_err(|e| ClusterError(format!("cannot start buildbox-casd: {e}")));
+            let casd = match casd {
+                Ok(casd) => running.casd.insert(casd),
                 Err(e) => {
-                    casd.stop().await;
-                    let _ = std::fs::remove_dir_all(&dir);
+                    self.running = None;
+                    return Err(e);
+                }
+            };
+            let opts = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
+            match wait_ready(&opts, casd, Duration::from_secs(20)).await {
+                Ok(_) => Ok(opts),
+                Err(e) => {
+                    self.stop().await;
                     Err(e)
                 }
             }
@@ -199,19 +313,12 @@ impl Cluster for Local {
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Some((mut casd, dir)) = self.running.take() {
-                casd.stop().await;
-                let _ = std::fs::remove_dir_all(&dir);
+            if let Some(mut running) = self.running.take() {
+                if let Some(casd) = running.casd.as_mut() {
+                    casd.stop().await;
+                }
             }
         })
     }
 }
 
-impl Drop for Local {
-    fn drop(&mut self) {
-        // The process kills itself via ManagedProcess::drop; remove its files too.
-        if let Some((_, dir)) = &self.running {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}

@@ -68,6 +68,11 @@ impl ManagedProcess {
         self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// "the harness's NAME exited (STATUS)" when it has ended.
+    pub fn death(&mut self) -> Option<String> {
+        self.exited().map(|status| format!("the harness's {} exited ({status})", self.name))
+    }
+
     /// Last lines of the process log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -75,9 +80,13 @@ impl ManagedProcess {
         lines.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    /// SIGTERM to the group, SIGKILL after a grace period.
+    /// SIGTERM to the group, SIGKILL after a grace period, then to every
+    /// descendant that left the group (bwrap started by buildbox-run runs in
+    /// a session of its own and would otherwise outlive the server).
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
+        // Only while the leader is unreaped is its pid still its own.
+        let descendants = if matches!(child.try_wait(), Ok(None)) { descendants(child.id() as i32) } else { Vec::new() };
         self.signal_group(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
@@ -85,6 +94,7 @@ impl ManagedProcess {
         }
         // Runner children may linger in the group after the leader exits.
         self.signal_group(libc::SIGKILL);
+        kill_all(&descendants);
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -97,12 +107,84 @@ impl ManagedProcess {
     }
 }
 
+/// Every process below `root`, children before grandchildren, read from
+/// /proc at the time of the call.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILL to each pid (those already gone are ignored).
+pub fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        if pid > 1 {
+            // SAFETY: plain syscall; these are descendants this harness started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 impl Drop for ManagedProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                kill_all(&descendants(child.id() as i32));
+            }
             self.signal_group(libc::SIGKILL);
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_kills_descendants_that_left_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // A grandchild in a session of its own, as bwrap under buildbox-run.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "setsid sleep 300 & echo $! > grandchild; wait"]).current_dir(dir.path());
+        let mut p = ManagedProcess::spawn("sh", cmd, &dir.path().join("log")).unwrap();
+        let pidfile = dir.path().join("grandchild");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(&pidfile).map(|s| s.trim().is_empty()).unwrap_or(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(p.stop());
+        // Reaped by init or still a zombie for a moment: either way not running.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{grandchild}/stat"))
+                .map(|s| !s.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(false))
+                .unwrap_or(false)
+        };
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!running(), "grandchild {grandchild} outlived stop()");
     }
 }

@@ -16,6 +16,9 @@ fn details(r: &CheckResult) -> String {
         r.verdict.reason,
         r.source
     );
+    if let Some(hint) = &r.hint {
+        text.push_str(&format!("hint: {hint}\n"));
+    }
     for line in super::evidence_lines(&r.verdict.evidence) {
         text.push_str(&line);
         text.push('\n');
@@ -27,12 +30,13 @@ fn testcase(r: &CheckResult) -> TestCase {
     let time = Duration::seconds_f64(r.duration.as_secs_f64());
     let mut tc = match r.verdict.kind {
         VerdictKind::Pass | VerdictKind::Warn => TestCase::success(&r.id, time),
-        VerdictKind::Fail => TestCase::failure(&r.id, time, "FAIL", &r.verdict.reason),
-        VerdictKind::Error => TestCase::error(&r.id, time, "ERROR", &r.verdict.reason),
-        VerdictKind::Skip => TestCase::skipped_with_cause(&r.id, "SKIP", &r.verdict.reason),
+        VerdictKind::Fail => TestCase::failure(&r.id, time, "FAIL", &super::printable(&r.verdict.reason)),
+        VerdictKind::Error => TestCase::error(&r.id, time, "ERROR", &super::printable(&r.verdict.reason)),
+        VerdictKind::Skip => TestCase::skipped_with_cause(&r.id, "SKIP", &super::printable(&r.verdict.reason)),
     };
     tc.set_classname(&r.suite);
-    tc.set_system_out(&details(r));
+    // Control characters are not allowed in XML 1.0, whoever sent them.
+    tc.set_system_out(&super::printable(&details(r)));
     tc
 }
 
@@ -74,6 +78,7 @@ mod tests {
             tags: vec!["buildstream".into()],
             source: "s".into(),
             verdict,
+            hint: None,
             duration: StdDuration::from_millis(120),
         }
     }
@@ -83,10 +88,11 @@ mod tests {
         let summary = RunSummary {
             target: "t".into(),
             instance: String::new(),
+            server: None,
             results: vec![
                 result("a.pass", Verdict::pass("ok")),
                 result("a.fail", Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w")),
-                result("b.warn", Verdict::new(VerdictKind::Warn, "meh")),
+                result("b.warn", Verdict::new(VerdictKind::Warn, "meh \x1b[31mred\x07\x00")),
                 result("b.error", Verdict::error("unreachable")),
                 result("b.skip", Verdict::skip("n/a")),
             ],
@@ -104,5 +110,6 @@ mod tests {
         assert!(xml.contains("bad &lt;&amp;&gt;"), "{xml}");
         assert!(xml.contains("cwd: observed /tmp/w (expected /w)"), "{xml}");
         assert!(xml.contains("2023-11-14"), "{xml}");
+        assert!(!xml.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'), "{xml:?}");
     }
 }

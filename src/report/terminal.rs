@@ -34,10 +34,16 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
             for line in super::evidence_lines(&r.verdict.evidence) {
                 out.push_str(&format!("      {line}\n"));
             }
+            if let Some(hint) = &r.hint {
+                out.push_str(&format!("      hint: {hint}\n"));
+            }
         }
     }
     out.push_str(&totals(summary));
     out.push('\n');
+    if let Some(server) = &summary.server {
+        out.push_str(&format!("server recognised: {server}\n"));
+    }
     out
 }
 

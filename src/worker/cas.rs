@@ -110,6 +110,12 @@ impl Cas {
                 out.insert(d.hash.clone(), Vec::new());
                 continue;
             }
+            if !(0..=crate::cas::MAX_READ_BYTES).contains(&d.size_bytes) {
+                return Err(CasFailure::new(
+                    tonic::Code::InvalidArgument,
+                    format!("blob {}/{} claims a size outside 0..={} bytes", d.hash, d.size_bytes, crate::cas::MAX_READ_BYTES),
+                ));
+            }
             let size = d.size_bytes as usize;
             if size > BATCH_LIMIT {
                 out.insert(d.hash.clone(), self.read_stream(d).await?);
@@ -173,9 +179,12 @@ impl Cas {
         let fetch = async {
             let msg = ReadRequest { resource_name: name, read_offset: 0, read_limit: 0 };
             let mut stream = self.bytestream.clone().read(req(msg, STREAM_DEADLINE)).await?.into_inner();
-            let mut data = Vec::with_capacity(d.size_bytes as usize);
+            let mut data = Vec::with_capacity((d.size_bytes.max(0) as usize).min(64 * 1024));
             while let Some(chunk) = stream.next().await {
                 data.extend_from_slice(&chunk?.data);
+                if data.len() as i64 > d.size_bytes {
+                    break; // more than the digest promises; the digest check below refuses it
+                }
             }
             Ok::<_, tonic::Status>(data)
         };

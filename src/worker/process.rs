@@ -15,6 +15,8 @@ use tokio::process::{Child, Command};
 pub struct GroupChild {
     child: Child,
     pgid: i32,
+    /// Once the leader is reaped its pid may be reused: no more descendant walks.
+    reaped: bool,
 }
 
 /// Starts `cmd` in a new process group that dies with this process.
@@ -31,17 +33,23 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
     }
     let child = cmd.spawn()?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
-    Ok(GroupChild { child, pgid })
+    Ok(GroupChild { child, pgid, reaped: false })
 }
 
 impl GroupChild {
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        self.child.wait().await
+        let status = self.child.wait().await;
+        self.reaped = status.is_ok();
+        status
     }
 
-    /// Kills every process of the group (the leader and what it started).
+    /// Kills every process of the group (the leader and what it started),
+    /// and descendants that left it (bwrap under buildbox-run has its own session).
     pub fn kill_group(&self) {
         if self.pgid > 0 {
+            if !self.reaped {
+                crate::cluster::kill_all(&crate::cluster::descendants(self.pgid));
+            }
             // SAFETY: plain syscall on a process group this guard created.
             unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
         }

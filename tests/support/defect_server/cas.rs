@@ -238,6 +238,10 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         let request = request.into_inner();
         check_digest_function(request.digest_function)?;
         let root = check_digest(request.root_digest.as_ref(), "root_digest")?;
+        if !self.shared.blobs.contains(&root) && self.shared.defects.has(Defect::GetTreeMissingRootEmpty) {
+            let page = re::GetTreeResponse::default();
+            return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(page)]))));
+        }
         if !self.shared.blobs.contains(&root) {
             return Err(Status::not_found(format!("root directory {}/{} not found", root.hash, root.size_bytes)));
         }
@@ -443,6 +447,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         request: Request<bs::QueryWriteStatusRequest>,
     ) -> Result<Response<bs::QueryWriteStatusResponse>, Status> {
         self.shared.fault_gate().await?;
+        if self.shared.defects.has(Defect::QueryWriteStatusUnimplemented) {
+            return Err(Status::unimplemented("QueryWriteStatus is not implemented"));
+        }
         let name = request.into_inner().resource_name;
         let known = lock(&self.shared.uploads).get(&name).copied();
         match known {

@@ -64,6 +64,8 @@ defects! {
         "ignores mtime node properties: input files get the staging time, outputs carry no mtime",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
+    RunnerExecsEnv = "runner-execs-env":
+        "starts every command as `/usr/bin/env -- argv...` inside the input root, as Buildbarn's chroot runner does (benign: every BuildStream root has /usr/bin/env)",
     // --- platform ---
     PlatformIgnored = "platform-ignored":
         "ignores platform properties entirely: unknown names accepted and values never matched",
@@ -119,7 +121,11 @@ defects! {
     QueryWriteStatusWrong = "query-write-status-wrong":
         "answers QueryWriteStatus for an unknown upload with committed_size 0 instead of NOT_FOUND",
     GetTreeUnimplemented = "get-tree-unimplemented":
-        "answers GetTree with UNIMPLEMENTED",
+        "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
+    GetTreeMissingRootEmpty = "get-tree-missing-root-empty":
+        "answers GetTree of a root that is not in the CAS with an empty page instead of NOT_FOUND",
+    QueryWriteStatusUnimplemented = "query-write-status-unimplemented":
+        "answers ByteStream.QueryWriteStatus with UNIMPLEMENTED, as buildbox-casd and Buildbarn do (benign: BuildStream never resumes uploads)",
     // --- faults ---
     Hang = "hang":
         "accepts every RPC and never answers",

@@ -455,6 +455,10 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
 
     let (uid, gid) = if defects.has(Defect::NonRootUid) { (1000, 1000) } else { (spec.run_as.uid, spec.run_as.gid) };
     args.add(&["--uid", &uid.to_string(), "--gid", &gid.to_string(), "--"]);
+    if defects.has(Defect::RunnerExecsEnv) {
+        // bb_runner with chrootIntoInputRoot: env inside the root does the PATH lookup.
+        args.add(&["/usr/bin/env", "--"]);
+    }
     args.0.extend(spec.arguments.iter().map(OsString::from));
     args.0
 }
