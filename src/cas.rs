@@ -31,14 +31,21 @@ const INITIAL_BUFFER: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum CasError {
     #[error("{op} failed: {code:?}: {message}")]
-    Rpc { op: &'static str, code: tonic::Code, message: String },
+    Rpc {
+        op: &'static str,
+        code: tonic::Code,
+        message: String,
+        /// Made on our side (transport, deadline, undecodable answer): says nothing about the server.
+        undecided: bool,
+    },
     #[error("{op}: blob {digest} {why}")]
     Blob { op: &'static str, digest: String, why: String },
 }
 
 impl CasError {
     pub(crate) fn rpc(op: &'static str, status: tonic::Status) -> Self {
-        CasError::Rpc { op, code: status.code(), message: status.message().to_string() }
+        let undecided = crate::execute::is_transport(&status);
+        CasError::Rpc { op, code: status.code(), message: status.message().to_string(), undecided }
     }
 }
 

@@ -269,8 +269,10 @@ pub fn is_transport(status: &tonic::Status) -> bool {
 
 /// The status tonic makes on our side when a message from the server does
 /// not decode (prost's `DecodeError` text).
+/// A unary answer with no message at all is garbled the same way.
 pub fn is_undecodable(status: &tonic::Status) -> bool {
-    status.code() == Code::Internal && status.message().starts_with("failed to decode Protobuf message")
+    status.code() == Code::Internal
+        && (status.message().starts_with("failed to decode Protobuf message") || status.message() == "Missing response message.")
 }
 
 fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {

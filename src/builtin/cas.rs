@@ -140,7 +140,7 @@ pub(super) fn bytestream_roundtrip<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
 
 fn cas_failure(check: &CheckSpec, what: &str, e: CasError) -> Verdict {
     match e {
-        CasError::Rpc { code, message, .. } if !matches!(code, Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded) => {
+        CasError::Rpc { code, message, undecided: false, .. } => {
             Verdict::new(unmet(check), format!("{what} answered {code:?}: {message}")).with(what, Some("OK".into()), format!("{code:?}: {message}"))
         }
         CasError::Blob { digest, why, .. } => Verdict::new(unmet(check), format!("{what}: {why}")).with(what, Some(format!("blob {digest} intact")), why),

@@ -99,8 +99,14 @@ fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
         return Some(Verdict::error(format!("{death}: {error}")));
     }
     let log = casd.log_tail();
-    let local = ["No space left on device", "Disk quota exceeded"].iter().find(|t| error.contains(*t) || log.contains(*t))?;
-    Some(Verdict::error(format!("the harness's buildbox-casd proxy failed locally ({local}): {error}")))
+    if let Some(local) = ["No space left on device", "Disk quota exceeded"].iter().find(|t| error.contains(*t) || log.contains(*t)) {
+        return Some(Verdict::error(format!("the harness's buildbox-casd proxy failed locally ({local}): {error}")));
+    }
+    // buildbox-casd's own deadlines and connection failures towards the server.
+    let undecided = [": Cancelled:", ": DeadlineExceeded:", ": Unavailable:", "No message returned for unary request"]
+        .iter()
+        .any(|t| error.contains(*t));
+    undecided.then(|| Verdict::error(format!("the buildbox-casd proxy could not reach a decision with the server: {error}")))
 }
 
 async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {

@@ -63,7 +63,8 @@ async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> R
     };
     match tokio::time::timeout_at(deadline, stream.message()).await {
         Ok(Ok(Some(op))) if !op.name.is_empty() => Ok((op.name, op.done)),
-        Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name")),
+        Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name")
+            .with("Operation.name", Some("a name to follow the operation by".into()), "empty")),
         Ok(Ok(None)) => Err(Verdict::error("Execute stream ended without an Operation")),
         Ok(Err(s)) => Err(Verdict::error(format!("Execute stream: {:?}: {}", s.code(), s.message()))),
         Err(_) => Err(Verdict::error("no Operation within the budget")),
