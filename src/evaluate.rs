@@ -151,12 +151,59 @@ pub struct ProbeOutput {
     pub stderr_excerpt: String,
 }
 
+/// Whether an ActionResult shows that the command started: an exit code,
+/// output, logs, or an execution start time. Servers attach an empty result
+/// to refusals (buildbox-run's "Unsupported ISA"), which shows nothing ran.
+pub fn command_ran(r: &bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult) -> bool {
+    let started = r.execution_metadata.as_ref().is_some_and(|m| m.execution_start_timestamp.is_some());
+    let log = |raw: &[u8], d: &Option<bazel_remote_apis::build::bazel::remote::execution::v2::Digest>| {
+        !raw.is_empty() || d.as_ref().is_some_and(|d| d.size_bytes > 0)
+    };
+    #[allow(deprecated)] // output_file_symlinks and output_directory_symlinks still count as outputs.
+    let outputs = !r.output_files.is_empty()
+        || !r.output_directories.is_empty()
+        || !r.output_symlinks.is_empty()
+        || !r.output_file_symlinks.is_empty()
+        || !r.output_directory_symlinks.is_empty();
+    started || r.exit_code != 0 || log(&r.stdout_raw, &r.stdout_digest) || log(&r.stderr_raw, &r.stderr_digest) || outputs
+}
+
 /// Judges a declarative check from what the server did.
 pub fn judge(check: &CheckSpec, outcome: &Outcome, probe: Option<&ProbeOutput>, vars: &Vars) -> Verdict {
+    judge_with_stages(check, outcome, &[], probe, vars)
+}
+
+/// [`judge`], also told the execution stages the operation went through: an
+/// action that must not run (no `completed` expected) and reached EXECUTING
+/// or produced a result ran, whatever status it ended with.
+pub fn judge_with_stages(
+    check: &CheckSpec,
+    outcome: &Outcome,
+    stages: &[String],
+    probe: Option<&ProbeOutput>,
+    vars: &Vars,
+) -> Verdict {
+    judge_inner(check, outcome, stages, probe, vars).with_outcome(outcome.class())
+}
+
+fn judge_inner(check: &CheckSpec, outcome: &Outcome, stages: &[String], probe: Option<&ProbeOutput>, vars: &Vars) -> Verdict {
     let unmet = VerdictKind::for_unmet(check.severity);
     let expected = check.expect.outcome_set();
     let class = outcome.class();
+    if !expected.contains(OutcomeClass::Completed) {
+        let executed = stages.iter().any(|s| s == "EXECUTING") || outcome.result().is_some_and(command_ran);
+        if executed && class != OutcomeClass::Completed {
+            return Verdict::new(unmet, format!("it ran on a worker and then ended {}", outcome.describe()))
+                .with("outcome", Some(format!("{}, without running", expected.describe())), format!("stages {}; {}", stages.join(" → "), outcome.describe()));
+        }
+    }
     if !expected.contains(class) {
+        // Queued at the budget on a check of a feature: elements using it
+        // would wait for ever. A finding (hang risk), not an undecided run.
+        if class == OutcomeClass::Queued && check.impact.feature().is_some() && expected.contains(OutcomeClass::Completed) {
+            return Verdict::new(VerdictKind::Warn, format!("stays queued: {}", outcome.describe()))
+                .with("outcome", Some(expected.describe()), outcome.describe());
+        }
         // Out of budget while expecting completion: nobody can tell whether it
         // would have finished, so the harness did not decide.
         if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed) {

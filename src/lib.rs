@@ -7,6 +7,7 @@
 //! - [`connection`], [`cas`], [`execute`]: talking to a server, with deadlines;
 //! - [`probe`]: the static program that reports from inside an action;
 //! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
+//! - [`readiness`]: whether BuildStream builds on the cluster, from verdicts and impacts;
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
 //!   is shown, and how a recognised server fixes what failed;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
@@ -25,6 +26,7 @@ pub mod execute;
 pub mod expectations;
 pub mod hints;
 pub mod probe;
+pub mod readiness;
 pub mod report;
 pub mod runner;
 pub mod suite;

@@ -11,7 +11,7 @@ use crate::connection::{Clients, ConnectOptions};
 use crate::evaluate::{self, ProbeOutput};
 use crate::execute::{self, ExecuteParams, Outcome, Trace};
 use crate::suite::{CheckSpec, OutcomeClass};
-use crate::verdict::{CheckResult, Verdict};
+use crate::verdict::{CheckResult, Verdict, VerdictKind};
 
 /// Knobs of a run.
 #[derive(Debug, Clone)]
@@ -155,6 +155,37 @@ impl Harness {
     }
 
     async fn run_declarative(&self, check: &CheckSpec) -> Verdict {
+        if !check.control {
+            return self.run_action(check).await;
+        }
+        // The positive control runs beside the check, so it costs no wall time.
+        let (verdict, control) = tokio::join!(self.run_action(check), self.run_control(check));
+        match control {
+            // A check that saw the action run stands on its own evidence.
+            Err(why) if verdict.kind == VerdictKind::Pass => {
+                Verdict::error(format!("positive control failed, so the refusal proves nothing: {why}"))
+                    .with("control", Some("the same action on the native platform completes".into()), why)
+            }
+            _ => verdict,
+        }
+    }
+
+    /// The check's action with the default (native) platform and no extra
+    /// properties must complete: proof that the cluster runs actions at all.
+    async fn run_control(&self, check: &CheckSpec) -> Result<(), String> {
+        let mut spec = check.action.clone();
+        spec.platform = None;
+        spec.platform_on = crate::suite::PlatformPlacement::Both;
+        let prepared = self.upload(&format!("{}/control", check.id), &spec).await?;
+        let (outcome, _) = self.execute(&prepared, self.options.timeout).await;
+        match outcome {
+            Ok(o) if o.class() == OutcomeClass::Completed => Ok(()),
+            Ok(o) => Err(format!("the native control ended {}", o.describe())),
+            Err(e) => Err(format!("the native control: {e}")),
+        }
+    }
+
+    async fn run_action(&self, check: &CheckSpec) -> Verdict {
         let prepared = match self.upload(&check.id, &check.action).await {
             Ok(p) => p,
             Err(e) => return Verdict::error(e),
@@ -174,7 +205,7 @@ impl Harness {
         } else {
             None
         };
-        let verdict = evaluate::judge(check, &outcome, probe.as_ref(), &self.vars);
+        let verdict = evaluate::judge_with_stages(check, &outcome, &trace.stages, probe.as_ref(), &self.vars);
         with_trace(verdict, &prepared, &trace)
     }
 
@@ -209,6 +240,7 @@ pub fn result_of(check: &CheckSpec, verdict: Verdict, duration: Duration) -> Che
         suite: check.suite.clone(),
         title: check.title.clone(),
         severity: check.severity,
+        impact: check.impact.clone(),
         tags: check.tags.clone(),
         source: check.source.clone(),
         verdict,

@@ -29,6 +29,65 @@ impl Severity {
     }
 }
 
+/// What a check's failure means for a BuildStream build (data in the suite:
+/// `impact: blocker`, `impact: spec` or `impact: feature:NAME`). Severity
+/// stays the spec's word; impact says what it means for BuildStream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Impact {
+    /// A BuildStream build fails or produces wrong results.
+    Blocker,
+    /// Only elements using this BuildStream feature are affected
+    /// (e.g. `build-uid`, `workspaces`, `read-only-root`).
+    Feature(String),
+    /// REAPI conformance BuildStream does not rely on.
+    Spec,
+}
+
+impl Impact {
+    pub fn label(&self) -> String {
+        match self {
+            Impact::Blocker => "blocker".into(),
+            Impact::Feature(name) => format!("feature:{name}"),
+            Impact::Spec => "spec".into(),
+        }
+    }
+    /// The feature name, for `feature:NAME`.
+    pub fn feature(&self) -> Option<&str> {
+        match self {
+            Impact::Feature(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Impact {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "blocker" => Ok(Impact::Blocker),
+            "spec" => Ok(Impact::Spec),
+            _ => match s.strip_prefix("feature:").map(str::trim) {
+                Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') => {
+                    Ok(Impact::Feature(name.to_string()))
+                }
+                _ => Err(format!("impact `{s}`: expected blocker, spec or feature:NAME (lower-case, digits, `-`)")),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Impact {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Impact {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label())
+    }
+}
+
 /// One `suites/*.yaml` file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,8 +112,15 @@ pub struct CheckSpec {
     /// Where the requirement comes from (spec clause or BuildStream document).
     pub source: String,
     pub severity: Severity,
+    /// What failing it means for a BuildStream build.
+    pub impact: Impact,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// For checks whose action must *not* run (foreign platform, refused
+    /// feature): also submit the default, native action, which must complete.
+    /// Without that positive control a cluster that runs nothing would pass.
+    #[serde(default)]
+    pub control: bool,
     /// Defects of the defect-injection server that this check must notice.
     #[serde(default)]
     pub killed_by: Vec<String>,
@@ -335,6 +401,11 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
             }
             if let Err(e) = crate::evaluate::parse_field_path(&a.field) {
                 return Err(fail(format!("probe assertion {}: {e}", i + 1)));
+            }
+        }
+        if let Some(id) = &check.builtin {
+            if crate::builtin::find(id).is_none() {
+                return Err(fail(format!("`builtin: {id}` names no built-in check")));
             }
         }
         for e in check.action.env.iter().flatten().chain(check.action.platform.iter().flatten()) {

@@ -87,11 +87,21 @@ pub struct Verdict {
     /// One line, shown next to the check id on the terminal.
     pub reason: String,
     pub evidence: Vec<Evidence>,
+    /// How the check's main action ended, when it ran one: the readiness
+    /// summary tells a feature refused cleanly (rejected, failed) from one
+    /// ignored, and a hang (queued) from an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::suite::OutcomeClass>,
 }
 
 impl Verdict {
     pub fn new(kind: VerdictKind, reason: impl Into<String>) -> Self {
-        Verdict { kind, reason: reason.into(), evidence: Vec::new() }
+        Verdict { kind, reason: reason.into(), evidence: Vec::new(), outcome: None }
+    }
+    /// Records how the main action ended.
+    pub fn with_outcome(mut self, class: crate::suite::OutcomeClass) -> Self {
+        self.outcome = Some(class);
+        self
     }
     pub fn pass(reason: impl Into<String>) -> Self {
         Self::new(VerdictKind::Pass, reason)
@@ -116,6 +126,8 @@ pub struct CheckResult {
     pub suite: String,
     pub title: String,
     pub severity: Severity,
+    /// What failing it means for a BuildStream build.
+    pub impact: crate::suite::Impact,
     pub tags: Vec<String>,
     pub source: String,
     pub verdict: Verdict,
@@ -157,6 +169,13 @@ pub struct RunSummary {
     /// The server recognised behind the target, when one was (see `hints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// BuildStream features the user needs (`--needs`), for the readiness answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// The run left out checks of the `buildstream` profile (--suite,
+    /// --filter, another profile): no "builds here: yes" from it.
+    #[serde(default)]
+    pub partial: bool,
     pub results: Vec<CheckResult>,
     /// When the run started, in seconds since the Unix epoch.
     pub started_at: u64,

@@ -42,6 +42,7 @@ fn run_args() -> RunArgs {
         junit: None,
         json: None,
         expect: None,
+        needs: Vec::new(),
         timings: false,
         jobs: 4,
         timeout: 60.0,

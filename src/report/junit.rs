@@ -40,6 +40,37 @@ fn testcase(r: &CheckResult) -> TestCase {
     tc
 }
 
+/// The readiness answer as test cases: `builds-here` fails when BuildStream
+/// does not build, and each feature the user needs (`--needs`) fails when
+/// unavailable; other features pass with their state in `system-out`.
+fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
+    use crate::readiness::BuildsHere;
+    let r = crate::readiness::assess(summary, &summary.needs);
+    let zero = Duration::ZERO;
+    let text = super::printable(&r.render());
+    let mut builds = match r.builds_here {
+        BuildsHere::No => TestCase::failure("builds-here", zero, "FAIL", "BuildStream does not build here"),
+        BuildsHere::Undecided => TestCase::error("builds-here", zero, "ERROR", "a blocker check could not decide"),
+        BuildsHere::NotAssessed => TestCase::skipped_with_cause("builds-here", "SKIP", "partial run"),
+        BuildsHere::Yes => TestCase::success("builds-here", zero),
+    };
+    builds.set_classname("buildstream-readiness");
+    builds.set_system_out(&text);
+    let mut cases = vec![builds];
+    for (name, f) in &r.features {
+        let id = format!("feature.{name}");
+        let mut tc = if summary.needs.contains(name) && !f.state.usable() {
+            TestCase::failure(&id, zero, "FAIL", &format!("needed feature {name} is {}", f.state.label()))
+        } else {
+            TestCase::success(&id, zero)
+        };
+        tc.set_classname("buildstream-readiness");
+        tc.set_system_out(&format!("{name}: {}", f.state.label()));
+        cases.push(tc);
+    }
+    cases
+}
+
 /// Renders the run as a JUnit XML document.
 pub fn render(summary: &RunSummary) -> String {
     let mut suites: Vec<(String, Vec<TestCase>)> = Vec::new();
@@ -49,6 +80,7 @@ pub fn render(summary: &RunSummary) -> String {
             None => suites.push((r.suite.clone(), vec![testcase(r)])),
         }
     }
+    suites.push(("buildstream-readiness".to_string(), readiness_cases(summary)));
     // The run's own start time, not "now": the same verdicts give the same XML.
     let timestamp = OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut report = ReportBuilder::new();
@@ -75,6 +107,7 @@ mod tests {
             suite: id.split('.').next().unwrap().into(),
             title: "t".into(),
             severity: Severity::Must,
+            impact: crate::suite::Impact::Blocker,
             tags: vec!["buildstream".into()],
             source: "s".into(),
             verdict,
@@ -89,6 +122,8 @@ mod tests {
             target: "t".into(),
             instance: String::new(),
             server: None,
+            needs: Vec::new(),
+            partial: false,
             results: vec![
                 result("a.pass", Verdict::pass("ok")),
                 result("a.fail", Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w")),

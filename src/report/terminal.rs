@@ -44,6 +44,7 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
     if let Some(server) = &summary.server {
         out.push_str(&format!("server recognised: {server}\n"));
     }
+    out.push_str(&crate::readiness::assess(summary, &summary.needs).render());
     out
 }
 

@@ -1,0 +1,303 @@
+//! The answer a BuildStream user runs the suites for: will BuildStream build
+//! on this cluster, which of its features are unavailable and how, and which
+//! requests would hang. A pure function of the verdicts and each check's
+//! impact (`impact:` in the suites).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::suite::{Impact, OutcomeClass};
+use crate::verdict::{CheckResult, RunSummary, VerdictKind};
+
+/// Whether BuildStream builds here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildsHere {
+    Yes,
+    No,
+    /// A blocker check could not be decided (ERROR).
+    Undecided,
+    /// No blocker found, but the run did not include every check that can
+    /// block a build (e.g. `--suite cas`).
+    NotAssessed,
+}
+
+/// How a BuildStream feature fares on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureState {
+    /// Every check of the feature passed with the feature at work.
+    Available,
+    /// The cluster refused the request with an error: elements using the
+    /// feature fail at once, saying why.
+    RefusedCleanly,
+    /// A check could not be decided.
+    Undecided,
+    /// The request stays queued: elements using the feature wait for ever.
+    Hangs,
+    /// Ignored silently or wrong: elements using it build, with wrong results.
+    Broken,
+}
+
+impl FeatureState {
+    pub fn label(self) -> &'static str {
+        match self {
+            FeatureState::Available => "available",
+            FeatureState::RefusedCleanly => "refused cleanly",
+            FeatureState::Undecided => "undecided",
+            FeatureState::Hangs => "hangs (stays queued)",
+            FeatureState::Broken => "ignored silently or broken",
+        }
+    }
+    /// Whether an element needing the feature builds correctly.
+    pub fn usable(self) -> bool {
+        self == FeatureState::Available
+    }
+}
+
+/// One check behind a finding.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    pub id: String,
+    pub verdict: VerdictKind,
+    pub reason: String,
+}
+
+impl Finding {
+    fn of(r: &CheckResult) -> Finding {
+        Finding { id: r.id.clone(), verdict: r.verdict.kind, reason: crate::report::one_line(&r.verdict.reason, 160) }
+    }
+}
+
+/// A feature's state and the checks that decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Feature {
+    pub state: FeatureState,
+    pub checks: Vec<Finding>,
+}
+
+/// The readiness answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub builds_here: BuildsHere,
+    /// Blocker checks that FAILed or WARNed, root causes (the input root, the
+    /// sandbox) first.
+    pub blockers: Vec<Finding>,
+    /// Blocker checks that could not be decided.
+    pub undecided: Vec<Finding>,
+    pub features: BTreeMap<String, Feature>,
+    /// Requests that stayed queued instead of being answered.
+    pub hang_risks: Vec<Finding>,
+    /// FAIL/WARN of checks BuildStream does not rely on.
+    pub spec_deviations: Vec<Finding>,
+    /// Features the user said they need (`--needs`) that are not available.
+    pub needed_unavailable: Vec<String>,
+}
+
+/// Order in which blockers are shown: what everything else depends on first.
+fn root_cause_rank(id: &str) -> u8 {
+    match id.split('.').next().unwrap_or_default() {
+        "input-root" => 0,
+        "sandbox" => 1,
+        "platform" => 2,
+        "outputs" => 3,
+        _ => 4,
+    }
+}
+
+fn feature_state(r: &CheckResult) -> FeatureState {
+    match (r.verdict.kind, r.verdict.outcome) {
+        (VerdictKind::Fail | VerdictKind::Warn, Some(OutcomeClass::Queued)) => FeatureState::Hangs,
+        (VerdictKind::Fail | VerdictKind::Warn, _) => FeatureState::Broken,
+        (VerdictKind::Error, _) => FeatureState::Undecided,
+        (_, Some(OutcomeClass::Rejected | OutcomeClass::Failed)) => FeatureState::RefusedCleanly,
+        (_, Some(OutcomeClass::Queued)) => FeatureState::Hangs,
+        _ => FeatureState::Available,
+    }
+}
+
+/// Assesses a run. `needs` are features the user requires (`--needs`).
+pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
+    let mut blockers = Vec::new();
+    let mut undecided = Vec::new();
+    let mut features: BTreeMap<String, Feature> = BTreeMap::new();
+    let mut hang_risks = Vec::new();
+    let mut spec_deviations = Vec::new();
+    let mut assessed = false;
+    for r in &summary.results {
+        let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
+        if r.verdict.outcome == Some(OutcomeClass::Queued) {
+            hang_risks.push(Finding::of(r));
+        }
+        match &r.impact {
+            Impact::Blocker => {
+                assessed |= r.verdict.kind != VerdictKind::Skip;
+                if unmet {
+                    blockers.push(Finding::of(r));
+                } else if r.verdict.kind == VerdictKind::Error {
+                    undecided.push(Finding::of(r));
+                }
+            }
+            Impact::Feature(name) => {
+                let state = feature_state(r);
+                let f = features.entry(name.clone()).or_insert(Feature { state, checks: Vec::new() });
+                f.state = f.state.max(state);
+                f.checks.push(Finding::of(r));
+            }
+            Impact::Spec => {
+                if unmet {
+                    spec_deviations.push(Finding::of(r));
+                }
+            }
+        }
+    }
+    blockers.sort_by_key(|f| root_cause_rank(&f.id));
+    let builds_here = if !assessed || (summary.partial && blockers.is_empty()) {
+        BuildsHere::NotAssessed
+    } else if !blockers.is_empty() {
+        BuildsHere::No
+    } else if !undecided.is_empty() {
+        BuildsHere::Undecided
+    } else {
+        BuildsHere::Yes
+    };
+    let needed_unavailable = needs
+        .iter()
+        .filter(|n| features.get(n.as_str()).is_none_or(|f| !f.state.usable()))
+        .cloned()
+        .collect();
+    Readiness { builds_here, blockers, undecided, features, hang_risks, spec_deviations, needed_unavailable }
+}
+
+impl Readiness {
+    /// Exit status of a run gated on BuildStream: 1 when it does not build
+    /// (or a needed feature is unavailable), 2 when that is undecided, else 0.
+    pub fn exit_code(&self) -> i32 {
+        let needed_undecided = |n: &String| self.features.get(n).is_some_and(|f| f.state == FeatureState::Undecided);
+        if self.builds_here == BuildsHere::No || self.needed_unavailable.iter().any(|n| !needed_undecided(n)) {
+            1
+        } else if self.builds_here == BuildsHere::Undecided || !self.needed_unavailable.is_empty() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// The summary for the terminal.
+    pub fn render(&self) -> String {
+        let mut out = String::from("BuildStream readiness: ");
+        out.push_str(match self.builds_here {
+            BuildsHere::Yes => "BuildStream builds here: yes\n",
+            BuildsHere::No => "BuildStream builds here: NO\n",
+            BuildsHere::Undecided => "BuildStream builds here: undecided (a blocker check could not decide)\n",
+            BuildsHere::NotAssessed => "not assessed: no blocker among the checks run, but the run left out checks of the buildstream profile\n",
+        });
+        let list = |title: &str, items: &[Finding], out: &mut String| {
+            if !items.is_empty() {
+                out.push_str(&format!("  {title}:\n"));
+                for f in items {
+                    out.push_str(&format!("    {} {}: {}\n", f.verdict, f.id, f.reason));
+                }
+            }
+        };
+        list("blockers (root causes first)", &self.blockers, &mut out);
+        list("undecided blockers", &self.undecided, &mut out);
+        let unavailable: Vec<_> = self.features.iter().filter(|(_, f)| !f.state.usable()).collect();
+        if !unavailable.is_empty() {
+            out.push_str("  features unavailable (only elements using them are affected):\n");
+            for (name, f) in unavailable {
+                let ids: Vec<&str> = f.checks.iter().filter(|c| c.verdict != VerdictKind::Skip).map(|c| c.id.as_str()).collect();
+                out.push_str(&format!("    {name}: {} ({})\n", f.state.label(), ids.join(", ")));
+            }
+        }
+        let available: Vec<&str> = self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
+        if !available.is_empty() {
+            out.push_str(&format!("  features available: {}\n", available.join(", ")));
+        }
+        if !self.hang_risks.is_empty() {
+            out.push_str("  hang risks (requests left queued instead of answered; bst would wait for ever):\n");
+            for f in &self.hang_risks {
+                out.push_str(&format!("    {}: {}\n", f.id, f.reason));
+            }
+        }
+        if !self.spec_deviations.is_empty() {
+            let ids: Vec<&str> = self.spec_deviations.iter().map(|f| f.id.as_str()).collect();
+            out.push_str(&format!("  spec deviations BuildStream does not rely on: {}\n", ids.join(", ")));
+        }
+        if !self.needed_unavailable.is_empty() {
+            out.push_str(&format!("  needed (--needs) but unavailable: {}\n", self.needed_unavailable.join(", ")));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::Verdict;
+
+    fn result(id: &str, impact: &str, verdict: Verdict) -> CheckResult {
+        CheckResult {
+            id: id.into(),
+            suite: id.split('.').next().unwrap_or_default().into(),
+            title: String::new(),
+            severity: crate::suite::Severity::Must,
+            impact: impact.parse().unwrap(),
+            tags: Vec::new(),
+            source: String::new(),
+            verdict,
+            hint: None,
+            duration: Default::default(),
+        }
+    }
+
+    fn summary(results: Vec<CheckResult>) -> RunSummary {
+        RunSummary {
+            target: "t".into(),
+            instance: String::new(),
+            server: None,
+            needs: Vec::new(),
+            partial: false,
+            results,
+            started_at: 0,
+            startup_time: Default::default(),
+            startup_steps: Vec::new(),
+            wall_time: Default::default(),
+        }
+    }
+
+    #[test]
+    fn spec_failures_do_not_block_and_refusals_are_told_apart() {
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", Verdict::pass("ok").with_outcome(OutcomeClass::Completed)),
+            result("protocol.missing-input-code", "spec", Verdict::new(VerdictKind::Fail, "INTERNAL")),
+            result("sandbox.unix-uid", "feature:build-uid", Verdict::pass("rejected").with_outcome(OutcomeClass::Rejected)),
+            result("outputs.mtime", "feature:workspaces", Verdict::new(VerdictKind::Warn, "constant").with_outcome(OutcomeClass::Completed)),
+            result("platform.foreign-isa", "blocker", Verdict::pass("queued").with_outcome(OutcomeClass::Queued)),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!(r.builds_here, BuildsHere::Yes);
+        assert_eq!(r.exit_code(), 0);
+        assert_eq!(r.features["build-uid"].state, FeatureState::RefusedCleanly);
+        assert_eq!(r.features["workspaces"].state, FeatureState::Broken);
+        assert_eq!(r.hang_risks.len(), 1);
+        assert_eq!(r.spec_deviations.len(), 1);
+        let needing = assess(&s, &["build-uid".to_string()]);
+        assert_eq!((needing.exit_code(), needing.needed_unavailable.clone()), (1, vec!["build-uid".to_string()]));
+        assert!(r.render().contains("build-uid: refused cleanly (sandbox.unix-uid)"), "{}", r.render());
+    }
+
+    #[test]
+    fn blockers_fail_the_gate_root_causes_first_and_errors_leave_it_undecided() {
+        let s = summary(vec![
+            result("sandbox.proc-own-processes", "blocker", Verdict::new(VerdictKind::Fail, "no procfs")),
+            result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!((r.builds_here, r.exit_code()), (BuildsHere::No, 1));
+        assert_eq!(r.blockers[0].id, "input-root.root-entries");
+        let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);
+        assert_eq!(assess(&s, &[]).exit_code(), 2);
+    }
+}
