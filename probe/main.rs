@@ -313,6 +313,9 @@ fn describe_path(path: &str, errors: &mut Vec<String>) -> Json {
         Json::Null
     };
     fields.push(("content".to_string(), content));
+    // Whether the path leads somewhere once symlinks are followed
+    // (/dev/stdin -> /proc/self/fd/0 dangles without /proc).
+    fields.push(("reachable".to_string(), Json::Bool(fs::metadata(path).is_ok())));
     fields.push(("link_target".to_string(), link_target));
     fields.push(("resolved".to_string(), resolved));
     Json::Obj(fields)

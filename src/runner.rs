@@ -191,7 +191,8 @@ impl Harness {
             Err(e) => return Verdict::error(e),
         };
         let expected = check.expect.outcome_set();
-        let budget = if expected.contains(OutcomeClass::Queued) { self.options.queue_wait } else { self.options.timeout };
+        // An action that must not run only needs long enough to see it answered or left queued.
+        let budget = if expected.contains(OutcomeClass::Completed) { self.options.timeout } else { self.options.queue_wait };
         let (outcome, trace) = self.execute(&prepared, budget).await;
         let outcome = match outcome {
             Ok(o) => o,

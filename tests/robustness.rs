@@ -60,6 +60,26 @@ fn hanging_server_is_error_for_every_check_within_the_budget() {
 }
 
 #[test]
+fn refusals_prove_nothing_on_a_cluster_that_runs_nothing() {
+    let rt = runtime();
+    rt.block_on(async {
+        // Every Execute refused: a negative check alone would PASS ("rejected").
+        let server = DefectServer::start(&[Defect::ExecutesNothing]).await.unwrap();
+        let summary = run(&server, "platform.", quick_options()).await;
+        let (_, checks) = select_checks(&SelectArgs { profile: Profile::All, filters: vec!["platform.".into()], ..Default::default() }).unwrap();
+        for (r, c) in summary.results.iter().zip(&checks) {
+            if c.control {
+                assert_eq!(r.verdict.kind, VerdictKind::Error, "{}: {}", r.id, r.verdict.reason);
+                assert!(r.verdict.reason.contains("positive control"), "{}: {}", r.id, r.verdict.reason);
+            } else {
+                assert_ne!(r.verdict.kind, VerdictKind::Pass, "{}: {}", r.id, r.verdict.reason);
+            }
+        }
+        server.stop().await;
+    });
+}
+
+#[test]
 fn slow_server_beyond_the_rpc_deadline_is_error() {
     let rt = runtime();
     rt.block_on(async {

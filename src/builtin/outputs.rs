@@ -152,6 +152,19 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
                 }
             }
         }
+        // Logs of the command come back too (BuildStream shows them for failed builds).
+        let said: Vec<&String> = check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| &w[1]).collect();
+        if !said.is_empty() {
+            let stderr = match h.probe_output(&outcome).await {
+                Ok(Some(p)) => p.stderr_excerpt,
+                Ok(None) => String::new(),
+                Err(e) => return Verdict::error(e),
+            };
+            if let Some(missing) = said.iter().find(|text| !stderr.contains(text.as_str())) {
+                return Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote"))
+                    .with("stderr", Some(format!("contains {missing:?}")), stderr);
+            }
+        }
         Verdict::pass(format!("output directories {got:?}; found {found:?}"))
     })
 }
@@ -215,7 +228,21 @@ pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFutur
             return Verdict::new(unmet(check), format!("output files without mtime: {without:?}"))
                 .with("node_properties.mtime", Some("set on every output file".into()), format!("missing on {without:?}"));
         }
-        Verdict::pass(format!("{} output file(s), each with its mtime", files.len()))
+        // Unchanged inputs keep their staged mtime (paths relative to the working directory).
+        let workdir = check.action.working_directory.clone().unwrap_or_else(|| crate::action::DEFAULT_WORKDIR.to_string());
+        for entry in &check.action.input_root {
+            let crate::suite::EntrySpec::File { file, mtime: Some(staged), .. } = entry else { continue };
+            let Some(rel) = file.strip_prefix(&format!("{workdir}/")) else { continue };
+            let got = entries.get(rel).and_then(|e| match e {
+                OutputEntry::File { mtime, .. } => *mtime,
+                _ => None,
+            });
+            if got != Some(*staged) {
+                return Verdict::new(unmet(check), format!("unchanged input `{rel}` came back with mtime {got:?}, staged with {staged}"))
+                    .with(format!("{rel} mtime"), Some(staged.to_string()), format!("{got:?}"));
+            }
+        }
+        Verdict::pass(format!("{} output file(s), each with its mtime; unchanged inputs kept theirs", files.len()))
     })
 }
 

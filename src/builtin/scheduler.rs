@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use super::unmet;
 use crate::execute::Outcome;
 use crate::runner::Harness;
-use crate::suite::CheckSpec;
+use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};
 
@@ -151,6 +151,10 @@ pub(super) fn lease_when_matching_bot_appears<'a>(h: &'a Harness, check: &'a Che
         decoy.stop().await;
         if let Ok((outcome, _)) = early {
             let observed = match outcome {
+                // Refusing a platform no worker has is the spec's answer; then nothing waits for a bot.
+                Ok(o) if matches!(o.class(), OutcomeClass::Rejected | OutcomeClass::Failed) && decoy_leases == 0 => {
+                    return Verdict::skip(format!("the server answers a platform no worker has at once ({}), so no action waits for a new bot", o.describe()));
+                }
                 Ok(o) => o.describe(),
                 Err(e) => return Verdict::error(e.to_string()),
             };

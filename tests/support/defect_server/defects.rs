@@ -43,7 +43,7 @@ defects! {
     DevMissingNodes = "dev-missing-nodes":
         "gives /dev only a null node (no full, random, urandom, zero)",
     NoDevShm = "no-dev-shm":
-        "gives /dev its device nodes but no /dev/shm",
+        "gives /dev only its device nodes, as a chroot with mknod'ed nodes does: no /dev/shm, no /dev/fd or /dev/std* links",
     SharedNetwork = "shared-network":
         "does not unshare the network namespace, so the host's interfaces are visible",
     NonRootUid = "non-root-uid":
@@ -62,6 +62,8 @@ defects! {
         "ignores the SubtreeReadOnly directory property: the whole input root is writable",
     MtimeIgnored = "mtime-ignored":
         "ignores mtime node properties: input files get the staging time, outputs carry no mtime",
+    ConstantOutputMtime = "constant-output-mtime":
+        "reports the same mtime on every output file, whatever the file's own",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
     RunnerExecsEnv = "runner-execs-env":
@@ -79,6 +81,10 @@ defects! {
         "reads platform properties from the Command only, ignoring Action.platform",
     PlatformFromActionOnly = "platform-from-action-only":
         "reads platform properties from the Action only, ignoring Command.platform",
+    UnmatchedPlatformQueued = "unmatched-platform-queued":
+        "keeps an action for a platform no worker has queued for ever instead of answering FAILED_PRECONDITION, as BuildGrid does by default",
+    ExactPlatformMatch = "exact-platform-match":
+        "reads the platform from the Action only and needs it to equal a worker's exactly, as Buildbarn does: a platform given on the Command alone matches no worker",
     SchedulerIgnoresPlatform = "scheduler-ignores-platform":
         "hands any queued action to any bot of the Remote Workers API, whatever the bot's platform properties",
     UnsortedEnvRejected = "unsorted-env-rejected":
@@ -86,6 +92,8 @@ defects! {
     // --- outputs ---
     OutputsDroppedOnFailure = "outputs-dropped-on-failure":
         "uploads no outputs, stdout or stderr when the command exits non-zero",
+    LogsDroppedOnFailure = "logs-dropped-on-failure":
+        "uploads the outputs but empty stdout and stderr when the command exits non-zero",
     EscapingOutputPathsRefused = "escaping-output-paths-refused":
         "refuses (INVALID_ARGUMENT in ExecuteResponse.status) output paths that leave the working directory",
     OutputFilesForDirs = "output-files-for-dirs":
@@ -135,6 +143,8 @@ defects! {
         "cuts the connection after the first Execute message, without a gRPC status",
     Garbage = "garbage":
         "finishes operations with a response Any typed as ExecuteResponse but holding random bytes",
+    ExecutesNothing = "executes-nothing":
+        "refuses every Execute with FAILED_PRECONDITION, whatever the platform: a cluster with no usable worker",
     WrongDigests = "wrong-digests":
         "returns blob data that does not match the digest from BatchReadBlobs and ByteStream.Read",
 }

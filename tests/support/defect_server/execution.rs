@@ -328,6 +328,9 @@ fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Stat
             return Err(Status::invalid_argument("environment variables are not sorted by name"));
         }
     }
+    if defects.has(Defect::ExecutesNothing) {
+        return Err(Status::failed_precondition("no worker can run this action"));
+    }
     let placement = place(&action, &command, defects, &shared.host_isa)?;
     Ok(Prepared::Job(Box::new(Job {
         action_digest: action_digest.clone(),
@@ -623,7 +626,9 @@ async fn run_in_dir(
         let wanted = if shared.defects.has(Defect::MtimeIgnored) {
             WantedProperties::default()
         } else {
-            WantedProperties::from_command(command)
+            let mut wanted = WantedProperties::from_command(command);
+            wanted.constant_mtime = shared.defects.has(Defect::ConstantOutputMtime);
+            wanted
         };
         tokio::task::spawn_blocking(move || collect_result(&shared, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path))
             .await
@@ -669,7 +674,11 @@ fn collect_result(
     if defects.has(Defect::StdoutTruncated) {
         stdout.truncate(stdout.len() / 2);
     }
-    let stderr = std::fs::read(stderr_path)?;
+    let mut stderr = std::fs::read(stderr_path)?;
+    if exit_code != 0 && defects.has(Defect::LogsDroppedOnFailure) {
+        stdout.clear();
+        stderr.clear();
+    }
     result.stdout_digest = Some(shared.blobs.put(Bytes::from(stdout.clone())));
     result.stderr_digest = Some(shared.blobs.put(Bytes::from(stderr.clone())));
     if stdout.len() < INLINE_LOG_LIMIT {

@@ -41,19 +41,23 @@ pub(crate) struct OutputRequest {
 pub(crate) struct WantedProperties {
     pub(crate) mtime: bool,
     pub(crate) unix_mode: bool,
+    /// `constant-output-mtime`: every mtime reported as the same instant.
+    pub(crate) constant_mtime: bool,
 }
 
 impl WantedProperties {
     pub(crate) fn from_command(command: &re::Command) -> WantedProperties {
         let wants = |name: &str| command.output_node_properties.iter().any(|p| p == name);
-        WantedProperties { mtime: wants("mtime"), unix_mode: wants("unix_mode") }
+        WantedProperties { mtime: wants("mtime"), unix_mode: wants("unix_mode"), constant_mtime: false }
     }
 
     fn of(self, meta: &fs::Metadata) -> Option<re::NodeProperties> {
         if !self.mtime && !self.unix_mode {
             return None;
         }
-        let mtime = if self.mtime {
+        let mtime = if self.mtime && self.constant_mtime {
+            Some(Timestamp { seconds: 1_000_000_000, nanos: 0 })
+        } else if self.mtime {
             meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| Timestamp {
                 seconds: d.as_secs() as i64,
                 nanos: d.subsec_nanos() as i32,

@@ -55,7 +55,7 @@ pub(crate) fn requested_platform<'a>(action: &'a re::Action, command: &'a re::Co
     let from_command = command.platform.as_ref().map(|p| p.properties.as_slice()).unwrap_or_default();
     let read_action = if defects.has(Defect::PlatformFromCommandOnly) {
         false
-    } else if defects.has(Defect::PlatformFromActionOnly) {
+    } else if defects.has(Defect::PlatformFromActionOnly) || defects.has(Defect::ExactPlatformMatch) {
         true
     } else {
         !from_action.is_empty()
@@ -90,6 +90,13 @@ pub(crate) fn place(
 
     let mut run_as = RunAs::default();
     let mut unmatched = Vec::new();
+    if defects.has(Defect::ExactPlatformMatch) {
+        for name in ["ISA", "OSFamily"] {
+            if !requested.contains_key(name) {
+                unmatched.push(format!("no worker has a platform without {name}"));
+            }
+        }
+    }
     for (name, values) in &requested {
         let value = values[0];
         if values.iter().any(|v| *v != value) {
@@ -121,10 +128,12 @@ pub(crate) fn place(
     }
     if unmatched.is_empty() {
         Ok(Placement::Run(run_as))
-    } else if defects.has(Defect::IsaNamedDifferently) {
-        // Like Buildbarn: what no worker matches is refused at once.
-        Err(Status::failed_precondition(format!("no workers exist for this platform: {}", unmatched.join("; "))))
-    } else {
+    } else if defects.has(Defect::UnmatchedPlatformQueued) || defects.has(Defect::SchedulerIgnoresPlatform) {
+        // Like BuildGrid: wait for a worker that may never come (or, with
+        // `scheduler-ignores-platform`, hand it to whichever bot asks).
         Ok(Placement::Queue(unmatched.join("; ")))
+    } else {
+        // The spec's answer for "no worker being available".
+        Err(Status::failed_precondition(format!("no workers exist for this platform: {}", unmatched.join("; "))))
     }
 }
