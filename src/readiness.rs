@@ -186,12 +186,13 @@ impl Readiness {
 
     /// The summary for the terminal.
     pub fn render(&self) -> String {
-        let mut out = String::from("BuildStream readiness: ");
-        out.push_str(match self.builds_here {
+        let mut out = String::from(match self.builds_here {
             BuildsHere::Yes => "BuildStream builds here: yes\n",
             BuildsHere::No => "BuildStream builds here: NO\n",
             BuildsHere::Undecided => "BuildStream builds here: undecided (a blocker check could not decide)\n",
-            BuildsHere::NotAssessed => "not assessed: no blocker among the checks run, but the run left out checks of the buildstream profile\n",
+            BuildsHere::NotAssessed => {
+                "BuildStream builds here: not assessed (no blocker among the checks run, but the run left out checks of the buildstream profile)\n"
+            }
         });
         let list = |title: &str, items: &[Finding], out: &mut String| {
             if !items.is_empty() {

@@ -508,7 +508,7 @@ mod tests {
     use rstest::rstest;
 
     const HEAD: &str = "suite: s\ntitle: t\nchecks:\n";
-    const CHECK: &str = "    title: t\n    requirement: r\n    source: x\n    severity: MUST\n";
+    const CHECK: &str = "    title: t\n    requirement: r\n    source: x\n    severity: MUST\n    impact: spec\n";
 
     fn parse(body: &str) -> Result<Suite, SuiteError> {
         parse_suite(Path::new("suites/s.yaml"), &format!("{HEAD}{body}"))
@@ -529,7 +529,7 @@ mod tests {
     #[test]
     fn duplicate_id_names_the_line_of_the_second() {
         let err = parse(&format!("  - id: s.a\n{CHECK}  - id: s.a\n{CHECK}")).unwrap_err();
-        assert_eq!(err.location, "suites/s.yaml:9");
+        assert_eq!(err.location, "suites/s.yaml:10");
         assert!(err.message.contains("duplicate check id `s.a`"));
     }
 
@@ -552,7 +552,18 @@ mod tests {
     #[test]
     fn type_errors_carry_the_line() {
         let err = parse(&format!("  - id: s.a\n{CHECK}    expect:\n      exit_code: zero\n")).unwrap_err();
-        assert_eq!(err.location, "suites/s.yaml:10", "{err}");
+        assert_eq!(err.location, "suites/s.yaml:11", "{err}");
+    }
+
+    #[rstest]
+    #[case("    impact: sometimes\n", "expected blocker, spec or feature:NAME")]
+    #[case("    builtin: no-such-builtin\n", "names no built-in check")]
+    fn impact_and_builtin_are_checked_at_load(#[case] extra: &str, #[case] msg: &str) {
+        let check = CHECK.replace("    impact: spec\n", "");
+        let body = if extra.contains("impact") { format!("  - id: s.a\n{check}{extra}") } else { format!("  - id: s.a\n{CHECK}{extra}") };
+        let err = parse(&body).unwrap_err();
+        assert!(err.message.contains(msg), "{err}");
+        assert_eq!(err.location, "suites/s.yaml:4", "{err}");
     }
 
     #[test]

@@ -250,36 +250,7 @@ pub fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     if let Some(bgd) = which("bgd") {
         return Ok(bgd);
     }
-    let venv = local::cache_root().join("buildgrid-0.4.4");
-    let bgd = venv.join("bin/bgd");
-    let done = venv.join(".reapi-conformance-complete");
-    if done.is_file() && bgd.is_file() {
-        return Ok(bgd);
-    }
-    // A virtualenv cannot be moved into place, so concurrent first runs take turns.
-    let _lock = local::lock_file(&venv.with_extension("lock"))?;
-    if done.is_file() && bgd.is_file() {
-        return Ok(bgd);
-    }
-    let python = which("python3")
-        .ok_or_else(|| ClusterError(format!("bgd is not on PATH and python3 is missing to install it: {INSTALL_BGD}")))?;
-    eprintln!("provisioning BuildGrid ({BUILDGRID_PACKAGE}) into {} (once; about 30 s)", venv.display());
-    let _ = std::fs::remove_dir_all(&venv);
-    let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), ClusterError> {
-        let out = cmd.output().map_err(|e| ClusterError(format!("{what}: {e}")))?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(ClusterError(format!("{what} failed: {}", err.lines().last().unwrap_or("no message"))))
-    };
-    run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
-    run(
-        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", BUILDGRID_PACKAGE]),
-        "pip install buildgrid",
-    )?;
-    std::fs::write(&done, BUILDGRID_PACKAGE).map_err(|e| io_err("cannot write", &done, e))?;
-    Ok(bgd)
+    local::pip_tool("buildgrid-0.4.4", BUILDGRID_PACKAGE, "bgd", &format!("bgd is not on PATH: {INSTALL_BGD}"))
 }
 
 fn find_postgres(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {

