@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    command, platform, Action, Command, Digest, Platform,
-};
+use bazel_remote_apis::build::bazel::remote::execution::v2::{command, platform, Action, Command, Digest, Platform};
 
 use crate::digest;
 use crate::suite::{ActionSpec, EntrySpec, PlatformPlacement};

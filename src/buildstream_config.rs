@@ -70,7 +70,11 @@ fn service(value: &Value, at: &str, base: &Path) -> Result<Service, String> {
     if let Some(auth) = get(map, "auth") {
         let at = format!("{at}.auth");
         let auth = auth.as_mapping().ok_or_else(|| format!("{at} must be a mapping"))?;
-        check_keys(auth, &["server-cert", "client-key", "client-cert", "access-token", "access-token-reload-interval"], &at)?;
+        check_keys(
+            auth,
+            &["server-cert", "client-key", "client-cert", "access-token", "access-token-reload-interval"],
+            &at,
+        )?;
         let path = |k: &str| string(auth, k, &at).map(|v| v.map(|p| expand(&p, base)));
         s.server_cert = path("server-cert")?;
         s.client_key = path("client-key")?;
@@ -95,12 +99,15 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectOptions, String> {
         .get("remote-execution")
         .and_then(Value::as_mapping)
         .ok_or_else(|| fail("no `remote-execution` section".into()))?;
-    check_keys(section, &["execution-service", "storage-service", "action-cache-service"], "remote-execution").map_err(fail)?;
+    check_keys(section, &["execution-service", "storage-service", "action-cache-service"], "remote-execution")
+        .map_err(fail)?;
     let exec = get(section, "execution-service")
         .map(|v| service(v, "remote-execution.execution-service", base))
         .transpose()
         .map_err(fail)?
-        .ok_or_else(|| fail("remote-execution.execution-service is missing: the suites need an execution service".into()))?;
+        .ok_or_else(|| {
+            fail("remote-execution.execution-service is missing: the suites need an execution service".into())
+        })?;
     let storage = match get(section, "storage-service") {
         Some(v) => service(v, "remote-execution.storage-service", base).map_err(fail)?,
         None => match root.get("cache").and_then(|c| c.get("storage-service")) {
@@ -166,7 +173,10 @@ mod tests {
         assert_eq!(o.endpoint, "https://exec.example.invalid:443");
         assert_eq!(o.cas_endpoint.as_deref(), Some("https://cas.example.invalid:443"));
         assert_eq!(o.ac_endpoint.as_deref(), Some("https://ac.example.invalid:443"));
-        assert_eq!((o.instance.as_str(), o.cas_instance.as_deref(), o.ac_instance.as_deref()), ("exec", Some("store"), Some("ac")));
+        assert_eq!(
+            (o.instance.as_str(), o.cas_instance.as_deref(), o.ac_instance.as_deref()),
+            ("exec", Some("store"), Some("ac"))
+        );
         assert_eq!(o.server_cert.unwrap(), fixture("certs/ca.pem"));
         assert_eq!(o.client_key.unwrap(), fixture("certs/client.key"));
         assert_eq!(o.token_file.unwrap(), fixture("certs/token"));

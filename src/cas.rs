@@ -62,7 +62,8 @@ pub struct Cas {
 impl Cas {
     pub fn new(clients: Clients, max_batch_total_size_bytes: i64) -> Self {
         // 0 means "no server limit"; gRPC's default message size (4 MiB) still applies.
-        let max_batch = if max_batch_total_size_bytes <= 0 { 4 * 1024 * 1024 } else { max_batch_total_size_bytes as usize };
+        let max_batch =
+            if max_batch_total_size_bytes <= 0 { 4 * 1024 * 1024 } else { max_batch_total_size_bytes as usize };
         Cas { clients, max_batch, present: Arc::default() }
     }
 
@@ -84,7 +85,11 @@ impl Cas {
                 blob_digests: group.iter().map(|d| (*d).clone()).collect(),
                 digest_function: 0,
             });
-            let resp = self.clients.call(self.clients.cas.clone().find_missing_blobs(req)).await.map_err(|s| CasError::rpc("FindMissingBlobs", s))?;
+            let resp = self
+                .clients
+                .call(self.clients.cas.clone().find_missing_blobs(req))
+                .await
+                .map_err(|s| CasError::rpc("FindMissingBlobs", s))?;
             missing.extend(resp.missing_blob_digests);
         }
         let mut batch: Vec<batch_update_blobs_request::Request> = Vec::new();
@@ -92,7 +97,11 @@ impl Cas {
         for d in &missing {
             let data = &blobs
                 .get(&d.hash)
-                .ok_or_else(|| CasError::Blob { op: "FindMissingBlobs", digest: digest::show(d), why: "was not asked about".into() })?
+                .ok_or_else(|| CasError::Blob {
+                    op: "FindMissingBlobs",
+                    digest: digest::show(d),
+                    why: "was not asked about".into(),
+                })?
                 .1;
             let cost = data.len() + BATCH_OVERHEAD;
             if cost > self.max_batch {
@@ -104,7 +113,11 @@ impl Cas {
                 batch_size = 0;
             }
             batch_size += cost;
-            batch.push(batch_update_blobs_request::Request { digest: Some(d.clone()), data: data.to_vec(), compressor: 0 });
+            batch.push(batch_update_blobs_request::Request {
+                digest: Some(d.clone()),
+                data: data.to_vec(),
+                compressor: 0,
+            });
         }
         self.send_batch(batch).await?;
         let mut present = self.present.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,7 +134,11 @@ impl Cas {
             requests,
             digest_function: 0,
         });
-        let resp = self.clients.call(self.clients.cas.clone().batch_update_blobs(req)).await.map_err(|s| CasError::rpc("BatchUpdateBlobs", s))?;
+        let resp = self
+            .clients
+            .call(self.clients.cas.clone().batch_update_blobs(req))
+            .await
+            .map_err(|s| CasError::rpc("BatchUpdateBlobs", s))?;
         for r in resp.responses {
             let status = r.status.unwrap_or_default();
             if status.code != 0 {
@@ -136,7 +153,11 @@ impl Cas {
     }
 
     pub(crate) async fn write_bytestream(&self, d: &Digest, data: &Arc<Vec<u8>>) -> Result<(), CasError> {
-        let prefix = if self.clients.cas_instance.is_empty() { String::new() } else { format!("{}/", self.clients.cas_instance) };
+        let prefix = if self.clients.cas_instance.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.clients.cas_instance)
+        };
         let resource = format!("{prefix}uploads/{}/blobs/{}/{}", uuid::Uuid::new_v4(), d.hash, d.size_bytes);
         let data = data.clone();
         let total = data.len();
@@ -155,7 +176,11 @@ impl Cas {
         let mut req = tonic::Request::new(tokio_stream::iter(chunks));
         // Large writes get a proportionally longer deadline (at least 1 MiB/s).
         req.set_timeout(self.clients.rpc_timeout + std::time::Duration::from_secs((total / WRITE_CHUNK) as u64));
-        let resp = self.clients.call(self.clients.bytestream.clone().write(req)).await.map_err(|s| CasError::rpc("ByteStream.Write", s))?;
+        let resp = self
+            .clients
+            .call(self.clients.bytestream.clone().write(req))
+            .await
+            .map_err(|s| CasError::rpc("ByteStream.Write", s))?;
         let committed = resp.committed_size;
         // A server may answer early with the full size when it already has the blob.
         if committed != total as i64 {
@@ -187,7 +212,11 @@ impl Cas {
                 acceptable_compressors: vec![],
                 digest_function: 0,
             });
-            let resp = self.clients.call(self.clients.cas.clone().batch_read_blobs(req)).await.map_err(|s| CasError::rpc("BatchReadBlobs", s))?;
+            let resp = self
+                .clients
+                .call(self.clients.cas.clone().batch_read_blobs(req))
+                .await
+                .map_err(|s| CasError::rpc("BatchReadBlobs", s))?;
             let r = resp.responses.into_iter().next().ok_or_else(|| CasError::Blob {
                 op: "BatchReadBlobs",
                 digest: digest::show(d),
@@ -217,18 +246,31 @@ impl Cas {
     }
 
     pub(crate) async fn read_bytestream(&self, d: &Digest) -> Result<Vec<u8>, CasError> {
-        let prefix = if self.clients.cas_instance.is_empty() { String::new() } else { format!("{}/", self.clients.cas_instance) };
+        let prefix = if self.clients.cas_instance.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.clients.cas_instance)
+        };
         let req = self.clients.request(ReadRequest {
             resource_name: format!("{prefix}blobs/{}/{}", d.hash, d.size_bytes),
             read_offset: 0,
             read_limit: 0,
         });
         let deadline = tokio::time::Instant::now() + self.clients.rpc_timeout;
-        let mut stream = self.clients.call(self.clients.bytestream.clone().read(req)).await.map_err(|s| CasError::rpc("ByteStream.Read", s))?;
+        let mut stream = self
+            .clients
+            .call(self.clients.bytestream.clone().read(req))
+            .await
+            .map_err(|s| CasError::rpc("ByteStream.Read", s))?;
         let mut data = Vec::with_capacity((d.size_bytes.max(0) as usize).min(INITIAL_BUFFER));
         loop {
             match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Err(CasError::rpc("ByteStream.Read", tonic::Status::deadline_exceeded("read did not finish in time"))),
+                Err(_) => {
+                    return Err(CasError::rpc(
+                        "ByteStream.Read",
+                        tonic::Status::deadline_exceeded("read did not finish in time"),
+                    ))
+                }
                 Ok(Err(s)) => return Err(CasError::rpc("ByteStream.Read", s)),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {

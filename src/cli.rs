@@ -248,7 +248,8 @@ fn check_writable(path: &std::path::Path, flag: &str) -> Result<(), String> {
     if !parent.is_dir() {
         return Err(format!("{flag} {}: directory {} does not exist", path.display(), parent.display()));
     }
-    let c = std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
+    let c =
+        std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
     // Sound: `c` is a valid NUL-terminated path for the duration of the call.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
         return Err(format!("{flag} {}: directory {} is not writable", path.display(), parent.display()));
@@ -384,10 +385,8 @@ pub async fn execute_run(
 ) -> Result<RunEnd, String> {
     tokio::pin!(interrupt);
     let start = Instant::now();
-    let started_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let started_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let target = cluster.name();
     let started = tokio::select! {
         s = cluster.start() => s,
@@ -432,7 +431,7 @@ pub async fn execute_run(
         instance: connect.instance,
         server: None,
         needs: Vec::new(),
-            partial: false,
+        partial: false,
         results,
         started_at,
         startup_time,
@@ -469,7 +468,11 @@ fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
 /// systems cancel with SIGTERM, closed terminals send SIGHUP.
 async fn termination_signal() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [(SignalKind::interrupt(), libc::SIGINT), (SignalKind::terminate(), libc::SIGTERM), (SignalKind::hangup(), libc::SIGHUP)];
+    let kinds = [
+        (SignalKind::interrupt(), libc::SIGINT),
+        (SignalKind::terminate(), libc::SIGTERM),
+        (SignalKind::hangup(), libc::SIGHUP),
+    ];
     let mut waits = Vec::new();
     for (kind, number) in kinds {
         if let Ok(mut stream) = signal(kind) {
@@ -548,7 +551,9 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     }
     // Each report on its own: one that cannot be written does not lose the other.
     let mut write_errors = Vec::new();
-    for (path, text) in [(&args.junit, report::junit::render as fn(&RunSummary) -> String), (&args.json, report::json::render)] {
+    for (path, text) in
+        [(&args.junit, report::junit::render as fn(&RunSummary) -> String), (&args.json, report::json::render)]
+    {
         if let Some(path) = path {
             if let Err(e) = write_file(path, &text(&summary)) {
                 write_errors.push(e);
@@ -569,7 +574,11 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     }
     // The buildstream profile answers "does BuildStream build here": spec
     // deviations are reported but do not fail it. Other profiles gate on every FAIL.
-    Ok(if gate_on_readiness { crate::readiness::assess(&summary, &summary.needs).exit_code() } else { summary.exit_code() })
+    Ok(if gate_on_readiness {
+        crate::readiness::assess(&summary, &summary.needs).exit_code()
+    } else {
+        summary.exit_code()
+    })
 }
 
 fn list(args: SelectArgs) -> Result<i32, String> {
@@ -610,7 +619,11 @@ pub fn buildstream_config_for(target: &ConnectOptions) -> String {
         "remote-execution:\n{}{}{}",
         service("execution-service", &target.endpoint, &target.instance),
         service("storage-service", cas, cas_instance),
-        service("action-cache-service", target.ac_endpoint.as_deref().unwrap_or(cas), target.ac_instance.as_deref().unwrap_or(cas_instance)),
+        service(
+            "action-cache-service",
+            target.ac_endpoint.as_deref().unwrap_or(cas),
+            target.ac_instance.as_deref().unwrap_or(cas_instance)
+        ),
     )
 }
 

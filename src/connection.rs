@@ -54,11 +54,13 @@ impl ConnectOptions {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-        let urls = [Some(&self.endpoint), self.cas_endpoint.as_ref(), self.ac_endpoint.as_ref(), self.bots_endpoint.as_ref()];
+        let urls =
+            [Some(&self.endpoint), self.cas_endpoint.as_ref(), self.ac_endpoint.as_ref(), self.bots_endpoint.as_ref()];
         for url in urls.into_iter().flatten() {
             parse_endpoint(url)?;
         }
-        let pem_error = |what: &'static str, path: &PathBuf, why: String| ConnectError::Pem { what, path: path.clone(), why };
+        let pem_error =
+            |what: &'static str, path: &PathBuf, why: String| ConnectError::Pem { what, path: path.clone(), why };
         for (what, path) in [("server certificate", &self.server_cert), ("client certificate", &self.client_cert)] {
             if let Some(path) = path {
                 let pem = read(what, path)?;
@@ -86,8 +88,11 @@ impl ConnectOptions {
 
 /// The `authorization` header value for a token file: its content, trimmed.
 fn bearer(path: &PathBuf) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
-    let raw = std::fs::read_to_string(path)
-        .map_err(|source| ConnectError::File { what: "token file", path: path.clone(), source })?;
+    let raw = std::fs::read_to_string(path).map_err(|source| ConnectError::File {
+        what: "token file",
+        path: path.clone(),
+        source,
+    })?;
     let token = raw.trim();
     if token.is_empty() {
         return Err(ConnectError::Token(path.clone(), "it is empty".into()));

@@ -104,7 +104,11 @@ pub fn check_assertion(a: &ProbeAssertion, report: &Value, vars: &Vars) -> Resul
     }
     if let Some(options) = &a.one_of {
         let options: Vec<Value> = options.iter().map(|o| vars.expand_json(o)).collect();
-        return if options.contains(value) { Ok(()) } else { fail(format!("one of {}", excerpt(&Value::Array(options)))) };
+        return if options.contains(value) {
+            Ok(())
+        } else {
+            fail(format!("one of {}", excerpt(&Value::Array(options))))
+        };
     }
     if let Some(needle) = &a.contains {
         let needle = vars.expand_json(needle);
@@ -165,7 +169,11 @@ pub fn command_ran(r: &bazel_remote_apis::build::bazel::remote::execution::v2::A
         || !r.output_symlinks.is_empty()
         || !r.output_file_symlinks.is_empty()
         || !r.output_directory_symlinks.is_empty();
-    started || r.exit_code != 0 || log(&r.stdout_raw, &r.stdout_digest) || log(&r.stderr_raw, &r.stderr_digest) || outputs
+    started
+        || r.exit_code != 0
+        || log(&r.stdout_raw, &r.stdout_digest)
+        || log(&r.stderr_raw, &r.stderr_digest)
+        || outputs
 }
 
 /// Judges a declarative check from what the server did.
@@ -186,32 +194,54 @@ pub fn judge_with_stages(
     judge_inner(check, outcome, stages, probe, vars).with_outcome(outcome.class())
 }
 
-fn judge_inner(check: &CheckSpec, outcome: &Outcome, stages: &[String], probe: Option<&ProbeOutput>, vars: &Vars) -> Verdict {
+fn judge_inner(
+    check: &CheckSpec,
+    outcome: &Outcome,
+    stages: &[String],
+    probe: Option<&ProbeOutput>,
+    vars: &Vars,
+) -> Verdict {
     let unmet = VerdictKind::for_unmet(check.severity);
     let expected = check.expect.outcome_set();
     let class = outcome.class();
     if !expected.contains(OutcomeClass::Completed) {
         let executed = stages.iter().any(|s| s == "EXECUTING") || outcome.result().is_some_and(command_ran);
         if executed && class != OutcomeClass::Completed {
-            return Verdict::new(unmet, format!("it ran on a worker and then ended {}", outcome.describe()))
-                .with("outcome", Some(format!("{}, without running", expected.describe())), format!("stages {}; {}", stages.join(" → "), outcome.describe()));
+            return Verdict::new(unmet, format!("it ran on a worker and then ended {}", outcome.describe())).with(
+                "outcome",
+                Some(format!("{}, without running", expected.describe())),
+                format!("stages {}; {}", stages.join(" → "), outcome.describe()),
+            );
         }
     }
     if !expected.contains(class) {
         // Queued at the budget on a check of a feature: elements using it
         // would wait for ever. A finding (hang risk), not an undecided run.
-        if class == OutcomeClass::Queued && check.impact.feature().is_some() && expected.contains(OutcomeClass::Completed) {
-            return Verdict::new(VerdictKind::Warn, format!("stays queued: {}", outcome.describe()))
-                .with("outcome", Some(expected.describe()), outcome.describe());
+        if class == OutcomeClass::Queued
+            && check.impact.feature().is_some()
+            && expected.contains(OutcomeClass::Completed)
+        {
+            return Verdict::new(VerdictKind::Warn, format!("stays queued: {}", outcome.describe())).with(
+                "outcome",
+                Some(expected.describe()),
+                outcome.describe(),
+            );
         }
         // Out of budget while expecting completion: nobody can tell whether it
         // would have finished, so the harness did not decide.
-        if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed) {
-            return Verdict::error(format!("undecided: {}", outcome.describe()))
-                .with("outcome", Some(expected.describe()), outcome.describe());
+        if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed)
+        {
+            return Verdict::error(format!("undecided: {}", outcome.describe())).with(
+                "outcome",
+                Some(expected.describe()),
+                outcome.describe(),
+            );
         }
-        return Verdict::new(unmet, format!("expected {}, got {}", expected.describe(), outcome.describe()))
-            .with("outcome", Some(expected.describe()), outcome.describe());
+        return Verdict::new(unmet, format!("expected {}, got {}", expected.describe(), outcome.describe())).with(
+            "outcome",
+            Some(expected.describe()),
+            outcome.describe(),
+        );
     }
     if class != OutcomeClass::Completed {
         return Verdict::pass(outcome.describe()).with("outcome", Some(expected.describe()), outcome.describe());
@@ -219,8 +249,11 @@ fn judge_inner(check: &CheckSpec, outcome: &Outcome, stages: &[String], probe: O
     let exit_code = outcome.result().map(|r| r.exit_code).unwrap_or_default();
     if let Some(want) = check.expect.exit_code {
         if exit_code != want {
-            let mut v = Verdict::new(unmet, format!("exit code {exit_code}, expected {want}"))
-                .with("exit_code", Some(want.to_string()), exit_code.to_string());
+            let mut v = Verdict::new(unmet, format!("exit code {exit_code}, expected {want}")).with(
+                "exit_code",
+                Some(want.to_string()),
+                exit_code.to_string(),
+            );
             if let Some(p) = probe {
                 v = v.with("stderr", None, p.stderr_excerpt.clone());
             }
@@ -308,8 +341,14 @@ mod tests {
         assert!(check_assertion(&assert_on("uname.isa", |a| a.equals = Some(json!("${foreign_isa}"))), &r, &v).is_err());
         assert!(check_assertion(&assert_on("root", |a| a.keys_include = Some(vec!["usr".into()])), &r, &v).is_ok());
         assert!(check_assertion(&assert_on("root", |a| a.keys_include = Some(vec!["etc".into()])), &r, &v).is_err());
-        assert!(check_assertion(&assert_on("root", |a| a.keys_within = Some(vec!["usr".into(), "proc".into()])), &r, &v).is_ok());
-        let (_, obs) = check_assertion(&assert_on("root", |a| a.keys_within = Some(vec!["usr".into()])), &r, &v).unwrap_err();
+        assert!(check_assertion(
+            &assert_on("root", |a| a.keys_within = Some(vec!["usr".into(), "proc".into()])),
+            &r,
+            &v
+        )
+        .is_ok());
+        let (_, obs) =
+            check_assertion(&assert_on("root", |a| a.keys_within = Some(vec!["usr".into()])), &r, &v).unwrap_err();
         assert!(obs.contains("proc"), "{obs}");
         assert!(check_assertion(&assert_on("pids", |a| a.length = Some(2)), &r, &v).is_ok());
         assert!(check_assertion(&assert_on("pids", |a| a.contains = Some(json!(3))), &r, &v).is_err());

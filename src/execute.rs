@@ -181,7 +181,11 @@ const MAX_RESUMES: usize = 3;
 /// Runs Execute and follows the operation to one of the outcome classes.
 /// Operations are recorded in `inflight` while they run (kept there if this
 /// future is dropped, so the caller can cancel them).
-pub async fn execute(clients: &Clients, params: &ExecuteParams, inflight: &Inflight) -> (Result<Outcome, ExecError>, Trace) {
+pub async fn execute(
+    clients: &Clients,
+    params: &ExecuteParams,
+    inflight: &Inflight,
+) -> (Result<Outcome, ExecError>, Trace) {
     let mut trace = Trace::default();
     let outcome = follow(clients, params, &mut trace, inflight).await;
     if let Some(name) = &trace.operation {
@@ -190,7 +194,12 @@ pub async fn execute(clients: &Clients, params: &ExecuteParams, inflight: &Infli
     (outcome, trace)
 }
 
-async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, inflight: &Inflight) -> Result<Outcome, ExecError> {
+async fn follow(
+    clients: &Clients,
+    params: &ExecuteParams,
+    trace: &mut Trace,
+    inflight: &Inflight,
+) -> Result<Outcome, ExecError> {
     let start = Instant::now();
     let deadline = start + params.budget;
     let mut req = tonic::Request::new(ExecuteRequest {
@@ -249,7 +258,8 @@ async fn follow(clients: &Clients, params: &ExecuteParams, trace: &mut Trace, in
                 return Err(ExecError(format!("{interrupted}; WaitExecution: {}", status.message())))
             }
             Ok(Err(status)) => {
-                let message = format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message());
+                let message =
+                    format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message());
                 return Ok(rejected(&status, message));
             }
         }
@@ -272,7 +282,8 @@ pub fn is_transport(status: &tonic::Status) -> bool {
 /// A unary answer with no message at all is garbled the same way.
 pub fn is_undecodable(status: &tonic::Status) -> bool {
     status.code() == Code::Internal
-        && (status.message().starts_with("failed to decode Protobuf message") || status.message() == "Missing response message.")
+        && (status.message().starts_with("failed to decode Protobuf message")
+            || status.message() == "Missing response message.")
 }
 
 fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {
@@ -313,7 +324,10 @@ pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome
         })),
         Some(operation::Result::Response(any)) => {
             if !any.type_url.ends_with("build.bazel.remote.execution.v2.ExecuteResponse") {
-                return Err(ExecError(format!("the final Operation's response is a `{}`, not an ExecuteResponse", any.type_url)));
+                return Err(ExecError(format!(
+                    "the final Operation's response is a `{}`, not an ExecuteResponse",
+                    any.type_url
+                )));
             }
             let response = ExecuteResponse::decode(&any.value[..])
                 .map_err(|e| ExecError(format!("the ExecuteResponse does not decode: {e}")))?;
@@ -341,7 +355,10 @@ async fn out_of_budget(clients: &Clients, trace: &Trace, start: Instant) -> Resu
     let Some(name) = trace.operation.clone() else {
         return Err(format!("no Operation received within {:.1}s", waited.as_secs_f64()));
     };
-    let cancel = match clients.call(clients.operations.clone().cancel_operation(clients.request(CancelOperationRequest { name }))).await {
+    let cancel = match clients
+        .call(clients.operations.clone().cancel_operation(clients.request(CancelOperationRequest { name })))
+        .await
+    {
         Ok(_) => "cancelled".to_string(),
         Err(s) => format!("CancelOperation answered {:?}", s.code()),
     };

@@ -56,7 +56,9 @@ fn recognise<'a>(file: &'a HintFile, summary: &RunSummary, known: Option<&str>) 
     let texts: Vec<&str> = summary
         .results
         .iter()
-        .flat_map(|r| std::iter::once(r.verdict.reason.as_str()).chain(r.verdict.evidence.iter().map(|e| e.observed.as_str())))
+        .flat_map(|r| {
+            std::iter::once(r.verdict.reason.as_str()).chain(r.verdict.evidence.iter().map(|e| e.observed.as_str()))
+        })
         .collect();
     file.servers
         .iter()
@@ -122,7 +124,11 @@ mod tests {
     #[test]
     fn recognised_from_error_text_and_hinted_by_root_cause() {
         let mut s = summary(vec![
-            result("platform.unknown-property", VerdictKind::Pass, "rejected: FailedPrecondition: No workers exist for instance name prefix \"\""),
+            result(
+                "platform.unknown-property",
+                VerdictKind::Pass,
+                "rejected: FailedPrecondition: No workers exist for instance name prefix \"\"",
+            ),
             result("sandbox.proc-own-processes", VerdictKind::Fail, "/proc is not a procfs"),
             result("sandbox.subtree-read-only", VerdictKind::Warn, "writable"),
         ]);

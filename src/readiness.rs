@@ -162,11 +162,8 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     } else {
         BuildsHere::Yes
     };
-    let needed_unavailable = needs
-        .iter()
-        .filter(|n| features.get(n.as_str()).is_none_or(|f| !f.state.usable()))
-        .cloned()
-        .collect();
+    let needed_unavailable =
+        needs.iter().filter(|n| features.get(n.as_str()).is_none_or(|f| !f.state.usable())).cloned().collect();
     Readiness { builds_here, blockers, undecided, features, hang_risks, spec_deviations, needed_unavailable }
 }
 
@@ -208,11 +205,13 @@ impl Readiness {
         if !unavailable.is_empty() {
             out.push_str("  features unavailable (only elements using them are affected):\n");
             for (name, f) in unavailable {
-                let ids: Vec<&str> = f.checks.iter().filter(|c| c.verdict != VerdictKind::Skip).map(|c| c.id.as_str()).collect();
+                let ids: Vec<&str> =
+                    f.checks.iter().filter(|c| c.verdict != VerdictKind::Skip).map(|c| c.id.as_str()).collect();
                 out.push_str(&format!("    {name}: {} ({})\n", f.state.label(), ids.join(", ")));
             }
         }
-        let available: Vec<&str> = self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
+        let available: Vec<&str> =
+            self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
         if !available.is_empty() {
             out.push_str(&format!("  features available: {}\n", available.join(", ")));
         }
@@ -273,8 +272,16 @@ mod tests {
         let s = summary(vec![
             result("input-root.root-entries", "blocker", Verdict::pass("ok").with_outcome(OutcomeClass::Completed)),
             result("protocol.missing-input-code", "spec", Verdict::new(VerdictKind::Fail, "INTERNAL")),
-            result("sandbox.unix-uid", "feature:build-uid", Verdict::pass("rejected").with_outcome(OutcomeClass::Rejected)),
-            result("outputs.mtime", "feature:workspaces", Verdict::new(VerdictKind::Warn, "constant").with_outcome(OutcomeClass::Completed)),
+            result(
+                "sandbox.unix-uid",
+                "feature:build-uid",
+                Verdict::pass("rejected").with_outcome(OutcomeClass::Rejected),
+            ),
+            result(
+                "outputs.mtime",
+                "feature:workspaces",
+                Verdict::new(VerdictKind::Warn, "constant").with_outcome(OutcomeClass::Completed),
+            ),
             result("platform.foreign-isa", "blocker", Verdict::pass("queued").with_outcome(OutcomeClass::Queued)),
         ]);
         let r = assess(&s, &[]);

@@ -111,7 +111,11 @@ impl Harness {
     }
 
     /// Executes an uploaded action within a budget.
-    pub async fn execute(&self, prepared: &PreparedAction, budget: Duration) -> (Result<Outcome, execute::ExecError>, Trace) {
+    pub async fn execute(
+        &self,
+        prepared: &PreparedAction,
+        budget: Duration,
+    ) -> (Result<Outcome, execute::ExecError>, Trace) {
         let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
         execute::execute(self.clients(), &params, &self.inflight).await
     }
@@ -162,10 +166,10 @@ impl Harness {
         let (verdict, control) = tokio::join!(self.run_action(check), self.run_control(check));
         match control {
             // A check that saw the action run stands on its own evidence.
-            Err(why) if verdict.kind == VerdictKind::Pass => {
-                Verdict::error(format!("positive control failed, so the refusal proves nothing: {why}"))
-                    .with("control", Some("the same action on the native platform completes".into()), why)
-            }
+            Err(why) if verdict.kind == VerdictKind::Pass => Verdict::error(format!(
+                "positive control failed, so the refusal proves nothing: {why}"
+            ))
+            .with("control", Some("the same action on the native platform completes".into()), why),
             _ => verdict,
         }
     }
@@ -192,7 +196,8 @@ impl Harness {
         };
         let expected = check.expect.outcome_set();
         // An action that must not run only needs long enough to see it answered or left queued.
-        let budget = if expected.contains(OutcomeClass::Completed) { self.options.timeout } else { self.options.queue_wait };
+        let budget =
+            if expected.contains(OutcomeClass::Completed) { self.options.timeout } else { self.options.queue_wait };
         let (outcome, trace) = self.execute(&prepared, budget).await;
         let outcome = match outcome {
             Ok(o) => o,

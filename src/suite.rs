@@ -67,7 +67,10 @@ impl std::str::FromStr for Impact {
             "blocker" => Ok(Impact::Blocker),
             "spec" => Ok(Impact::Spec),
             _ => match s.strip_prefix("feature:").map(str::trim) {
-                Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') => {
+                Some(name)
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') =>
+                {
                     Ok(Impact::Feature(name.to_string()))
                 }
                 _ => Err(format!("impact `{s}`: expected blocker, spec or feature:NAME (lower-case, digits, `-`)")),
@@ -417,7 +420,13 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
         check.location = format!("{}:{line}", file.display());
         checks.push(check);
     }
-    Ok(Suite { name: parsed.suite, title: parsed.title, description: parsed.description, file: file.to_path_buf(), checks })
+    Ok(Suite {
+        name: parsed.suite,
+        title: parsed.title,
+        description: parsed.description,
+        file: file.to_path_buf(),
+        checks,
+    })
 }
 
 /// Finds the line where each check (a `- id:` item under `checks:`) starts.
@@ -435,7 +444,8 @@ impl CheckLines {
                 continue;
             }
             if in_checks {
-                if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() && !line.starts_with('#') {
+                if !line.starts_with(' ') && !line.starts_with('-') && !line.trim().is_empty() && !line.starts_with('#')
+                {
                     in_checks = false;
                 } else if line.trim_start().starts_with("- ") && line.len() - line.trim_start().len() <= 2 {
                     starts.push(i + 1);
@@ -560,7 +570,11 @@ mod tests {
     #[case("    builtin: no-such-builtin\n", "names no built-in check")]
     fn impact_and_builtin_are_checked_at_load(#[case] extra: &str, #[case] msg: &str) {
         let check = CHECK.replace("    impact: spec\n", "");
-        let body = if extra.contains("impact") { format!("  - id: s.a\n{check}{extra}") } else { format!("  - id: s.a\n{CHECK}{extra}") };
+        let body = if extra.contains("impact") {
+            format!("  - id: s.a\n{check}{extra}")
+        } else {
+            format!("  - id: s.a\n{CHECK}{extra}")
+        };
         let err = parse(&body).unwrap_err();
         assert!(err.message.contains(msg), "{err}");
         assert_eq!(err.location, "suites/s.yaml:4", "{err}");

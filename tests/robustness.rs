@@ -35,7 +35,10 @@ async fn run(server: &DefectServer, filter: &str, options: RunOptions) -> RunSum
     let (_, checks) = select_checks(&select).unwrap();
     assert!(!checks.is_empty(), "no check matches {filter}");
     let mut cluster = Endpoint { options: ConnectOptions::endpoint(server.endpoint()) };
-    match execute_run(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending::<i32>()).await.expect("run") {
+    match execute_run(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending::<i32>())
+        .await
+        .expect("run")
+    {
         RunEnd::Finished(summary) => summary,
         RunEnd::Interrupted(signal) => panic!("interrupted by signal {signal}"),
     }
@@ -66,7 +69,12 @@ fn refusals_prove_nothing_on_a_cluster_that_runs_nothing() {
         // Every Execute refused: a negative check alone would PASS ("rejected").
         let server = DefectServer::start(&[Defect::ExecutesNothing]).await.unwrap();
         let summary = run(&server, "platform.", quick_options()).await;
-        let (_, checks) = select_checks(&SelectArgs { profile: Profile::All, filters: vec!["platform.".into()], ..Default::default() }).unwrap();
+        let (_, checks) = select_checks(&SelectArgs {
+            profile: Profile::All,
+            filters: vec!["platform.".into()],
+            ..Default::default()
+        })
+        .unwrap();
         for (r, c) in summary.results.iter().zip(&checks) {
             if c.control {
                 assert_eq!(r.verdict.kind, VerdictKind::Error, "{}: {}", r.id, r.verdict.reason);
@@ -117,7 +125,8 @@ fn cut_stream_is_resumed_with_wait_execution_never_judged_as_a_failure() {
             // server on its result, or it could not decide; a cut is never a FAIL.
             assert!(matches!(r.verdict.kind, VerdictKind::Pass | VerdictKind::Error), "{}: {:?}", r.id, r.verdict);
         }
-        let resumed = summary.results.iter().any(|r| r.verdict.evidence.iter().any(|e| e.label == "wait_execution_calls"));
+        let resumed =
+            summary.results.iter().any(|r| r.verdict.evidence.iter().any(|e| e.label == "wait_execution_calls"));
         let errored = summary.results.iter().any(|r| r.verdict.kind == VerdictKind::Error);
         assert!(resumed || errored, "{:?}", kinds(&summary));
         server.stop().await;
@@ -129,11 +138,26 @@ fn wrong_digests_never_pass_off_as_good_data() {
     let rt = runtime();
     rt.block_on(async {
         let server = DefectServer::start(&[Defect::WrongDigests]).await.unwrap();
-        let summary = run(&server, "", RunOptions { rpc_timeout: Duration::from_secs(5), timeout: Duration::from_secs(20), ..quick_options() }).await;
+        let summary = run(
+            &server,
+            "",
+            RunOptions { rpc_timeout: Duration::from_secs(5), timeout: Duration::from_secs(20), ..quick_options() },
+        )
+        .await;
         for (id, kind, reason) in kinds(&summary) {
             // Checks that read outputs from the CAS cannot trust what comes back.
-            if ["outputs.escaping-paths", "outputs.whole-input-root", "outputs.root-directory-digest", "cas.bytestream-roundtrip"].contains(&id.as_str()) {
-                assert!(matches!(kind, VerdictKind::Error | VerdictKind::Fail | VerdictKind::Warn), "{id}: {kind}: {reason}");
+            if [
+                "outputs.escaping-paths",
+                "outputs.whole-input-root",
+                "outputs.root-directory-digest",
+                "cas.bytestream-roundtrip",
+            ]
+            .contains(&id.as_str())
+            {
+                assert!(
+                    matches!(kind, VerdictKind::Error | VerdictKind::Fail | VerdictKind::Warn),
+                    "{id}: {kind}: {reason}"
+                );
             }
         }
         let roundtrip = kinds(&summary).into_iter().find(|(id, ..)| id == "cas.bytestream-roundtrip").unwrap();
@@ -163,7 +187,8 @@ fn make_pki() -> Pki {
     let server_key = KeyPair::generate().unwrap();
     let server = CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&server_key, &ca).unwrap();
     let client_key = KeyPair::generate().unwrap();
-    let client = CertificateParams::new(vec!["conformance-client".to_string()]).unwrap().signed_by(&client_key, &ca).unwrap();
+    let client =
+        CertificateParams::new(vec!["conformance-client".to_string()]).unwrap().signed_by(&client_key, &ca).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.path().join("client.pem"), client.pem()).unwrap();
@@ -196,8 +221,16 @@ fn mutual_tls_and_bearer_token_work_and_the_token_never_shows() {
     };
     let (cert, key, token) = (pki.path("client.pem"), pki.path("client.key"), pki.path("token"));
     let full = [
-        "--client-cert", cert.to_str().unwrap(), "--client-key", key.to_str().unwrap(),
-        "--token-file", token.to_str().unwrap(), "--json", report.to_str().unwrap(), "--junit", junit.to_str().unwrap(),
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
     ];
     let out = run(&full);
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

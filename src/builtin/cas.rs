@@ -25,7 +25,11 @@ fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
 
 fn prefix(h: &Harness) -> String {
     let i = &h.clients().cas_instance;
-    if i.is_empty() { String::new() } else { format!("{i}/") }
+    if i.is_empty() {
+        String::new()
+    } else {
+        format!("{i}/")
+    }
 }
 
 /// The status a server-streaming call answers with: its error, or OK once a
@@ -52,8 +56,11 @@ fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> 
     if execute::is_transport(&s) {
         Verdict::error(format!("{what}: {:?}: {}", s.code(), s.message()))
     } else {
-        Verdict::new(unmet(check), format!("{what} answered {:?}: {}", s.code(), s.message()))
-            .with(what, Some(expected.to_string()), format!("{:?}: {}", s.code(), s.message()))
+        Verdict::new(unmet(check), format!("{what} answered {:?}: {}", s.code(), s.message())).with(
+            what,
+            Some(expected.to_string()),
+            format!("{:?}: {}", s.code(), s.message()),
+        )
     }
 }
 
@@ -62,24 +69,41 @@ pub(super) fn empty_blob<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<
     Box::pin(async move {
         let c = h.clients();
         let empty = digest::of_bytes(b"");
-        let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![empty.clone()], digest_function: 0 });
+        let req = c.request(FindMissingBlobsRequest {
+            instance_name: c.cas_instance.clone(),
+            blob_digests: vec![empty.clone()],
+            digest_function: 0,
+        });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
             Err(s) => return answered(check, "FindMissingBlobs", "OK", s),
             Ok(r) if !r.missing_blob_digests.is_empty() => {
-                return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing")
-                    .with("missing_blob_digests", Some("[]".into()), "the empty blob")
+                return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing").with(
+                    "missing_blob_digests",
+                    Some("[]".into()),
+                    "the empty blob",
+                )
             }
             Ok(_) => {}
         }
-        let req = c.request(BatchReadBlobsRequest { instance_name: c.cas_instance.clone(), digests: vec![empty], ..Default::default() });
+        let req = c.request(BatchReadBlobsRequest {
+            instance_name: c.cas_instance.clone(),
+            digests: vec![empty],
+            ..Default::default()
+        });
         match c.call(c.cas.clone().batch_read_blobs(req)).await {
             Err(s) => answered(check, "BatchReadBlobs", "OK", s),
             Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
                 Some(st) if st.code == 0 => Verdict::pass("never missing, readable"),
-                Some(st) => Verdict::new(unmet(check), format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message))
-                    .with("status", Some("OK".into()), execute::code_name(st.code)),
-                None => Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob")
-                    .with("responses", Some("one, OK".into()), "none"),
+                Some(st) => Verdict::new(
+                    unmet(check),
+                    format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message),
+                )
+                .with("status", Some("OK".into()), execute::code_name(st.code)),
+                None => Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob").with(
+                    "responses",
+                    Some("one, OK".into()),
+                    "none",
+                ),
             },
         }
     })
@@ -91,7 +115,8 @@ pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) ->
         let c = h.clients();
         let data = unique_bytes(h, check, "data");
         let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
-        let claimed = bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
+        let claimed =
+            bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
         let req = c.request(BatchUpdateBlobsRequest {
             instance_name: c.cas_instance.clone(),
             requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
@@ -103,10 +128,17 @@ pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) ->
             Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map(|s| s.code).unwrap_or(0)),
         };
         if code != Code::InvalidArgument {
-            return Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}"))
-                .with("code", Some("InvalidArgument".into()), format!("{code:?}"));
+            return Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}")).with(
+                "code",
+                Some("InvalidArgument".into()),
+                format!("{code:?}"),
+            );
         }
-        let req = c.request(FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: vec![claimed.clone()], digest_function: 0 });
+        let req = c.request(FindMissingBlobsRequest {
+            instance_name: c.cas_instance.clone(),
+            blob_digests: vec![claimed.clone()],
+            digest_function: 0,
+        });
         match c.call(c.cas.clone().find_missing_blobs(req)).await {
             Err(s) => answered(check, "FindMissingBlobs", "OK", s),
             Ok(r) if r.missing_blob_digests.is_empty() => {
@@ -132,18 +164,25 @@ pub(super) fn bytestream_roundtrip<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         match h.cas.read_bytestream(&d).await {
             Err(e) => cas_failure(check, "ByteStream.Read", e),
             Ok(back) if back == *data => Verdict::pass(format!("{} written and read back", digest::show(&d))),
-            Ok(back) => Verdict::new(unmet(check), format!("read back {} bytes differing from the {} written", back.len(), data.len()))
-                .with("read", Some(digest::show(&d)), digest::show(&digest::of_bytes(&back))),
+            Ok(back) => Verdict::new(
+                unmet(check),
+                format!("read back {} bytes differing from the {} written", back.len(), data.len()),
+            )
+            .with("read", Some(digest::show(&d)), digest::show(&digest::of_bytes(&back))),
         }
     })
 }
 
 fn cas_failure(check: &CheckSpec, what: &str, e: CasError) -> Verdict {
     match e {
-        CasError::Rpc { code, message, undecided: false, .. } => {
-            Verdict::new(unmet(check), format!("{what} answered {code:?}: {message}")).with(what, Some("OK".into()), format!("{code:?}: {message}"))
+        CasError::Rpc { code, message, undecided: false, .. } => Verdict::new(
+            unmet(check),
+            format!("{what} answered {code:?}: {message}"),
+        )
+        .with(what, Some("OK".into()), format!("{code:?}: {message}")),
+        CasError::Blob { digest, why, .. } => {
+            Verdict::new(unmet(check), format!("{what}: {why}")).with(what, Some(format!("blob {digest} intact")), why)
         }
-        CasError::Blob { digest, why, .. } => Verdict::new(unmet(check), format!("{what}: {why}")).with(what, Some(format!("blob {digest} intact")), why),
         other => Verdict::error(other.to_string()),
     }
 }
@@ -166,8 +205,11 @@ pub(super) fn bytestream_read_past_end<'a>(h: &'a Harness, check: &'a CheckSpec)
         match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await {
             Err(v) => v,
             Ok(Code::OutOfRange) => Verdict::pass("OUT_OF_RANGE"),
-            Ok(code) => Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}"))
-                .with("code", Some("OutOfRange".into()), format!("{code:?}")),
+            Ok(code) => Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}")).with(
+                "code",
+                Some("OutOfRange".into()),
+                format!("{code:?}"),
+            ),
         }
     })
 }
@@ -187,8 +229,10 @@ pub(super) fn query_write_status_unknown<'a>(h: &'a Harness, check: &'a CheckSpe
                 Verdict::skip(format!("the server does not implement QueryWriteStatus: {}", s.message()))
             }
             Err(s) => answered(check, "QueryWriteStatus", "NotFound", s),
-            Ok(r) => Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size))
-                .with("QueryWriteStatus", Some("NotFound".into()), format!("committed_size {}", r.committed_size)),
+            Ok(r) => {
+                Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size))
+                    .with("QueryWriteStatus", Some("NotFound".into()), format!("committed_size {}", r.committed_size))
+            }
         }
     })
 }
@@ -198,14 +242,21 @@ pub(super) fn get_tree_missing_root<'a>(h: &'a Harness, check: &'a CheckSpec) ->
     Box::pin(async move {
         let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
         let c = h.clients();
-        let req = c.request(GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() });
+        let req = c.request(GetTreeRequest {
+            instance_name: c.cas_instance.clone(),
+            root_digest: Some(d),
+            ..Default::default()
+        });
         match first_status(h, "GetTree", c.cas.clone().get_tree(req)).await {
             Err(v) => v,
             Ok(Code::NotFound) => Verdict::pass("NOT_FOUND"),
             // Buildbarn does not implement GetTree; BuildStream fetches trees through buildbox-casd.
             Ok(Code::Unimplemented) => Verdict::skip("the server does not implement GetTree"),
-            Ok(code) => Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}"))
-                .with("code", Some("NotFound".into()), format!("{code:?}")),
+            Ok(code) => Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}")).with(
+                "code",
+                Some("NotFound".into()),
+                format!("{code:?}"),
+            ),
         }
     })
 }

@@ -69,7 +69,9 @@ pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
             Err(e) => return Verdict::error(e.to_string()),
         };
         let dir = guard.0.clone();
-        if let Err(e) = std::fs::create_dir_all(dir.join("cache")).and_then(|_| std::fs::create_dir_all(dir.join("tmp"))) {
+        if let Err(e) =
+            std::fs::create_dir_all(dir.join("cache")).and_then(|_| std::fs::create_dir_all(dir.join("tmp")))
+        {
             return Verdict::error(format!("cannot create {}: {e}", dir.display()));
         }
         let socket = dir.join("casd.sock");
@@ -99,14 +101,17 @@ fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
         return Some(Verdict::error(format!("{death}: {error}")));
     }
     let log = casd.log_tail();
-    if let Some(local) = ["No space left on device", "Disk quota exceeded"].iter().find(|t| error.contains(*t) || log.contains(*t)) {
+    if let Some(local) =
+        ["No space left on device", "Disk quota exceeded"].iter().find(|t| error.contains(*t) || log.contains(*t))
+    {
         return Some(Verdict::error(format!("the harness's buildbox-casd proxy failed locally ({local}): {error}")));
     }
     // buildbox-casd's own deadlines and connection failures towards the server.
     let undecided = [": Cancelled:", ": DeadlineExceeded:", ": Unavailable:", "No message returned for unary request"]
         .iter()
         .any(|t| error.contains(*t));
-    undecided.then(|| Verdict::error(format!("the buildbox-casd proxy could not reach a decision with the server: {error}")))
+    undecided
+        .then(|| Verdict::error(format!("the buildbox-casd proxy could not reach a decision with the server: {error}")))
 }
 
 async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {
@@ -141,20 +146,21 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
                 .with("casd log", None, log);
         }
     };
-    let probe = if outcome.class() == OutcomeClass::Completed {
-        match proxied.probe_output(&outcome).await {
-            Ok(p) => p,
-            Err(e) => {
-                if let Some(v) = harness_side(casd, &e) {
-                    return v;
+    let probe =
+        if outcome.class() == OutcomeClass::Completed {
+            match proxied.probe_output(&outcome).await {
+                Ok(p) => p,
+                Err(e) => {
+                    if let Some(v) = harness_side(casd, &e) {
+                        return v;
+                    }
+                    return Verdict::new(unmet(check), format!("fetching results through buildbox-casd failed: {e}"))
+                        .with("stdout through buildbox-casd", Some("downloadable".into()), e);
                 }
-                return Verdict::new(unmet(check), format!("fetching results through buildbox-casd failed: {e}"))
-                    .with("stdout through buildbox-casd", Some("downloadable".into()), e)
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let mut verdict = evaluate::judge(check, &outcome, probe.as_ref(), &h.vars);
     if verdict.kind != crate::verdict::VerdictKind::Pass {
         verdict = verdict.with("casd log", None, casd.log_tail());

@@ -66,7 +66,11 @@ pub(crate) fn unmet(check: &CheckSpec) -> VerdictKind {
 pub(crate) fn undecided(outcome: &crate::execute::Outcome, expected: &str) -> Option<Verdict> {
     use crate::suite::OutcomeClass;
     matches!(outcome.class(), OutcomeClass::Queued | OutcomeClass::Executing).then(|| {
-        Verdict::error(format!("undecided: {}", outcome.describe())).with("outcome", Some(expected.to_string()), outcome.describe())
+        Verdict::error(format!("undecided: {}", outcome.describe())).with(
+            "outcome",
+            Some(expected.to_string()),
+            outcome.describe(),
+        )
     })
 }
 
@@ -103,4 +107,3 @@ pub(crate) async fn completed_report(h: &Harness, check: &CheckSpec) -> Result<(
         None => Err(Verdict::error("completed without an action result")),
     }
 }
-

@@ -45,7 +45,9 @@ pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeM
         let mut next = Vec::new();
         add_dir(&mut entries, &prefix, &dir, |name, child| next.push((name, child.clone())));
         for (name, d) in next {
-            let child = children.get(&d.hash).ok_or_else(|| format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))?;
+            let child = children
+                .get(&d.hash)
+                .ok_or_else(|| format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))?;
             pending.push((name, child.clone()));
         }
     }
@@ -57,7 +59,12 @@ async fn fetch_dir(h: &Harness, d: &Digest) -> Result<Directory, String> {
     Directory::decode(&bytes[..]).map_err(|e| format!("Directory {} does not decode: {e}", digest::show(d)))
 }
 
-fn add_dir(entries: &mut BTreeMap<String, OutputEntry>, prefix: &str, dir: &Directory, mut sub: impl FnMut(String, &Digest)) {
+fn add_dir(
+    entries: &mut BTreeMap<String, OutputEntry>,
+    prefix: &str,
+    dir: &Directory,
+    mut sub: impl FnMut(String, &Digest),
+) {
     let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
     for f in &dir.files {
         let digest = f.digest.clone().unwrap_or_default();
@@ -108,15 +115,21 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
         if let Some(want) = check.expect.exit_code {
             if result.exit_code != want {
-                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code))
-                    .with("exit_code", Some(want.to_string()), result.exit_code.to_string());
+                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code)).with(
+                    "exit_code",
+                    Some(want.to_string()),
+                    result.exit_code.to_string(),
+                );
             }
         }
         let requested: Vec<&String> = prepared.command.output_paths.iter().collect();
         if !result.output_files.is_empty() {
             let paths: Vec<&str> = result.output_files.iter().map(|f| f.path.as_str()).collect();
-            return Verdict::new(unmet(check), format!("directories came back as output_files {paths:?}"))
-                .with("output_files", Some("none".into()), format!("{paths:?}"));
+            return Verdict::new(unmet(check), format!("directories came back as output_files {paths:?}")).with(
+                "output_files",
+                Some("none".into()),
+                format!("{paths:?}"),
+            );
         }
         let got: Vec<&String> = result.output_directories.iter().map(|d| &d.path).collect();
         let mut got_sorted = got.clone();
@@ -124,8 +137,11 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         let mut want_sorted = requested.clone();
         want_sorted.sort();
         if got_sorted != want_sorted {
-            return Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}"))
-                .with("output_directories", Some(format!("{requested:?}")), format!("{got:?}"));
+            return Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}")).with(
+                "output_directories",
+                Some(format!("{requested:?}")),
+                format!("{got:?}"),
+            );
         }
         let workdir = &prepared.command.working_directory;
         let mut found = Vec::new();
@@ -147,8 +163,15 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
             match entries.get(&rel) {
                 Some(OutputEntry::File { digest, .. }) if *digest == want => found.push(format!("{}:{rel}", od.path)),
                 other => {
-                    return Verdict::new(unmet(check), format!("`{rel}` in output `{}` is not what the command wrote", od.path))
-                        .with(format!("{}/{rel}", od.path), Some(format!("file {}", digest::show(&want))), format!("{other:?}"))
+                    return Verdict::new(
+                        unmet(check),
+                        format!("`{rel}` in output `{}` is not what the command wrote", od.path),
+                    )
+                    .with(
+                        format!("{}/{rel}", od.path),
+                        Some(format!("file {}", digest::show(&want))),
+                        format!("{other:?}"),
+                    )
                 }
             }
         }
@@ -161,8 +184,11 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
                 Err(e) => return Verdict::error(e),
             };
             if let Some(missing) = said.iter().find(|text| !stderr.contains(text.as_str())) {
-                return Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote"))
-                    .with("stderr", Some(format!("contains {missing:?}")), stderr);
+                return Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote")).with(
+                    "stderr",
+                    Some(format!("contains {missing:?}")),
+                    stderr,
+                );
             }
         }
         Verdict::pass(format!("output directories {got:?}; found {found:?}"))
@@ -178,14 +204,20 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
             Err(v) => return v,
         };
         if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
-            return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back")
-                .with("root_directory_digest", Some("set".into()), "absent");
+            return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back").with(
+                "root_directory_digest",
+                Some("set".into()),
+                "absent",
+            );
         }
         for (path, entry) in &entries {
             if let OutputEntry::File { digest, .. } = entry {
                 if let Err(e) = h.cas.read(digest).await {
-                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}"))
-                        .with(path.clone(), Some(format!("fetchable blob {}", digest::show(digest))), e.to_string());
+                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}")).with(
+                        path.clone(),
+                        Some(format!("fetchable blob {}", digest::show(digest))),
+                        e.to_string(),
+                    );
                 }
             }
         }
@@ -194,12 +226,18 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
 }
 
 /// Runs the check's action and lists its first output directory.
-async fn first_output_dir(h: &Harness, check: &CheckSpec) -> Result<(OutputDirectory, BTreeMap<String, OutputEntry>), Verdict> {
+async fn first_output_dir(
+    h: &Harness,
+    check: &CheckSpec,
+) -> Result<(OutputDirectory, BTreeMap<String, OutputEntry>), Verdict> {
     let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
     let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
     let Some(od) = result.output_directories.first() else {
-        return Err(Verdict::new(unmet(check), "no output directory came back")
-            .with("output_directories", Some(format!("{:?}", check.action.output_paths)), "none"));
+        return Err(Verdict::new(unmet(check), "no output directory came back").with(
+            "output_directories",
+            Some(format!("{:?}", check.action.output_paths)),
+            "none",
+        ));
     };
     let entries = list_output_dir(h, od).await.map_err(|e| Verdict::new(unmet(check), e))?;
     Ok((od.clone(), entries))
@@ -220,16 +258,23 @@ pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFutur
             })
             .collect();
         if files.is_empty() {
-            return Verdict::new(unmet(check), "no output file came back to carry an mtime")
-                .with("output files", Some("the file the command wrote, with mtime".into()), "none");
+            return Verdict::new(unmet(check), "no output file came back to carry an mtime").with(
+                "output files",
+                Some("the file the command wrote, with mtime".into()),
+                "none",
+            );
         }
         let without: Vec<&String> = files.iter().filter(|(_, m)| m.is_none()).map(|(p, _)| *p).collect();
         if !without.is_empty() {
-            return Verdict::new(unmet(check), format!("output files without mtime: {without:?}"))
-                .with("node_properties.mtime", Some("set on every output file".into()), format!("missing on {without:?}"));
+            return Verdict::new(unmet(check), format!("output files without mtime: {without:?}")).with(
+                "node_properties.mtime",
+                Some("set on every output file".into()),
+                format!("missing on {without:?}"),
+            );
         }
         // Unchanged inputs keep their staged mtime (paths relative to the working directory).
-        let workdir = check.action.working_directory.clone().unwrap_or_else(|| crate::action::DEFAULT_WORKDIR.to_string());
+        let workdir =
+            check.action.working_directory.clone().unwrap_or_else(|| crate::action::DEFAULT_WORKDIR.to_string());
         for entry in &check.action.input_root {
             let crate::suite::EntrySpec::File { file, mtime: Some(staged), .. } = entry else { continue };
             let Some(rel) = file.strip_prefix(&format!("{workdir}/")) else { continue };
@@ -238,8 +283,11 @@ pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFutur
                 _ => None,
             });
             if got != Some(*staged) {
-                return Verdict::new(unmet(check), format!("unchanged input `{rel}` came back with mtime {got:?}, staged with {staged}"))
-                    .with(format!("{rel} mtime"), Some(staged.to_string()), format!("{got:?}"));
+                return Verdict::new(
+                    unmet(check),
+                    format!("unchanged input `{rel}` came back with mtime {got:?}, staged with {staged}"),
+                )
+                .with(format!("{rel} mtime"), Some(staged.to_string()), format!("{got:?}"));
             }
         }
         Verdict::pass(format!("{} output file(s), each with its mtime; unchanged inputs kept theirs", files.len()))
@@ -253,19 +301,26 @@ pub(super) fn stdio_exact<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture
             Ok(x) => x,
             Err(v) => return v,
         };
-        let want_stderr: String = check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| format!("{}\n", w[1])).collect();
+        let want_stderr: String =
+            check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| format!("{}\n", w[1])).collect();
         let output = match h.probe_output(&outcome).await {
             Ok(Some(p)) => p,
             Ok(None) => return Verdict::error("completed without a result"),
             Err(e) => return Verdict::new(unmet(check), e),
         };
         if output.stderr_excerpt != want_stderr {
-            return Verdict::new(unmet(check), "stderr differs from what the command wrote")
-                .with("stderr", Some(format!("{want_stderr:?}")), format!("{:?}", output.stderr_excerpt));
+            return Verdict::new(unmet(check), "stderr differs from what the command wrote").with(
+                "stderr",
+                Some(format!("{want_stderr:?}")),
+                format!("{:?}", output.stderr_excerpt),
+            );
         }
         if let Err(why) = &output.report {
-            return Verdict::new(unmet(check), format!("stdout is not the complete report: {why}"))
-                .with("stdout", Some("the complete probe report".into()), output.stdout_excerpt.clone());
+            return Verdict::new(unmet(check), format!("stdout is not the complete report: {why}")).with(
+                "stdout",
+                Some("the complete probe report".into()),
+                output.stdout_excerpt.clone(),
+            );
         }
         Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete"))
     })

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use bazel_remote_apis::build::bazel::remote::execution::v2::{ExecuteRequest, GetActionResultRequest, WaitExecutionRequest};
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    ExecuteRequest, GetActionResultRequest, WaitExecutionRequest,
+};
 use bazel_remote_apis::google::longrunning::CancelOperationRequest;
 use futures_util::future::BoxFuture;
 use prost::Message;
@@ -57,14 +59,25 @@ async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> R
     let deadline = Instant::now() + h.options.timeout;
     let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await {
         Err(_) => return Err(Verdict::error("Execute not answered in time")),
-        Ok(Err(s)) if execute::is_transport(&s) => return Err(Verdict::error(format!("Execute: {:?}: {}", s.code(), s.message()))),
-        Ok(Err(s)) => return Err(Verdict::error(format!("Execute was rejected ({:?}: {}), so this cannot be checked", s.code(), s.message()))),
+        Ok(Err(s)) if execute::is_transport(&s) => {
+            return Err(Verdict::error(format!("Execute: {:?}: {}", s.code(), s.message())))
+        }
+        Ok(Err(s)) => {
+            return Err(Verdict::error(format!(
+                "Execute was rejected ({:?}: {}), so this cannot be checked",
+                s.code(),
+                s.message()
+            )))
+        }
         Ok(Ok(r)) => r.into_inner(),
     };
     match tokio::time::timeout_at(deadline, stream.message()).await {
         Ok(Ok(Some(op))) if !op.name.is_empty() => Ok((op.name, op.done)),
-        Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name")
-            .with("Operation.name", Some("a name to follow the operation by".into()), "empty")),
+        Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name").with(
+            "Operation.name",
+            Some("a name to follow the operation by".into()),
+            "empty",
+        )),
         Ok(Ok(None)) => Err(Verdict::error("Execute stream ended without an Operation")),
         Ok(Err(s)) => Err(Verdict::error(format!("Execute stream: {:?}: {}", s.code(), s.message()))),
         Err(_) => Err(Verdict::error("no Operation within the budget")),
@@ -86,10 +99,16 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
         req.set_timeout(h.options.timeout);
         let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
             Err(_) => return Verdict::error("WaitExecution not answered in time"),
-            Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
+            Ok(Err(s)) if execute::is_transport(&s) => {
+                return Verdict::error(format!("WaitExecution: {}", s.message()))
+            }
             Ok(Err(s)) => {
                 return Verdict::new(unmet(check), format!("WaitExecution answered {:?}: {}", s.code(), s.message()))
-                    .with("WaitExecution", Some("the operation followed to its result".into()), format!("{:?}: {}", s.code(), s.message()))
+                    .with(
+                        "WaitExecution",
+                        Some("the operation followed to its result".into()),
+                        format!("{:?}: {}", s.code(), s.message()),
+                    )
                     .with("operation", None, name)
             }
             Ok(Ok(r)) => r.into_inner(),
@@ -98,14 +117,26 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
         loop {
             match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => return Verdict::error("the resumed operation did not finish within the budget"),
-                Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution stream: {}", s.message())),
+                Ok(Err(s)) if execute::is_transport(&s) => {
+                    return Verdict::error(format!("WaitExecution stream: {}", s.message()))
+                }
                 Ok(Err(s)) => {
-                    return Verdict::new(unmet(check), format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message()))
-                        .with("WaitExecution", Some("the operation followed to its result".into()), format!("{:?}", s.code()))
+                    return Verdict::new(
+                        unmet(check),
+                        format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message()),
+                    )
+                    .with(
+                        "WaitExecution",
+                        Some("the operation followed to its result".into()),
+                        format!("{:?}", s.code()),
+                    )
                 }
                 Ok(Ok(None)) => {
-                    return Verdict::new(unmet(check), "WaitExecution ended before the operation was done")
-                        .with("WaitExecution", Some("the operation followed to its result".into()), "stream ended early")
+                    return Verdict::new(unmet(check), "WaitExecution ended before the operation was done").with(
+                        "WaitExecution",
+                        Some("the operation followed to its result".into()),
+                        "stream ended early",
+                    )
                 }
                 Ok(Ok(Some(op))) => match execute::observe(op, &mut trace) {
                     Err(e) => return Verdict::error(e.to_string()),
@@ -118,7 +149,7 @@ pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -
                             return v;
                         }
                         return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
-                            .with("outcome", Some("completed".into()), outcome.describe())
+                            .with("outcome", Some("completed".into()), outcome.describe());
                     }
                 },
             }
@@ -155,7 +186,8 @@ pub(super) fn cancel_operation<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
 /// GetActionResult for an action never run answers NOT_FOUND.
 pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
     Box::pin(async move {
-        let never_run = digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
+        let never_run =
+            digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
         let clients = h.clients();
         let req = clients.request(GetActionResultRequest {
             instance_name: clients.ac_instance.clone(),
@@ -165,10 +197,16 @@ pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
         match clients.call(clients.action_cache.clone().get_action_result(req)).await {
             Err(s) if s.code() == Code::NotFound => Verdict::pass("NOT_FOUND"),
             Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
-            Err(s) => Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message()))
-                .with("code", Some("NotFound".into()), format!("{:?}", s.code())),
-            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran")
-                .with("GetActionResult", Some("NOT_FOUND".into()), "an ActionResult"),
+            Err(s) => Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message())).with(
+                "code",
+                Some("NotFound".into()),
+                format!("{:?}", s.code()),
+            ),
+            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran").with(
+                "GetActionResult",
+                Some("NOT_FOUND".into()),
+                "an ActionResult",
+            ),
         }
     })
 }
@@ -180,18 +218,26 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
             Ok(x) => x,
             Err(v) => return v,
         };
-        let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: true, budget: h.options.timeout };
+        let params = ExecuteParams {
+            action_digest: prepared.action_digest.clone(),
+            skip_cache_lookup: true,
+            budget: h.options.timeout,
+        };
         let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
         match outcome {
             Err(e) => Verdict::error(e.to_string()),
-            Ok(Outcome::Completed { response }) if response.cached_result => {
-                Verdict::new(unmet(check), "served a cached result although skip_cache_lookup was set")
-                    .with("cached_result", Some("false".into()), "true")
-            }
+            Ok(Outcome::Completed { response }) if response.cached_result => Verdict::new(
+                unmet(check),
+                "served a cached result although skip_cache_lookup was set",
+            )
+            .with("cached_result", Some("false".into()), "true"),
             Ok(Outcome::Completed { .. }) => Verdict::pass("ran again with cached_result = false"),
             Ok(other) => undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
-                Verdict::new(unmet(check), format!("second execution: {}", other.describe()))
-                    .with("outcome", Some("completed, cached_result = false".into()), other.describe())
+                Verdict::new(unmet(check), format!("second execution: {}", other.describe())).with(
+                    "outcome",
+                    Some("completed, cached_result = false".into()),
+                    other.describe(),
+                )
             }),
         }
     })
@@ -228,8 +274,11 @@ pub(super) fn missing_input_code<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
         }
         match outcome.error_code() {
             Some(Code::FailedPrecondition) => Verdict::pass(outcome.describe()),
-            _ => Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe()))
-                .with("outcome", Some("FAILED_PRECONDITION (rejected or in the operation)".into()), outcome.describe()),
+            _ => Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe())).with(
+                "outcome",
+                Some("FAILED_PRECONDITION (rejected or in the operation)".into()),
+                outcome.describe(),
+            ),
         }
     })
 }
@@ -246,8 +295,11 @@ pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
             return v;
         }
         if outcome.error_code() != Some(Code::FailedPrecondition) {
-            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe()))
-                .with("outcome", Some("FAILED_PRECONDITION with a PreconditionFailure".into()), outcome.describe());
+            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe())).with(
+                "outcome",
+                Some("FAILED_PRECONDITION with a PreconditionFailure".into()),
+                outcome.describe(),
+            );
         }
         let violations: Vec<Violation> = outcome
             .details()
@@ -261,13 +313,19 @@ pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
             return Verdict::pass(format!("MISSING violation for {subject}"));
         }
         let seen: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.r#type, v.subject)).collect();
-        Verdict::new(unmet(check), "no MISSING violation names the missing blob")
-            .with("violations", Some(format!("MISSING: {subject}")), format!("{seen:?}"))
+        Verdict::new(unmet(check), "no MISSING violation names the missing blob").with(
+            "violations",
+            Some(format!("MISSING: {subject}")),
+            format!("{seen:?}"),
+        )
     })
 }
 
 /// Runs a command past its `Action.timeout`.
-async fn execute_timed_out(h: &Harness, check: &CheckSpec) -> Result<(Outcome, crate::action::PreparedAction), Verdict> {
+async fn execute_timed_out(
+    h: &Harness,
+    check: &CheckSpec,
+) -> Result<(Outcome, crate::action::PreparedAction), Verdict> {
     let mut spec = spec_with(check, &["--sleep", "5000"]);
     spec.timeout = spec.timeout.or(Some(1.0));
     let prepared = h.upload(&check.id, &spec).await.map_err(Verdict::error)?;
@@ -290,8 +348,11 @@ pub(super) fn timeout_status<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFut
             Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
                 Verdict::pass(outcome.describe())
             }
-            _ => Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe()))
-                .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe()),
+            _ => Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
+                "outcome",
+                Some("failed in operation: DeadlineExceeded".into()),
+                outcome.describe(),
+            ),
         }
     })
 }
@@ -304,7 +365,10 @@ pub(super) fn non_ok_not_cached<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
             Err(v) => return v,
         };
         if outcome.class() != OutcomeClass::Failed {
-            return Verdict::skip(format!("the timed-out action did not fail in the operation ({}); nothing to look up", outcome.describe()));
+            return Verdict::skip(format!(
+                "the timed-out action did not fail in the operation ({}); nothing to look up",
+                outcome.describe()
+            ));
         }
         let clients = h.clients();
         let req = clients.request(GetActionResultRequest {
@@ -316,8 +380,11 @@ pub(super) fn non_ok_not_cached<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
             Err(s) if s.code() == Code::NotFound => Verdict::pass(format!("{}; not cached", outcome.describe())),
             Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
             Err(s) => Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message())),
-            Ok(_) => Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached")
-                .with("GetActionResult", Some("NOT_FOUND".into()), "a cached ActionResult"),
+            Ok(_) => Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
+                "GetActionResult",
+                Some("NOT_FOUND".into()),
+                "a cached ActionResult",
+            ),
         }
     })
 }

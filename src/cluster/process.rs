@@ -86,7 +86,8 @@ impl ManagedProcess {
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         // Only while the leader is unreaped is its pid still its own.
-        let descendants = if matches!(child.try_wait(), Ok(None)) { descendants(child.id() as i32) } else { Vec::new() };
+        let descendants =
+            if matches!(child.try_wait(), Ok(None)) { descendants(child.id() as i32) } else { Vec::new() };
         self.signal_group(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
@@ -169,7 +170,9 @@ mod tests {
         let mut p = ManagedProcess::spawn("sh", cmd, &dir.path().join("log")).unwrap();
         let pidfile = dir.path().join("grandchild");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::fs::read_to_string(&pidfile).map(|s| s.trim().is_empty()).unwrap_or(true) && Instant::now() < deadline {
+        while std::fs::read_to_string(&pidfile).map(|s| s.trim().is_empty()).unwrap_or(true)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(20));
         }
         let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();

@@ -19,7 +19,13 @@ struct Document<'a> {
 
 /// Pretty-printed JSON document.
 pub fn render(summary: &RunSummary) -> String {
-    let doc = Document { format_version: FORMAT_VERSION, tool: "reapi-conformance", tool_version: env!("CARGO_PKG_VERSION"), summary, readiness: crate::readiness::assess(summary, &summary.needs) };
+    let doc = Document {
+        format_version: FORMAT_VERSION,
+        tool: "reapi-conformance",
+        tool_version: env!("CARGO_PKG_VERSION"),
+        summary,
+        readiness: crate::readiness::assess(summary, &summary.needs),
+    };
     // Serialising plain data structures cannot fail.
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

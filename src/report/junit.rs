@@ -82,7 +82,8 @@ pub fn render(summary: &RunSummary) -> String {
     }
     suites.push(("buildstream-readiness".to_string(), readiness_cases(summary)));
     // The run's own start time, not "now": the same verdicts give the same XML.
-    let timestamp = OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let timestamp =
+        OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut report = ReportBuilder::new();
     for (name, cases) in suites {
         report.add_testsuite(TestSuiteBuilder::new(&name).set_timestamp(timestamp).add_testcases(cases).build());
@@ -126,7 +127,10 @@ mod tests {
             partial: false,
             results: vec![
                 result("a.pass", Verdict::pass("ok")),
-                result("a.fail", Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w")),
+                result(
+                    "a.fail",
+                    Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w"),
+                ),
                 result("b.warn", Verdict::new(VerdictKind::Warn, "meh \x1b[31mred\x07\x00")),
                 result("b.error", Verdict::error("unreachable")),
                 result("b.skip", Verdict::skip("n/a")),

@@ -12,7 +12,12 @@ pub fn evidence_lines(evidence: &[Evidence]) -> Vec<String> {
     evidence
         .iter()
         .map(|e| match &e.expected {
-            Some(exp) => format!("{}: observed {} (expected {})", one_line(&e.label, 80), one_line(&e.observed, 300), one_line(exp, 200)),
+            Some(exp) => format!(
+                "{}: observed {} (expected {})",
+                one_line(&e.label, 80),
+                one_line(&e.observed, 300),
+                one_line(exp, 200)
+            ),
             None => format!("{}: {}", one_line(&e.label, 80), one_line(&e.observed, 300)),
         })
         .collect()

@@ -113,7 +113,12 @@ impl Cas {
             if !(0..=crate::cas::MAX_READ_BYTES).contains(&d.size_bytes) {
                 return Err(CasFailure::new(
                     tonic::Code::InvalidArgument,
-                    format!("blob {}/{} claims a size outside 0..={} bytes", d.hash, d.size_bytes, crate::cas::MAX_READ_BYTES),
+                    format!(
+                        "blob {}/{} claims a size outside 0..={} bytes",
+                        d.hash,
+                        d.size_bytes,
+                        crate::cas::MAX_READ_BYTES
+                    ),
                 ));
             }
             let size = d.size_bytes as usize;

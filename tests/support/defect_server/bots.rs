@@ -209,7 +209,8 @@ fn response_of(lease: &Lease) -> re::ExecuteResponse {
             match re::ActionResult::decode(any.value.as_ref()) {
                 Ok(result) => Some(result),
                 Err(e) => {
-                    let status = rpc_status(Code::Internal, format!("the bot reported an undecodable ActionResult: {e}"));
+                    let status =
+                        rpc_status(Code::Internal, format!("the bot reported an undecodable ActionResult: {e}"));
                     return re::ExecuteResponse { status: Some(status), ..Default::default() };
                 }
             }
@@ -241,9 +242,11 @@ impl BotsService {
             return Assigned::Full;
         }
         let jobs = &state.jobs;
-        let Some(position) = state.queue.iter().position(|id| {
-            jobs.get(id).is_some_and(|job| bot_may_take(defects, &session.properties, &job.platform))
-        }) else {
+        let Some(position) = state
+            .queue
+            .iter()
+            .position(|id| jobs.get(id).is_some_and(|job| bot_may_take(defects, &session.properties, &job.platform)))
+        else {
             return Assigned::Nothing;
         };
         let Some(id) = state.queue.remove(position) else { return Assigned::Nothing };
@@ -283,7 +286,10 @@ impl BotsService {
 
 #[tonic::async_trait]
 impl Bots for BotsService {
-    async fn create_bot_session(&self, request: Request<CreateBotSessionRequest>) -> Result<Response<BotSession>, Status> {
+    async fn create_bot_session(
+        &self,
+        request: Request<CreateBotSessionRequest>,
+    ) -> Result<Response<BotSession>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
         let mut session = request.bot_session.ok_or_else(|| Status::invalid_argument("bot_session is missing"))?;
@@ -304,8 +310,11 @@ impl Bots for BotsService {
             .unwrap_or(1)
             .max(1);
         let id = uuid::Uuid::new_v4();
-        session.name =
-            if request.parent.is_empty() { format!("botSessions/{id}") } else { format!("{}/botSessions/{id}", request.parent) };
+        session.name = if request.parent.is_empty() {
+            format!("botSessions/{id}")
+        } else {
+            format!("{}/botSessions/{id}", request.parent)
+        };
         session.leases.clear();
         lock(&self.scheduler().state).sessions.insert(
             session.name.clone(),
@@ -315,7 +324,10 @@ impl Bots for BotsService {
         Ok(Response::new(session))
     }
 
-    async fn update_bot_session(&self, request: Request<UpdateBotSessionRequest>) -> Result<Response<BotSession>, Status> {
+    async fn update_bot_session(
+        &self,
+        request: Request<UpdateBotSessionRequest>,
+    ) -> Result<Response<BotSession>, Status> {
         self.shared.fault_gate().await?;
         let deadline = request_deadline(&request);
         let request = request.into_inner();

@@ -45,7 +45,8 @@ pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes)
 /// A digest a client sent, after checking it is well formed.
 pub(crate) fn check_digest(digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
     let digest = digest.ok_or_else(|| Status::invalid_argument(format!("{what}: digest missing")))?;
-    let hex_ok = digest.hash.len() == 64 && digest.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex_ok =
+        digest.hash.len() == 64 && digest.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !hex_ok || digest.size_bytes < 0 {
         return Err(Status::invalid_argument(format!(
             "{what}: malformed SHA-256 digest {}/{}",
@@ -119,7 +120,10 @@ impl BlobStore {
         self.put(Bytes::from(message.encode_to_vec()))
     }
 
-    pub(crate) fn get_message<M: Message + Default>(&self, digest: &re::Digest) -> Option<Result<M, prost::DecodeError>> {
+    pub(crate) fn get_message<M: Message + Default>(
+        &self,
+        digest: &re::Digest,
+    ) -> Option<Result<M, prost::DecodeError>> {
         self.get(digest).map(|data| M::decode(data))
     }
 }
@@ -214,9 +218,14 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         let mut responses = Vec::with_capacity(digests.len());
         for digest in digests {
             let (data, status) = match self.shared.blobs.get(&digest) {
-                Some(data) if self.shared.defects.has(Defect::WrongDigests) => (corrupt(&data), rpc_status(Code::Ok, "")),
+                Some(data) if self.shared.defects.has(Defect::WrongDigests) => {
+                    (corrupt(&data), rpc_status(Code::Ok, ""))
+                }
                 Some(data) => (data, rpc_status(Code::Ok, "")),
-                None => (Bytes::new(), rpc_status(Code::NotFound, format!("blob {}/{} not found", digest.hash, digest.size_bytes))),
+                None => (
+                    Bytes::new(),
+                    rpc_status(Code::NotFound, format!("blob {}/{} not found", digest.hash, digest.size_bytes)),
+                ),
             };
             responses.push(re::batch_read_blobs_response::Response {
                 digest: Some(digest),
@@ -262,7 +271,10 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         loop {
             let end = (index + page_size).min(all.len());
             let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
-            pages.push(Ok(re::GetTreeResponse { directories: all[index..end].to_vec(), next_page_token: next_page_token.clone() }));
+            pages.push(Ok(re::GetTreeResponse {
+                directories: all[index..end].to_vec(),
+                next_page_token: next_page_token.clone(),
+            }));
             index = end;
             if next_page_token.is_empty() {
                 break;
@@ -372,7 +384,11 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
             return Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))));
         }
         if request.read_offset < 0 || request.read_offset as u64 > data.len() as u64 {
-            return Err(Status::out_of_range(format!("read_offset {} outside blob of {} bytes", request.read_offset, data.len())));
+            return Err(Status::out_of_range(format!(
+                "read_offset {} outside blob of {} bytes",
+                request.read_offset,
+                data.len()
+            )));
         }
         if request.read_limit < 0 {
             return Err(Status::out_of_range("negative read_limit"));
@@ -391,7 +407,10 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
-    async fn write(&self, request: Request<Streaming<bs::WriteRequest>>) -> Result<Response<bs::WriteResponse>, Status> {
+    async fn write(
+        &self,
+        request: Request<Streaming<bs::WriteRequest>>,
+    ) -> Result<Response<bs::WriteResponse>, Status> {
         self.shared.fault_gate().await?;
         let mut stream = request.into_inner();
         let mut resource_name = String::new();
@@ -434,10 +453,7 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
             return Err(Status::invalid_argument("write stream ended without finish_write"));
         }
         let committed = buffer.len() as i64;
-        self.shared
-            .blobs
-            .put_verified(&digest, Bytes::from(buffer))
-            .map_err(Status::invalid_argument)?;
+        self.shared.blobs.put_verified(&digest, Bytes::from(buffer)).map_err(Status::invalid_argument)?;
         lock(&self.shared.uploads).insert(resource_name, (committed, true));
         Ok(Response::new(bs::WriteResponse { committed_size: committed }))
     }
@@ -453,7 +469,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let name = request.into_inner().resource_name;
         let known = lock(&self.shared.uploads).get(&name).copied();
         match known {
-            Some((committed_size, complete)) => Ok(Response::new(bs::QueryWriteStatusResponse { committed_size, complete })),
+            Some((committed_size, complete)) => {
+                Ok(Response::new(bs::QueryWriteStatusResponse { committed_size, complete }))
+            }
             None if self.shared.defects.has(Defect::QueryWriteStatusWrong) => {
                 Ok(Response::new(bs::QueryWriteStatusResponse { committed_size: 0, complete: false }))
             }
@@ -484,7 +502,9 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
             None if self.shared.defects.has(Defect::WrongStatusCodes) => {
                 Err(Status::internal("action cache lookup failed"))
             }
-            None => Err(Status::not_found(format!("no cached result for action {}/{}", digest.hash, digest.size_bytes))),
+            None => {
+                Err(Status::not_found(format!("no cached result for action {}/{}", digest.hash, digest.size_bytes)))
+            }
         }
     }
 

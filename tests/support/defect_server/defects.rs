@@ -171,11 +171,7 @@ impl FromStr for Defect {
     type Err = UnknownDefect;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Defect::ALL
-            .iter()
-            .copied()
-            .find(|d| d.name() == s)
-            .ok_or_else(|| UnknownDefect(s.to_string()))
+        Defect::ALL.iter().copied().find(|d| d.name() == s).ok_or_else(|| UnknownDefect(s.to_string()))
     }
 }
 

@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
+use super::bots::{self, JobEvent};
 use super::cas::{check_digest, check_digest_function, rpc_status, BoxStream};
 use super::defects::{Defect, Defects};
 use super::faults::ConnectionHandle;
 use super::outputs::{collect_outputs, OutputKind, OutputRequest, WantedProperties};
-use super::bots::{self, JobEvent};
 use super::platform::{place, requested_platform, Placement, RunAs};
 use super::sandbox::{self, join_relative, resolve_in_root, RunEnd, SandboxSpec};
 use super::{lock, Shared};
@@ -293,7 +293,9 @@ fn read_message<M: Message + Default>(shared: &Shared, digest: &re::Digest, what
     match shared.blobs.get_message::<M>(digest) {
         None => Ok(None),
         Some(Ok(message)) => Ok(Some(message)),
-        Some(Err(e)) => Err(Status::invalid_argument(format!("{what} {}/{} does not decode: {e}", digest.hash, digest.size_bytes))),
+        Some(Err(e)) => {
+            Err(Status::invalid_argument(format!("{what} {}/{} does not decode: {e}", digest.hash, digest.size_bytes)))
+        }
     }
 }
 
@@ -361,7 +363,12 @@ impl re::execution_server::Execution for ExecutionService {
         let states = entry.follow_states();
         match cached {
             Some(result) => entry.finish(
-                re::ExecuteResponse { result: Some(result), cached_result: true, status: ok_status(), ..Default::default() },
+                re::ExecuteResponse {
+                    result: Some(result),
+                    cached_result: true,
+                    status: ok_status(),
+                    ..Default::default()
+                },
                 defects,
             ),
             None => match prepare(&self.shared, &action_digest)? {
@@ -498,7 +505,11 @@ async fn run_action(
 
 /// The outputs the Command asks for, checked against the input root and
 /// (with `escaping-output-paths-refused`) the working directory.
-fn output_requests(command: &re::Command, working_dir: &[String], defects: &Defects) -> Result<Vec<OutputRequest>, String> {
+fn output_requests(
+    command: &re::Command,
+    working_dir: &[String],
+    defects: &Defects,
+) -> Result<Vec<OutputRequest>, String> {
     #[allow(deprecated)] // legacy fields are honoured when output_paths is empty
     let requested: Vec<(&String, OutputKind)> = if !command.output_paths.is_empty() {
         command.output_paths.iter().map(|p| (p, OutputKind::Any)).collect()
@@ -534,7 +545,8 @@ fn stage(
     }
     let internal = |what: &str, e: std::io::Error| failed(Code::Internal, format!("{what}: {e}"));
     std::fs::create_dir(root).map_err(|e| internal("cannot create the input root", e))?;
-    sandbox::materialise(root, &plan, &shared.blobs, defects, || shared.is_shutting_down()).map_err(|e| failed(Code::InvalidArgument, format!("cannot stage the input root: {e}")))?;
+    sandbox::materialise(root, &plan, &shared.blobs, defects, || shared.is_shutting_down())
+        .map_err(|e| failed(Code::InvalidArgument, format!("cannot stage the input root: {e}")))?;
     // Mount points bwrap needs, which a read-only root could not get later.
     for (name, mode) in [("proc", 0o755), ("dev", 0o755), ("tmp", 0o1777)] {
         let path = root.join(name);
@@ -550,7 +562,10 @@ fn stage(
     for output in outputs {
         if let Some((_, parents)) = output.components.split_last() {
             resolve_in_root(root, parents, true, true).map_err(|e| {
-                failed(Code::InvalidArgument, format!("cannot create the parents of output {:?}: {e}", output.requested))
+                failed(
+                    Code::InvalidArgument,
+                    format!("cannot create the parents of output {:?}: {e}", output.requested),
+                )
             })?;
         }
     }
@@ -614,7 +629,9 @@ async fn run_in_dir(
     let execution_completed = now();
     let (exit_code, status) = match end {
         RunEnd::Exited(code) => (code, rpc_status(Code::Ok, "")),
-        RunEnd::TimedOut => (128 + libc::SIGKILL, rpc_status(Code::DeadlineExceeded, format!("timed out after {timeout:?}"))),
+        RunEnd::TimedOut => {
+            (128 + libc::SIGKILL, rpc_status(Code::DeadlineExceeded, format!("timed out after {timeout:?}")))
+        }
         RunEnd::Cancelled => return failed(Code::Cancelled, "cancelled"),
         RunEnd::ServerStopping => return failed(Code::Unavailable, "server stopped"),
     };
@@ -630,8 +647,10 @@ async fn run_in_dir(
             wanted.constant_mtime = shared.defects.has(Defect::ConstantOutputMtime);
             wanted
         };
-        tokio::task::spawn_blocking(move || collect_result(&shared, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path))
-            .await
+        tokio::task::spawn_blocking(move || {
+            collect_result(&shared, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path)
+        })
+        .await
     };
     let mut result = match collected {
         Ok(Ok(result)) => result,
@@ -712,7 +731,10 @@ impl lr::operations_server::Operations for OperationsService {
         }))
     }
 
-    async fn get_operation(&self, request: Request<lr::GetOperationRequest>) -> Result<Response<lr::Operation>, Status> {
+    async fn get_operation(
+        &self,
+        request: Request<lr::GetOperationRequest>,
+    ) -> Result<Response<lr::Operation>, Status> {
         self.shared.fault_gate().await?;
         let entry = self.shared.operation(&request.into_inner().name)?;
         Ok(Response::new(entry.current()))
@@ -739,7 +761,10 @@ impl lr::operations_server::Operations for OperationsService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn wait_operation(&self, request: Request<lr::WaitOperationRequest>) -> Result<Response<lr::Operation>, Status> {
+    async fn wait_operation(
+        &self,
+        request: Request<lr::WaitOperationRequest>,
+    ) -> Result<Response<lr::Operation>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
         let entry = self.shared.operation(&request.name)?;

@@ -171,13 +171,16 @@ impl DefectServer {
         let check_token = move |req: tonic::Request<()>| -> Result<tonic::Request<()>, tonic::Status> {
             match &expected {
                 None => Ok(req),
-                Some(want) if req.metadata().get("authorization").is_some_and(|v| v.as_bytes() == want.as_bytes()) => Ok(req),
+                Some(want) if req.metadata().get("authorization").is_some_and(|v| v.as_bytes() == want.as_bytes()) => {
+                    Ok(req)
+                }
                 Some(_) => Err(tonic::Status::unauthenticated("missing or wrong bearer token")),
             }
         };
         let mut builder = tonic::transport::Server::builder();
         if let Some((cert, key)) = &options.tls {
-            let mut tls = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
+            let mut tls =
+                tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key));
             if let Some(ca) = &options.client_ca {
                 tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
             }

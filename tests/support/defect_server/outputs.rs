@@ -58,10 +58,10 @@ impl WantedProperties {
         let mtime = if self.mtime && self.constant_mtime {
             Some(Timestamp { seconds: 1_000_000_000, nanos: 0 })
         } else if self.mtime {
-            meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| Timestamp {
-                seconds: d.as_secs() as i64,
-                nanos: d.subsec_nanos() as i32,
-            })
+            meta.modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 })
         } else {
             None
         };

@@ -50,7 +50,11 @@ pub(crate) fn host_isa() -> String {
 
 /// The platform the server reads: the Action's, else the Command's (v2.2).
 #[allow(deprecated)] // Command.platform is deprecated but BuildStream still sends it.
-pub(crate) fn requested_platform<'a>(action: &'a re::Action, command: &'a re::Command, defects: &Defects) -> &'a [re::platform::Property] {
+pub(crate) fn requested_platform<'a>(
+    action: &'a re::Action,
+    command: &'a re::Command,
+    defects: &Defects,
+) -> &'a [re::platform::Property] {
     let from_action = action.platform.as_ref().map(|p| p.properties.as_slice()).unwrap_or_default();
     let from_command = command.platform.as_ref().map(|p| p.properties.as_slice()).unwrap_or_default();
     let read_action = if defects.has(Defect::PlatformFromCommandOnly) {

@@ -188,7 +188,8 @@ pub(crate) fn plan_input_root(blobs: &BlobStore, root: &re::Digest) -> Result<In
         plan.nodes.push(InputNode::Dir { path: path.clone(), is_empty });
         for file in directory.files {
             check_name(&file.name)?;
-            let digest = super::cas::check_digest(file.digest.as_ref(), "FileNode.digest").map_err(|e| e.message().to_string())?;
+            let digest = super::cas::check_digest(file.digest.as_ref(), "FileNode.digest")
+                .map_err(|e| e.message().to_string())?;
             if !blobs.contains(&digest) && missing_seen.insert(digest.hash.clone()) {
                 plan.missing.push(digest.clone());
             }
@@ -210,7 +211,8 @@ pub(crate) fn plan_input_root(blobs: &BlobStore, root: &re::Digest) -> Result<In
         // come before children in `nodes` and `subtree_mounts`.
         for child in directory.directories.into_iter().rev() {
             check_name(&child.name)?;
-            let digest = super::cas::check_digest(child.digest.as_ref(), "DirectoryNode.digest").map_err(|e| e.message().to_string())?;
+            let digest = super::cas::check_digest(child.digest.as_ref(), "DirectoryNode.digest")
+                .map_err(|e| e.message().to_string())?;
             stack.push((digest, path.join(&child.name), depth + 1, read_only));
         }
         if plan.nodes.len() > MAX_INPUT_NODES {
@@ -260,7 +262,8 @@ pub(crate) fn materialise(
                 io::Write::write_all(&mut &file, &content)?;
                 // The umask may have narrowed the mode given to open().
                 file.set_permissions(fs::Permissions::from_mode(mode))?;
-                let mtime = properties.as_ref().and_then(|p| p.mtime.as_ref()).filter(|_| !defects.has(Defect::MtimeIgnored));
+                let mtime =
+                    properties.as_ref().and_then(|p| p.mtime.as_ref()).filter(|_| !defects.has(Defect::MtimeIgnored));
                 if let Some(mtime) = mtime.and_then(timestamp_to_system_time) {
                     file.set_modified(mtime)?;
                 }
@@ -298,7 +301,12 @@ pub(crate) fn join_relative(base: &[String], relative: &str) -> Result<Vec<Strin
 /// absolute target starts again at `root`), the last component is not
 /// followed. With `create`, missing directories on the way (and the last
 /// component, if `create_last` too) are made. Never leaves `root`.
-pub(crate) fn resolve_in_root(root: &Path, components: &[String], create: bool, create_last: bool) -> io::Result<PathBuf> {
+pub(crate) fn resolve_in_root(
+    root: &Path,
+    components: &[String],
+    create: bool,
+    create_last: bool,
+) -> io::Result<PathBuf> {
     let mut current: Vec<String> = Vec::new();
     let mut pending: VecDeque<String> = components.iter().cloned().collect();
     let mut hops = 0;
