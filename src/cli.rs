@@ -40,7 +40,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run checks against a cluster and report the verdicts.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the checks of a profile (default: buildstream), one a line: id, the profiles
     /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
     /// feature:NAME) and the source of the requirement.
@@ -668,7 +668,7 @@ async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> 
 /// Run arguments with every default, for commands that start a cluster without a run.
 pub fn default_run_args() -> Result<RunArgs, String> {
     match Cli::try_parse_from(["reapi-conformance", "run"]) {
-        Ok(Cli { command: Command::Run(args) }) => Ok(args),
+        Ok(Cli { command: Command::Run(args) }) => Ok(*args),
         Ok(_) => Err("internal: `run` parsed as another command".into()),
         Err(e) => Err(e.to_string()),
     }
@@ -712,7 +712,7 @@ pub fn main() -> i32 {
             }
         }
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(run(args)),
+            Ok(rt) => rt.block_on(run(*args)),
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
     };

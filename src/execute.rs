@@ -224,7 +224,7 @@ async fn follow(
     loop {
         let next = tokio::time::timeout_at(deadline, stream.message()).await;
         let interrupted = match next {
-            Err(_) => return Ok(out_of_budget(clients, trace, start).await.map_err(ExecError)?),
+            Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
             Ok(Ok(Some(op))) => {
                 trace.messages += 1;
                 if trace.operation.is_none() && !op.name.is_empty() {
@@ -252,7 +252,7 @@ async fn follow(
         let mut req = tonic::Request::new(WaitExecutionRequest { name });
         req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
         match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
-            Err(_) => return Ok(out_of_budget(clients, trace, start).await.map_err(ExecError)?),
+            Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
             Ok(Ok(resp)) => stream = resp.into_inner(),
             Ok(Err(status)) if is_transport(&status) => {
                 return Err(ExecError(format!("{interrupted}; WaitExecution: {}", status.message())))

@@ -50,7 +50,7 @@ pub struct BuiltTree {
 
 fn components(path: &str) -> Result<Vec<&str>, TreeError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.iter().any(|p| *p == "..") {
+    if parts.contains(&"..") {
         return Err(TreeError { path: path.into(), why: "`..` is not allowed".into() });
     }
     Ok(parts)

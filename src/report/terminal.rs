@@ -55,7 +55,7 @@ pub fn timings(summary: &RunSummary) -> String {
         out.push_str(&format!("  {:<24} {:>7.2}s\n", step.name, step.duration.as_secs_f64()));
     }
     let mut slowest: Vec<_> = summary.results.iter().collect();
-    slowest.sort_by(|a, b| b.duration.cmp(&a.duration));
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.duration));
     out.push_str("slowest checks:\n");
     for r in slowest.iter().take(10) {
         out.push_str(&format!("  {:<44} {:>7.2}s\n", r.id, r.duration.as_secs_f64()));
