@@ -89,36 +89,11 @@ pub fn attach(summary: &mut RunSummary, known: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::fixtures::{self, summary};
     use crate::verdict::{CheckResult, Verdict};
 
     fn result(id: &str, kind: VerdictKind, reason: &str) -> CheckResult {
-        CheckResult {
-            id: id.into(),
-            suite: id.split('.').next().unwrap_or_default().into(),
-            title: String::new(),
-            severity: crate::suite::Severity::Must,
-            impact: crate::suite::Impact::Blocker,
-            tags: Vec::new(),
-            source: String::new(),
-            verdict: Verdict::new(kind, reason),
-            hint: None,
-            duration: std::time::Duration::ZERO,
-        }
-    }
-
-    fn summary(results: Vec<CheckResult>) -> RunSummary {
-        RunSummary {
-            target: "t".into(),
-            instance: String::new(),
-            server: None,
-            needs: Vec::new(),
-            partial: false,
-            results,
-            started_at: 0,
-            startup_time: Default::default(),
-            startup_steps: Vec::new(),
-            wall_time: Default::default(),
-        }
+        fixtures::result(id, "blocker", Verdict::new(kind, reason))
     }
 
     #[test]

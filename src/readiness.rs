@@ -153,12 +153,12 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         }
     }
     blockers.sort_by_key(|f| root_cause_rank(&f.id));
-    let builds_here = if !assessed || (summary.partial && blockers.is_empty()) {
-        BuildsHere::NotAssessed
-    } else if !blockers.is_empty() {
+    let builds_here = if !blockers.is_empty() {
         BuildsHere::No
     } else if !undecided.is_empty() {
         BuildsHere::Undecided
+    } else if !assessed || summary.partial {
+        BuildsHere::NotAssessed
     } else {
         BuildsHere::Yes
     };
@@ -235,37 +235,8 @@ impl Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::fixtures::{result, summary};
     use crate::verdict::Verdict;
-
-    fn result(id: &str, impact: &str, verdict: Verdict) -> CheckResult {
-        CheckResult {
-            id: id.into(),
-            suite: id.split('.').next().unwrap_or_default().into(),
-            title: String::new(),
-            severity: crate::suite::Severity::Must,
-            impact: impact.parse().unwrap(),
-            tags: Vec::new(),
-            source: String::new(),
-            verdict,
-            hint: None,
-            duration: Default::default(),
-        }
-    }
-
-    fn summary(results: Vec<CheckResult>) -> RunSummary {
-        RunSummary {
-            target: "t".into(),
-            instance: String::new(),
-            server: None,
-            needs: Vec::new(),
-            partial: false,
-            results,
-            started_at: 0,
-            startup_time: Default::default(),
-            startup_steps: Vec::new(),
-            wall_time: Default::default(),
-        }
-    }
 
     #[test]
     fn spec_failures_do_not_block_and_refusals_are_told_apart() {

@@ -207,3 +207,41 @@ impl RunSummary {
         }
     }
 }
+
+/// Results and summaries for unit tests of what consumes verdicts.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A result of check `id` (suite: the part before the first dot).
+    pub(crate) fn result(id: &str, impact: &str, verdict: Verdict) -> CheckResult {
+        CheckResult {
+            id: id.into(),
+            suite: id.split('.').next().unwrap_or_default().into(),
+            title: "t".into(),
+            severity: Severity::Must,
+            impact: impact.parse().expect("valid impact"),
+            tags: vec!["buildstream".into()],
+            source: "s".into(),
+            verdict,
+            hint: None,
+            duration: Duration::from_millis(120),
+        }
+    }
+
+    /// A complete run of these results against target `t`.
+    pub(crate) fn summary(results: Vec<CheckResult>) -> RunSummary {
+        RunSummary {
+            target: "t".into(),
+            instance: String::new(),
+            server: None,
+            needs: Vec::new(),
+            partial: false,
+            results,
+            started_at: 1_700_000_000,
+            startup_time: Duration::ZERO,
+            startup_steps: Vec::new(),
+            wall_time: Duration::from_secs(1),
+        }
+    }
+}

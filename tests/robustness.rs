@@ -256,8 +256,9 @@ fn mutual_tls_and_bearer_token_work_and_the_token_never_shows() {
 fn interrupt_cancels_in_flight_operations_and_exits_130() {
     use bazel_remote_apis::google::longrunning::{operations_client::OperationsClient, ListOperationsRequest};
     let rt = runtime();
-    let server = rt.block_on(DefectServer::start(&[])).unwrap();
-    // A foreign ISA stays queued on the faithful server for the whole --queue-wait.
+    // A foreign ISA stays queued for the whole --queue-wait on a server that
+    // waits for a worker (the faithful one refuses it at once).
+    let server = rt.block_on(DefectServer::start(&[Defect::UnmatchedPlatformQueued])).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
         .args(["run", "--endpoint", &server.endpoint(), "--filter", "platform.foreign-isa", "--queue-wait", "60"])
         .stdout(std::process::Stdio::null())

@@ -204,11 +204,53 @@ pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) ->
             Err(v) => return v,
         };
         if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
+            // root_directory_digest is a v2.8 field: an older server legally
+            // answers with tree_digest alone, which BuildStream falls back to.
+            let high = h.capabilities.high_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
+            if high < (2, 8) {
+                return Verdict::pass(format!(
+                    "tree_digest only, from a server of API {}.{} (before root_directory_digest existed)",
+                    high.0, high.1
+                ));
+            }
             return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back").with(
                 "root_directory_digest",
                 Some("set".into()),
                 "absent",
             );
+        }
+        // Both given: they must describe the same directory.
+        if let (Some(root), Some(tree_digest)) = (&od.root_directory_digest, &od.tree_digest) {
+            match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
+                Ok(Ok(tree)) => {
+                    let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
+                    if tree_root != *root {
+                        return Verdict::new(
+                            unmet(check),
+                            "root_directory_digest is not the root of tree_digest's Tree",
+                        )
+                        .with(
+                            "root_directory_digest",
+                            Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
+                            digest::show(root),
+                        );
+                    }
+                }
+                Ok(Err(e)) => {
+                    return Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
+                        "tree_digest",
+                        Some("a Tree".into()),
+                        e.to_string(),
+                    )
+                }
+                Err(e) => {
+                    return Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
+                        "tree_digest",
+                        Some("fetchable".into()),
+                        e.to_string(),
+                    )
+                }
+            }
         }
         for (path, entry) in &entries {
             if let OutputEntry::File { digest, .. } = entry {

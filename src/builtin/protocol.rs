@@ -172,7 +172,7 @@ pub(super) fn cancel_operation<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
         let clients = h.clients();
         let req = clients.request(CancelOperationRequest { name: name.clone() });
         match clients.call(clients.operations.clone().cancel_operation(req)).await {
-            Ok(_) => Verdict::pass(format!("cancelled {name}")),
+            Ok(_) => cancelled_operation_ends(h, check, &name).await,
             Err(s) if matches!(s.code(), Code::Unimplemented | Code::InvalidArgument) => {
                 Verdict::pass(format!("CancelOperation answered {:?}, which BuildStream accepts", s.code()))
             }
@@ -181,6 +181,44 @@ pub(super) fn cancel_operation<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
                 .with("code", Some("OK, UNIMPLEMENTED or INVALID_ARGUMENT".into()), format!("{:?}", s.code())),
         }
     })
+}
+
+/// After CancelOperation answered OK, the operation must end well before its
+/// 20 s command would have: an OK that changes nothing leaves BuildStream's
+/// cancelled builds running on the cluster.
+async fn cancelled_operation_ends(h: &Harness, check: &CheckSpec, name: &str) -> Verdict {
+    const WITHIN: Duration = Duration::from_secs(10);
+    let clients = h.clients();
+    let deadline = Instant::now() + WITHIN;
+    let mut req = tonic::Request::new(WaitExecutionRequest { name: name.to_string() });
+    req.set_timeout(WITHIN);
+    let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
+        Err(_) => return Verdict::error("WaitExecution on the cancelled operation did not answer"),
+        Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
+        // Gone, or refused because it is over: the cancellation took.
+        Ok(Err(s)) => return Verdict::pass(format!("cancelled {name}; WaitExecution then answered {:?}", s.code())),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => {
+                return Verdict::new(unmet(check), "CancelOperation answered OK, but the operation kept running").with(
+                    "operation after CancelOperation",
+                    Some(format!("done within {}s", WITHIN.as_secs())),
+                    "still running",
+                )
+            }
+            Ok(Ok(Some(op))) if op.done => return Verdict::pass(format!("cancelled {name}; the operation ended")),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return Verdict::pass(format!("cancelled {name}; its stream ended")),
+            Ok(Err(s)) if execute::is_transport(&s) => {
+                return Verdict::error(format!("WaitExecution stream: {}", s.message()))
+            }
+            Ok(Err(s)) => {
+                return Verdict::pass(format!("cancelled {name}; WaitExecution then answered {:?}", s.code()))
+            }
+        }
+    }
 }
 
 /// GetActionResult for an action never run answers NOT_FOUND.

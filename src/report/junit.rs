@@ -98,48 +98,21 @@ pub fn render(summary: &RunSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::Severity;
     use crate::verdict::Verdict;
-    use std::time::Duration as StdDuration;
 
     fn result(id: &str, verdict: Verdict) -> CheckResult {
-        CheckResult {
-            id: id.into(),
-            suite: id.split('.').next().unwrap().into(),
-            title: "t".into(),
-            severity: Severity::Must,
-            impact: crate::suite::Impact::Blocker,
-            tags: vec!["buildstream".into()],
-            source: "s".into(),
-            verdict,
-            hint: None,
-            duration: StdDuration::from_millis(120),
-        }
+        crate::verdict::fixtures::result(id, "blocker", verdict)
     }
 
     #[test]
     fn verdict_kinds_map_to_junit_elements_and_output_is_stable() {
-        let summary = RunSummary {
-            target: "t".into(),
-            instance: String::new(),
-            server: None,
-            needs: Vec::new(),
-            partial: false,
-            results: vec![
-                result("a.pass", Verdict::pass("ok")),
-                result(
-                    "a.fail",
-                    Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w"),
-                ),
-                result("b.warn", Verdict::new(VerdictKind::Warn, "meh \x1b[31mred\x07\x00")),
-                result("b.error", Verdict::error("unreachable")),
-                result("b.skip", Verdict::skip("n/a")),
-            ],
-            started_at: 1_700_000_000,
-            startup_time: StdDuration::ZERO,
-            startup_steps: Vec::new(),
-            wall_time: StdDuration::from_secs(1),
-        };
+        let summary = crate::verdict::fixtures::summary(vec![
+            result("a.pass", Verdict::pass("ok")),
+            result("a.fail", Verdict::new(VerdictKind::Fail, "bad <&> \"x\"").with("cwd", Some("/w".into()), "/tmp/w")),
+            result("b.warn", Verdict::new(VerdictKind::Warn, "meh \x1b[31mred\x07\x00")),
+            result("b.error", Verdict::error("unreachable")),
+            result("b.skip", Verdict::skip("n/a")),
+        ]);
         let xml = render(&summary);
         assert_eq!(xml, render(&summary), "pure function of the verdicts");
         // a, b and the readiness suite, whose builds-here fails on the blocker a.fail.

@@ -561,7 +561,9 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
             }),
             deprecated_api_version: None,
             low_api_version: version(0),
-            high_api_version: version(3),
+            // What it implements: output_paths (2.1), Action.platform (2.2),
+            // output_directory_format and root_directory_digest (2.8).
+            high_api_version: version(8),
         }))
     }
 }

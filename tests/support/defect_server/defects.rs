@@ -34,6 +34,8 @@ defects! {
     // --- sandbox ---
     InputRootAsSubdir = "input-root-as-subdir":
         "runs the command in the staged input root as a subdirectory of the worker's own filesystem instead of chrooting into it",
+    EtcFilesInjected = "etc-files-injected":
+        "binds the worker host's /etc/hosts and /etc/resolv.conf into the input root's /etc, as container runtimes do",
     HostUsrBound = "host-usr-bound":
         "binds the worker host's /usr read-only over the input root's /usr",
     NoProc = "no-proc":
@@ -100,6 +102,8 @@ defects! {
         "returns output directories as output_files entries",
     NoRootDirectoryDigest = "no-root-directory-digest":
         "leaves OutputDirectory.root_directory_digest unset (tree_digest only)",
+    TreeRootMismatch = "tree-root-mismatch":
+        "gives an output directory a tree_digest whose Tree root is not the directory root_directory_digest names",
     StdoutTruncated = "stdout-truncated":
         "keeps only the first half of stdout",
     // --- protocol ---
@@ -117,6 +121,8 @@ defects! {
         "puts results whose ExecuteResponse status is not OK (e.g. DEADLINE_EXCEEDED) in the action cache",
     TimeoutIgnored = "timeout-ignored":
         "ignores Action.timeout, letting commands run to completion",
+    CancelIgnored = "cancel-ignored":
+        "answers CancelOperation with OK and lets the operation run on",
     CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
         "answers CancelOperation with INTERNAL",
     // --- CAS ---

@@ -157,7 +157,9 @@ pub(crate) fn collect_outputs(
         } else if meta.is_dir() && request.kind != OutputKind::File {
             let collected = collect_directory(blobs, &host_path, wanted)?;
             let root_directory_digest = blobs.put_message(&collected.root);
-            let tree = re::Tree { root: Some(collected.root), children: collected.descendants };
+            let tree_root =
+                if defects.has(Defect::TreeRootMismatch) { re::Directory::default() } else { collected.root };
+            let tree = re::Tree { root: Some(tree_root), children: collected.descendants };
             let tree_digest = blobs.put_message(&tree);
             if defects.has(Defect::OutputFilesForDirs) {
                 result.output_files.push(re::OutputFile {

@@ -439,6 +439,13 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
     if defects.has(Defect::TmpNotWritable) {
         args.mount("--ro-bind", &spec.root.join("tmp"), Path::new("/tmp"));
     }
+    if defects.has(Defect::EtcFilesInjected) {
+        for file in ["/etc/hosts", "/etc/resolv.conf"] {
+            if Path::new(file).exists() {
+                args.mount("--ro-bind", Path::new(file), &root_inside.join(file.trim_start_matches('/')));
+            }
+        }
+    }
     if defects.has(Defect::HostUsrBound) {
         args.mount("--ro-bind", Path::new("/usr"), &root_inside.join("usr"));
     }
