@@ -111,7 +111,7 @@ fn feature_state(r: &CheckResult) -> FeatureState {
         (VerdictKind::Fail | VerdictKind::Warn, Some(OutcomeClass::Queued)) => FeatureState::Hangs,
         (VerdictKind::Fail | VerdictKind::Warn, _) => FeatureState::Broken,
         (VerdictKind::Error, _) => FeatureState::Undecided,
-        (_, Some(OutcomeClass::Rejected | OutcomeClass::Failed)) => FeatureState::RefusedCleanly,
+        (_, Some(OutcomeClass::Rejected | OutcomeClass::Failed)) if !r.refusal_required => FeatureState::RefusedCleanly,
         (_, Some(OutcomeClass::Queued)) => FeatureState::Hangs,
         _ => FeatureState::Available,
     }
@@ -265,6 +265,21 @@ mod tests {
         let needing = assess(&s, &["build-uid".to_string()]);
         assert_eq!((needing.exit_code(), needing.needed_unavailable.clone()), (1, vec!["build-uid".to_string()]));
         assert!(r.render().contains("build-uid: refused cleanly (sandbox.unix-uid)"), "{}", r.render());
+    }
+
+    #[test]
+    fn a_required_refusal_means_the_feature_works_and_queued_means_it_hangs() {
+        let mut answered = result(
+            "platform.unsatisfiable-answered",
+            "feature:other-platforms",
+            Verdict::pass("failed").with_outcome(OutcomeClass::Failed),
+        );
+        answered.refusal_required = true;
+        let r = assess(&summary(vec![answered.clone()]), &[]);
+        assert_eq!(r.features["other-platforms"].state, FeatureState::Available);
+        answered.verdict = Verdict::new(VerdictKind::Warn, "queued").with_outcome(OutcomeClass::Queued);
+        let r = assess(&summary(vec![answered]), &[]);
+        assert_eq!((r.features["other-platforms"].state, r.hang_risks.len()), (FeatureState::Hangs, 1));
     }
 
     #[test]

@@ -134,6 +134,11 @@ pub struct CheckResult {
     /// How to fix a FAIL or WARN on the recognised server (see `hints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The requirement is that the action is answered without running (a
+    /// platform no worker has): a PASS by refusal then means the feature
+    /// works, not that it is refused.
+    #[serde(default)]
+    pub refusal_required: bool,
     /// Wall time the check took, including waiting for the server.
     #[serde(with = "duration_secs")]
     pub duration: Duration,
@@ -225,6 +230,7 @@ pub(crate) mod fixtures {
             source: "s".into(),
             verdict,
             hint: None,
+            refusal_required: false,
             duration: Duration::from_millis(120),
         }
     }
