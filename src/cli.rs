@@ -331,6 +331,10 @@ pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, Str
                 ..BuildGridOptions::default()
             })))
         }
+        name if name == "buildbarn" || name.starts_with("buildbarn:") => Err(format!(
+            "`--cluster {name}` is not available: the harness cannot build Buildbarn here (its Go modules are not served \
+             by the module proxy these machines reach; see docs/buildbarn.md); run it against yours with --endpoint URL"
+        )),
         other => Err(format!("unknown cluster `{other}` (known: local, buildgrid, buildgrid:bwrap, buildgrid:host; or give --endpoint URL)")),
     }
 }

@@ -72,11 +72,12 @@ impl Harness {
         let req = clients.request(GetCapabilitiesRequest { instance_name: clients.instance.clone() });
         let capabilities = clients.call(clients.capabilities.clone().get_capabilities(req)).await.map_err(|s| {
             TargetError(format!(
-                "{} does not answer GetCapabilities for instance `{}`: {:?}: {}",
+                "{} does not answer GetCapabilities for instance `{}`: {:?}: {}{}",
                 target.endpoint,
                 clients.instance,
                 s.code(),
-                s.message()
+                s.message(),
+                transport_hint(&target.endpoint, s.message()).map(|h| format!(" ({h})")).unwrap_or_default()
             ))
         })?;
         let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
@@ -245,6 +246,25 @@ impl Harness {
     }
 }
 
+/// What a failed first call most likely means, from the transport's words.
+pub fn transport_hint(url: &str, message: &str) -> Option<&'static str> {
+    let tls = url.starts_with("grpcs://") || url.starts_with("https://");
+    let m = message.to_ascii_lowercase();
+    if tls && (m.contains("tls handshake eof") || m.contains("invalidcontenttype") || m.contains("corrupt message")) {
+        Some("the server does not speak TLS on this port: try grpc:// or http://")
+    } else if !tls
+        && (m.contains("h2 protocol error") || m.contains("frame with invalid size") || m.contains("http2 error"))
+    {
+        Some("no HTTP/2 gRPC answer: the server may expect TLS (grpcs://), or it is not a gRPC server")
+    } else if m.contains("connection reset") || m.contains("broken pipe") || m.contains("connection closed") {
+        Some("the server closed the connection: is it the right port, and does it expect TLS?")
+    } else if m.contains("invalid peer certificate") || m.contains("unknownissuer") {
+        Some("the server's certificate is not trusted: pass its CA with --server-cert")
+    } else {
+        None
+    }
+}
+
 /// Every check gets the same ERROR when the target cannot be used.
 pub fn all_error(checks: &[CheckSpec], reason: &str) -> Vec<CheckResult> {
     checks.iter().map(|c| result_of(c, Verdict::error(reason.to_string()), Duration::ZERO)).collect()
@@ -289,4 +309,19 @@ pub fn text_excerpt(data: &[u8]) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transport_hint;
+
+    #[test]
+    fn tls_and_plaintext_mismatches_are_named() {
+        assert!(transport_hint("grpcs://h:1", "tls handshake eof").unwrap().contains("does not speak TLS"));
+        assert!(transport_hint("grpc://h:1", "h2 protocol error: http2 error").unwrap().contains("expect TLS"));
+        assert!(transport_hint("grpcs://h:1", "invalid peer certificate: UnknownIssuer")
+            .unwrap()
+            .contains("--server-cert"));
+        assert_eq!(transport_hint("grpc://h:1", "tcp connect error"), None);
+    }
 }
