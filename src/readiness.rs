@@ -62,11 +62,21 @@ pub struct Finding {
     pub id: String,
     pub verdict: VerdictKind,
     pub reason: String,
+    /// The root cause this finding probably follows from (then it is no
+    /// separate problem): with the input root not staged as `/`, nothing run
+    /// from it can be judged on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
 }
 
 impl Finding {
     fn of(r: &CheckResult) -> Finding {
-        Finding { id: r.id.clone(), verdict: r.verdict.kind, reason: crate::report::one_line(&r.verdict.reason, 160) }
+        Finding {
+            id: r.id.clone(),
+            verdict: r.verdict.kind,
+            reason: crate::report::one_line(&r.verdict.reason, 160),
+            follows_from: None,
+        }
     }
 }
 
@@ -94,6 +104,10 @@ pub struct Readiness {
     /// Features the user said they need (`--needs`) that are not available.
     pub needed_unavailable: Vec<String>,
 }
+
+/// The check every action's shape depends on: when the input root is not `/`,
+/// the other blockers are most likely its consequences.
+const ROOT_CAUSE: &str = "input-root.root-entries";
 
 /// Order in which blockers are shown: what everything else depends on first.
 fn root_cause_rank(id: &str) -> u8 {
@@ -153,6 +167,11 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         }
     }
     blockers.sort_by_key(|f| root_cause_rank(&f.id));
+    if let Some(root) = blockers.iter().find(|f| f.id == ROOT_CAUSE).map(|f| f.id.clone()) {
+        for f in blockers.iter_mut().filter(|f| f.id != root) {
+            f.follows_from = Some(root.clone());
+        }
+    }
     let builds_here = if !blockers.is_empty() {
         BuildsHere::No
     } else if !undecided.is_empty() {
@@ -199,7 +218,13 @@ impl Readiness {
                 }
             }
         };
-        list("blockers (root causes first)", &self.blockers, &mut out);
+        let (own, following): (Vec<Finding>, Vec<Finding>) =
+            self.blockers.iter().cloned().partition(|f| f.follows_from.is_none());
+        list("blockers (root causes first)", &own, &mut out);
+        if let Some(root) = following.first().and_then(|f| f.follows_from.clone()) {
+            let ids: Vec<&str> = following.iter().map(|f| f.id.as_str()).collect();
+            out.push_str(&format!("    … and {} more that probably follow from {root}: {}\n", ids.len(), ids.join(", ")));
+        }
         list("undecided blockers", &self.undecided, &mut out);
         let unavailable: Vec<_> = self.features.iter().filter(|(_, f)| !f.state.usable()).collect();
         if !unavailable.is_empty() {
@@ -291,6 +316,8 @@ mod tests {
         let r = assess(&s, &[]);
         assert_eq!((r.builds_here, r.exit_code()), (BuildsHere::No, 1));
         assert_eq!(r.blockers[0].id, "input-root.root-entries");
+        assert_eq!(r.blockers[1].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert!(r.render().contains("1 more that probably follow from input-root.root-entries"), "{}", r.render());
         let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);
         assert_eq!(assess(&s, &[]).exit_code(), 2);
     }
