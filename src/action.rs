@@ -1,5 +1,5 @@
 //! Turns a declarative [`ActionSpec`] into REAPI messages, starting from the
-//! shape BuildStream sends (FIELD-NOTES §2) so a check only states what differs.
+//! shape BuildStream sends (docs/requirements.md §1) so a check only states what differs.
 
 use std::sync::Arc;
 
@@ -154,7 +154,7 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
     let on_action = spec.platform_on != PlatformPlacement::Command;
 
     // Command.platform is deprecated in v2.2 but BuildStream still sends it
-    // and servers differ in which one they read (FIELD-NOTES §5).
+    // and servers differ in which one they read (docs/requirements.md §4).
     #[allow(deprecated)]
     let command = Command {
         arguments,

@@ -1,6 +1,6 @@
 //! Execute an action and classify what the server did with it.
 //!
-//! FIELD-NOTES §5: a suite must tell apart an Execute that is rejected at
+//! docs/requirements.md §4: a suite must tell apart an Execute that is rejected at
 //! once, one that fails inside the finished operation, one still queued (or
 //! still running) when the budget is spent, and one that completed.
 

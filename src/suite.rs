@@ -226,7 +226,7 @@ pub enum EntrySpec {
     Symlink { symlink: String, target: String },
 }
 
-/// The class of an Execute outcome. A suite must tell these apart (FIELD-NOTES §5).
+/// The class of an Execute outcome. A suite must tell these apart (docs/requirements.md §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeClass {

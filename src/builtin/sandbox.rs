@@ -10,7 +10,7 @@ use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 
 /// Entries the sandbox may add to `/` besides the input root: the runtime
-/// mounts BuildStream's own sandbox provides (FIELD-NOTES §4).
+/// mounts BuildStream's own sandbox provides (docs/requirements.md §3).
 const RUNTIME_MOUNTS: &[&str] = &["dev", "proc", "tmp", "sys"];
 
 /// `/` inside the action holds exactly the staged top-level entries plus
