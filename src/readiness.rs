@@ -223,7 +223,11 @@ impl Readiness {
         list("blockers (root causes first)", &own, &mut out);
         if let Some(root) = following.first().and_then(|f| f.follows_from.clone()) {
             let ids: Vec<&str> = following.iter().map(|f| f.id.as_str()).collect();
-            out.push_str(&format!("    … and {} more that probably follow from {root}: {}\n", ids.len(), ids.join(", ")));
+            out.push_str(&format!(
+                "    … and {} more that probably follow from {root}: {}\n",
+                ids.len(),
+                ids.join(", ")
+            ));
         }
         list("undecided blockers", &self.undecided, &mut out);
         let unavailable: Vec<_> = self.features.iter().filter(|(_, f)| !f.state.usable()).collect();
