@@ -382,6 +382,17 @@ pub(super) fn timeout_status<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFut
         if let Some(v) = undecided(&outcome, "failed in operation: DeadlineExceeded") {
             return v;
         }
+        // A shell error (2) or a command not found / not executable (127, 126)
+        // means the probe never started, so nothing ran long enough to time
+        // out: one finding of the input-root suite, not a second one here.
+        if let Some(code @ (2 | 126 | 127)) =
+            outcome.result().filter(|_| outcome.class() == OutcomeClass::Completed).map(|r| r.exit_code)
+        {
+            return Verdict::error(format!(
+                "blocked: the command exited {code} at once without running the probe (see the input-root checks); \
+                 a timeout cannot be judged"
+            ));
+        }
         match &outcome {
             Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
                 Verdict::pass(outcome.describe())
