@@ -176,25 +176,12 @@ pub fn command_ran(r: &bazel_remote_apis::build::bazel::remote::execution::v2::A
         || outputs
 }
 
-/// Judges a declarative check from what the server did.
-pub fn judge(check: &CheckSpec, outcome: &Outcome, probe: Option<&ProbeOutput>, vars: &Vars) -> Verdict {
-    judge_with_stages(check, outcome, &[], probe, vars)
-}
-
-/// [`judge`], also told the execution stages the operation went through: an
-/// action that must not run (no `completed` expected) and reached EXECUTING
-/// or produced a result ran, whatever status it ended with.
-pub fn judge_with_stages(
-    check: &CheckSpec,
-    outcome: &Outcome,
-    stages: &[String],
-    probe: Option<&ProbeOutput>,
-    vars: &Vars,
-) -> Verdict {
-    judge_inner(check, outcome, stages, probe, vars).with_outcome(outcome.class())
-}
-
-fn judge_inner(
+/// Judges a declarative check from what the server did, told the execution
+/// stages the operation went through: an action that must not run (no
+/// `completed` expected) and reached EXECUTING or produced a result ran,
+/// whatever status it ended with. Callers record the outcome class on the
+/// verdict (`Verdict::with_outcome`) for the readiness answer.
+pub fn judge(
     check: &CheckSpec,
     outcome: &Outcome,
     stages: &[String],

@@ -219,7 +219,8 @@ impl Harness {
         } else {
             None
         };
-        let verdict = evaluate::judge_with_stages(check, &outcome, &trace.stages, probe.as_ref(), &self.vars);
+        let verdict =
+            evaluate::judge(check, &outcome, &trace.stages, probe.as_ref(), &self.vars).with_outcome(outcome.class());
         with_trace(verdict, &prepared, &trace)
     }
 

@@ -161,7 +161,7 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
         } else {
             None
         };
-    let mut verdict = evaluate::judge(check, &outcome, probe.as_ref(), &h.vars);
+    let mut verdict = evaluate::judge(check, &outcome, &[], probe.as_ref(), &h.vars).with_outcome(outcome.class());
     if verdict.kind != crate::verdict::VerdictKind::Pass {
         verdict = verdict.with("casd log", None, casd.log_tail());
     }

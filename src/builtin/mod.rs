@@ -88,7 +88,7 @@ pub(crate) async fn run_to_completion(
     if outcome.class() != OutcomeClass::Completed {
         let mut completed = check.clone();
         completed.expect = Default::default();
-        return Err(evaluate::judge(&completed, &outcome, None, &h.vars));
+        return Err(evaluate::judge(&completed, &outcome, &[], None, &h.vars).with_outcome(outcome.class()));
     }
     Ok((prepared, outcome))
 }
