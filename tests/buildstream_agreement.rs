@@ -108,6 +108,9 @@ fn bst_build(bst: &Path, config: &Path, project: &Path, element: &str, log: &Pat
         .arg("--directory")
         .arg(project)
         .args(["build", element])
+        // bst's own buildbox-casd stages in $TMPDIR; a killed (hanging) build
+        // leaves its directory behind, so keep it inside the test's tempdir.
+        .env("TMPDIR", project.parent().unwrap_or(project))
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)

@@ -65,7 +65,8 @@ pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
             Err(e) => return Verdict::error(format!("provisioning task failed: {e}")),
         };
         let guard = match crate::cluster::rundir::create("casd-proxy", false) {
-            Ok(dir) => crate::cluster::rundir::RemovedOnDrop(dir),
+            // Removed when dropped, also when an interrupted run abandons this check.
+            Ok(dir) => crate::worker::ScratchDir(dir),
             Err(e) => return Verdict::error(e.to_string()),
         };
         let dir = guard.0.clone();

@@ -11,7 +11,8 @@ pub mod local;
 mod process;
 pub mod rundir;
 
-pub use process::{descendants, kill_all, ManagedProcess};
+pub use crate::worker::{descendants, kill_all};
+pub use process::ManagedProcess;
 
 /// A cluster could not be provisioned or started (harness-side: exit status 2).
 #[derive(Debug, thiserror::Error)]

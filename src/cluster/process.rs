@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::worker::{descendants, kill_all};
+
 /// A started server process and its process group.
 #[derive(Debug)]
 pub struct ManagedProcess {
@@ -104,42 +106,6 @@ impl ManagedProcess {
         if self.pgid > 0 {
             // SAFETY: plain syscall on a process group this harness created.
             unsafe { libc::kill(-self.pgid, signal) };
-        }
-    }
-}
-
-/// Every process below `root`, children before grandchildren, read from
-/// /proc at the time of the call.
-pub fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
-            if let Some(ppid) = ppid {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = vec![root];
-    let mut i = 0;
-    while i < found.len() {
-        let p = found[i];
-        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(pid, _)| *pid));
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
-/// SIGKILL to each pid (those already gone are ignored).
-pub fn kill_all(pids: &[i32]) {
-    for &pid in pids {
-        if pid > 1 {
-            // SAFETY: plain syscall; these are descendants this harness started.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

@@ -51,16 +51,6 @@ pub fn create(kind: &str, others_traverse: bool) -> Result<PathBuf, ClusterError
     Err(ClusterError(format!("no usable temporary directory: {}; set TMPDIR to a short directory", reasons.join("; "))))
 }
 
-/// A run directory removed when dropped, also when the task that owns it is
-/// abandoned (an interrupted run drops its checks' futures).
-pub struct RemovedOnDrop(pub PathBuf);
-
-impl Drop for RemovedOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Removes directories of runs whose process is gone (a SIGKILL gives no
 /// chance to clean up; their processes died with them via PDEATHSIG).
 pub fn sweep_stale(base: &Path) {

@@ -48,7 +48,7 @@ impl GroupChild {
     pub fn kill_group(&self) {
         if self.pgid > 0 {
             if !self.reaped {
-                crate::cluster::kill_all(&crate::cluster::descendants(self.pgid));
+                kill_all(&descendants(self.pgid));
             }
             // SAFETY: plain syscall on a process group this guard created.
             unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
@@ -59,6 +59,42 @@ impl GroupChild {
 impl Drop for GroupChild {
     fn drop(&mut self) {
         self.kill_group();
+    }
+}
+
+/// Every process below `root`, children before grandchildren, read from
+/// /proc at the time of the call.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// SIGKILL to each pid (those already gone are ignored).
+pub fn kill_all(pids: &[i32]) {
+    for &pid in pids {
+        if pid > 1 {
+            // SAFETY: plain syscall; these are descendants this harness started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }
 
