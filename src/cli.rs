@@ -681,6 +681,7 @@ pub fn default_run_args() -> Result<RunArgs, String> {
 /// Entry point; returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    crate::worker::adopt_orphans();
     let result = match cli.command {
         Command::List(args) => list(args),
         Command::Setup { buildbox_dir, buildgrid, bst } => (|| {
@@ -720,6 +721,9 @@ pub fn main() -> i32 {
             Err(e) => Err(format!("cannot start the async runtime: {e}")),
         },
     };
+    // Every cluster is stopped by now; whatever still runs below us (orphans
+    // of a server that died or was killed) goes too.
+    crate::worker::kill_leftovers();
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -293,10 +293,18 @@ fn a_dead_harness_process_is_named_and_never_blamed_on_the_server() {
         std::thread::sleep(Duration::from_millis(20));
     };
     std::thread::sleep(Duration::from_millis(700));
+    let below = descendants(child.id() as i32);
     // SAFETY: killing a grandchild this test's child started.
     unsafe { libc::kill(casd, libc::SIGKILL) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
+    // What casd had started (buildbox-run, bwrap) is orphaned by its death;
+    // the harness adopts and stops it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !running(&below).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(running(&below), Vec::<i32>::new(), "processes outlived the run after casd died");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let results = report["results"].as_array().unwrap();
     assert!(results.iter().all(|r| r["verdict"]["kind"] != "FAIL" && r["verdict"]["kind"] != "WARN"), "{report:#}");

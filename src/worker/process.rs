@@ -98,6 +98,31 @@ pub fn kill_all(pids: &[i32]) {
     }
 }
 
+/// Makes this process the reaper of every orphan below it: a process whose
+/// parent died (bwrap under a buildbox-run or buildbox-casd that was killed)
+/// is re-parented here instead of to init, where nobody would stop it.
+pub fn adopt_orphans() {
+    // SAFETY: prctl with an integer argument only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+}
+
+/// Kills every process still below this one and reaps it. For the end of a
+/// command, when everything it started has been stopped and anything left is
+/// a leftover (with [`adopt_orphans`], orphans included).
+pub fn kill_leftovers() {
+    let leftovers = descendants(std::process::id() as i32);
+    kill_all(&leftovers);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !leftovers.is_empty() && std::time::Instant::now() < deadline {
+        // SAFETY: reaping any child of this process, without blocking.
+        match unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } {
+            -1 => break, // no children left
+            0 => std::thread::sleep(std::time::Duration::from_millis(10)),
+            _ => {}
+        }
+    }
+}
+
 /// A scratch directory removed when dropped (also when its lease is cancelled).
 pub struct ScratchDir(pub std::path::PathBuf);
 
