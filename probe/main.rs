@@ -13,7 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::time::Duration;
 
-const PROBE_VERSION: i64 = 1;
+const PROBE_VERSION: i64 = 2;
 /// `--read` reports at most this much of a file.
 const CONTENT_LIMIT: u64 = 64 * 1024;
 /// Mount tables of busy hosts are long; a sandbox's fits easily in this.
@@ -52,6 +52,7 @@ extern "C" {
 
 // ---------------------------------------------------------------- JSON
 
+#[derive(Clone)]
 enum Json {
     Null,
     Bool(bool),
@@ -376,6 +377,63 @@ fn pids(errors: &mut Vec<String>) -> Json {
     Json::Arr(pids.into_iter().map(|pid| Json::Int(pid.into())).collect())
 }
 
+/// Parent and name of each visible process, from `/proc/PID/stat`, so the
+/// harness can tell the probe's ancestors from anything else in its PID
+/// namespace. A process gone since the listing is left out.
+fn processes(pids: &Json) -> Json {
+    let Json::Arr(pids) = pids else { return Json::Null };
+    let mut out = Vec::new();
+    for pid in pids {
+        let Json::Int(pid) = pid else { continue };
+        let Ok(stat) = read_capped(&format!("/proc/{pid}/stat"), 4096) else { continue };
+        let stat = String::from_utf8_lossy(&stat);
+        // "PID (NAME) STATE PPID ...": NAME may hold ')' itself, so split at the last one.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat.get(open + 1..close).unwrap_or_default().to_string();
+        let ppid = stat.get(close + 1..).and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i64>().ok());
+        out.push(Json::Obj(vec![
+            ("pid".to_string(), Json::Int(*pid)),
+            ("ppid".to_string(), ppid.map_or(Json::Null, Json::Int)),
+            ("name".to_string(), Json::Str(name)),
+        ]));
+    }
+    Json::Arr(out)
+}
+
+/// Inode numbers of the probe's PID, mount and network namespaces: two
+/// processes with the same number on one boot share that namespace.
+fn namespaces(errors: &mut Vec<String>) -> Json {
+    let mut fields = Vec::new();
+    for kind in ["pid", "mnt", "net"] {
+        let value = match fs::read_link(format!("/proc/self/ns/{kind}")) {
+            // The link reads "pid:[4026531836]".
+            Ok(target) => lossy(target.as_os_str())
+                .rsplit_once('[')
+                .and_then(|(_, rest)| rest.trim_end_matches(']').parse::<i64>().ok())
+                .map_or(Json::Null, Json::Int),
+            Err(e) => null_because(errors, &format!("namespaces: /proc/self/ns/{kind}"), e),
+        };
+        fields.push((kind.to_string(), value));
+    }
+    Json::Obj(fields)
+}
+
+/// The kernel's boot id: equal on two reports only when both ran on one
+/// machine (and boot), which is what makes namespace numbers comparable.
+fn boot_id(errors: &mut Vec<String>) -> Json {
+    match read_capped("/proc/sys/kernel/random/boot_id", 64) {
+        Ok(bytes) => Json::Str(String::from_utf8_lossy(&bytes).trim().to_string()),
+        Err(e) => null_because(errors, "boot_id: /proc/sys/kernel/random/boot_id", e),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 // ---------------------------------------------------------------- libc wrappers
 
 fn c_field(field: &[c_char; 65]) -> String {
@@ -504,11 +562,14 @@ fn main() {
     if raw.first().and_then(|a| Path::new(a).file_name()) == Some(OsStr::new("env")) {
         env_main(raw);
     }
+    let started_ms = now_ms();
     let argv: Vec<String> = raw.iter().map(|a| lossy(a)).collect();
     let mut errors = Vec::new();
     let tokens = directive_tokens(&argv, &mut errors);
     let mut run = Run::default();
     run.execute(tokens, &mut errors);
+    // Directives run in order, so a `--read` after a `--sleep` happened just before this.
+    let ended_ms = now_ms();
 
     let mut env = Vec::new();
     let mut env_order = Vec::new();
@@ -531,6 +592,7 @@ fn main() {
     // Sound: these calls take no arguments and cannot fail.
     let (uid, gid, euid, egid, ppid) = unsafe { (getuid(), getgid(), geteuid(), getegid(), getppid()) };
 
+    let pids = pids(&mut errors);
     let mut report = vec![
         ("probe_version", Json::Int(PROBE_VERSION)),
         ("argv", Json::strings(argv)),
@@ -551,7 +613,14 @@ fn main() {
         ("writable", Json::Obj(run.writable)),
         ("writes", Json::Obj(run.writes)),
         ("mountinfo", mountinfo(&mut errors)),
-        ("pids", pids(&mut errors)),
+        ("pids", pids.clone()),
+        ("processes", processes(&pids)),
+        ("namespaces", namespaces(&mut errors)),
+        ("boot_id", boot_id(&mut errors)),
+        (
+            "clock",
+            Json::Obj(vec![("start_ms".to_string(), Json::Int(started_ms)), ("end_ms".to_string(), Json::Int(ended_ms))]),
+        ),
         ("interfaces", interfaces(&mut errors)),
         ("unknown_directives", Json::strings(run.unknown)),
     ];

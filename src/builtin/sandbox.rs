@@ -87,7 +87,24 @@ pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec)
                 evaluate::excerpt(&report["pids"]),
             );
         }
-        if pids.len() > MAX_SANDBOX_PIDS {
+        if let Some(foreign) = foreign_processes(&report) {
+            if !foreign.is_empty() {
+                return Verdict::new(
+                    unmet,
+                    format!(
+                        "/proc shows {} process(es) that are not the action's own (not the probe's ancestors): {}",
+                        foreign.len(),
+                        foreign.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .with(
+                    "processes",
+                    Some("only the probe and its ancestors (the sandbox's init, the shell)".into()),
+                    evaluate::excerpt(&report["processes"]),
+                );
+            }
+        } else if pids.len() > MAX_SANDBOX_PIDS {
+            // An older probe or unreadable stat files: fall back on the count.
             return Verdict::new(
                 unmet,
                 format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()),
@@ -100,6 +117,34 @@ pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec)
         }
         Verdict::pass(format!("/proc shows {} process(es), the probe is pid {own}", pids.len()))
     })
+}
+
+/// Visible processes that are neither the probe nor one of its ancestors, as
+/// "PID (NAME)"; `None` when the report has no parent links. In the action's
+/// own PID namespace the sandbox's init and the command's chain are all there
+/// is; anything else belongs to the worker or to another action.
+fn foreign_processes(report: &Value) -> Option<Vec<String>> {
+    let processes = report["processes"].as_array().filter(|p| !p.is_empty())?;
+    let parent_of: std::collections::HashMap<i64, i64> = processes
+        .iter()
+        .filter_map(|p| Some((p["pid"].as_i64()?, p["ppid"].as_i64().unwrap_or(0))))
+        .collect();
+    let mut lineage = std::collections::HashSet::new();
+    let mut next = report["pid"].as_i64();
+    // Bounded walk: a parent link cycle in a hostile report cannot loop.
+    while let Some(pid) = next.filter(|pid| *pid > 0 && lineage.len() <= processes.len()) {
+        if !lineage.insert(pid) {
+            break;
+        }
+        next = parent_of.get(&pid).copied();
+    }
+    Some(
+        processes
+            .iter()
+            .filter(|p| p["pid"].as_i64().is_some_and(|pid| !lineage.contains(&pid)))
+            .map(|p| format!("{} ({})", p["pid"], p["name"].as_str().unwrap_or("?")))
+            .collect(),
+    )
 }
 
 /// Two actions running at the same time on identical input roots do not see

@@ -42,6 +42,8 @@ defects! {
         "mounts no procfs on /proc",
     ProcSharedPidNs = "proc-shared-pid-ns":
         "mounts /proc without giving the action its own PID namespace, so host processes are visible",
+    ProcWorkerPidNs = "proc-worker-pid-ns":
+        "runs every action in one small PID namespace the worker holds, as a worker container does: /proc shows the worker's and other actions' processes, far fewer than a host's",
     DevMissingNodes = "dev-missing-nodes":
         "gives /dev only a null node (no full, random, urandom, zero)",
     NoDevShm = "no-dev-shm":

@@ -47,6 +47,9 @@ pub(crate) struct SandboxRegistry {
 struct RegistryState {
     closed: bool,
     groups: HashSet<i32>,
+    /// The process group holding the shared PID namespace of
+    /// `proc-worker-pid-ns`, and that namespace's pid 1 on the host.
+    holder: Option<(i32, i32)>,
 }
 
 fn kill_group(pgid: i32) {
@@ -87,7 +90,58 @@ impl SandboxRegistry {
         for pgid in state.groups.drain() {
             kill_group(pgid);
         }
+        if let Some((pgid, _)) = state.holder.take() {
+            kill_group(pgid);
+        }
     }
+
+    /// The user and PID namespace files every action joins with
+    /// `proc-worker-pid-ns`, as a worker container gives all its actions one
+    /// PID namespace. Started once: a bwrap that sleeps in a new user and PID
+    /// namespace until the server stops.
+    pub(crate) fn shared_pid_namespace(&self) -> io::Result<(fs::File, fs::File)> {
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(io::Error::other("server is stopping"));
+        }
+        let inner = match state.holder {
+            Some((_, inner)) => inner,
+            None => {
+                use std::os::unix::process::CommandExt;
+                let mut child = std::process::Command::new(BWRAP)
+                    .args(["--die-with-parent", "--unshare-user", "--unshare-pid", "--uid", "0", "--gid", "0"])
+                    .args(["--ro-bind", "/", "/", "--proc", "/proc", "--", "sleep", "86400"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .process_group(0)
+                    .spawn()?;
+                let pgid = child.id() as i32;
+                // Killed with its group when the server stops; reaped here then.
+                std::thread::spawn(move || child.wait());
+                state.holder = Some((pgid, 0));
+                let inner = namespace_init(pgid)?;
+                state.holder = Some((pgid, inner));
+                inner
+            }
+        };
+        Ok((fs::File::open(format!("/proc/{inner}/ns/user"))?, fs::File::open(format!("/proc/{inner}/ns/pid"))?))
+    }
+}
+
+/// The host pid of the namespace's pid 1 that bwrap `outer` forks, once its
+/// uid map is written (joining before would leave the joiner unmapped).
+fn namespace_init(outer: i32) -> io::Result<i32> {
+    for _ in 0..500 {
+        let children = fs::read_to_string(format!("/proc/{outer}/task/{outer}/children")).unwrap_or_default();
+        if let Some(inner) = children.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+            if fs::read_to_string(format!("/proc/{inner}/uid_map")).is_ok_and(|m| !m.trim().is_empty()) {
+                return Ok(inner);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Err(io::Error::other("the shared PID namespace's bwrap did not start within 5 s"))
 }
 
 /// Removes `path` and everything below it, making read-only directories
@@ -392,8 +446,14 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
 
     // Namespaces: a private user, IPC, UTS and cgroup namespace always; PID
     // and network unless a defect or `network=on` says otherwise.
-    args.add(&["--die-with-parent", "--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
-    if !defects.has(Defect::ProcSharedPidNs) {
+    if defects.has(Defect::ProcWorkerPidNs) {
+        // The namespaces held by `shared_pid_namespace`, passed as fds 3 and 4.
+        args.add(&["--die-with-parent", "--userns", "3", "--pidns", "4"]);
+    } else {
+        args.add(&["--die-with-parent", "--unshare-user"]);
+    }
+    args.add(&["--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]);
+    if !defects.has(Defect::ProcSharedPidNs) && !defects.has(Defect::ProcWorkerPidNs) {
         args.add(&["--unshare-pid"]);
     }
     if !spec.run_as.network && !defects.has(Defect::SharedNetwork) {
@@ -498,9 +558,11 @@ pub(crate) async fn run_bwrap(
     timeout: Duration,
     cancel: &mut watch::Receiver<bool>,
 ) -> io::Result<RunEnd> {
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::ExitStatusExt;
 
-    let mut child = tokio::process::Command::new(BWRAP)
+    let mut command = tokio::process::Command::new(BWRAP);
+    command
         .args(args)
         .env_clear()
         .stdin(Stdio::null())
@@ -508,8 +570,26 @@ pub(crate) async fn run_bwrap(
         .stderr(fs::File::create(stderr)?)
         // Its own process group, so one kill reaches every process in it.
         .process_group(0)
-        .kill_on_drop(true)
-        .spawn()?;
+        .kill_on_drop(true);
+    // Kept open until bwrap has started: its fds 3 and 4 are dups of these.
+    let namespace_files =
+        if shared.defects.has(Defect::ProcWorkerPidNs) { Some(shared.sandboxes.shared_pid_namespace()?) } else { None };
+    if let Some((user, pid)) = &namespace_files {
+        let (user, pid) = (user.as_raw_fd(), pid.as_raw_fd());
+        // SAFETY: only async-signal-safe fcntl/dup2 between fork and exec. The
+        // fds are first moved above 10 so that placing one cannot clobber the other.
+        unsafe {
+            command.pre_exec(move || {
+                let (user, pid) = (libc::fcntl(user, libc::F_DUPFD, 10), libc::fcntl(pid, libc::F_DUPFD, 10));
+                if user < 0 || pid < 0 || libc::dup2(user, 3) < 0 || libc::dup2(pid, 4) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn()?;
+    drop(namespace_files);
     let pgid = child.id().map(|id| id as i32).unwrap_or(0);
     if !shared.sandboxes.register(pgid) {
         let _ = child.wait().await;
