@@ -95,7 +95,18 @@ pub(crate) async fn run_to_completion(
 
 /// Runs the check's action, expecting it to complete with a probe report.
 pub(crate) async fn completed_report(h: &Harness, check: &CheckSpec) -> Result<(PreparedAction, Value), Verdict> {
-    let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    report_of(h, &check.id, check, &check.action).await
+}
+
+/// Runs `spec` (one of the check's actions, cached under `key`), expecting it
+/// to complete with a probe report.
+pub(crate) async fn report_of(
+    h: &Harness,
+    key: &str,
+    check: &CheckSpec,
+    spec: &crate::suite::ActionSpec,
+) -> Result<(PreparedAction, Value), Verdict> {
+    let (prepared, outcome) = run_to_completion(h, key, check, spec).await?;
     let probe = h.probe_output(&outcome).await.map_err(Verdict::error)?;
     match probe.map(|p| (p.report, p.stdout_excerpt)) {
         Some((Ok(report), _)) => Ok((prepared, report)),

@@ -68,6 +68,8 @@ defects! {
         "ignores mtime node properties: input files get the staging time, outputs carry no mtime",
     ConstantOutputMtime = "constant-output-mtime":
         "reports the same mtime on every output file, whatever the file's own",
+    TmpSharedSerial = "tmp-shared-serial":
+        "runs one action at a time, each with the same worker directory as /tmp, never cleaned between actions",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
     RunnerExecsEnv = "runner-execs-env":

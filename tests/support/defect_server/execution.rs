@@ -498,6 +498,8 @@ async fn run_action(
     if let Err(e) = std::fs::create_dir(&job_dir) {
         return failed(Code::Internal, format!("cannot create the job directory: {e}"));
     }
+    // `tmp-shared-serial`: one action at a time, like a single-slot worker.
+    let _slot = if shared.defects.has(Defect::TmpSharedSerial) { Some(shared.serial_slot.lock().await) } else { None };
     let response = run_in_dir(shared, job, run_as, cancel, &job_dir).await;
     let _ = tokio::task::spawn_blocking(move || sandbox::remove_tree(&job_dir)).await;
     response

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     pub(crate) host_isa: String,
     /// Jobs the server's own worker cannot run, and the bots that may.
     pub(crate) scheduler: bots::Scheduler,
+    /// Held while an action runs when the worker runs one at a time.
+    pub(crate) serial_slot: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -158,6 +160,7 @@ impl DefectServer {
             sandboxes: SandboxRegistry::default(),
             host_isa: platform::host_isa(),
             scheduler: bots::Scheduler::default(),
+            serial_slot: tokio::sync::Mutex::new(()),
         });
 
         let incoming = TcpListenerStream::new(listener).map(|accepted| {

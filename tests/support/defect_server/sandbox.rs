@@ -496,6 +496,13 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
         // gets its own world-writable tmpfs so any uid can use it.
         args.add(&["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]);
     }
+    if defects.has(Defect::TmpSharedSerial) {
+        // The server's work dir holds the roots; its parent is the shared /tmp.
+        let shared_tmp = spec.root.parent().and_then(Path::parent).map(|w| w.join("shared-tmp"));
+        if let Some(shared_tmp) = shared_tmp.filter(|t| fs::create_dir_all(t).is_ok()) {
+            args.mount("--bind", &shared_tmp, Path::new("/tmp"));
+        }
+    }
     if defects.has(Defect::TmpNotWritable) {
         args.mount("--ro-bind", &spec.root.join("tmp"), Path::new("/tmp"));
     }
