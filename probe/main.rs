@@ -169,6 +169,7 @@ struct Run {
     lists: Vec<(String, Json)>,
     writable: Vec<(String, Json)>,
     writes: Vec<(String, Json)>,
+    removed: Vec<(String, Json)>,
     unknown: Vec<String>,
     exit_status: i32,
     quiet: bool,
@@ -180,7 +181,7 @@ impl Run {
         while let Some(token) = tokens.next() {
             match token.as_str() {
                 "--quiet" => self.quiet = true,
-                "--read" | "--list" | "--writable" | "--write" | "--stderr" | "--exit" | "--sleep" => {
+                "--read" | "--list" | "--writable" | "--write" | "--remove" | "--stderr" | "--exit" | "--sleep" => {
                     match tokens.next() {
                         Some(arg) => self.apply(&token, &arg, errors),
                         None => errors.push(format!("{token}: missing argument")),
@@ -206,6 +207,8 @@ impl Run {
                 }
                 None => errors.push(format!("--write {arg}: expected PATH=CONTENT")),
             },
+            // A file that is not there is an answer, not an error.
+            "--remove" => set(&mut self.removed, arg, Json::Bool(fs::remove_file(arg).is_ok())),
             "--stderr" => {
                 // Nowhere to report a failed write to stderr; carry on.
                 let _ = io::stderr().write_all(format!("{arg}\n").as_bytes());
@@ -612,6 +615,7 @@ fn main() {
         ("lists", Json::Obj(run.lists)),
         ("writable", Json::Obj(run.writable)),
         ("writes", Json::Obj(run.writes)),
+        ("removed", Json::Obj(run.removed)),
         ("mountinfo", mountinfo(&mut errors)),
         ("pids", pids.clone()),
         ("processes", processes(&pids)),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bazel_remote_apis::build::bazel::remote::execution::v2::{command, platform, Action, Command, Digest, Platform};
 
 use crate::digest;
-use crate::suite::{ActionSpec, EntrySpec, PlatformPlacement};
+use crate::suite::{ActionSpec, EntrySpec, PlatformPlacement, ProbeFrom};
 use crate::tree::{Blobs, InputTree, TreeError};
 
 /// Working directory BuildStream-style: relative, `buildstream/<project>/<element>`.
@@ -18,6 +18,8 @@ pub const PROBE_PATH: &str = "usr/bin/sh";
 /// BuildStream root has it, so a root without it would fail for a reason no
 /// BuildStream build meets.
 pub const ENV_PATH: &str = "usr/bin/env";
+/// The probe's name in the working directory, for suites that run it from there.
+pub const WORKDIR_PROBE: &str = "reapi-probe";
 
 /// A sorted subset of BuildStream's environment (the exact, unsorted one is
 /// the subject of its own check).
@@ -113,6 +115,15 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         // BuildStream creates the working directory in the input tree.
         tree.dir(&working_directory)?;
     }
+    let from_workdir = !spec.bare_root && spec.argv.is_none() && spec.probe_from == Some(ProbeFrom::WorkingDirectory);
+    if from_workdir {
+        let path = if working_directory.is_empty() {
+            WORKDIR_PROBE.to_string()
+        } else {
+            format!("{working_directory}/{WORKDIR_PROBE}")
+        };
+        tree.file(&path, probe.clone(), true)?;
+    }
     if spec.read_only_root {
         tree.dir_property("", "SubtreeReadOnly", "true")?;
         let install = "buildstream-install";
@@ -130,6 +141,7 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
     let script = vars.expand(&spec.probe.join(" "));
     let arguments = match &spec.argv {
         Some(argv) => argv.iter().map(|a| vars.expand(a)).collect(),
+        None if from_workdir => vec![format!("./{WORKDIR_PROBE}"), "-c".into(), "-e".into(), script],
         None => vec![format!("/{PROBE_PATH}"), "-c".into(), "-e".into(), script],
     };
     let env: Vec<String> = match &spec.env {

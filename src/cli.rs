@@ -179,6 +179,11 @@ pub struct RunArgs {
     /// Compare verdicts with an expectation file; the exit status then says whether the run deviates.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
+    /// Write an expectation file from this run: every verdict other than PASS, with its
+    /// reason. Where FILE already lists a check with the same verdict, its reason is kept,
+    /// so the hand-written explanations survive an update.
+    #[arg(long, value_name = "FILE")]
+    pub write_expectations: Option<PathBuf>,
     /// Checks run at once.
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub jobs: usize,
@@ -315,6 +320,23 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
 }
 
 /// A cluster the harness starts, by name (`local`, `buildgrid[:bwrap|:host]`).
+/// The name of the cluster the harness starts for this run, canonical
+/// (`buildgrid:bwrap` is `buildgrid`); `None` for a server given by address.
+fn named_target(args: &RunArgs) -> Option<String> {
+    if args.buildstream_config.is_some() || args.endpoint.is_some() {
+        return None;
+    }
+    let name = args.cluster.as_deref().unwrap_or("local");
+    Some(if name == "buildgrid:bwrap" { "buildgrid" } else { name }.to_string())
+}
+
+/// What an expectation file written from this run names as its target.
+fn run_target(args: &RunArgs) -> String {
+    named_target(args)
+        .or_else(|| args.endpoint.clone())
+        .unwrap_or_else(|| "the cluster of the BuildStream configuration".into())
+}
+
 pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
     match name {
         "local" => Ok(Box::new(cluster::local::Local::new(args.buildbox_dir.clone(), args.jobs.max(4)))),
@@ -515,7 +537,25 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         }
     }
     let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
-    for (path, flag) in [(&args.junit, "--junit"), (&args.json, "--json")] {
+    let target = run_target(&args);
+    if let (Some(file), Some(path), Some(cluster)) = (&expect, &args.expect, named_target(&args)) {
+        if file.target != cluster {
+            return Err(format!(
+                "{}: expectations for target `{}`, but this run is against `--cluster {cluster}`",
+                path.display(),
+                file.target
+            ));
+        }
+    }
+    let previous = match &args.write_expectations {
+        Some(path) if path.exists() => Some(ExpectationFile::load(path)?),
+        _ => None,
+    };
+    for (path, flag) in [
+        (&args.junit, "--junit"),
+        (&args.json, "--json"),
+        (&args.write_expectations, "--write-expectations"),
+    ] {
         if let Some(path) = path {
             check_writable(path, flag)?;
         }
@@ -562,6 +602,13 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
             if let Err(e) = write_file(path, &text(&summary)) {
                 write_errors.push(e);
             }
+        }
+    }
+    if let Some(path) = &args.write_expectations {
+        let text = expectations::render(&summary, &target, previous.as_ref());
+        match write_file(path, &text) {
+            Ok(()) => eprintln!("expectations written to {}", path.display()),
+            Err(e) => write_errors.push(e),
         }
     }
     if !write_errors.is_empty() {

@@ -31,6 +31,9 @@ pub struct ExpectationFile {
     pub target: String,
     #[serde(default, deserialize_with = "no_duplicates")]
     pub expectations: BTreeMap<String, Expected>,
+    /// The comment lines the file starts with, kept when it is rewritten.
+    #[serde(skip)]
+    pub header: String,
 }
 
 /// A map that refuses a key given twice (YAML parsers keep the last one
@@ -58,10 +61,12 @@ fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Stri
 impl ExpectationFile {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| {
+        let mut file: ExpectationFile = serde_yaml_ng::from_str(&text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             format!("{}:{line}: {e}", path.display())
-        })
+        })?;
+        file.header = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+        Ok(file)
     }
 
     /// The verdict expected for a check.
@@ -146,6 +151,78 @@ pub fn compare(summary: &RunSummary, file: &ExpectationFile) -> Comparison {
     c
 }
 
+/// An expectation file listing every verdict of `summary` other than PASS.
+/// A reason from `previous` is kept where it lists the same verdict for the
+/// check, and its entries for checks this run left out are kept as they are;
+/// other reasons are the verdict's own, to be edited into a why.
+pub fn render(summary: &RunSummary, target: &str, previous: Option<&ExpectationFile>) -> String {
+    let mut out = match previous.map(|p| p.header.as_str()).filter(|h| !h.is_empty()) {
+        Some(header) => header.to_string(),
+        None => String::from(
+            "# Written by `reapi-conformance run --write-expectations`. Unlisted checks PASS.\n\
+             # Reasons should say why this target gets the verdict; kept on rewrite while the verdict holds.\n",
+        ),
+    };
+    out.push_str(&format!("target: {}\n", yaml_scalar(target)));
+    let mut entries: BTreeMap<&str, (VerdictKind, String)> = BTreeMap::new();
+    for (id, e) in previous.iter().flat_map(|p| &p.expectations) {
+        if !summary.results.iter().any(|r| &r.id == id) {
+            entries.insert(id, (e.verdict, e.reason.clone()));
+        }
+    }
+    for r in summary.results.iter().filter(|r| r.verdict.kind != VerdictKind::Pass) {
+        let kept = previous.and_then(|p| p.expectations.get(&r.id)).filter(|e| e.verdict == r.verdict.kind);
+        let reason = kept.map_or_else(|| format!("observed: {}", r.verdict.reason), |e| e.reason.clone());
+        entries.insert(&r.id, (r.verdict.kind, reason));
+    }
+    if entries.is_empty() {
+        out.push_str("expectations: {}\n");
+        return out;
+    }
+    out.push_str("expectations:\n");
+    for (id, (verdict, reason)) in entries {
+        out.push_str(&format!("  {id}:\n    verdict: {verdict}\n    reason:{}", folded(&reason)));
+    }
+    out
+}
+
+/// A plain YAML scalar where the text needs no quoting, else a quoted one.
+fn yaml_scalar(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if plain {
+        text.to_string()
+    } else {
+        // JSON string syntax is valid YAML.
+        serde_json::Value::String(text.to_string()).to_string()
+    }
+}
+
+/// ` >` and the text folded into lines of at most 76 columns, indented for a
+/// reason field; text a folded block cannot hold goes quoted on one line.
+fn folded(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let safe = !words.is_empty() && text.chars().all(|c| !c.is_control() || c == '\n' || c == '\t');
+    if !safe {
+        return format!(" {}\n", serde_json::Value::String(text.to_string()));
+    }
+    let mut out = String::from(" >\n");
+    let mut line = String::new();
+    for word in words {
+        if !line.is_empty() && line.len() + 1 + word.len() > 70 {
+            out.push_str(&format!("      {line}\n"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&format!("      {line}\n"));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +235,30 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let err = ExpectationFile::load(&path).unwrap_err();
         assert!(err.contains("listed twice") && err.contains("dup.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn written_expectations_load_back_and_keep_reasons_of_unchanged_verdicts() {
+        use crate::verdict::fixtures::{result, summary};
+        use crate::verdict::Verdict;
+        let run = summary(vec![
+            result("a.pass", "blocker", Verdict::pass("fine")),
+            result("a.fail", "blocker", Verdict::new(VerdictKind::Fail, "broke: \"quoted\"\nnext line")),
+            result("a.warn", "spec", Verdict::new(VerdictKind::Warn, "meh")),
+        ]);
+        let mut previous =
+            ExpectationFile { target: "old".into(), expectations: BTreeMap::new(), header: "# mine\n".into() };
+        previous.expectations.insert("a.warn".into(), Expected { verdict: VerdictKind::Warn, reason: "known".into() });
+        previous.expectations.insert("a.fail".into(), Expected { verdict: VerdictKind::Warn, reason: "stale".into() });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.yaml");
+        std::fs::write(&path, render(&run, "buildgrid:host", Some(&previous))).unwrap();
+        let file = ExpectationFile::load(&path).unwrap();
+        assert_eq!(file.target, "buildgrid:host");
+        assert_eq!(file.header, "# mine\n");
+        assert_eq!(file.expectations.len(), 2);
+        assert_eq!(file.expectations["a.warn"].reason.trim(), "known");
+        assert!(file.expectations["a.fail"].reason.starts_with("observed: broke: \"quoted\" next line"));
+        assert!(compare(&run, &file).matches());
     }
 }

@@ -100,7 +100,25 @@ pub struct SuiteFile {
     pub title: String,
     #[serde(default)]
     pub description: String,
+    /// Where this suite's actions run the probe from by default.
+    #[serde(default)]
+    pub probe_from: ProbeFrom,
     pub checks: Vec<CheckSpec>,
+}
+
+/// Where the default argv finds the probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeFrom {
+    /// `/usr/bin/sh`, inside the input root: only a worker that stages the
+    /// input root as `/` runs it. For checks about the input root.
+    #[default]
+    Root,
+    /// `./reapi-probe` in the working directory: any worker that runs the
+    /// command in the staged tree runs it, chroot or not, so checks not
+    /// about the input root judge their own subject even where `/` is wrong
+    /// (one root cause, one finding).
+    WorkingDirectory,
 }
 
 /// A check as written in a suite file.
@@ -155,9 +173,14 @@ pub struct ActionSpec {
     /// Extra entries of the input root.
     #[serde(default)]
     pub input_root: Vec<EntrySpec>,
-    /// Full argv; default `["/usr/bin/sh", "-c", "-e", <probe directives>]`.
+    /// Full argv; default `["/usr/bin/sh", "-c", "-e", <probe directives>]`,
+    /// or `./reapi-probe` instead of `/usr/bin/sh` when the probe runs from
+    /// the working directory.
     #[serde(default)]
     pub argv: Option<Vec<String>>,
+    /// Where the default argv finds the probe; default the suite's `probe_from`.
+    #[serde(default)]
+    pub probe_from: Option<ProbeFrom>,
     /// Probe directives, e.g. `["--read", "/etc/marker"]`; joined into the
     /// `sh -c` script of the default argv.
     #[serde(default)]
@@ -416,6 +439,7 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
                 return Err(fail(format!("`{e}` must have the form NAME=value")));
             }
         }
+        check.action.probe_from.get_or_insert(parsed.probe_from);
         check.suite = parsed.suite.clone();
         check.location = format!("{}:{line}", file.display());
         checks.push(check);

@@ -131,7 +131,7 @@ fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
         .map(|(name, skips)| {
             let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
             let expectations = skips.iter().chain(FAITHFUL_SKIPS).map(|id| (id.to_string(), skipped.clone())).collect();
-            let file = ExpectationFile { target: name.to_string(), expectations };
+            let file = ExpectationFile { target: name.to_string(), expectations, header: String::new() };
             (name.to_string(), vec![name.parse().expect("benign behaviour is a defect")], file)
         })
         .collect();

@@ -27,6 +27,7 @@ pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Ver
 const REGISTRY: &[(&str, BuiltinFn)] = &[
     ("root-is-input-root", sandbox::root_is_input_root),
     ("proc-shows-own-processes", sandbox::proc_shows_own_processes),
+    ("no-foreign-mounts", sandbox::no_foreign_mounts),
     ("actions-isolated", sandbox::actions_isolated),
     ("outputs-match-writes", outputs::outputs_match_writes),
     ("root-directory-digest", outputs::root_directory_digest),

@@ -146,6 +146,8 @@ pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> 
         let workdir = &prepared.command.working_directory;
         let mut found = Vec::new();
         for (path, content) in writes(&check.action.probe) {
+            // Relative writes are relative to the working directory, where the probe runs.
+            let path = if path.starts_with('/') { path } else { resolve(workdir, &path) };
             // The deepest output directory that contains the written file.
             let holder = result
                 .output_directories

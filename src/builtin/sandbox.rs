@@ -52,6 +52,68 @@ pub(super) fn root_is_input_root<'a>(h: &'a Harness, check: &'a CheckSpec) -> Bo
     })
 }
 
+/// Where a sandbox may mount things of its own: BuildStream's sandbox mounts
+/// these (and nothing else) over the staged root.
+const RUNTIME_MOUNT_POINTS: &[&str] = &["/dev", "/proc", "/sys", "/tmp"];
+
+/// The mount table shows nothing bound over staged paths: every mount point
+/// is `/` or under a runtime mount.
+pub(super) fn no_foreign_mounts<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
+    Box::pin(async move {
+        let (_, report) = match completed_report(h, check).await {
+            Ok(x) => x,
+            Err(v) => return v,
+        };
+        let Some(lines) = report["mountinfo"].as_array() else {
+            return Verdict::skip(
+                "no /proc/self/mountinfo in the sandbox (no procfs): mounts over staged paths cannot be listed",
+            );
+        };
+        let foreign: Vec<String> = lines
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|line| {
+                // "ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS ... - FSTYPE SOURCE ..."
+                let fields: Vec<&str> = line.split(' ').collect();
+                let (root, point) = (unescape_mountinfo(fields.get(3)?), unescape_mountinfo(fields.get(4)?));
+                let fstype = fields.iter().position(|f| *f == "-").and_then(|i| fields.get(i + 1)).copied();
+                let runtime = point == "/"
+                    || RUNTIME_MOUNT_POINTS.iter().any(|m| point == *m || point.starts_with(&format!("{m}/")));
+                (!runtime).then(|| format!("{point} ({} {root})", fstype.unwrap_or("?")))
+            })
+            .collect();
+        if foreign.is_empty() {
+            return Verdict::pass(format!("{} mount(s), all at / or under {RUNTIME_MOUNT_POINTS:?}", lines.len()));
+        }
+        Verdict::new(unmet(check), format!("mounts over staged paths: {}", foreign.join(", "))).with(
+            "mountinfo",
+            Some(format!("mount points only at / or under {RUNTIME_MOUNT_POINTS:?}")),
+            format!("{foreign:?}"),
+        )
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// More processes than a sandbox's init, the probe and a helper or two means
 /// the worker's PID namespace shows through.
 const MAX_SANDBOX_PIDS: usize = 16;
@@ -178,14 +240,16 @@ pub(crate) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
 /// marker files then sleeps; the reader sleeps less, then reads them.
 async fn isolation_pair(h: &Harness, check: &CheckSpec, round: usize) -> Result<(IsolationProbe, IsolationProbe), Verdict> {
     let marker = format!("isolation-{}", uuid::Uuid::new_v4().simple());
-    let workdir = crate::action::DEFAULT_WORKDIR;
-    let paths = vec![format!("/tmp/{marker}"), format!("/{workdir}/{marker}")];
+    let paths = vec![format!("/tmp/{marker}"), format!("./{marker}")];
     let mut writer = check.action.clone();
     writer.probe = paths.iter().flat_map(|p| ["--write".to_string(), format!("{p}=written")]).collect();
     writer.probe.extend(["--sleep".to_string(), "900".to_string()]);
     let mut reader = check.action.clone();
     reader.probe = vec!["--sleep".into(), "400".into()];
     reader.probe.extend(paths.iter().flat_map(|p| ["--read".to_string(), p.clone()]));
+    // What leaked is removed once seen: on a worker that shares its /tmp the
+    // marker would otherwise stay on the worker host.
+    reader.probe.extend(paths.iter().flat_map(|p| ["--remove".to_string(), p.clone()]));
     let (writer_key, reader_key) = (format!("{}/writer-{round}", check.id), format!("{}/reader-{round}", check.id));
     // The reader goes second, so that a worker running one action at a time
     // most likely runs the writer first and the reader then sees its leftovers.
@@ -246,4 +310,31 @@ fn judge_isolation(check: &CheckSpec, writer: &IsolationProbe, reader: &Isolatio
         "while running at the same time ({} ms overlap), neither action saw the other's files{caveat}",
         writer_end - read
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/trailing\\04"), "/trailing\\04");
+    }
+
+    #[test]
+    fn only_ancestors_are_the_actions_own() {
+        let report = serde_json::json!({
+            "pid": 3,
+            "processes": [
+                {"pid": 1, "ppid": 0, "name": "init"},
+                {"pid": 2, "ppid": 1, "name": "sleep"},
+                {"pid": 3, "ppid": 1, "name": "probe"},
+            ],
+        });
+        assert_eq!(foreign_processes(&report), Some(vec!["2 (sleep)".to_string()]));
+        let looped = serde_json::json!({"pid": 1, "processes": [{"pid": 1, "ppid": 2}, {"pid": 2, "ppid": 1}]});
+        assert_eq!(foreign_processes(&looped), Some(vec![]));
+    }
 }
