@@ -551,11 +551,9 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         Some(path) if path.exists() => Some(ExpectationFile::load(path)?),
         _ => None,
     };
-    for (path, flag) in [
-        (&args.junit, "--junit"),
-        (&args.json, "--json"),
-        (&args.write_expectations, "--write-expectations"),
-    ] {
+    for (path, flag) in
+        [(&args.junit, "--junit"), (&args.json, "--json"), (&args.write_expectations, "--write-expectations")]
+    {
         if let Some(path) = path {
             check_writable(path, flag)?;
         }

@@ -202,7 +202,7 @@ async fn follow(
 ) -> Result<Outcome, ExecError> {
     let start = Instant::now();
     let deadline = start + params.budget;
-    let mut req = tonic::Request::new(ExecuteRequest {
+    let request = ExecuteRequest {
         instance_name: clients.instance.clone(),
         skip_cache_lookup: params.skip_cache_lookup,
         action_digest: Some(params.action_digest.clone()),
@@ -212,13 +212,26 @@ async fn follow(
         inline_stdout: false,
         inline_stderr: false,
         inline_output_files: vec![],
-    });
-    req.set_timeout(params.budget + clients.rpc_timeout);
-    let first = tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await;
-    let mut stream = match first {
-        Err(_) => return Err(ExecError(format!("Execute not answered within {:.1}s", params.budget.as_secs_f64()))),
-        Ok(Err(status)) => return classify_status(status, "Execute"),
-        Ok(Ok(resp)) => resp.into_inner(),
+    };
+    let mut attempt = 1;
+    let mut stream = loop {
+        let mut req = tonic::Request::new(request.clone());
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
+        let first = tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await;
+        match first {
+            Err(_) => {
+                return Err(ExecError(format!("Execute not answered within {:.1}s", params.budget.as_secs_f64())))
+            }
+            Ok(Err(status))
+                if status.code() == Code::Unavailable && !is_transport(&status) && attempt < EXECUTE_ATTEMPTS =>
+            {
+                // A server-sent UNAVAILABLE: back off and ask again, then judge it.
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Ok(Err(status)) => return classify_status(status, "Execute"),
+            Ok(Ok(resp)) => break resp.into_inner(),
+        }
     };
     let mut resumes = 0;
     loop {
@@ -237,7 +250,7 @@ async fn follow(
             }
             Ok(Ok(None)) => "the stream ended before the operation was done".to_string(),
             Ok(Err(status)) if trace.operation.is_none() => return classify_status(status, "Execute"),
-            Ok(Err(status)) if is_transport(&status) => format!("the stream broke: {}", status.message()),
+            Ok(Err(status)) if is_retryable(&status) => format!("the stream broke: {}", status.message()),
             Ok(Err(status)) => return Ok(rejected(&status, status.message().to_string())),
         };
         // BuildStream resumes with WaitExecution when the stream ends early.
@@ -271,11 +284,22 @@ async fn follow(
 /// source; a status the server sent has none.
 /// A message the harness could not decode is undecided too (ERROR): the
 /// client library reports it as INTERNAL, as if the server had said so.
+/// DEADLINE_EXCEEDED is always ours: every call carries the harness's own
+/// deadline, so whichever side noticed it, the budget ended, not the server's
+/// behaviour. UNAVAILABLE and CANCELLED the server sent are answers, judged
+/// like any other code (after the retries BuildStream's client makes too).
 pub fn is_transport(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::DeadlineExceeded)
-        || std::error::Error::source(status).is_some()
-        || is_undecodable(status)
+    status.code() == Code::DeadlineExceeded || std::error::Error::source(status).is_some() || is_undecodable(status)
 }
+
+/// Worth another try, as buildbox-casd gives one: the link broke, or the
+/// server said it is momentarily unavailable.
+fn is_retryable(status: &tonic::Status) -> bool {
+    is_transport(status) || status.code() == Code::Unavailable
+}
+
+/// Execute calls answered UNAVAILABLE before that answer is taken as final.
+const EXECUTE_ATTEMPTS: u32 = 3;
 
 /// The status tonic makes on our side when a message from the server does
 /// not decode (prost's `DecodeError` text).

@@ -252,7 +252,7 @@ pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
 /// With `skip_cache_lookup` the action runs again instead of being served from cache.
 pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
     Box::pin(async move {
-        let (prepared, _) = match run_to_completion(h, &check.id, check, &check.action).await {
+        let (prepared, first) = match run_to_completion(h, &check.id, check, &check.action).await {
             Ok(x) => x,
             Err(v) => return v,
         };
@@ -262,6 +262,10 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
             budget: h.options.timeout,
         };
         let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+        // The probe's report carries its start time, so a real second run
+        // prints other bytes: the same stdout means the first result came back,
+        // whatever `cached_result` says.
+        let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
         match outcome {
             Err(e) => Verdict::error(e.to_string()),
             Ok(Outcome::Completed { response }) if response.cached_result => Verdict::new(
@@ -269,7 +273,17 @@ pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> Box
                 "served a cached result although skip_cache_lookup was set",
             )
             .with("cached_result", Some("false".into()), "true"),
-            Ok(Outcome::Completed { .. }) => Verdict::pass("ran again with cached_result = false"),
+            Ok(second @ Outcome::Completed { .. }) if stdout_of(&second) == stdout_of(&first) => Verdict::new(
+                unmet(check),
+                "served the first run's result again (same stdout, same probe start time) although \
+                 skip_cache_lookup was set, with cached_result = false",
+            )
+            .with(
+                "stdout",
+                Some("a new run's report (another start time)".into()),
+                "byte for byte the first run's",
+            ),
+            Ok(Outcome::Completed { .. }) => Verdict::pass("ran again (new stdout) with cached_result = false"),
             Ok(other) => undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
                 Verdict::new(unmet(check), format!("second execution: {}", other.describe())).with(
                     "outcome",

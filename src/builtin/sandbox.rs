@@ -99,7 +99,8 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
                 out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
@@ -187,10 +188,8 @@ pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec)
 /// is; anything else belongs to the worker or to another action.
 fn foreign_processes(report: &Value) -> Option<Vec<String>> {
     let processes = report["processes"].as_array().filter(|p| !p.is_empty())?;
-    let parent_of: std::collections::HashMap<i64, i64> = processes
-        .iter()
-        .filter_map(|p| Some((p["pid"].as_i64()?, p["ppid"].as_i64().unwrap_or(0))))
-        .collect();
+    let parent_of: std::collections::HashMap<i64, i64> =
+        processes.iter().filter_map(|p| Some((p["pid"].as_i64()?, p["ppid"].as_i64().unwrap_or(0)))).collect();
     let mut lineage = std::collections::HashSet::new();
     let mut next = report["pid"].as_i64();
     // Bounded walk: a parent link cycle in a hostile report cannot loop.
@@ -238,7 +237,11 @@ pub(crate) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxF
 
 /// The reports of a writer and a reader started together: the writer writes
 /// marker files then sleeps; the reader sleeps less, then reads them.
-async fn isolation_pair(h: &Harness, check: &CheckSpec, round: usize) -> Result<(IsolationProbe, IsolationProbe), Verdict> {
+async fn isolation_pair(
+    h: &Harness,
+    check: &CheckSpec,
+    round: usize,
+) -> Result<(IsolationProbe, IsolationProbe), Verdict> {
     let marker = format!("isolation-{}", uuid::Uuid::new_v4().simple());
     let paths = vec![format!("/tmp/{marker}"), format!("./{marker}")];
     let mut writer = check.action.clone();
@@ -277,8 +280,11 @@ fn judge_isolation(check: &CheckSpec, writer: &IsolationProbe, reader: &Isolatio
         reader.paths.iter().filter(|p| reader.report["paths"][p.as_str()]["exists"] != Value::Bool(false)).collect();
     if !seen.is_empty() {
         // Whenever the reader ran, another action's files must not be there.
-        return Ok(Verdict::new(unmet(check), format!("files written by another action are visible: {seen:?}"))
-            .with("reader", Some("absent".into()), evaluate::excerpt(&reader.report["paths"])));
+        return Ok(Verdict::new(unmet(check), format!("files written by another action are visible: {seen:?}")).with(
+            "reader",
+            Some("absent".into()),
+            evaluate::excerpt(&reader.report["paths"]),
+        ));
     }
     let (boot_w, boot_r) = (writer.report["boot_id"].as_str(), reader.report["boot_id"].as_str());
     if let (Some(w), Some(r)) = (boot_w, boot_r) {
@@ -303,8 +309,11 @@ fn judge_isolation(check: &CheckSpec, writer: &IsolationProbe, reader: &Isolatio
     }
     let (ns_w, ns_r) = (&writer.report["namespaces"]["pid"], &reader.report["namespaces"]["pid"]);
     if ns_w.is_i64() && ns_w == ns_r && boot_w.is_some() {
-        return Ok(Verdict::new(unmet(check), format!("two actions running at the same time share PID namespace {ns_w}"))
-            .with("reader.namespaces.pid", Some(format!("not {ns_w} (the writer's)")), ns_r.to_string()));
+        return Ok(Verdict::new(
+            unmet(check),
+            format!("two actions running at the same time share PID namespace {ns_w}"),
+        )
+        .with("reader.namespaces.pid", Some(format!("not {ns_w} (the writer's)")), ns_r.to_string()));
     }
     Ok(Verdict::pass(format!(
         "while running at the same time ({} ms overlap), neither action saw the other's files{caveat}",

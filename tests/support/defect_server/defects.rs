@@ -119,6 +119,10 @@ defects! {
         "answers INTERNAL for a missing input (instead of FAILED_PRECONDITION) and for an action cache miss (instead of NOT_FOUND)",
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
+    ExecuteUnavailable = "execute-unavailable":
+        "answers every Execute with UNAVAILABLE, retried or not, as a front end does whose backend scheduler is gone",
+    CachedResultUnflagged = "cached-result-unflagged":
+        "always answers from the action cache when it can, skip_cache_lookup or not, and never sets cached_result on a hit",
     MissingBlobNotReported = "missing-blob-not-reported":
         "runs actions with missing input blobs, treating them as empty",
     CachesNonOk = "caches-non-ok":

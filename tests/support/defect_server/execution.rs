@@ -356,7 +356,12 @@ impl re::execution_server::Execution for ExecutionService {
         let action_digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
         let defects = &self.shared.defects;
 
-        let look_in_cache = !request.skip_cache_lookup || defects.has(Defect::CacheIgnoresSkipLookup);
+        if defects.has(Defect::ExecuteUnavailable) {
+            return Err(tonic::Status::unavailable("no worker can take this action now"));
+        }
+        let look_in_cache = !request.skip_cache_lookup
+            || defects.has(Defect::CacheIgnoresSkipLookup)
+            || defects.has(Defect::CachedResultUnflagged);
         let cached = if look_in_cache { self.shared.cached_result(&action_digest) } else { None };
         let entry = OperationEntry::new(&action_digest);
         // Followed before anything runs, so the stream shows every stage.
@@ -365,7 +370,7 @@ impl re::execution_server::Execution for ExecutionService {
             Some(result) => entry.finish(
                 re::ExecuteResponse {
                     result: Some(result),
-                    cached_result: true,
+                    cached_result: !defects.has(Defect::CachedResultUnflagged),
                     status: ok_status(),
                     ..Default::default()
                 },
