@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use reapi_conformance::cli::{cluster_for, run_settings, select_checks, Profile, RunArgs, SelectArgs};
+use reapi_conformance::cli::{
+    cluster_for, default_run_args, run_settings, select_checks, Profile, RunArgs, SelectArgs,
+};
 use reapi_conformance::cluster::Cluster;
 use reapi_conformance::expectations::ExpectationFile;
 use reapi_conformance::runner::Harness;
@@ -25,34 +27,17 @@ struct Shared {
     args: RunArgs,
 }
 
+/// The CLI's own defaults (`run` with no flags), then the environment.
 fn run_args() -> RunArgs {
-    RunArgs {
-        cluster: std::env::var("REAPI_CLUSTER").ok(),
-        endpoint: std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty()),
-        buildstream_config: std::env::var_os("REAPI_BUILDSTREAM_CONFIG").map(Into::into),
-        instance: std::env::var("REAPI_INSTANCE").unwrap_or_default(),
-        cas_endpoint: None,
-        ac_endpoint: None,
-        server_cert: None,
-        client_cert: None,
-        client_key: None,
-        token_file: None,
-        bots_endpoint: None,
-        select: SelectArgs::default(),
-        junit: None,
-        json: None,
-        expect: None,
-        needs: Vec::new(),
-        timings: false,
-        jobs: 4,
-        timeout: 60.0,
-        queue_wait: 3.0,
-        rpc_timeout: 20.0,
-        isa: std::env::var("REAPI_ISA").ok(),
-        foreign_isa: None,
-        buildbox_dir: std::env::var("REAPI_BUILDBOX_DIR").ok().map(Into::into),
-        bgd: std::env::var("REAPI_BGD").ok().map(Into::into),
-    }
+    let mut args = default_run_args().expect("`run` parses without flags");
+    args.cluster = std::env::var("REAPI_CLUSTER").ok();
+    args.endpoint = std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty());
+    args.buildstream_config = std::env::var_os("REAPI_BUILDSTREAM_CONFIG").map(Into::into);
+    args.instance = std::env::var("REAPI_INSTANCE").unwrap_or_default();
+    args.isa = std::env::var("REAPI_ISA").ok();
+    args.buildbox_dir = std::env::var("REAPI_BUILDBOX_DIR").ok().map(Into::into);
+    args.bgd = std::env::var("REAPI_BGD").ok().map(Into::into);
+    args
 }
 
 impl Shared {
