@@ -1,8 +1,8 @@
 //! Build steps that need no system tools beyond the Rust toolchain:
 //! 1. the probe, a static executable that runs inside actions (no loader, no
 //!    libc in the input root), compiled with the same rustc as this crate;
-//! 2. the suite files, bundled so the binary works from any directory;
-//! 3. the Remote Workers API protos in `proto/` (protox, no system protoc).
+//! 2. the suite files, bundled so the binary works from any directory.
+//! (The Remote Workers API protos are compiled by the `reapi-worker` crate.)
 
 use std::env;
 use std::fs;
@@ -13,7 +13,6 @@ fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     build_probe(&out);
     bundle_suites(&out);
-    compile_remote_workers_protos();
 }
 
 fn build_probe(out: &Path) {
@@ -38,29 +37,6 @@ fn build_probe(out: &Path) {
              (on Debian: apt-get install libc6-dev)"
         );
     }
-}
-
-/// The Remote Workers API (BuildGrid's Bots service), generated with a
-/// pure-Rust compiler; rpc and protobuf types come from bazel-remote-apis.
-fn compile_remote_workers_protos() {
-    let files = [
-        "google/devtools/remoteworkers/v1test2/bots.proto",
-        "google/devtools/remoteworkers/v1test2/worker.proto",
-        "google/rpc/status.proto",
-    ];
-    for f in &files {
-        println!("cargo:rerun-if-changed=proto/{f}");
-    }
-    let fds = protox::compile(&files[..2], ["proto"]).unwrap_or_else(|e| panic!("compiling proto/: {e}"));
-    tonic_prost_build::configure()
-        // Otherwise prost maps .google.protobuf to prost-types itself and refuses the mapping below.
-        .compile_well_known_types(true)
-        .extern_path(".google.protobuf", "::bazel_remote_apis::google::protobuf")
-        .extern_path(".google.rpc", "::bazel_remote_apis::google::rpc")
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(fds)
-        .unwrap_or_else(|e| panic!("generating Remote Workers API code: {e}"));
 }
 
 fn bundle_suites(out: &Path) {

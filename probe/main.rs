@@ -150,9 +150,7 @@ fn directive_tokens(argv: &[String], errors: &mut Vec<String>) -> Vec<String> {
     }
     // Shell options such as `-e` or `-ex` may sit between `-c` and the script;
     // the script itself may start with `--`, so only single-dash letters count.
-    let is_shell_option = |arg: &&String| {
-        matches!(arg.strip_prefix('-'), Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphabetic()))
-    };
+    let is_shell_option = |arg: &&String| matches!(arg.strip_prefix('-'), Some(f) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphabetic()));
     match args.iter().skip(1).find(|arg| !is_shell_option(arg)) {
         Some(script) => script.split_ascii_whitespace().map(String::from).collect(),
         None => {
@@ -370,9 +368,7 @@ fn pids(errors: &mut Vec<String>) -> Json {
         Ok(entries) => entries,
         Err(e) => return null_because(errors, "pids: read_dir /proc", e),
     };
-    let mut pids: Vec<u32> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut pids: Vec<u32> = entries.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok()).collect();
     if pids.is_empty() {
         return null_because(errors, "pids: /proc", "no process entries (procfs not mounted)");
     }
@@ -532,7 +528,8 @@ fn env_main(args: Vec<std::ffi::OsString>) -> ! {
         match arg.as_bytes().iter().position(|&b| b == b'=') {
             Some(eq) if eq > 0 => {
                 let bytes = arg.as_bytes();
-                assignments.push((OsStr::from_bytes(&bytes[..eq]).to_owned(), OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
+                assignments
+                    .push((OsStr::from_bytes(&bytes[..eq]).to_owned(), OsStr::from_bytes(&bytes[eq + 1..]).to_owned()));
                 args.next();
             }
             _ => break,
@@ -623,7 +620,10 @@ fn main() {
         ("boot_id", boot_id(&mut errors)),
         (
             "clock",
-            Json::Obj(vec![("start_ms".to_string(), Json::Int(started_ms)), ("end_ms".to_string(), Json::Int(ended_ms))]),
+            Json::Obj(vec![
+                ("start_ms".to_string(), Json::Int(started_ms)),
+                ("end_ms".to_string(), Json::Int(ended_ms)),
+            ]),
         ),
         ("interfaces", interfaces(&mut errors)),
         ("unknown_directives", Json::strings(run.unknown)),

@@ -120,12 +120,8 @@ pub struct SelectArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Cluster to start and test: `local` (buildbox-casd + buildbox-run with bubblewrap),
-    /// `buildgrid` or `buildgrid:bwrap` (PostgreSQL + BuildGrid + a bot running buildbox-run),
-    /// or `buildgrid:host` (the same with a bot running actions on the host, no chroot:
-    /// misconfigured on purpose, to show what the suites catch).
-    /// Default: `local` unless --endpoint is given.
-    #[arg(long, value_name = "NAME", conflicts_with = "endpoint")]
+    /// Cluster to start and test (default: `local` unless --endpoint is given).
+    #[arg(long, value_name = "NAME", conflicts_with = "endpoint", long_help = cluster::registry_help())]
     pub cluster: Option<String>,
     /// Execution endpoint of an existing cluster: http://, https://, grpc://, grpcs:// or unix:PATH.
     /// Default: $REAPI_ENDPOINT when neither --cluster nor --buildstream-config is given.
@@ -327,7 +323,7 @@ fn named_target(args: &RunArgs) -> Option<String> {
         return None;
     }
     let name = args.cluster.as_deref().unwrap_or("local");
-    Some(if name == "buildgrid:bwrap" { "buildgrid" } else { name }.to_string())
+    Some(cluster::lookup(name).map_or(name, |entry| entry.name).to_string())
 }
 
 /// What an expectation file written from this run names as its target.
@@ -338,27 +334,14 @@ fn run_target(args: &RunArgs) -> String {
 }
 
 pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
-    match name {
-        "local" => Ok(Box::new(cluster::local::Local::new(args.buildbox_dir.clone(), args.jobs.max(4)))),
-        name @ ("buildgrid" | "buildgrid:bwrap" | "buildgrid:host") => {
-            use cluster::buildgrid::{BuildGrid, BuildGridOptions, WorkerMode};
-            let isa = args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string());
-            Ok(Box::new(BuildGrid::new(BuildGridOptions {
-                bgd: args.bgd.clone(),
-                buildbox_dir: args.buildbox_dir.clone(),
-                mode: if name == "buildgrid:host" { WorkerMode::Host } else { WorkerMode::BuildboxRun },
-                capacity: args.jobs.max(2),
-                instance: args.instance.clone(),
-                platform: vec![("OSFamily".into(), "linux".into()), ("ISA".into(), isa)],
-                ..BuildGridOptions::default()
-            })))
-        }
-        name if name == "buildbarn" || name.starts_with("buildbarn:") => Err(format!(
-            "`--cluster {name}` is not available: the harness cannot build Buildbarn here (its Go modules are not served \
-             by the module proxy these machines reach; see docs/buildbarn.md); run it against yours with --endpoint URL"
-        )),
-        other => Err(format!("unknown cluster `{other}` (known: local, buildgrid, buildgrid:bwrap, buildgrid:host; or give --endpoint URL)")),
-    }
+    let settings = cluster::ClusterSettings {
+        buildbox_dir: args.buildbox_dir.clone(),
+        bgd: args.bgd.clone(),
+        jobs: args.jobs,
+        isa: args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string()),
+        instance: args.instance.clone(),
+    };
+    cluster::named(name, &settings)
 }
 
 fn secs(v: f64, name: &str) -> Result<Duration, String> {

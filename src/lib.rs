@@ -32,4 +32,5 @@ pub mod runner;
 pub mod suite;
 pub mod tree;
 pub mod verdict;
-pub mod worker;
+/// The Remote Workers API bot, a crate of its own (it needs nothing from the core).
+pub use reapi_worker as worker;

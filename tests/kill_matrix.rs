@@ -3,11 +3,10 @@
 //! `killed_by` — never ERROR. A check that names no defect, or a defect that
 //! no check notices, fails the test. The matrix is printed as a table.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use defect_server::{Defect, DefectServer};
 use reapi_conformance::action::Vars;
 use reapi_conformance::cli::{select_checks, Profile, SelectArgs};
 use reapi_conformance::connection::ConnectOptions;
@@ -15,7 +14,6 @@ use reapi_conformance::expectations::{ExpectationFile, Expected};
 use reapi_conformance::runner::{Harness, RunOptions};
 use reapi_conformance::suite::CheckSpec;
 use reapi_conformance::verdict::{Verdict, VerdictKind};
-use support::defect_server::{Defect, DefectServer};
 
 /// Defects that no check notices yet, each with the reason. Everything here
 /// is a gap in the suites, shown in the test output; keep it short.

@@ -2,18 +2,16 @@
 //! (never PASS or FAIL), TLS, mutual TLS and bearer tokens work, the token
 //! never shows, and an interrupted run cancels what it started.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use defect_server::{Defect, DefectServer, ServerOptions};
 use reapi_conformance::action::Vars;
 use reapi_conformance::cli::{execute_run, select_checks, Profile, RunEnd, SelectArgs};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::runner::RunOptions;
 use reapi_conformance::verdict::{RunSummary, VerdictKind};
-use support::defect_server::{Defect, DefectServer, ServerOptions};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
@@ -207,6 +205,7 @@ fn mutual_tls_and_bearer_token_work_and_the_token_never_shows() {
         tls: Some((pki.server.0.clone().into_bytes(), pki.server.1.clone().into_bytes())),
         client_ca: Some(pki.ca.clone().into_bytes()),
         token: Some(TOKEN.into()),
+        listen: None,
     };
     let server = rt.block_on(DefectServer::start_with(&[], &options)).unwrap();
     let report = pki.path("report.json");

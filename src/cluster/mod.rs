@@ -14,6 +14,114 @@ pub mod rundir;
 pub use crate::worker::{descendants, kill_all};
 pub use process::ManagedProcess;
 
+/// What a named cluster is built from: the run's settings that clusters use.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSettings {
+    /// Where buildbox binaries are (default: provisioned into the cache).
+    pub buildbox_dir: Option<std::path::PathBuf>,
+    /// BuildGrid's `bgd` (default: provisioned into the cache).
+    pub bgd: Option<std::path::PathBuf>,
+    /// Checks run at once, so the cluster can take that many actions.
+    pub jobs: usize,
+    /// The ISA workers advertise, in BuildStream's naming.
+    pub isa: String,
+    /// Instance name to serve.
+    pub instance: String,
+}
+
+/// One cluster the harness can start by name: the only place a cluster is
+/// named. The CLI's `--cluster` values and errors, `REAPI_CLUSTER` in
+/// `cargo test` and the README's table all come from [`REGISTRY`].
+pub struct ClusterEntry {
+    /// `--cluster` value, e.g. `buildgrid:host`.
+    pub name: &'static str,
+    /// Other names for the same cluster.
+    pub aliases: &'static [&'static str],
+    /// One line for `--help` and the README.
+    pub description: &'static str,
+    /// Expectation file of its verdicts, relative to the repository root.
+    pub expectations: Option<&'static str>,
+    /// Builds the adapter; an `Err` says in one line why it is not available.
+    pub make: fn(&ClusterSettings) -> Result<Box<dyn Cluster>, String>,
+}
+
+/// Every cluster the harness can start. Adding one: an adapter module and a
+/// row here (docs/adding-a-cluster.md).
+pub const REGISTRY: &[ClusterEntry] = &[
+    ClusterEntry {
+        name: "local",
+        aliases: &[],
+        description: "buildbox-casd with local execution through buildbox-run (bubblewrap): BuildStream's own executor",
+        expectations: Some("fixtures/expectations/local.yaml"),
+        make: |s| Ok(Box::new(local::Local::new(s.buildbox_dir.clone(), s.jobs.max(4)))),
+    },
+    ClusterEntry {
+        name: "buildgrid",
+        aliases: &["buildgrid:bwrap"],
+        description: "BuildGrid + PostgreSQL, bots running buildbox-run (bubblewrap): BuildStream's CI topology",
+        expectations: Some("fixtures/expectations/buildgrid-bwrap.yaml"),
+        make: |s| Ok(Box::new(buildgrid::BuildGrid::new(buildgrid_options(s, buildgrid::WorkerMode::BuildboxRun)))),
+    },
+    ClusterEntry {
+        name: "buildgrid:host",
+        aliases: &[],
+        description:
+            "BuildGrid + PostgreSQL, bots running actions on the host with no sandbox: a misconfigured cluster",
+        expectations: Some("fixtures/expectations/buildgrid-host.yaml"),
+        make: |s| Ok(Box::new(buildgrid::BuildGrid::new(buildgrid_options(s, buildgrid::WorkerMode::Host)))),
+    },
+    ClusterEntry {
+        name: "buildbarn",
+        aliases: &["buildbarn:chroot", "buildbarn:plain"],
+        description: "Buildbarn (not available: its Go modules are not served here; docs/buildbarn.md)",
+        expectations: None,
+        make: |_| {
+            Err("the harness cannot build Buildbarn here (its Go modules are not served by the module proxy \
+                 these machines reach; see docs/buildbarn.md); run it against yours with --endpoint URL"
+                .into())
+        },
+    },
+];
+
+fn buildgrid_options(s: &ClusterSettings, mode: buildgrid::WorkerMode) -> buildgrid::BuildGridOptions {
+    buildgrid::BuildGridOptions {
+        bgd: s.bgd.clone(),
+        buildbox_dir: s.buildbox_dir.clone(),
+        mode,
+        capacity: s.jobs.max(2),
+        instance: s.instance.clone(),
+        platform: vec![("OSFamily".into(), "linux".into()), ("ISA".into(), s.isa.clone())],
+        ..buildgrid::BuildGridOptions::default()
+    }
+}
+
+/// `--cluster`'s long help: every registered cluster with its description.
+pub fn registry_help() -> String {
+    let mut text = String::from("Cluster to start and test (default: `local` unless --endpoint is given):");
+    for e in REGISTRY {
+        let aliases = if e.aliases.is_empty() { String::new() } else { format!(" (also {})", e.aliases.join(", ")) };
+        text.push_str(&format!("\n  {}{aliases}: {}", e.name, e.description));
+    }
+    text
+}
+
+/// The registry entry for `name` (or one of its aliases).
+pub fn lookup(name: &str) -> Option<&'static ClusterEntry> {
+    REGISTRY.iter().find(|e| e.name == name || e.aliases.contains(&name))
+}
+
+/// Builds the cluster called `name`, or says in one line why not.
+pub fn named(name: &str, settings: &ClusterSettings) -> Result<Box<dyn Cluster>, String> {
+    match lookup(name) {
+        Some(entry) => (entry.make)(settings).map_err(|why| format!("`--cluster {name}` is not available: {why}")),
+        None => {
+            let known: Vec<&str> =
+                REGISTRY.iter().flat_map(|e| std::iter::once(e.name).chain(e.aliases.iter().copied())).collect();
+            Err(format!("unknown cluster `{name}` (known: {}; or give --endpoint URL)", known.join(", ")))
+        }
+    }
+}
+
 /// A cluster could not be provisioned or started (harness-side: exit status 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -45,5 +153,23 @@ pub trait Cluster: Send {
     /// How long each step of the last start took, for `--timings`.
     fn startup_steps(&self) -> Vec<(String, std::time::Duration)> {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cluster_is_in_the_readme_and_its_expectations_exist() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        for e in REGISTRY {
+            let row = format!("| `--cluster {}`", e.name);
+            assert!(readme.contains(&row), "README.md's cluster table has no row starting {row}");
+            if let Some(file) = e.expectations {
+                assert!(root.join(file).is_file(), "{}: expectation file {file} is missing", e.name);
+            }
+        }
     }
 }

@@ -12,7 +12,6 @@
 //! // ... run a check against `endpoint` ...
 //! server.stop().await;
 //! ```
-#![allow(dead_code)]
 
 mod bots;
 mod cas;
@@ -32,7 +31,7 @@ use std::time::Duration;
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::bytestream::byte_stream_server::ByteStreamServer;
 use bazel_remote_apis::google::longrunning::operations_server::OperationsServer;
-use reapi_conformance::worker::proto::bots_server::BotsServer;
+use reapi_worker::proto::bots_server::BotsServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -131,6 +130,8 @@ pub struct ServerOptions {
     pub client_ca: Option<Vec<u8>>,
     /// Requests without `authorization: Bearer <token>` are UNAUTHENTICATED.
     pub token: Option<String>,
+    /// Where to listen; default 127.0.0.1 on a free port.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl DefectServer {
@@ -143,7 +144,8 @@ impl DefectServer {
     /// Like [`DefectServer::start`], with TLS and token options.
     pub async fn start_with(defects: &[Defect], options: &ServerOptions) -> io::Result<DefectServer> {
         let work_dir = tempfile::Builder::new().prefix("defect-server-").tempdir()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listen = options.listen.unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let listener = TcpListener::bind(listen).await?;
         let endpoint = match options.tls {
             Some(_) => format!("https://localhost:{}", listener.local_addr()?.port()),
             None => format!("http://{}", listener.local_addr()?),

@@ -22,7 +22,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::protobuf::{Any, Empty};
 use prost::bytes::Bytes;
 use prost::Message;
-use reapi_conformance::worker::proto::{
+use reapi_worker::proto::{
     bots_server::Bots, BotSession, BotStatus, CreateBotSessionRequest, Lease, LeaseState, PostBotEventTempRequest,
     UpdateBotSessionRequest,
 };
