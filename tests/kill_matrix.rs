@@ -2,9 +2,18 @@
 //! server and FAILs (WARN for a SHOULD) on each defect it names in
 //! `killed_by` — never ERROR. A check that names no defect, or a defect that
 //! no check notices, fails the test. The matrix is printed as a table.
+//!
+//! Each cell is its own test (libtest-mimic), named `DEFECT::CHECK`
+//! (`faithful::CHECK` for the faithful server), so
+//! `cargo test --test kill_matrix -- sandbox.dev-nodes` runs one check's cells.
+//! Benign behaviours and models are one test each (`benign::NAME`,
+//! `model::NAME`): they run every check on one server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
 
 use defect_server::{Defect, DefectServer};
 use reapi_conformance::action::Vars;
@@ -69,13 +78,56 @@ fn options() -> RunOptions {
     }
 }
 
-async fn run_on(server: &DefectServer, checks: &[&CheckSpec]) -> Vec<Verdict> {
-    let target =
-        ConnectOptions { bots_endpoint: Some(server.bots_endpoint()), ..ConnectOptions::endpoint(server.endpoint()) };
-    let harness =
-        Harness::connect(&target, options(), Vars::for_host()).await.expect("defect server answers GetCapabilities");
-    let owned: Vec<CheckSpec> = checks.iter().map(|c| (*c).clone()).collect();
-    harness.run_all(&owned, |_| {}).await.into_iter().map(|r| r.verdict).collect()
+/// Servers and results shared by the trials: one server per set of defects,
+/// started on first use and stopped when every trial has run.
+struct Shared {
+    runtime: tokio::runtime::Runtime,
+    servers: Mutex<HashMap<Vec<&'static str>, Arc<DefectServer>>>,
+    /// Verdicts of the cells that ran, for the printed matrix: row → check → verdict.
+    cells: Mutex<BTreeMap<String, BTreeMap<String, VerdictKind>>>,
+}
+
+impl Shared {
+    fn server(&self, defects: &[Defect]) -> Result<Arc<DefectServer>, Failed> {
+        let key: Vec<&'static str> = defects.iter().map(|d| d.name()).collect();
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(server) = servers.get(&key) {
+            return Ok(server.clone());
+        }
+        let server = Arc::new(
+            self.runtime.block_on(DefectServer::start(defects)).map_err(|e| format!("defect server starts: {e}"))?,
+        );
+        servers.insert(key, server.clone());
+        Ok(server)
+    }
+
+    fn run(&self, defects: &[Defect], checks: &[CheckSpec]) -> Result<Vec<Verdict>, Failed> {
+        let server = self.server(defects)?;
+        let target = ConnectOptions {
+            bots_endpoint: Some(server.bots_endpoint()),
+            ..ConnectOptions::endpoint(server.endpoint())
+        };
+        self.runtime.block_on(async {
+            let harness = Harness::connect(&target, options(), Vars::for_host())
+                .await
+                .map_err(|e| format!("defect server answers GetCapabilities: {e}"))?;
+            Ok(harness.run_all(checks, |_| {}).await.into_iter().map(|r| r.verdict).collect())
+        })
+    }
+
+    fn record(&self, row: &str, check: &str, kind: VerdictKind) {
+        self.cells.lock().unwrap_or_else(|p| p.into_inner()).entry(row.into()).or_default().insert(check.into(), kind);
+    }
+
+    fn stop_all(&self) {
+        let servers: Vec<Arc<DefectServer>> =
+            self.servers.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, s)| s).collect();
+        for server in servers {
+            if let Ok(server) = Arc::try_unwrap(server) {
+                self.runtime.block_on(server.stop());
+            }
+        }
+    }
 }
 
 fn short(kind: VerdictKind) -> &'static str {
@@ -88,132 +140,182 @@ fn short(kind: VerdictKind) -> &'static str {
     }
 }
 
-#[test]
-fn every_check_is_killed_by_its_defects_and_passes_when_faithful() {
-    let (_, checks) =
-        select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let mut problems = Vec::new();
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| Shared {
+        runtime: tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime"),
+        servers: Mutex::new(HashMap::new()),
+        cells: Mutex::new(BTreeMap::new()),
+    })
+}
 
-    // Every name in `killed_by` must be a real defect.
-    for c in &checks {
-        if c.killed_by.is_empty() {
-            problems.push(format!("{} names no defect that kills it", c.id));
-        }
-        for name in &c.killed_by {
-            if name.parse::<Defect>().is_err() {
-                problems.push(format!("{}: unknown defect `{name}`", c.id));
-            }
+/// The defects a check must be killed by, in the kill matrix's sense.
+fn matrix_defects() -> Vec<Defect> {
+    Defect::ALL
+        .iter()
+        .copied()
+        .filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name()))
+        .collect()
+}
+
+/// Every check on one server must get the verdict `expectations` gives it.
+fn whole_run(
+    name: &str,
+    defects: &[Defect],
+    expectations: &ExpectationFile,
+    checks: &[CheckSpec],
+) -> Result<(), Failed> {
+    let verdicts = shared().run(defects, checks)?;
+    let mut problems = Vec::new();
+    for (c, v) in checks.iter().zip(&verdicts) {
+        let want = expectations.expected(&c.id);
+        if v.kind != want {
+            problems.push(format!("{} on {name}: expected {want}, got {}: {}", c.id, v.kind, v.reason));
         }
     }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n").into())
+    }
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // Cells wait on sandboxes far more than they compute.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(6);
+    }
+    let (_, checks) =
+        select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
+    let checks: Arc<Vec<CheckSpec>> = Arc::new(checks);
+    let mut trials = Vec::new();
+
+    // Every name in `killed_by` is a real defect, every check names one, and
+    // every defect is noticed by some check.
+    let all = checks.clone();
+    trials.push(Trial::test("meta::every-check-names-known-defects", move || {
+        let mut problems = Vec::new();
+        for c in all.iter() {
+            if c.killed_by.is_empty() {
+                problems.push(format!("{} names no defect that kills it", c.id));
+            }
+            for name in &c.killed_by {
+                if name.parse::<Defect>().is_err() {
+                    problems.push(format!("{}: unknown defect `{name}`", c.id));
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n").into())
+        }
+    }));
+    let all = checks.clone();
+    trials.push(Trial::test("meta::every-defect-is-noticed", move || {
+        let unnoticed: Vec<String> = matrix_defects()
+            .into_iter()
+            .filter(|d| !all.iter().any(|c| c.killed_by.iter().any(|k| k == d.name())))
+            .filter(|d| !NOT_YET_NOTICED.iter().any(|(n, _)| *n == d.name()))
+            .map(|d| format!("defect `{}` ({}) is noticed by no check", d.name(), d.describe()))
+            .collect();
+        if unnoticed.is_empty() {
+            Ok(())
+        } else {
+            Err(unnoticed.join("\n").into())
+        }
+    }));
 
     // Faithful server: every check passes.
-    let all: Vec<&CheckSpec> = checks.iter().collect();
-    let faithful = rt.block_on(async {
-        let server = DefectServer::start(&[]).await.expect("faithful server starts");
-        let v = run_on(&server, &all).await;
-        server.stop().await;
-        v
-    });
-    for (c, v) in checks.iter().zip(&faithful) {
-        let want = if FAITHFUL_SKIPS.contains(&c.id.as_str()) { VerdictKind::Skip } else { VerdictKind::Pass };
-        if v.kind != want {
-            problems.push(format!("{} is {} on the faithful server: {}", c.id, v.kind, v.reason));
+    for c in checks.iter() {
+        let check = c.clone();
+        trials.push(Trial::test(format!("faithful::{}", c.id), move || {
+            let want = if FAITHFUL_SKIPS.contains(&check.id.as_str()) { VerdictKind::Skip } else { VerdictKind::Pass };
+            let v = shared().run(&[], std::slice::from_ref(&check))?.remove(0);
+            shared().record("(faithful)", &check.id, v.kind);
+            if v.kind != want {
+                return Err(format!("{} is {} on the faithful server: {}", check.id, v.kind, v.reason).into());
+            }
+            Ok(())
+        }));
+    }
+
+    // Each defect: the checks naming it must notice it, with evidence.
+    for defect in matrix_defects() {
+        for c in checks.iter().filter(|c| c.killed_by.iter().any(|k| k == defect.name())) {
+            let check = c.clone();
+            trials.push(Trial::test(format!("{}::{}", defect.name(), c.id), move || {
+                let want = VerdictKind::for_unmet(check.severity);
+                let v = shared().run(&[defect], std::slice::from_ref(&check))?.remove(0);
+                shared().record(defect.name(), &check.id, v.kind);
+                if v.kind != want {
+                    return Err(format!("expected {want}, got {}: {}", v.kind, v.reason).into());
+                }
+                if !v.evidence.iter().any(|e| e.expected.is_some()) {
+                    return Err(format!("{} without evidence of what was expected: {v:?}", v.kind).into());
+                }
+                Ok(())
+            }));
         }
     }
 
     // Benign behaviours and models: every verdict as the faithful server's or
     // as the model's expectation file says.
-    let mut runs: Vec<(String, Vec<Defect>, ExpectationFile)> = BENIGN
-        .iter()
-        .map(|(name, skips)| {
+    for (name, skips) in BENIGN {
+        let all = checks.clone();
+        trials.push(Trial::test(format!("benign::{name}"), move || {
             let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
             let expectations = skips.iter().chain(FAITHFUL_SKIPS).map(|id| (id.to_string(), skipped.clone())).collect();
             let file = ExpectationFile { target: name.to_string(), expectations, header: String::new() };
-            (name.to_string(), vec![name.parse().expect("benign behaviour is a defect")], file)
-        })
-        .collect();
+            let defect: Defect = name.parse().map_err(|e| format!("benign behaviour is a defect: {e}"))?;
+            whole_run(name, &[defect], &file, &all)
+        }));
+    }
     for (name, defects, file) in MODELS {
-        let defects = defects.iter().map(|d| d.parse().expect("model defects exist")).collect();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-        runs.push((format!("model {name}"), defects, ExpectationFile::load(&path).expect("model expectations load")));
-    }
-    for (name, defects, expectations) in &runs {
-        let verdicts = rt.block_on(async {
-            let server = DefectServer::start(defects).await.expect("defect server starts");
-            let v = run_on(&server, &all).await;
-            server.stop().await;
-            v
-        });
-        for (c, v) in checks.iter().zip(&verdicts) {
-            let want = expectations.expected(&c.id);
-            if v.kind != want {
-                problems.push(format!("{} on {name}: expected {want}, got {}: {}", c.id, v.kind, v.reason));
-            }
-        }
+        let all = checks.clone();
+        trials.push(Trial::test(format!("model::{name}"), move || {
+            let defects: Vec<Defect> = defects
+                .iter()
+                .map(|d| d.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("model defect: {e}"))?;
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let expectations = ExpectationFile::load(&path)?;
+            whole_run(&format!("model {name}"), &defects, &expectations, &all)
+        }));
     }
 
-    // Each defect: the checks naming it must notice it.
-    let mut matrix: BTreeMap<&str, BTreeMap<&str, VerdictKind>> = BTreeMap::new();
-    for defect in Defect::ALL
-        .iter()
-        .copied()
-        .filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name()))
-    {
-        let killers: Vec<&CheckSpec> =
-            checks.iter().filter(|c| c.killed_by.iter().any(|k| k == defect.name())).collect();
-        if killers.is_empty() {
-            if !NOT_YET_NOTICED.iter().any(|(n, _)| *n == defect.name()) {
-                problems.push(format!("defect `{}` ({}) is noticed by no check", defect.name(), defect.describe()));
-            }
-            continue;
-        }
-        let verdicts = rt.block_on(async {
-            let server = DefectServer::start(&[defect]).await.expect("defect server starts");
-            let v = run_on(&server, &killers).await;
-            server.stop().await;
-            v
-        });
-        for (c, v) in killers.iter().zip(verdicts) {
-            let want = VerdictKind::for_unmet(c.severity);
-            matrix.entry(defect.name()).or_default().insert(c.id.as_str(), v.kind);
-            if v.kind != want {
-                problems.push(format!(
-                    "{} on `{}`: expected {want}, got {}: {}",
-                    c.id,
-                    defect.name(),
-                    v.kind,
-                    v.reason
-                ));
-            } else if !v.evidence.iter().any(|e| e.expected.is_some()) {
-                problems.push(format!(
-                    "{} on `{}`: {} without evidence of what was expected: {v:?}",
-                    c.id,
-                    defect.name(),
-                    v.kind
-                ));
-            }
-        }
-    }
+    let conclusion = libtest_mimic::run(&args, trials);
+    shared().stop_all();
+    print_matrix(&checks);
+    conclusion.exit();
+}
 
-    // The table: rows are defects, columns are checks (numbered).
+/// The table of the cells that ran: rows are defects, columns are checks (numbered).
+fn print_matrix(checks: &[CheckSpec]) {
+    let cells = shared().cells.lock().unwrap_or_else(|p| p.into_inner());
+    if cells.is_empty() {
+        return;
+    }
+    let shown: Vec<&CheckSpec> = checks.iter().filter(|c| cells.values().any(|row| row.contains_key(&c.id))).collect();
     println!("\nkill matrix (faithful row first; columns are checks):");
-    for (i, c) in checks.iter().enumerate() {
+    for (i, c) in shown.iter().enumerate() {
         println!("  [{i:>2}] {}", c.id);
     }
-    let header: String = (0..checks.len()).map(|i| format!(" {i:>4}")).collect();
+    let header: String = (0..shown.len()).map(|i| format!(" {i:>4}")).collect();
     println!("  {:<34}{header}", "defect");
-    let row = |name: &str, cell: &dyn Fn(&CheckSpec, usize) -> &'static str| {
-        let cells: String = checks.iter().enumerate().map(|(i, c)| format!(" {:>4}", cell(c, i))).collect();
-        println!("  {name:<34}{cells}");
-    };
-    row("(faithful)", &|_, i| short(faithful[i].kind));
-    for (defect, cells) in &matrix {
-        row(defect, &|c, _| cells.get(c.id.as_str()).map(|k| short(*k)).unwrap_or("."));
+    let rows = cells
+        .get("(faithful)")
+        .into_iter()
+        .map(|r| ("(faithful)", r))
+        .chain(cells.iter().filter(|(name, _)| name.as_str() != "(faithful)").map(|(name, r)| (name.as_str(), r)));
+    for (name, row) in rows {
+        let line: String =
+            shown.iter().map(|c| format!(" {:>4}", row.get(&c.id).map(|k| short(*k)).unwrap_or("."))).collect();
+        println!("  {name:<34}{line}");
     }
     for (name, why) in NOT_YET_NOTICED {
         println!("  not yet noticed by any check: {name} — {why}");
     }
-
-    assert!(problems.is_empty(), "kill matrix problems:\n  {}", problems.join("\n  "));
 }
