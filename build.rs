@@ -2,7 +2,8 @@
 //! 1. the probe, a static executable that runs inside actions (no loader, no
 //!    libc in the input root), compiled with the same rustc as this crate;
 //! 2. the suite files, bundled so the binary works from any directory.
-//! (The Remote Workers API protos are compiled by the `reapi-worker` crate.)
+//!
+//! The Remote Workers API protos are compiled by the `reapi-worker` crate.
 
 use std::env;
 use std::fs;

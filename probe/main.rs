@@ -253,8 +253,11 @@ fn read_capped(path: impl AsRef<Path>, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Tells whether a file type is of one kind.
+type IsKind = fn(&fs::FileType) -> bool;
+
 fn type_name(t: fs::FileType) -> &'static str {
-    let kinds: [(fn(&fs::FileType) -> bool, &'static str); 7] = [
+    let kinds: [(IsKind, &'static str); 7] = [
         (fs::FileType::is_dir, "dir"),
         (fs::FileType::is_file, "file"),
         (fs::FileType::is_symlink, "symlink"),
@@ -384,7 +387,7 @@ fn processes(pids: &Json) -> Json {
     let mut out = Vec::new();
     for pid in pids {
         let Json::Int(pid) = pid else { continue };
-        let Ok(stat) = read_capped(&format!("/proc/{pid}/stat"), 4096) else { continue };
+        let Ok(stat) = read_capped(format!("/proc/{pid}/stat"), 4096) else { continue };
         let stat = String::from_utf8_lossy(&stat);
         // "PID (NAME) STATE PPID ...": NAME may hold ')' itself, so split at the last one.
         let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
