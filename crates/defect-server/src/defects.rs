@@ -83,6 +83,8 @@ defects! {
         "names the worker's ISA as uname does (x86_64), not as BuildStream does (x86-64), and refuses unmatched platforms at once",
     IsaMismatchExecuted = "isa-mismatch-executed":
         "does not match the ISA value, so actions for another ISA run here",
+    ForeignIsaLateDispatch = "foreign-isa-late-dispatch":
+        "keeps every action queued for a second, then runs it here whatever its ISA, as a mislabelled or emulating worker that picks foreign actions up late",
     PlatformFromCommandOnly = "platform-from-command-only":
         "reads platform properties from the Command only, ignoring Action.platform",
     PlatformFromActionOnly = "platform-from-action-only":

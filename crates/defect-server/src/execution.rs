@@ -406,6 +406,13 @@ impl re::execution_server::Execution for ExecutionService {
 /// Drives one operation from queued to done.
 async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job) {
     let mut cancel = entry.cancel.subscribe();
+    if shared.defects.has(Defect::ForeignIsaLateDispatch) {
+        // Queued a while first, as a worker that picks foreign actions up late.
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = cancel.wait_for(|cancelled| *cancelled) => {}
+        }
+    }
     let run_here = match &job.placement {
         Placement::Run(run_as) => Some(*run_as),
         Placement::Queue(_) if own_worker_takes_queued(&shared, &job) => Some(RunAs::default()),

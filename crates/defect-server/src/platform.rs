@@ -112,7 +112,11 @@ pub(crate) fn place(
             // With `isa-named-differently` the worker calls its ISA by uname's
             // name (x86_64), so BuildStream's name (x86-64) matches nothing.
             "ISA" if defects.has(Defect::IsaNamedDifferently) => value == std::env::consts::ARCH,
-            "ISA" => value == host_isa || defects.has(Defect::IsaMismatchExecuted),
+            "ISA" => {
+                value == host_isa
+                    || defects.has(Defect::IsaMismatchExecuted)
+                    || defects.has(Defect::ForeignIsaLateDispatch)
+            }
             "unixUID" => value.parse().map(|uid| run_as.uid = uid).is_ok(),
             "unixGID" => value.parse().map(|gid| run_as.gid = gid).is_ok(),
             "network" => match value {
