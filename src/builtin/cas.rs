@@ -7,7 +7,6 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
     batch_update_blobs_request, BatchReadBlobsRequest, BatchUpdateBlobsRequest, FindMissingBlobsRequest, GetTreeRequest,
 };
 use bazel_remote_apis::google::bytestream::{QueryWriteStatusRequest, ReadRequest};
-use futures_util::future::BoxFuture;
 use tonic::Code;
 
 use super::unmet;
@@ -65,112 +64,106 @@ fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> 
 }
 
 /// The empty blob is always available: never missing, readable in a batch.
-pub(super) fn empty_blob<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let c = h.clients();
-        let empty = digest::of_bytes(b"");
-        let req = c.request(FindMissingBlobsRequest {
-            instance_name: c.cas_instance.clone(),
-            blob_digests: vec![empty.clone()],
-            digest_function: 0,
-        });
-        match c.call(c.cas.clone().find_missing_blobs(req)).await {
-            Err(s) => return answered(check, "FindMissingBlobs", "OK", s),
-            Ok(r) if !r.missing_blob_digests.is_empty() => {
-                return Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing").with(
-                    "missing_blob_digests",
-                    Some("[]".into()),
-                    "the empty blob",
-                )
-            }
-            Ok(_) => {}
+pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let c = h.clients();
+    let empty = digest::of_bytes(b"");
+    let req = c.request(FindMissingBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        blob_digests: vec![empty.clone()],
+        digest_function: 0,
+    });
+    match c.call(c.cas.clone().find_missing_blobs(req)).await {
+        Err(s) => return Ok(answered(check, "FindMissingBlobs", "OK", s)),
+        Ok(r) if !r.missing_blob_digests.is_empty() => {
+            return Ok(Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing").with(
+                "missing_blob_digests",
+                Some("[]".into()),
+                "the empty blob",
+            ))
         }
-        let req = c.request(BatchReadBlobsRequest {
-            instance_name: c.cas_instance.clone(),
-            digests: vec![empty],
-            ..Default::default()
-        });
-        match c.call(c.cas.clone().batch_read_blobs(req)).await {
-            Err(s) => answered(check, "BatchReadBlobs", "OK", s),
-            Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
-                Some(st) if st.code == 0 => Verdict::pass("never missing, readable"),
-                Some(st) => Verdict::new(
-                    unmet(check),
-                    format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message),
-                )
-                .with("status", Some("OK".into()), execute::code_name(st.code)),
-                None => Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob").with(
-                    "responses",
-                    Some("one, OK".into()),
-                    "none",
-                ),
-            },
-        }
-    })
+        Ok(_) => {}
+    }
+    let req = c.request(BatchReadBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        digests: vec![empty],
+        ..Default::default()
+    });
+    match c.call(c.cas.clone().batch_read_blobs(req)).await {
+        Err(s) => Ok(answered(check, "BatchReadBlobs", "OK", s)),
+        Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
+            Some(st) if st.code == 0 => Ok(Verdict::pass("never missing, readable")),
+            Some(st) => Ok(Verdict::new(
+                unmet(check),
+                format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message),
+            )
+            .with("status", Some("OK".into()), execute::code_name(st.code))),
+            None => Ok(Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob").with(
+                "responses",
+                Some("one, OK".into()),
+                "none",
+            )),
+        },
+    }
 }
 
 /// BatchUpdateBlobs refuses a blob whose data does not match its digest, and does not store it.
-pub(super) fn batch_digest_mismatch<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let c = h.clients();
-        let data = unique_bytes(h, check, "data");
-        let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
-        let claimed =
-            bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
-        let req = c.request(BatchUpdateBlobsRequest {
-            instance_name: c.cas_instance.clone(),
-            requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
-            digest_function: 0,
-        });
-        let code = match c.call(c.cas.clone().batch_update_blobs(req)).await {
-            Err(s) if execute::is_transport(&s) => return Verdict::error(format!("BatchUpdateBlobs: {}", s.message())),
-            Err(s) => s.code(),
-            Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map(|s| s.code).unwrap_or(0)),
-        };
-        if code != Code::InvalidArgument {
-            return Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}")).with(
-                "code",
-                Some("InvalidArgument".into()),
-                format!("{code:?}"),
-            );
+pub(super) async fn batch_digest_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let c = h.clients();
+    let data = unique_bytes(h, check, "data");
+    let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
+    let claimed =
+        bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
+    let req = c.request(BatchUpdateBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
+        digest_function: 0,
+    });
+    let code = match c.call(c.cas.clone().batch_update_blobs(req)).await {
+        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
+        Err(s) => s.code(),
+        Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map(|s| s.code).unwrap_or(0)),
+    };
+    if code != Code::InvalidArgument {
+        return Ok(Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}")).with(
+            "code",
+            Some("InvalidArgument".into()),
+            format!("{code:?}"),
+        ));
+    }
+    let req = c.request(FindMissingBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        blob_digests: vec![claimed.clone()],
+        digest_function: 0,
+    });
+    match c.call(c.cas.clone().find_missing_blobs(req)).await {
+        Err(s) => Ok(answered(check, "FindMissingBlobs", "OK", s)),
+        Ok(r) if r.missing_blob_digests.is_empty() => {
+            Ok(Verdict::new(unmet(check), format!("INVALID_ARGUMENT, but {} is now present", digest::show(&claimed)))
+                .with("FindMissingBlobs", Some("the refused blob missing".into()), "present"))
         }
-        let req = c.request(FindMissingBlobsRequest {
-            instance_name: c.cas_instance.clone(),
-            blob_digests: vec![claimed.clone()],
-            digest_function: 0,
-        });
-        match c.call(c.cas.clone().find_missing_blobs(req)).await {
-            Err(s) => answered(check, "FindMissingBlobs", "OK", s),
-            Ok(r) if r.missing_blob_digests.is_empty() => {
-                Verdict::new(unmet(check), format!("INVALID_ARGUMENT, but {} is now present", digest::show(&claimed)))
-                    .with("FindMissingBlobs", Some("the refused blob missing".into()), "present")
-            }
-            Ok(_) => Verdict::pass("INVALID_ARGUMENT, blob not stored"),
-        }
-    })
+        Ok(_) => Ok(Verdict::pass("INVALID_ARGUMENT, blob not stored")),
+    }
 }
 
 /// A blob larger than one chunk written with ByteStream reads back identical.
-pub(super) fn bytestream_roundtrip<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let mut data = unique_bytes(h, check, "roundtrip");
-        // 2.5 MiB: several write chunks, and above common batch limits.
-        data.resize(5 * 512 * 1024, b'r');
-        let d = digest::of_bytes(&data);
-        let data = Arc::new(data);
-        if let Err(e) = h.cas.write_bytestream(&d, &data).await {
-            return cas_failure(check, "ByteStream.Write", e);
-        }
-        match h.cas.read_bytestream(&d).await {
-            Err(e) => cas_failure(check, "ByteStream.Read", e),
-            Ok(back) if back == *data => Verdict::pass(format!("{} written and read back", digest::show(&d))),
-            Ok(back) => Verdict::new(
-                unmet(check),
-                format!("read back {} bytes differing from the {} written", back.len(), data.len()),
-            )
-            .with("read", Some(digest::show(&d)), digest::show(&digest::of_bytes(&back))),
-        }
-    })
+pub(super) async fn bytestream_roundtrip(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let mut data = unique_bytes(h, check, "roundtrip");
+    // 2.5 MiB: several write chunks, and above common batch limits.
+    data.resize(5 * 512 * 1024, b'r');
+    let d = digest::of_bytes(&data);
+    let data = Arc::new(data);
+    if let Err(e) = h.cas.write_bytestream(&d, &data).await {
+        return Ok(cas_failure(check, "ByteStream.Write", e));
+    }
+    match h.cas.read_bytestream(&d).await {
+        Err(e) => Ok(cas_failure(check, "ByteStream.Read", e)),
+        Ok(back) if back == *data => Ok(Verdict::pass(format!("{} written and read back", digest::show(&d)))),
+        Ok(back) => Ok(Verdict::new(
+            unmet(check),
+            format!("read back {} bytes differing from the {} written", back.len(), data.len()),
+        )
+        .with("read", Some(digest::show(&d)), digest::show(&digest::of_bytes(&back)))),
+    }
 }
 
 fn cas_failure(check: &CheckSpec, what: &str, e: CasError) -> Verdict {
@@ -188,75 +181,66 @@ fn cas_failure(check: &CheckSpec, what: &str, e: CasError) -> Verdict {
 }
 
 /// A ByteStream read starting past the end of the blob answers OUT_OF_RANGE.
-pub(super) fn bytestream_read_past_end<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let data = unique_bytes(h, check, "short");
-        let d = digest::of_bytes(&data);
-        let blobs = [(d.hash.clone(), (d.clone(), Arc::new(data)))].into_iter().collect();
-        if let Err(e) = h.cas.upload(&blobs).await {
-            return Verdict::error(format!("uploading the blob: {e}"));
-        }
-        let c = h.clients();
-        let req = c.request(ReadRequest {
-            resource_name: format!("{}blobs/{}/{}", prefix(h), d.hash, d.size_bytes),
-            read_offset: d.size_bytes + 1,
-            read_limit: 0,
-        });
-        match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await {
-            Err(v) => v,
-            Ok(Code::OutOfRange) => Verdict::pass("OUT_OF_RANGE"),
-            Ok(code) => Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}")).with(
-                "code",
-                Some("OutOfRange".into()),
-                format!("{code:?}"),
-            ),
-        }
-    })
+pub(super) async fn bytestream_read_past_end(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let data = unique_bytes(h, check, "short");
+    let d = digest::of_bytes(&data);
+    let blobs = [(d.hash.clone(), (d.clone(), Arc::new(data)))].into_iter().collect();
+    if let Err(e) = h.cas.upload(&blobs).await {
+        return Ok(Verdict::error(format!("uploading the blob: {e}")));
+    }
+    let c = h.clients();
+    let req = c.request(ReadRequest {
+        resource_name: format!("{}blobs/{}/{}", prefix(h), d.hash, d.size_bytes),
+        read_offset: d.size_bytes + 1,
+        read_limit: 0,
+    });
+    match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await {
+        Err(v) => Ok(v),
+        Ok(Code::OutOfRange) => Ok(Verdict::pass("OUT_OF_RANGE")),
+        Ok(code) => Ok(Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}")).with(
+            "code",
+            Some("OutOfRange".into()),
+            format!("{code:?}"),
+        )),
+    }
 }
 
 /// QueryWriteStatus for an upload that never started answers NOT_FOUND.
-pub(super) fn query_write_status_unknown<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let d = digest::of_bytes(&unique_bytes(h, check, "never-written"));
-        let c = h.clients();
-        let req = c.request(QueryWriteStatusRequest {
-            resource_name: format!("{}uploads/{}/blobs/{}/{}", prefix(h), uuid::Uuid::new_v4(), d.hash, d.size_bytes),
-        });
-        match c.call(c.bytestream.clone().query_write_status(req)).await {
-            Err(s) if s.code() == Code::NotFound => Verdict::pass("NOT_FOUND"),
-            // Optional in practice (buildbox-casd, Buildbarn); BuildStream never resumes uploads.
-            Err(s) if s.code() == Code::Unimplemented => {
-                Verdict::skip(format!("the server does not implement QueryWriteStatus: {}", s.message()))
-            }
-            Err(s) => answered(check, "QueryWriteStatus", "NotFound", s),
-            Ok(r) => {
-                Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size))
-                    .with("QueryWriteStatus", Some("NotFound".into()), format!("committed_size {}", r.committed_size))
-            }
+pub(super) async fn query_write_status_unknown(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let d = digest::of_bytes(&unique_bytes(h, check, "never-written"));
+    let c = h.clients();
+    let req = c.request(QueryWriteStatusRequest {
+        resource_name: format!("{}uploads/{}/blobs/{}/{}", prefix(h), uuid::Uuid::new_v4(), d.hash, d.size_bytes),
+    });
+    match c.call(c.bytestream.clone().query_write_status(req)).await {
+        Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
+        // Optional in practice (buildbox-casd, Buildbarn); BuildStream never resumes uploads.
+        Err(s) if s.code() == Code::Unimplemented => {
+            Ok(Verdict::skip(format!("the server does not implement QueryWriteStatus: {}", s.message())))
         }
-    })
+        Err(s) => Ok(answered(check, "QueryWriteStatus", "NotFound", s)),
+        Ok(r) => {
+            Ok(Verdict::new(unmet(check), format!("an unknown upload reported committed_size {}", r.committed_size))
+                .with("QueryWriteStatus", Some("NotFound".into()), format!("committed_size {}", r.committed_size)))
+        }
+    }
 }
 
 /// GetTree on a root that is not in the CAS answers NOT_FOUND.
-pub(super) fn get_tree_missing_root<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
-        let c = h.clients();
-        let req = c.request(GetTreeRequest {
-            instance_name: c.cas_instance.clone(),
-            root_digest: Some(d),
-            ..Default::default()
-        });
-        match first_status(h, "GetTree", c.cas.clone().get_tree(req)).await {
-            Err(v) => v,
-            Ok(Code::NotFound) => Verdict::pass("NOT_FOUND"),
-            // Buildbarn does not implement GetTree; BuildStream fetches trees through buildbox-casd.
-            Ok(Code::Unimplemented) => Verdict::skip("the server does not implement GetTree"),
-            Ok(code) => Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}")).with(
-                "code",
-                Some("NotFound".into()),
-                format!("{code:?}"),
-            ),
-        }
-    })
+pub(super) async fn get_tree_missing_root(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
+    let c = h.clients();
+    let req =
+        c.request(GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() });
+    match first_status(h, "GetTree", c.cas.clone().get_tree(req)).await {
+        Err(v) => Ok(v),
+        Ok(Code::NotFound) => Ok(Verdict::pass("NOT_FOUND")),
+        // Buildbarn does not implement GetTree; BuildStream fetches trees through buildbox-casd.
+        Ok(Code::Unimplemented) => Ok(Verdict::skip("the server does not implement GetTree")),
+        Ok(code) => Ok(Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}")).with(
+            "code",
+            Some("NotFound".into()),
+            format!("{code:?}"),
+        )),
+    }
 }

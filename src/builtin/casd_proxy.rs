@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
 use super::unmet;
 use crate::cluster::{local, ManagedProcess};
 use crate::connection::ConnectOptions;
@@ -56,43 +54,39 @@ fn proxy_args(target: &ConnectOptions) -> Vec<String> {
 
 /// An action run through a buildbox-casd proxy (BuildStream's client) completes
 /// as the check expects, outputs and logs fetched back through the proxy.
-pub(super) fn through_casd_proxy<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let explicit = h.options.buildbox_dir.clone();
-        let bin = match tokio::task::spawn_blocking(move || local::provision(explicit.as_deref())).await {
-            Ok(Ok(dir)) => dir,
-            Ok(Err(e)) => return Verdict::error(format!("this check needs buildbox-casd: {e}")),
-            Err(e) => return Verdict::error(format!("provisioning task failed: {e}")),
-        };
-        let guard = match crate::cluster::rundir::create("casd-proxy", false) {
-            // Removed when dropped, also when an interrupted run abandons this check.
-            Ok(dir) => crate::worker::ScratchDir(dir),
-            Err(e) => return Verdict::error(e.to_string()),
-        };
-        let dir = guard.0.clone();
-        if let Err(e) =
-            std::fs::create_dir_all(dir.join("cache")).and_then(|_| std::fs::create_dir_all(dir.join("tmp")))
-        {
-            return Verdict::error(format!("cannot create {}: {e}", dir.display()));
+pub(super) async fn through_casd_proxy(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let explicit = h.options.buildbox_dir.clone();
+    let bin = match tokio::task::spawn_blocking(move || local::provision(explicit.as_deref())).await {
+        Ok(Ok(dir)) => dir,
+        Ok(Err(e)) => return Ok(Verdict::error(format!("this check needs buildbox-casd: {e}"))),
+        Err(e) => return Ok(Verdict::error(format!("provisioning task failed: {e}"))),
+    };
+    let guard = match crate::cluster::rundir::create("casd-proxy", false) {
+        // Removed when dropped, also when an interrupted run abandons this check.
+        Ok(dir) => crate::worker::ScratchDir(dir),
+        Err(e) => return Ok(Verdict::error(e.to_string())),
+    };
+    let dir = guard.0.clone();
+    if let Err(e) = std::fs::create_dir_all(dir.join("cache")).and_then(|_| std::fs::create_dir_all(dir.join("tmp"))) {
+        return Ok(Verdict::error(format!("cannot create {}: {e}", dir.display())));
+    }
+    let socket = dir.join("casd.sock");
+    let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
+    cmd.args(proxy_args(&h.target))
+        .arg(format!("--bind=unix:{}", socket.display()))
+        .arg("--log-level=warning")
+        .arg(dir.join("cache"))
+        .env("TMPDIR", dir.join("tmp"));
+    let verdict = match ManagedProcess::spawn("buildbox-casd proxy", cmd, &dir.join("casd.log")) {
+        Err(e) => Verdict::error(format!("cannot start buildbox-casd: {e}")),
+        Ok(mut casd) => {
+            let v = run_through(h, check, &socket, &mut casd).await;
+            casd.stop().await;
+            v
         }
-        let socket = dir.join("casd.sock");
-        let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
-        cmd.args(proxy_args(&h.target))
-            .arg(format!("--bind=unix:{}", socket.display()))
-            .arg("--log-level=warning")
-            .arg(dir.join("cache"))
-            .env("TMPDIR", dir.join("tmp"));
-        let verdict = match ManagedProcess::spawn("buildbox-casd proxy", cmd, &dir.join("casd.log")) {
-            Err(e) => Verdict::error(format!("cannot start buildbox-casd: {e}")),
-            Ok(mut casd) => {
-                let v = run_through(h, check, &socket, &mut casd).await;
-                casd.stop().await;
-                v
-            }
-        };
-        drop(guard);
-        verdict
-    })
+    };
+    drop(guard);
+    Ok(verdict)
 }
 
 /// The harness's own buildbox-casd died or ran out of local disk: that says

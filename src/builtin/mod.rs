@@ -20,37 +20,49 @@ mod protocol;
 mod sandbox;
 mod scheduler;
 
-/// Signature of a built-in check.
+/// Signature of a built-in check, as the runner calls it.
 pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
 
-/// Every built-in check, by the id suites use in `builtin:`.
-const REGISTRY: &[(&str, BuiltinFn)] = &[
-    ("root-is-input-root", sandbox::root_is_input_root),
-    ("proc-shows-own-processes", sandbox::proc_shows_own_processes),
-    ("no-foreign-mounts", sandbox::no_foreign_mounts),
-    ("actions-isolated", sandbox::actions_isolated),
-    ("outputs-match-writes", outputs::outputs_match_writes),
-    ("root-directory-digest", outputs::root_directory_digest),
-    ("stdio-exact", outputs::stdio_exact),
-    ("output-mtime", outputs::output_mtime),
-    ("wait-execution-resumes", protocol::wait_execution_resumes),
-    ("cancel-operation", protocol::cancel_operation),
-    ("action-cache-miss", protocol::action_cache_miss),
-    ("skip-cache-lookup", protocol::skip_cache_lookup),
-    ("missing-input-code", protocol::missing_input_code),
-    ("missing-input-detail", protocol::missing_input_detail),
-    ("timeout-status", protocol::timeout_status),
-    ("non-ok-not-cached", protocol::non_ok_not_cached),
-    ("empty-blob", cas::empty_blob),
-    ("batch-digest-mismatch", cas::batch_digest_mismatch),
-    ("bytestream-roundtrip", cas::bytestream_roundtrip),
-    ("bytestream-read-past-end", cas::bytestream_read_past_end),
-    ("query-write-status-unknown", cas::query_write_status_unknown),
-    ("get-tree-missing-root", cas::get_tree_missing_root),
-    ("through-casd-proxy", casd_proxy::through_casd_proxy),
-    ("no-lease-without-match", scheduler::no_lease_without_match),
-    ("lease-when-matching-bot-appears", scheduler::lease_when_matching_bot_appears),
-];
+/// Registers built-in checks: each is written as
+/// `async fn(&Harness, &CheckSpec) -> Result<Verdict, Verdict>`, so `?` ends
+/// it early with the verdict a helper returned (an ERROR, a FAIL with
+/// evidence); `Ok` and `Err` both carry the check's verdict.
+macro_rules! builtins {
+    ($($id:literal => $check:path,)*) => {
+        /// Every built-in check, by the id suites use in `builtin:`.
+        const REGISTRY: &[(&str, BuiltinFn)] = &[
+            $(($id, |h, c| Box::pin(async move { $check(h, c).await.unwrap_or_else(|verdict| verdict) })),)*
+        ];
+    };
+}
+
+builtins! {
+    "root-is-input-root" => sandbox::root_is_input_root,
+    "proc-shows-own-processes" => sandbox::proc_shows_own_processes,
+    "no-foreign-mounts" => sandbox::no_foreign_mounts,
+    "actions-isolated" => sandbox::actions_isolated,
+    "outputs-match-writes" => outputs::outputs_match_writes,
+    "root-directory-digest" => outputs::root_directory_digest,
+    "stdio-exact" => outputs::stdio_exact,
+    "output-mtime" => outputs::output_mtime,
+    "wait-execution-resumes" => protocol::wait_execution_resumes,
+    "cancel-operation" => protocol::cancel_operation,
+    "action-cache-miss" => protocol::action_cache_miss,
+    "skip-cache-lookup" => protocol::skip_cache_lookup,
+    "missing-input-code" => protocol::missing_input_code,
+    "missing-input-detail" => protocol::missing_input_detail,
+    "timeout-status" => protocol::timeout_status,
+    "non-ok-not-cached" => protocol::non_ok_not_cached,
+    "empty-blob" => cas::empty_blob,
+    "batch-digest-mismatch" => cas::batch_digest_mismatch,
+    "bytestream-roundtrip" => cas::bytestream_roundtrip,
+    "bytestream-read-past-end" => cas::bytestream_read_past_end,
+    "query-write-status-unknown" => cas::query_write_status_unknown,
+    "get-tree-missing-root" => cas::get_tree_missing_root,
+    "through-casd-proxy" => casd_proxy::through_casd_proxy,
+    "no-lease-without-match" => scheduler::no_lease_without_match,
+    "lease-when-matching-bot-appears" => scheduler::lease_when_matching_bot_appears,
+}
 
 /// Looks up a built-in check.
 pub fn find(id: &str) -> Option<BuiltinFn> {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{Digest, Directory, OutputDirectory, Tree};
-use futures_util::future::BoxFuture;
 use prost::Message;
 
 use super::{run_to_completion, unmet};
@@ -106,167 +105,157 @@ fn writes(probe: &[String]) -> Vec<(String, String)> {
 
 /// Every output path comes back as an OutputDirectory with exactly the
 /// requested path, no `output_files`, and holds what the command wrote there.
-pub(super) fn outputs_match_writes<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (prepared, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
-            Ok(x) => x,
-            Err(v) => return v,
+pub(super) async fn outputs_match_writes(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Ok(Verdict::error("completed without a result")) };
+    if let Some(want) = check.expect.exit_code {
+        if result.exit_code != want {
+            return Ok(Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code)).with(
+                "exit_code",
+                Some(want.to_string()),
+                result.exit_code.to_string(),
+            ));
+        }
+    }
+    let requested: Vec<&String> = prepared.command.output_paths.iter().collect();
+    if !result.output_files.is_empty() {
+        let paths: Vec<&str> = result.output_files.iter().map(|f| f.path.as_str()).collect();
+        return Ok(Verdict::new(unmet(check), format!("directories came back as output_files {paths:?}")).with(
+            "output_files",
+            Some("none".into()),
+            format!("{paths:?}"),
+        ));
+    }
+    let got: Vec<&String> = result.output_directories.iter().map(|d| &d.path).collect();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    let mut want_sorted = requested.clone();
+    want_sorted.sort();
+    if got_sorted != want_sorted {
+        return Ok(Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}")).with(
+            "output_directories",
+            Some(format!("{requested:?}")),
+            format!("{got:?}"),
+        ));
+    }
+    let workdir = &prepared.command.working_directory;
+    let mut found = Vec::new();
+    for (path, content) in writes(&check.action.probe) {
+        // Relative writes are relative to the working directory, where the probe runs.
+        let path = if path.starts_with('/') { path } else { resolve(workdir, &path) };
+        // The deepest output directory that contains the written file.
+        let holder = result
+            .output_directories
+            .iter()
+            .map(|od| (od, resolve(workdir, &od.path)))
+            .filter(|(_, abs)| path.starts_with(&format!("{}/", abs.trim_end_matches('/'))))
+            .max_by_key(|(_, abs)| abs.len());
+        let Some((od, abs)) = holder else { continue };
+        let entries = match list_output_dir(h, od).await {
+            Ok(e) => e,
+            Err(e) => return Ok(Verdict::new(unmet(check), e)),
         };
-        let Some(result) = outcome.result() else { return Verdict::error("completed without a result") };
-        if let Some(want) = check.expect.exit_code {
-            if result.exit_code != want {
-                return Verdict::new(unmet(check), format!("exit code {}, expected {want}", result.exit_code)).with(
-                    "exit_code",
-                    Some(want.to_string()),
-                    result.exit_code.to_string(),
-                );
+        let rel = path[abs.trim_end_matches('/').len() + 1..].to_string();
+        let want = digest::of_bytes(content.as_bytes());
+        match entries.get(&rel) {
+            Some(OutputEntry::File { digest, .. }) if *digest == want => found.push(format!("{}:{rel}", od.path)),
+            other => {
+                return Ok(Verdict::new(
+                    unmet(check),
+                    format!("`{rel}` in output `{}` is not what the command wrote", od.path),
+                )
+                .with(
+                    format!("{}/{rel}", od.path),
+                    Some(format!("file {}", digest::show(&want))),
+                    format!("{other:?}"),
+                ))
             }
         }
-        let requested: Vec<&String> = prepared.command.output_paths.iter().collect();
-        if !result.output_files.is_empty() {
-            let paths: Vec<&str> = result.output_files.iter().map(|f| f.path.as_str()).collect();
-            return Verdict::new(unmet(check), format!("directories came back as output_files {paths:?}")).with(
-                "output_files",
-                Some("none".into()),
-                format!("{paths:?}"),
-            );
+    }
+    // Logs of the command come back too (BuildStream shows them for failed builds).
+    let said: Vec<&String> = check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| &w[1]).collect();
+    if !said.is_empty() {
+        let stderr = match h.probe_output(&outcome).await {
+            Ok(Some(p)) => p.stderr_excerpt,
+            Ok(None) => String::new(),
+            Err(e) => return Ok(Verdict::error(e)),
+        };
+        if let Some(missing) = said.iter().find(|text| !stderr.contains(text.as_str())) {
+            return Ok(Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote")).with(
+                "stderr",
+                Some(format!("contains {missing:?}")),
+                stderr,
+            ));
         }
-        let got: Vec<&String> = result.output_directories.iter().map(|d| &d.path).collect();
-        let mut got_sorted = got.clone();
-        got_sorted.sort();
-        let mut want_sorted = requested.clone();
-        want_sorted.sort();
-        if got_sorted != want_sorted {
-            return Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}")).with(
-                "output_directories",
-                Some(format!("{requested:?}")),
-                format!("{got:?}"),
-            );
-        }
-        let workdir = &prepared.command.working_directory;
-        let mut found = Vec::new();
-        for (path, content) in writes(&check.action.probe) {
-            // Relative writes are relative to the working directory, where the probe runs.
-            let path = if path.starts_with('/') { path } else { resolve(workdir, &path) };
-            // The deepest output directory that contains the written file.
-            let holder = result
-                .output_directories
-                .iter()
-                .map(|od| (od, resolve(workdir, &od.path)))
-                .filter(|(_, abs)| path.starts_with(&format!("{}/", abs.trim_end_matches('/'))))
-                .max_by_key(|(_, abs)| abs.len());
-            let Some((od, abs)) = holder else { continue };
-            let entries = match list_output_dir(h, od).await {
-                Ok(e) => e,
-                Err(e) => return Verdict::new(unmet(check), e),
-            };
-            let rel = path[abs.trim_end_matches('/').len() + 1..].to_string();
-            let want = digest::of_bytes(content.as_bytes());
-            match entries.get(&rel) {
-                Some(OutputEntry::File { digest, .. }) if *digest == want => found.push(format!("{}:{rel}", od.path)),
-                other => {
-                    return Verdict::new(
-                        unmet(check),
-                        format!("`{rel}` in output `{}` is not what the command wrote", od.path),
-                    )
-                    .with(
-                        format!("{}/{rel}", od.path),
-                        Some(format!("file {}", digest::show(&want))),
-                        format!("{other:?}"),
-                    )
-                }
-            }
-        }
-        // Logs of the command come back too (BuildStream shows them for failed builds).
-        let said: Vec<&String> = check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| &w[1]).collect();
-        if !said.is_empty() {
-            let stderr = match h.probe_output(&outcome).await {
-                Ok(Some(p)) => p.stderr_excerpt,
-                Ok(None) => String::new(),
-                Err(e) => return Verdict::error(e),
-            };
-            if let Some(missing) = said.iter().find(|text| !stderr.contains(text.as_str())) {
-                return Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote")).with(
-                    "stderr",
-                    Some(format!("contains {missing:?}")),
-                    stderr,
-                );
-            }
-        }
-        Verdict::pass(format!("output directories {got:?}; found {found:?}"))
-    })
+    }
+    Ok(Verdict::pass(format!("output directories {got:?}; found {found:?}")))
 }
 
 /// With `output_directory_format = DIRECTORY_ONLY` the result carries
 /// `root_directory_digest`, and every blob it references is fetchable.
-pub(super) fn root_directory_digest<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (od, entries) = match first_output_dir(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
-            // root_directory_digest is a v2.8 field: an older server legally
-            // answers with tree_digest alone, which BuildStream falls back to.
-            let high = h.capabilities.high_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
-            if high < (2, 8) {
-                return Verdict::pass(format!(
-                    "tree_digest only, from a server of API {}.{} (before root_directory_digest existed)",
-                    high.0, high.1
+pub(super) async fn root_directory_digest(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (od, entries) = first_output_dir(h, check).await?;
+    if od.root_directory_digest.as_ref().is_none_or(|d| d.hash.is_empty()) {
+        // root_directory_digest is a v2.8 field: an older server legally
+        // answers with tree_digest alone, which BuildStream falls back to.
+        let high = h.capabilities.high_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
+        if high < (2, 8) {
+            return Ok(Verdict::pass(format!(
+                "tree_digest only, from a server of API {}.{} (before root_directory_digest existed)",
+                high.0, high.1
+            )));
+        }
+        return Ok(Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back").with(
+            "root_directory_digest",
+            Some("set".into()),
+            "absent",
+        ));
+    }
+    // Both given: they must describe the same directory.
+    if let (Some(root), Some(tree_digest)) = (&od.root_directory_digest, &od.tree_digest) {
+        match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
+            Ok(Ok(tree)) => {
+                let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
+                if tree_root != *root {
+                    return Ok(Verdict::new(
+                        unmet(check),
+                        "root_directory_digest is not the root of tree_digest's Tree",
+                    )
+                    .with(
+                        "root_directory_digest",
+                        Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
+                        digest::show(root),
+                    ));
+                }
+            }
+            Ok(Err(e)) => {
+                return Ok(Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
+                    "tree_digest",
+                    Some("a Tree".into()),
+                    e.to_string(),
+                ))
+            }
+            Err(e) => {
+                return Ok(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
+                    "tree_digest",
+                    Some("fetchable".into()),
+                    e.to_string(),
+                ))
+            }
+        }
+    }
+    for (path, entry) in &entries {
+        if let OutputEntry::File { digest, .. } = entry {
+            if let Err(e) = h.cas.read(digest).await {
+                return Ok(Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}")).with(
+                    path.clone(),
+                    Some(format!("fetchable blob {}", digest::show(digest))),
+                    e.to_string(),
                 ));
             }
-            return Verdict::new(unmet(check), "DIRECTORY_ONLY was asked for, but only tree_digest came back").with(
-                "root_directory_digest",
-                Some("set".into()),
-                "absent",
-            );
         }
-        // Both given: they must describe the same directory.
-        if let (Some(root), Some(tree_digest)) = (&od.root_directory_digest, &od.tree_digest) {
-            match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
-                Ok(Ok(tree)) => {
-                    let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
-                    if tree_root != *root {
-                        return Verdict::new(
-                            unmet(check),
-                            "root_directory_digest is not the root of tree_digest's Tree",
-                        )
-                        .with(
-                            "root_directory_digest",
-                            Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
-                            digest::show(root),
-                        );
-                    }
-                }
-                Ok(Err(e)) => {
-                    return Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
-                        "tree_digest",
-                        Some("a Tree".into()),
-                        e.to_string(),
-                    )
-                }
-                Err(e) => {
-                    return Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
-                        "tree_digest",
-                        Some("fetchable".into()),
-                        e.to_string(),
-                    )
-                }
-            }
-        }
-        for (path, entry) in &entries {
-            if let OutputEntry::File { digest, .. } = entry {
-                if let Err(e) = h.cas.read(digest).await {
-                    return Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}")).with(
-                        path.clone(),
-                        Some(format!("fetchable blob {}", digest::show(digest))),
-                        e.to_string(),
-                    );
-                }
-            }
-        }
-        Verdict::pass(format!("root_directory_digest with {} entries, all fetchable", entries.len()))
-    })
+    }
+    Ok(Verdict::pass(format!("root_directory_digest with {} entries, all fetchable", entries.len())))
 }
 
 /// Runs the check's action and lists its first output directory.
@@ -288,86 +277,75 @@ async fn first_output_dir(
 }
 
 /// With `output_node_properties: [mtime]` every output file carries its mtime.
-pub(super) fn output_mtime<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (_, entries) = match first_output_dir(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let files: Vec<(&String, Option<i64>)> = entries
-            .iter()
-            .filter_map(|(p, e)| match e {
-                OutputEntry::File { mtime, .. } => Some((p, *mtime)),
-                _ => None,
-            })
-            .collect();
-        if files.is_empty() {
-            return Verdict::new(unmet(check), "no output file came back to carry an mtime").with(
-                "output files",
-                Some("the file the command wrote, with mtime".into()),
-                "none",
-            );
+pub(super) async fn output_mtime(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, entries) = first_output_dir(h, check).await?;
+    let files: Vec<(&String, Option<i64>)> = entries
+        .iter()
+        .filter_map(|(p, e)| match e {
+            OutputEntry::File { mtime, .. } => Some((p, *mtime)),
+            _ => None,
+        })
+        .collect();
+    if files.is_empty() {
+        return Ok(Verdict::new(unmet(check), "no output file came back to carry an mtime").with(
+            "output files",
+            Some("the file the command wrote, with mtime".into()),
+            "none",
+        ));
+    }
+    let without: Vec<&String> = files.iter().filter(|(_, m)| m.is_none()).map(|(p, _)| *p).collect();
+    if !without.is_empty() {
+        return Ok(Verdict::new(unmet(check), format!("output files without mtime: {without:?}")).with(
+            "node_properties.mtime",
+            Some("set on every output file".into()),
+            format!("missing on {without:?}"),
+        ));
+    }
+    // Unchanged inputs keep their staged mtime (paths relative to the working directory).
+    let workdir = check.action.working_directory.clone().unwrap_or_else(|| crate::action::DEFAULT_WORKDIR.to_string());
+    for entry in &check.action.input_root {
+        let crate::suite::EntrySpec::File { file, mtime: Some(staged), .. } = entry else { continue };
+        let Some(rel) = file.strip_prefix(&format!("{workdir}/")) else { continue };
+        let got = entries.get(rel).and_then(|e| match e {
+            OutputEntry::File { mtime, .. } => *mtime,
+            _ => None,
+        });
+        if got != Some(*staged) {
+            return Ok(Verdict::new(
+                unmet(check),
+                format!("unchanged input `{rel}` came back with mtime {got:?}, staged with {staged}"),
+            )
+            .with(format!("{rel} mtime"), Some(staged.to_string()), format!("{got:?}")));
         }
-        let without: Vec<&String> = files.iter().filter(|(_, m)| m.is_none()).map(|(p, _)| *p).collect();
-        if !without.is_empty() {
-            return Verdict::new(unmet(check), format!("output files without mtime: {without:?}")).with(
-                "node_properties.mtime",
-                Some("set on every output file".into()),
-                format!("missing on {without:?}"),
-            );
-        }
-        // Unchanged inputs keep their staged mtime (paths relative to the working directory).
-        let workdir =
-            check.action.working_directory.clone().unwrap_or_else(|| crate::action::DEFAULT_WORKDIR.to_string());
-        for entry in &check.action.input_root {
-            let crate::suite::EntrySpec::File { file, mtime: Some(staged), .. } = entry else { continue };
-            let Some(rel) = file.strip_prefix(&format!("{workdir}/")) else { continue };
-            let got = entries.get(rel).and_then(|e| match e {
-                OutputEntry::File { mtime, .. } => *mtime,
-                _ => None,
-            });
-            if got != Some(*staged) {
-                return Verdict::new(
-                    unmet(check),
-                    format!("unchanged input `{rel}` came back with mtime {got:?}, staged with {staged}"),
-                )
-                .with(format!("{rel} mtime"), Some(staged.to_string()), format!("{got:?}"));
-            }
-        }
-        Verdict::pass(format!("{} output file(s), each with its mtime; unchanged inputs kept theirs", files.len()))
-    })
+    }
+    Ok(Verdict::pass(format!("{} output file(s), each with its mtime; unchanged inputs kept theirs", files.len())))
 }
 
 /// stderr comes back byte for byte, and stdout holds the whole report.
-pub(super) fn stdio_exact<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (_, outcome) = match run_to_completion(h, &check.id, check, &check.action).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let want_stderr: String =
-            check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| format!("{}\n", w[1])).collect();
-        let output = match h.probe_output(&outcome).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return Verdict::error("completed without a result"),
-            Err(e) => return Verdict::new(unmet(check), e),
-        };
-        if output.stderr_excerpt != want_stderr {
-            return Verdict::new(unmet(check), "stderr differs from what the command wrote").with(
-                "stderr",
-                Some(format!("{want_stderr:?}")),
-                format!("{:?}", output.stderr_excerpt),
-            );
-        }
-        if let Err(why) = &output.report {
-            return Verdict::new(unmet(check), format!("stdout is not the complete report: {why}")).with(
-                "stdout",
-                Some("the complete probe report".into()),
-                output.stdout_excerpt.clone(),
-            );
-        }
-        Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete"))
-    })
+pub(super) async fn stdio_exact(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let want_stderr: String =
+        check.action.probe.windows(2).filter(|w| w[0] == "--stderr").map(|w| format!("{}\n", w[1])).collect();
+    let output = match h.probe_output(&outcome).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return Ok(Verdict::error("completed without a result")),
+        Err(e) => return Ok(Verdict::new(unmet(check), e)),
+    };
+    if output.stderr_excerpt != want_stderr {
+        return Ok(Verdict::new(unmet(check), "stderr differs from what the command wrote").with(
+            "stderr",
+            Some(format!("{want_stderr:?}")),
+            format!("{:?}", output.stderr_excerpt),
+        ));
+    }
+    if let Err(why) = &output.report {
+        return Ok(Verdict::new(unmet(check), format!("stdout is not the complete report: {why}")).with(
+            "stdout",
+            Some("the complete probe report".into()),
+            output.stdout_excerpt.clone(),
+        ));
+    }
+    Ok(Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete")))
 }
 
 #[cfg(test)]

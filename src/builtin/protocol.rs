@@ -8,7 +8,6 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
     ExecuteRequest, GetActionResultRequest, WaitExecutionRequest,
 };
 use bazel_remote_apis::google::longrunning::CancelOperationRequest;
-use futures_util::future::BoxFuture;
 use prost::Message;
 use tokio::time::Instant;
 use tonic::Code;
@@ -86,101 +85,91 @@ async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> R
 
 /// After the Execute stream is dropped, WaitExecution on the operation's name
 /// follows it to the result (BuildStream's recovery path).
-pub(super) fn wait_execution_resumes<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let spec = spec_with(check, &["--sleep", "500"]);
-        let (name, _) = match first_operation(h, check, &spec).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let clients = h.clients();
-        let deadline = Instant::now() + h.options.timeout;
-        let mut req = tonic::Request::new(WaitExecutionRequest { name: name.clone() });
-        req.set_timeout(h.options.timeout);
-        let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
-            Err(_) => return Verdict::error("WaitExecution not answered in time"),
+pub(super) async fn wait_execution_resumes(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let spec = spec_with(check, &["--sleep", "500"]);
+    let (name, _) = first_operation(h, check, &spec).await?;
+    let clients = h.clients();
+    let deadline = Instant::now() + h.options.timeout;
+    let mut req = tonic::Request::new(WaitExecutionRequest { name: name.clone() });
+    req.set_timeout(h.options.timeout);
+    let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
+        Err(_) => return Ok(Verdict::error("WaitExecution not answered in time")),
+        Ok(Err(s)) if execute::is_transport(&s) => {
+            return Ok(Verdict::error(format!("WaitExecution: {}", s.message())))
+        }
+        Ok(Err(s)) => {
+            return Ok(Verdict::new(unmet(check), format!("WaitExecution answered {:?}: {}", s.code(), s.message()))
+                .with(
+                    "WaitExecution",
+                    Some("the operation followed to its result".into()),
+                    format!("{:?}: {}", s.code(), s.message()),
+                )
+                .with("operation", None, name))
+        }
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let mut trace = Trace::default();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => return Ok(Verdict::error("the resumed operation did not finish within the budget")),
             Ok(Err(s)) if execute::is_transport(&s) => {
-                return Verdict::error(format!("WaitExecution: {}", s.message()))
+                return Ok(Verdict::error(format!("WaitExecution stream: {}", s.message())))
             }
             Ok(Err(s)) => {
-                return Verdict::new(unmet(check), format!("WaitExecution answered {:?}: {}", s.code(), s.message()))
-                    .with(
-                        "WaitExecution",
-                        Some("the operation followed to its result".into()),
-                        format!("{:?}: {}", s.code(), s.message()),
-                    )
-                    .with("operation", None, name)
+                return Ok(Verdict::new(
+                    unmet(check),
+                    format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message()),
+                )
+                .with(
+                    "WaitExecution",
+                    Some("the operation followed to its result".into()),
+                    format!("{:?}", s.code()),
+                ))
             }
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        let mut trace = Trace::default();
-        loop {
-            match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Verdict::error("the resumed operation did not finish within the budget"),
-                Ok(Err(s)) if execute::is_transport(&s) => {
-                    return Verdict::error(format!("WaitExecution stream: {}", s.message()))
-                }
-                Ok(Err(s)) => {
-                    return Verdict::new(
-                        unmet(check),
-                        format!("WaitExecution stream failed: {:?}: {}", s.code(), s.message()),
-                    )
-                    .with(
-                        "WaitExecution",
-                        Some("the operation followed to its result".into()),
-                        format!("{:?}", s.code()),
-                    )
-                }
-                Ok(Ok(None)) => {
-                    return Verdict::new(unmet(check), "WaitExecution ended before the operation was done").with(
-                        "WaitExecution",
-                        Some("the operation followed to its result".into()),
-                        "stream ended early",
-                    )
-                }
-                Ok(Ok(Some(op))) => match execute::observe(op, &mut trace) {
-                    Err(e) => return Verdict::error(e.to_string()),
-                    Ok(None) => continue,
-                    Ok(Some(outcome)) if outcome.class() == OutcomeClass::Completed => {
-                        return Verdict::pass(format!("resumed {name}: {}", outcome.describe()))
-                    }
-                    Ok(Some(outcome)) => {
-                        if let Some(v) = undecided(&outcome, "completed") {
-                            return v;
-                        }
-                        return Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
-                            .with("outcome", Some("completed".into()), outcome.describe());
-                    }
-                },
+            Ok(Ok(None)) => {
+                return Ok(Verdict::new(unmet(check), "WaitExecution ended before the operation was done").with(
+                    "WaitExecution",
+                    Some("the operation followed to its result".into()),
+                    "stream ended early",
+                ))
             }
+            Ok(Ok(Some(op))) => match execute::observe(op, &mut trace) {
+                Err(e) => return Ok(Verdict::error(e.to_string())),
+                Ok(None) => continue,
+                Ok(Some(outcome)) if outcome.class() == OutcomeClass::Completed => {
+                    return Ok(Verdict::pass(format!("resumed {name}: {}", outcome.describe())))
+                }
+                Ok(Some(outcome)) => {
+                    if let Some(v) = undecided(&outcome, "completed") {
+                        return Ok(v);
+                    }
+                    return Ok(Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
+                        .with("outcome", Some("completed".into()), outcome.describe()));
+                }
+            },
         }
-    })
+    }
 }
 
 /// CancelOperation on a running execution succeeds, or answers
 /// UNIMPLEMENTED / INVALID_ARGUMENT (what BuildStream tolerates).
-pub(super) fn cancel_operation<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let spec = spec_with(check, &["--sleep", "20000"]);
-        let (name, done) = match first_operation(h, check, &spec).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if done {
-            return Verdict::error("the operation finished before it could be cancelled");
+pub(super) async fn cancel_operation(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let spec = spec_with(check, &["--sleep", "20000"]);
+    let (name, done) = first_operation(h, check, &spec).await?;
+    if done {
+        return Ok(Verdict::error("the operation finished before it could be cancelled"));
+    }
+    let clients = h.clients();
+    let req = clients.request(CancelOperationRequest { name: name.clone() });
+    match clients.call(clients.operations.clone().cancel_operation(req)).await {
+        Ok(_) => Ok(cancelled_operation_ends(h, check, &name).await),
+        Err(s) if matches!(s.code(), Code::Unimplemented | Code::InvalidArgument) => {
+            Ok(Verdict::pass(format!("CancelOperation answered {:?}, which BuildStream accepts", s.code())))
         }
-        let clients = h.clients();
-        let req = clients.request(CancelOperationRequest { name: name.clone() });
-        match clients.call(clients.operations.clone().cancel_operation(req)).await {
-            Ok(_) => cancelled_operation_ends(h, check, &name).await,
-            Err(s) if matches!(s.code(), Code::Unimplemented | Code::InvalidArgument) => {
-                Verdict::pass(format!("CancelOperation answered {:?}, which BuildStream accepts", s.code()))
-            }
-            Err(s) if execute::is_transport(&s) => Verdict::error(format!("CancelOperation: {}", s.message())),
-            Err(s) => Verdict::new(unmet(check), format!("CancelOperation answered {:?}: {}", s.code(), s.message()))
-                .with("code", Some("OK, UNIMPLEMENTED or INVALID_ARGUMENT".into()), format!("{:?}", s.code())),
-        }
-    })
+        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("CancelOperation: {}", s.message()))),
+        Err(s) => Ok(Verdict::new(unmet(check), format!("CancelOperation answered {:?}: {}", s.code(), s.message()))
+            .with("code", Some("OK, UNIMPLEMENTED or INVALID_ARGUMENT".into()), format!("{:?}", s.code()))),
+    }
 }
 
 /// After CancelOperation answered OK, the operation must end well before its
@@ -222,77 +211,69 @@ async fn cancelled_operation_ends(h: &Harness, check: &CheckSpec, name: &str) ->
 }
 
 /// GetActionResult for an action never run answers NOT_FOUND.
-pub(super) fn action_cache_miss<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let never_run =
-            digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
-        let clients = h.clients();
-        let req = clients.request(GetActionResultRequest {
-            instance_name: clients.ac_instance.clone(),
-            action_digest: Some(never_run),
-            ..Default::default()
-        });
-        match clients.call(clients.action_cache.clone().get_action_result(req)).await {
-            Err(s) if s.code() == Code::NotFound => Verdict::pass("NOT_FOUND"),
-            Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
-            Err(s) => Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message())).with(
-                "code",
-                Some("NotFound".into()),
-                format!("{:?}", s.code()),
-            ),
-            Ok(_) => Verdict::new(unmet(check), "returned a result for an action that never ran").with(
-                "GetActionResult",
-                Some("NOT_FOUND".into()),
-                "an ActionResult",
-            ),
-        }
-    })
+pub(super) async fn action_cache_miss(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let never_run = digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
+    let clients = h.clients();
+    let req = clients.request(GetActionResultRequest {
+        instance_name: clients.ac_instance.clone(),
+        action_digest: Some(never_run),
+        ..Default::default()
+    });
+    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+        Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
+        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("GetActionResult: {}", s.message()))),
+        Err(s) => Ok(Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message())).with(
+            "code",
+            Some("NotFound".into()),
+            format!("{:?}", s.code()),
+        )),
+        Ok(_) => Ok(Verdict::new(unmet(check), "returned a result for an action that never ran").with(
+            "GetActionResult",
+            Some("NOT_FOUND".into()),
+            "an ActionResult",
+        )),
+    }
 }
 
 /// With `skip_cache_lookup` the action runs again instead of being served from cache.
-pub(super) fn skip_cache_lookup<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (prepared, first) = match run_to_completion(h, &check.id, check, &check.action).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let params = ExecuteParams {
-            action_digest: prepared.action_digest.clone(),
-            skip_cache_lookup: true,
-            budget: h.options.timeout,
-        };
-        let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
-        // The probe's report carries its start time, so a real second run
-        // prints other bytes: the same stdout means the first result came back,
-        // whatever `cached_result` says.
-        let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
-        match outcome {
-            Err(e) => Verdict::error(e.to_string()),
-            Ok(Outcome::Completed { response }) if response.cached_result => Verdict::new(
-                unmet(check),
-                "served a cached result although skip_cache_lookup was set",
+pub(super) async fn skip_cache_lookup(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, first) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let params = ExecuteParams {
+        action_digest: prepared.action_digest.clone(),
+        skip_cache_lookup: true,
+        budget: h.options.timeout,
+    };
+    let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+    // The probe's report carries its start time, so a real second run
+    // prints other bytes: the same stdout means the first result came back,
+    // whatever `cached_result` says.
+    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
+    match outcome {
+        Err(e) => Ok(Verdict::error(e.to_string())),
+        Ok(Outcome::Completed { response }) if response.cached_result => Ok(Verdict::new(
+            unmet(check),
+            "served a cached result although skip_cache_lookup was set",
+        )
+        .with("cached_result", Some("false".into()), "true")),
+        Ok(second @ Outcome::Completed { .. }) if stdout_of(&second) == stdout_of(&first) => Ok(Verdict::new(
+            unmet(check),
+            "served the first run's result again (same stdout, same probe start time) although \
+             skip_cache_lookup was set, with cached_result = false",
+        )
+        .with(
+            "stdout",
+            Some("a new run's report (another start time)".into()),
+            "byte for byte the first run's",
+        )),
+        Ok(Outcome::Completed { .. }) => Ok(Verdict::pass("ran again (new stdout) with cached_result = false")),
+        Ok(other) => Ok(undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
+            Verdict::new(unmet(check), format!("second execution: {}", other.describe())).with(
+                "outcome",
+                Some("completed, cached_result = false".into()),
+                other.describe(),
             )
-            .with("cached_result", Some("false".into()), "true"),
-            Ok(second @ Outcome::Completed { .. }) if stdout_of(&second) == stdout_of(&first) => Verdict::new(
-                unmet(check),
-                "served the first run's result again (same stdout, same probe start time) although \
-                 skip_cache_lookup was set, with cached_result = false",
-            )
-            .with(
-                "stdout",
-                Some("a new run's report (another start time)".into()),
-                "byte for byte the first run's",
-            ),
-            Ok(Outcome::Completed { .. }) => Verdict::pass("ran again (new stdout) with cached_result = false"),
-            Ok(other) => undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
-                Verdict::new(unmet(check), format!("second execution: {}", other.describe())).with(
-                    "outcome",
-                    Some("completed, cached_result = false".into()),
-                    other.describe(),
-                )
-            }),
-        }
-    })
+        })),
+    }
 }
 
 /// Runs an action whose input root references a blob that was never uploaded.
@@ -315,62 +296,52 @@ async fn execute_with_missing_input(h: &Harness, check: &CheckSpec) -> Result<(O
 }
 
 /// A missing input is reported as FAILED_PRECONDITION, not run and not another code.
-pub(super) fn missing_input_code<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (outcome, missing) = match execute_with_missing_input(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION (rejected or in the operation)") {
-            return v;
-        }
-        match outcome.error_code() {
-            Some(Code::FailedPrecondition) => Verdict::pass(outcome.describe()),
-            _ => Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe())).with(
-                "outcome",
-                Some("FAILED_PRECONDITION (rejected or in the operation)".into()),
-                outcome.describe(),
-            ),
-        }
-    })
+pub(super) async fn missing_input_code(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (outcome, missing) = execute_with_missing_input(h, check).await?;
+    if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION (rejected or in the operation)") {
+        return Ok(v);
+    }
+    match outcome.error_code() {
+        Some(Code::FailedPrecondition) => Ok(Verdict::pass(outcome.describe())),
+        _ => Ok(Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe())).with(
+            "outcome",
+            Some("FAILED_PRECONDITION (rejected or in the operation)".into()),
+            outcome.describe(),
+        )),
+    }
 }
 
 /// The FAILED_PRECONDITION for a missing input names the blob in a
 /// PreconditionFailure with a MISSING violation.
-pub(super) fn missing_input_detail<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (outcome, missing) = match execute_with_missing_input(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION with a PreconditionFailure") {
-            return v;
-        }
-        if outcome.error_code() != Some(Code::FailedPrecondition) {
-            return Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe())).with(
-                "outcome",
-                Some("FAILED_PRECONDITION with a PreconditionFailure".into()),
-                outcome.describe(),
-            );
-        }
-        let violations: Vec<Violation> = outcome
-            .details()
-            .iter()
-            .filter(|d| d.type_url.ends_with("google.rpc.PreconditionFailure"))
-            .filter_map(|d| PreconditionFailure::decode(&d.value[..]).ok())
-            .flat_map(|p| p.violations)
-            .collect();
-        let subject = format!("blobs/{missing}");
-        if violations.iter().any(|v| v.r#type == "MISSING" && v.subject == subject) {
-            return Verdict::pass(format!("MISSING violation for {subject}"));
-        }
-        let seen: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.r#type, v.subject)).collect();
-        Verdict::new(unmet(check), "no MISSING violation names the missing blob").with(
-            "violations",
-            Some(format!("MISSING: {subject}")),
-            format!("{seen:?}"),
-        )
-    })
+pub(super) async fn missing_input_detail(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (outcome, missing) = execute_with_missing_input(h, check).await?;
+    if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION with a PreconditionFailure") {
+        return Ok(v);
+    }
+    if outcome.error_code() != Some(Code::FailedPrecondition) {
+        return Ok(Verdict::new(unmet(check), format!("not even FAILED_PRECONDITION: {}", outcome.describe())).with(
+            "outcome",
+            Some("FAILED_PRECONDITION with a PreconditionFailure".into()),
+            outcome.describe(),
+        ));
+    }
+    let violations: Vec<Violation> = outcome
+        .details()
+        .iter()
+        .filter(|d| d.type_url.ends_with("google.rpc.PreconditionFailure"))
+        .filter_map(|d| PreconditionFailure::decode(&d.value[..]).ok())
+        .flat_map(|p| p.violations)
+        .collect();
+    let subject = format!("blobs/{missing}");
+    if violations.iter().any(|v| v.r#type == "MISSING" && v.subject == subject) {
+        return Ok(Verdict::pass(format!("MISSING violation for {subject}")));
+    }
+    let seen: Vec<String> = violations.iter().map(|v| format!("{}: {}", v.r#type, v.subject)).collect();
+    Ok(Verdict::new(unmet(check), "no MISSING violation names the missing blob").with(
+        "violations",
+        Some(format!("MISSING: {subject}")),
+        format!("{seen:?}"),
+    ))
 }
 
 /// Runs a command past its `Action.timeout`.
@@ -387,67 +358,57 @@ async fn execute_timed_out(
 }
 
 /// A command that outlives `Action.timeout` ends with DEADLINE_EXCEEDED in the ExecuteResponse.
-pub(super) fn timeout_status<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (outcome, _) = match execute_timed_out(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if let Some(v) = undecided(&outcome, "failed in operation: DeadlineExceeded") {
-            return v;
+pub(super) async fn timeout_status(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (outcome, _) = execute_timed_out(h, check).await?;
+    if let Some(v) = undecided(&outcome, "failed in operation: DeadlineExceeded") {
+        return Ok(v);
+    }
+    // A shell error (2) or a command not found / not executable (127, 126)
+    // means the probe never started, so nothing ran long enough to time
+    // out: one finding of the input-root suite, not a second one here.
+    if let Some(code @ (2 | 126 | 127)) =
+        outcome.result().filter(|_| outcome.class() == OutcomeClass::Completed).map(|r| r.exit_code)
+    {
+        return Ok(Verdict::error(format!(
+            "blocked: the command exited {code} at once without running the probe (see the input-root checks); \
+             a timeout cannot be judged"
+        )));
+    }
+    match &outcome {
+        Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
+            Ok(Verdict::pass(outcome.describe()))
         }
-        // A shell error (2) or a command not found / not executable (127, 126)
-        // means the probe never started, so nothing ran long enough to time
-        // out: one finding of the input-root suite, not a second one here.
-        if let Some(code @ (2 | 126 | 127)) =
-            outcome.result().filter(|_| outcome.class() == OutcomeClass::Completed).map(|r| r.exit_code)
-        {
-            return Verdict::error(format!(
-                "blocked: the command exited {code} at once without running the probe (see the input-root checks); \
-                 a timeout cannot be judged"
-            ));
-        }
-        match &outcome {
-            Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
-                Verdict::pass(outcome.describe())
-            }
-            _ => Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
-                "outcome",
-                Some("failed in operation: DeadlineExceeded".into()),
-                outcome.describe(),
-            ),
-        }
-    })
+        _ => Ok(Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
+            "outcome",
+            Some("failed in operation: DeadlineExceeded".into()),
+            outcome.describe(),
+        )),
+    }
 }
 
 /// A result with a non-OK status is not cached: GetActionResult misses afterwards.
-pub(super) fn non_ok_not_cached<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (outcome, prepared) = match execute_timed_out(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        if outcome.class() != OutcomeClass::Failed {
-            return Verdict::skip(format!(
-                "the timed-out action did not fail in the operation ({}); nothing to look up",
-                outcome.describe()
-            ));
-        }
-        let clients = h.clients();
-        let req = clients.request(GetActionResultRequest {
-            instance_name: clients.ac_instance.clone(),
-            action_digest: Some(prepared.action_digest.clone()),
-            ..Default::default()
-        });
-        match clients.call(clients.action_cache.clone().get_action_result(req)).await {
-            Err(s) if s.code() == Code::NotFound => Verdict::pass(format!("{}; not cached", outcome.describe())),
-            Err(s) if execute::is_transport(&s) => Verdict::error(format!("GetActionResult: {}", s.message())),
-            Err(s) => Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message())),
-            Ok(_) => Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
-                "GetActionResult",
-                Some("NOT_FOUND".into()),
-                "a cached ActionResult",
-            ),
-        }
-    })
+pub(super) async fn non_ok_not_cached(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (outcome, prepared) = execute_timed_out(h, check).await?;
+    if outcome.class() != OutcomeClass::Failed {
+        return Ok(Verdict::skip(format!(
+            "the timed-out action did not fail in the operation ({}); nothing to look up",
+            outcome.describe()
+        )));
+    }
+    let clients = h.clients();
+    let req = clients.request(GetActionResultRequest {
+        instance_name: clients.ac_instance.clone(),
+        action_digest: Some(prepared.action_digest.clone()),
+        ..Default::default()
+    });
+    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+        Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass(format!("{}; not cached", outcome.describe()))),
+        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("GetActionResult: {}", s.message()))),
+        Err(s) => Ok(Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message()))),
+        Ok(_) => Ok(Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
+            "GetActionResult",
+            Some("NOT_FOUND".into()),
+            "a cached ActionResult",
+        )),
+    }
 }

@@ -1,6 +1,5 @@
 //! Built-in checks on the sandbox: what `/`, `/proc` and neighbouring actions look like.
 
-use futures_util::future::BoxFuture;
 use serde_json::Value;
 
 use super::{completed_report, unmet};
@@ -15,41 +14,36 @@ const RUNTIME_MOUNTS: &[&str] = &["dev", "proc", "tmp", "sys"];
 
 /// `/` inside the action holds exactly the staged top-level entries plus
 /// runtime mounts: nothing staged is missing, nothing of the worker host shows.
-pub(super) fn root_is_input_root<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (prepared, report) = match completed_report(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let Some(root) = report.get("root").and_then(Value::as_object) else {
-            return Verdict::new(unmet(check), "the probe could not list `/`").with(
-                "root",
-                Some("a readable /".into()),
-                evaluate::excerpt(&report["errors"]),
-            );
-        };
-        let seen: Vec<&String> = root.keys().collect();
-        let missing: Vec<&String> = prepared.root_entries.iter().filter(|e| !root.contains_key(*e)).collect();
-        let foreign: Vec<&String> = seen
-            .iter()
-            .copied()
-            .filter(|e| !prepared.root_entries.contains(e) && !RUNTIME_MOUNTS.contains(&e.as_str()))
-            .collect();
-        let expected = format!("{:?} plus at most {:?}", prepared.root_entries, RUNTIME_MOUNTS);
-        if missing.is_empty() && foreign.is_empty() {
-            return Verdict::pass(format!("/ holds {seen:?}")).with("root", Some(expected), format!("{seen:?}"));
-        }
-        let mut why = Vec::new();
-        if !foreign.is_empty() {
-            why.push(format!("entries not in the input root: {foreign:?}"));
-        }
-        if !missing.is_empty() {
-            why.push(format!("staged entries missing: {missing:?}"));
-        }
-        Verdict::new(unmet(check), format!("/ is not the input root: {}", why.join("; ")))
-            .with("root", Some(expected), format!("{seen:?}"))
-            .with("cwd", None, evaluate::excerpt(&report["cwd"]))
-    })
+pub(super) async fn root_is_input_root(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, report) = completed_report(h, check).await?;
+    let Some(root) = report.get("root").and_then(Value::as_object) else {
+        return Ok(Verdict::new(unmet(check), "the probe could not list `/`").with(
+            "root",
+            Some("a readable /".into()),
+            evaluate::excerpt(&report["errors"]),
+        ));
+    };
+    let seen: Vec<&String> = root.keys().collect();
+    let missing: Vec<&String> = prepared.root_entries.iter().filter(|e| !root.contains_key(*e)).collect();
+    let foreign: Vec<&String> = seen
+        .iter()
+        .copied()
+        .filter(|e| !prepared.root_entries.contains(e) && !RUNTIME_MOUNTS.contains(&e.as_str()))
+        .collect();
+    let expected = format!("{:?} plus at most {:?}", prepared.root_entries, RUNTIME_MOUNTS);
+    if missing.is_empty() && foreign.is_empty() {
+        return Ok(Verdict::pass(format!("/ holds {seen:?}")).with("root", Some(expected), format!("{seen:?}")));
+    }
+    let mut why = Vec::new();
+    if !foreign.is_empty() {
+        why.push(format!("entries not in the input root: {foreign:?}"));
+    }
+    if !missing.is_empty() {
+        why.push(format!("staged entries missing: {missing:?}"));
+    }
+    Ok(Verdict::new(unmet(check), format!("/ is not the input root: {}", why.join("; ")))
+        .with("root", Some(expected), format!("{seen:?}"))
+        .with("cwd", None, evaluate::excerpt(&report["cwd"])))
 }
 
 /// Where a sandbox may mount things of its own: BuildStream's sandbox mounts
@@ -58,39 +52,34 @@ const RUNTIME_MOUNT_POINTS: &[&str] = &["/dev", "/proc", "/sys", "/tmp"];
 
 /// The mount table shows nothing bound over staged paths: every mount point
 /// is `/` or under a runtime mount.
-pub(super) fn no_foreign_mounts<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (_, report) = match completed_report(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let Some(lines) = report["mountinfo"].as_array() else {
-            return Verdict::skip(
-                "no /proc/self/mountinfo in the sandbox (no procfs): mounts over staged paths cannot be listed",
-            );
-        };
-        let foreign: Vec<String> = lines
-            .iter()
-            .filter_map(Value::as_str)
-            .filter_map(|line| {
-                // "ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS ... - FSTYPE SOURCE ..."
-                let fields: Vec<&str> = line.split(' ').collect();
-                let (root, point) = (unescape_mountinfo(fields.get(3)?), unescape_mountinfo(fields.get(4)?));
-                let fstype = fields.iter().position(|f| *f == "-").and_then(|i| fields.get(i + 1)).copied();
-                let runtime = point == "/"
-                    || RUNTIME_MOUNT_POINTS.iter().any(|m| point == *m || point.starts_with(&format!("{m}/")));
-                (!runtime).then(|| format!("{point} ({} {root})", fstype.unwrap_or("?")))
-            })
-            .collect();
-        if foreign.is_empty() {
-            return Verdict::pass(format!("{} mount(s), all at / or under {RUNTIME_MOUNT_POINTS:?}", lines.len()));
-        }
-        Verdict::new(unmet(check), format!("mounts over staged paths: {}", foreign.join(", "))).with(
-            "mountinfo",
-            Some(format!("mount points only at / or under {RUNTIME_MOUNT_POINTS:?}")),
-            format!("{foreign:?}"),
-        )
-    })
+pub(super) async fn no_foreign_mounts(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, report) = completed_report(h, check).await?;
+    let Some(lines) = report["mountinfo"].as_array() else {
+        return Ok(Verdict::skip(
+            "no /proc/self/mountinfo in the sandbox (no procfs): mounts over staged paths cannot be listed",
+        ));
+    };
+    let foreign: Vec<String> = lines
+        .iter()
+        .filter_map(Value::as_str)
+        .filter_map(|line| {
+            // "ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS ... - FSTYPE SOURCE ..."
+            let fields: Vec<&str> = line.split(' ').collect();
+            let (root, point) = (unescape_mountinfo(fields.get(3)?), unescape_mountinfo(fields.get(4)?));
+            let fstype = fields.iter().position(|f| *f == "-").and_then(|i| fields.get(i + 1)).copied();
+            let runtime =
+                point == "/" || RUNTIME_MOUNT_POINTS.iter().any(|m| point == *m || point.starts_with(&format!("{m}/")));
+            (!runtime).then(|| format!("{point} ({} {root})", fstype.unwrap_or("?")))
+        })
+        .collect();
+    if foreign.is_empty() {
+        return Ok(Verdict::pass(format!("{} mount(s), all at / or under {RUNTIME_MOUNT_POINTS:?}", lines.len())));
+    }
+    Ok(Verdict::new(unmet(check), format!("mounts over staged paths: {}", foreign.join(", "))).with(
+        "mountinfo",
+        Some(format!("mount points only at / or under {RUNTIME_MOUNT_POINTS:?}")),
+        format!("{foreign:?}"),
+    ))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
@@ -120,66 +109,61 @@ fn unescape_mountinfo(field: &str) -> String {
 const MAX_SANDBOX_PIDS: usize = 16;
 
 /// `/proc` is a procfs of the action's own PID namespace.
-pub(super) fn proc_shows_own_processes<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let (_, report) = match completed_report(h, check).await {
-            Ok(x) => x,
-            Err(v) => return v,
-        };
-        let unmet = unmet(check);
-        let proc_mounted = report["mountinfo"].as_array().is_some_and(|lines| {
-            lines.iter().filter_map(Value::as_str).any(|l| l.contains(" /proc ") && l.contains(" - proc "))
-        });
-        let Some(pids) = report["pids"].as_array() else {
-            return Verdict::new(unmet, "/proc is not a procfs: no process entries")
-                .with("pids", Some("the processes of the action's PID namespace".into()), "none (no procfs)")
-                .with("probe.errors", None, evaluate::excerpt(&report["errors"]));
-        };
-        if !proc_mounted {
-            return Verdict::new(unmet, "no procfs is mounted at /proc").with(
-                "mountinfo",
-                Some("a proc mount at /proc".into()),
-                evaluate::excerpt(&report["mountinfo"]),
-            );
-        }
-        let own = &report["pid"];
-        if !pids.contains(own) {
-            return Verdict::new(unmet, format!("/proc does not list the probe itself (pid {own})")).with(
-                "pids",
-                Some(format!("including {own}")),
-                evaluate::excerpt(&report["pids"]),
-            );
-        }
-        if let Some(foreign) = foreign_processes(&report) {
-            if !foreign.is_empty() {
-                return Verdict::new(
-                    unmet,
-                    format!(
-                        "/proc shows {} process(es) that are not the action's own (not the probe's ancestors): {}",
-                        foreign.len(),
-                        foreign.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-                .with(
-                    "processes",
-                    Some("only the probe and its ancestors (the sandbox's init, the shell)".into()),
-                    evaluate::excerpt(&report["processes"]),
-                );
-            }
-        } else if pids.len() > MAX_SANDBOX_PIDS {
-            // An older probe or unreadable stat files: fall back on the count.
-            return Verdict::new(
+pub(super) async fn proc_shows_own_processes(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, report) = completed_report(h, check).await?;
+    let unmet = unmet(check);
+    let proc_mounted = report["mountinfo"].as_array().is_some_and(|lines| {
+        lines.iter().filter_map(Value::as_str).any(|l| l.contains(" /proc ") && l.contains(" - proc "))
+    });
+    let Some(pids) = report["pids"].as_array() else {
+        return Ok(Verdict::new(unmet, "/proc is not a procfs: no process entries")
+            .with("pids", Some("the processes of the action's PID namespace".into()), "none (no procfs)")
+            .with("probe.errors", None, evaluate::excerpt(&report["errors"])));
+    };
+    if !proc_mounted {
+        return Ok(Verdict::new(unmet, "no procfs is mounted at /proc").with(
+            "mountinfo",
+            Some("a proc mount at /proc".into()),
+            evaluate::excerpt(&report["mountinfo"]),
+        ));
+    }
+    let own = &report["pid"];
+    if !pids.contains(own) {
+        return Ok(Verdict::new(unmet, format!("/proc does not list the probe itself (pid {own})")).with(
+            "pids",
+            Some(format!("including {own}")),
+            evaluate::excerpt(&report["pids"]),
+        ));
+    }
+    if let Some(foreign) = foreign_processes(&report) {
+        if !foreign.is_empty() {
+            return Ok(Verdict::new(
                 unmet,
-                format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()),
+                format!(
+                    "/proc shows {} process(es) that are not the action's own (not the probe's ancestors): {}",
+                    foreign.len(),
+                    foreign.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+                ),
             )
             .with(
-                "pids",
-                Some(format!("at most {MAX_SANDBOX_PIDS}, including the probe")),
-                evaluate::excerpt(&report["pids"]),
-            );
+                "processes",
+                Some("only the probe and its ancestors (the sandbox's init, the shell)".into()),
+                evaluate::excerpt(&report["processes"]),
+            ));
         }
-        Verdict::pass(format!("/proc shows {} process(es), the probe is pid {own}", pids.len()))
-    })
+    } else if pids.len() > MAX_SANDBOX_PIDS {
+        // An older probe or unreadable stat files: fall back on the count.
+        return Ok(Verdict::new(
+            unmet,
+            format!("/proc shows {} processes: the worker's PID namespace, not the action's", pids.len()),
+        )
+        .with(
+            "pids",
+            Some(format!("at most {MAX_SANDBOX_PIDS}, including the probe")),
+            evaluate::excerpt(&report["pids"]),
+        ));
+    }
+    Ok(Verdict::pass(format!("/proc shows {} process(es), the probe is pid {own}", pids.len())))
 }
 
 /// Visible processes that are neither the probe nor one of its ancestors, as
@@ -218,21 +202,16 @@ const ISOLATION_ROUNDS: usize = 3;
 /// each other's files, in `/tmp` or in the input root, nor share a PID
 /// namespace. The probes' clocks and boot ids prove the two ran together on
 /// one machine; a pair that did not is tried again, then left undecided.
-pub(crate) fn actions_isolated<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let mut last_reason = String::new();
-        for round in 0..ISOLATION_ROUNDS {
-            let (writer, reader) = match isolation_pair(h, check, round).await {
-                Ok(pair) => pair,
-                Err(v) => return v,
-            };
-            match judge_isolation(check, &writer, &reader) {
-                Ok(verdict) => return verdict,
-                Err(reason) => last_reason = reason,
-            }
+pub(super) async fn actions_isolated(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let mut last_reason = String::new();
+    for round in 0..ISOLATION_ROUNDS {
+        let (writer, reader) = isolation_pair(h, check, round).await?;
+        match judge_isolation(check, &writer, &reader) {
+            Ok(verdict) => return Ok(verdict),
+            Err(reason) => last_reason = reason,
         }
-        Verdict::error(format!("undecided after {ISOLATION_ROUNDS} tries: {last_reason}"))
-    })
+    }
+    Ok(Verdict::error(format!("undecided after {ISOLATION_ROUNDS} tries: {last_reason}")))
 }
 
 /// The reports of a writer and a reader started together: the writer writes

@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
 use super::unmet;
 use crate::execute::Outcome;
 use crate::runner::Harness;
@@ -91,129 +89,110 @@ fn bots_endpoint(h: &Harness) -> Result<String, Verdict> {
 
 /// With only a decoy bot (another ISA) registered, an action for an ISA no
 /// bot has is leased to nobody.
-pub(super) fn no_lease_without_match<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let endpoint = match bots_endpoint(h) {
-            Ok(e) => e,
-            Err(v) => return v,
-        };
-        let (spec, platform) = unique_platform(check, "unmatched");
-        let decoy = match ProbeBot::start(h, &endpoint, "decoy", with_isa(&platform, DECOY_ISA)).await {
-            Ok(b) => b,
-            Err(v) => return v,
-        };
-        let prepared = match h.upload(&check.id, &spec).await {
-            Ok(p) => p,
-            Err(e) => {
-                decoy.stop().await;
-                return Verdict::error(e);
-            }
-        };
-        let (outcome, _) = h.execute(&prepared, h.options.queue_wait).await;
-        let decoy_leases = decoy.leases();
-        decoy.stop().await;
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => return Verdict::error(e.to_string()),
-        };
-        let wanted = "no lease: still queued (or refused)".to_string();
-        match &outcome {
-            Outcome::Queued { .. } | Outcome::Rejected { .. } | Outcome::Failed { .. } if decoy_leases == 0 => {
-                Verdict::pass(format!("no bot got the lease: {}", outcome.describe()))
-            }
-            _ => Verdict::new(
-                unmet(check),
-                format!(
-                    "an action for an ISA no bot has ran ({decoy_leases} lease(s) to the decoy bot): {}",
-                    outcome.describe()
-                ),
-            )
-            .with("lease", Some(wanted), format!("{}; decoy bot ran {decoy_leases}", outcome.describe())),
+pub(super) async fn no_lease_without_match(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let endpoint = bots_endpoint(h)?;
+    let (spec, platform) = unique_platform(check, "unmatched");
+    let decoy = ProbeBot::start(h, &endpoint, "decoy", with_isa(&platform, DECOY_ISA)).await?;
+    let prepared = match h.upload(&check.id, &spec).await {
+        Ok(p) => p,
+        Err(e) => {
+            decoy.stop().await;
+            return Ok(Verdict::error(e));
         }
-    })
+    };
+    let (outcome, _) = h.execute(&prepared, h.options.queue_wait).await;
+    let decoy_leases = decoy.leases();
+    decoy.stop().await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Ok(Verdict::error(e.to_string())),
+    };
+    let wanted = "no lease: still queued (or refused)".to_string();
+    match &outcome {
+        Outcome::Queued { .. } | Outcome::Rejected { .. } | Outcome::Failed { .. } if decoy_leases == 0 => {
+            Ok(Verdict::pass(format!("no bot got the lease: {}", outcome.describe())))
+        }
+        _ => Ok(Verdict::new(
+            unmet(check),
+            format!(
+                "an action for an ISA no bot has ran ({decoy_leases} lease(s) to the decoy bot): {}",
+                outcome.describe()
+            ),
+        )
+        .with("lease", Some(wanted), format!("{}; decoy bot ran {decoy_leases}", outcome.describe()))),
+    }
 }
 
 /// An action for an ISA no bot has stays queued, and goes to a bot with that
 /// ISA as soon as one registers.
-pub(super) fn lease_when_matching_bot_appears<'a>(h: &'a Harness, check: &'a CheckSpec) -> BoxFuture<'a, Verdict> {
-    Box::pin(async move {
-        let endpoint = match bots_endpoint(h) {
-            Ok(e) => e,
-            Err(v) => return v,
-        };
-        let (spec, platform) = unique_platform(check, "awaited");
-        let prepared = match h.upload(&check.id, &spec).await {
-            Ok(p) => p,
-            Err(e) => return Verdict::error(e),
-        };
-        // A decoy bot waits too, so a scheduler that hands out leases
-        // regardless of platform shows even on a cluster without idle workers.
-        let decoy = match ProbeBot::start(h, &endpoint, "decoy", with_isa(&platform, DECOY_ISA)).await {
-            Ok(b) => b,
-            Err(v) => return v,
-        };
-        let wait = h.options.queue_wait;
-        let execution = h.execute(&prepared, wait + h.options.timeout);
-        tokio::pin!(execution);
-        // First: nobody may take it while no matching bot exists.
-        let early = tokio::time::timeout(wait, &mut execution).await;
-        let decoy_leases = decoy.leases();
-        decoy.stop().await;
-        if let Ok((outcome, _)) = early {
-            let observed = match outcome {
-                // Refusing a platform no worker has is the spec's answer; then nothing waits for a bot.
-                Ok(o) if matches!(o.class(), OutcomeClass::Rejected | OutcomeClass::Failed) && decoy_leases == 0 => {
-                    return Verdict::skip(format!(
-                        "the server answers a platform no worker has at once ({}), so no action waits for a new bot",
-                        o.describe()
-                    ));
-                }
-                Ok(o) => o.describe(),
-                Err(e) => return Verdict::error(e.to_string()),
-            };
-            return Verdict::new(unmet(check), format!("finished before any matching bot existed: {observed}"))
-                .with("outcome", Some(format!("still queued after {:.1}s", wait.as_secs_f64())), observed)
-                .with("decoy_bot_leases", Some("0".into()), decoy_leases.to_string());
-        }
-        if decoy_leases > 0 {
-            return Verdict::new(unmet(check), "the decoy bot (another ISA) was given the lease").with(
-                "decoy_bot_leases",
-                Some("0".into()),
-                decoy_leases.to_string(),
-            );
-        }
-        let bot = match ProbeBot::start(h, &endpoint, "matching", platform).await {
-            Ok(b) => b,
-            Err(v) => return v,
-        };
-        let (outcome, _) = execution.await;
-        // The lease count is updated once the bot has reported the result.
-        let mut leases = bot.leases();
-        for _ in 0..20 {
-            if leases > 0 {
-                break;
+pub(super) async fn lease_when_matching_bot_appears(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let endpoint = bots_endpoint(h)?;
+    let (spec, platform) = unique_platform(check, "awaited");
+    let prepared = match h.upload(&check.id, &spec).await {
+        Ok(p) => p,
+        Err(e) => return Ok(Verdict::error(e)),
+    };
+    // A decoy bot waits too, so a scheduler that hands out leases
+    // regardless of platform shows even on a cluster without idle workers.
+    let decoy = ProbeBot::start(h, &endpoint, "decoy", with_isa(&platform, DECOY_ISA)).await?;
+    let wait = h.options.queue_wait;
+    let execution = h.execute(&prepared, wait + h.options.timeout);
+    tokio::pin!(execution);
+    // First: nobody may take it while no matching bot exists.
+    let early = tokio::time::timeout(wait, &mut execution).await;
+    let decoy_leases = decoy.leases();
+    decoy.stop().await;
+    if let Ok((outcome, _)) = early {
+        let observed = match outcome {
+            // Refusing a platform no worker has is the spec's answer; then nothing waits for a bot.
+            Ok(o) if matches!(o.class(), OutcomeClass::Rejected | OutcomeClass::Failed) && decoy_leases == 0 => {
+                return Ok(Verdict::skip(format!(
+                    "the server answers a platform no worker has at once ({}), so no action waits for a new bot",
+                    o.describe()
+                )));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            leases = bot.leases();
-        }
-        bot.stop().await;
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => return Verdict::error(e.to_string()),
+            Ok(o) => o.describe(),
+            Err(e) => return Ok(Verdict::error(e.to_string())),
         };
-        match &outcome {
-            Outcome::Completed { .. } if leases >= 1 => {
-                Verdict::pass(format!("queued, then leased to the new matching bot: {}", outcome.describe()))
-            }
-            _ => Verdict::new(
-                unmet(check),
-                format!("after a matching bot registered: {}; it ran {leases} lease(s)", outcome.describe()),
-            )
-            .with(
-                "lease",
-                Some("completed by the matching probe bot".into()),
-                format!("{}; probe bot leases {leases}", outcome.describe()),
-            ),
+        return Ok(Verdict::new(unmet(check), format!("finished before any matching bot existed: {observed}"))
+            .with("outcome", Some(format!("still queued after {:.1}s", wait.as_secs_f64())), observed)
+            .with("decoy_bot_leases", Some("0".into()), decoy_leases.to_string()));
+    }
+    if decoy_leases > 0 {
+        return Ok(Verdict::new(unmet(check), "the decoy bot (another ISA) was given the lease").with(
+            "decoy_bot_leases",
+            Some("0".into()),
+            decoy_leases.to_string(),
+        ));
+    }
+    let bot = ProbeBot::start(h, &endpoint, "matching", platform).await?;
+    let (outcome, _) = execution.await;
+    // The lease count is updated once the bot has reported the result.
+    let mut leases = bot.leases();
+    for _ in 0..20 {
+        if leases > 0 {
+            break;
         }
-    })
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        leases = bot.leases();
+    }
+    bot.stop().await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Ok(Verdict::error(e.to_string())),
+    };
+    match &outcome {
+        Outcome::Completed { .. } if leases >= 1 => {
+            Ok(Verdict::pass(format!("queued, then leased to the new matching bot: {}", outcome.describe())))
+        }
+        _ => Ok(Verdict::new(
+            unmet(check),
+            format!("after a matching bot registered: {}; it ran {leases} lease(s)", outcome.describe()),
+        )
+        .with(
+            "lease",
+            Some("completed by the matching probe bot".into()),
+            format!("{}; probe bot leases {leases}", outcome.describe()),
+        )),
+    }
 }
