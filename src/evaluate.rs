@@ -8,49 +8,6 @@ use crate::execute::Outcome;
 use crate::suite::{CheckSpec, OutcomeClass, ProbeAssertion};
 use crate::verdict::{Verdict, VerdictKind};
 
-/// Splits `a.b[/etc/x].c` into `["a", "b", "/etc/x", "c"]`.
-pub fn parse_field_path(path: &str) -> Result<Vec<String>, String> {
-    let mut parts = Vec::new();
-    let mut current = String::new();
-    let mut chars = path.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '.' => {
-                if !current.is_empty() {
-                    parts.push(std::mem::take(&mut current));
-                }
-            }
-            '[' => {
-                if !current.is_empty() {
-                    parts.push(std::mem::take(&mut current));
-                }
-                let mut key = String::new();
-                let mut closed = false;
-                for k in chars.by_ref() {
-                    if k == ']' {
-                        closed = true;
-                        break;
-                    }
-                    key.push(k);
-                }
-                if key.is_empty() || !closed {
-                    return Err(format!("field `{path}`: empty or unclosed `[...]`"));
-                }
-                parts.push(key);
-            }
-            ']' => return Err(format!("field `{path}`: `]` without `[`")),
-            c => current.push(c),
-        }
-    }
-    if !current.is_empty() {
-        parts.push(current);
-    }
-    if parts.is_empty() {
-        return Err("empty field path".into());
-    }
-    Ok(parts)
-}
-
 /// Follows a parsed path into a JSON value (array elements by index).
 pub fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, key| match v {
@@ -88,7 +45,7 @@ fn contains(haystack: &Value, needle: &Value) -> bool {
 
 /// Checks one assertion; on mismatch returns (expected, observed) texts.
 pub fn check_assertion(a: &ProbeAssertion, report: &Value, vars: &Vars) -> Result<(), (String, String)> {
-    let path = parse_field_path(&a.field).map_err(|e| (e, String::new()))?;
+    let path = crate::suite::parse_field_path(&a.field).map_err(|e| (e, String::new()))?;
     let observed = lookup(report, &path);
     let shown = observed.map(excerpt).unwrap_or_else(|| "absent".into());
     let fail = |expected: String| Err((expected, shown.clone()));
@@ -268,7 +225,7 @@ pub fn judge(
         match check_assertion(a, report, vars) {
             Ok(()) => {
                 if shown.len() < 2 {
-                    let v = parse_field_path(&a.field).ok().and_then(|p| lookup(report, &p).map(excerpt));
+                    let v = crate::suite::parse_field_path(&a.field).ok().and_then(|p| lookup(report, &p).map(excerpt));
                     shown.push(format!("{} = {}", a.field, v.unwrap_or_default()));
                 }
             }
@@ -298,7 +255,7 @@ mod tests {
     #[case("paths[/etc/os-release].exists", &["paths", "/etc/os-release", "exists"])]
     #[case("root[a.b]", &["root", "a.b"])]
     fn field_paths(#[case] path: &str, #[case] want: &[&str]) {
-        assert_eq!(parse_field_path(path).unwrap(), want);
+        assert_eq!(crate::suite::parse_field_path(path).unwrap(), want);
     }
 
     #[rstest]
@@ -307,7 +264,7 @@ mod tests {
     #[case("a]")]
     #[case("paths[/var/empty.type")]
     fn bad_field_paths(#[case] path: &str) {
-        assert!(parse_field_path(path).is_err());
+        assert!(crate::suite::parse_field_path(path).is_err());
     }
 
     fn vars() -> Vars {

@@ -6,6 +6,7 @@
 //! - [`action`], [`tree`], [`digest`]: BuildStream-shaped actions and input roots;
 //! - [`connection`], [`cas`], [`execute`]: talking to a server, with deadlines;
 //! - [`probe`]: the static program that reports from inside an action;
+//! - [`harness`]: a connected target and the calls checks make on it;
 //! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
 //! - [`readiness`]: whether BuildStream builds on the cluster, from verdicts and impacts;
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
@@ -24,6 +25,7 @@ pub mod digest;
 pub mod evaluate;
 pub mod execute;
 pub mod expectations;
+pub mod harness;
 pub mod hints;
 pub mod probe;
 pub mod readiness;

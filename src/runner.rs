@@ -1,156 +1,18 @@
-//! Runs checks, declarative and built-in alike, against one target.
+//! Runs checks, declarative and built-in alike, against one target: dispatch
+//! by kind, the shared positive control, concurrency, and results.
 
 use std::time::{Duration, Instant};
 
-use bazel_remote_apis::build::bazel::remote::execution::v2::{GetCapabilitiesRequest, ServerCapabilities};
 use futures_util::StreamExt;
 
-use crate::action::{self, PreparedAction, Vars};
-use crate::cas::Cas;
-use crate::connection::{Clients, ConnectOptions};
-use crate::evaluate::{self, ProbeOutput};
-use crate::execute::{self, ExecuteParams, Outcome, Trace};
+use crate::action::PreparedAction;
+use crate::evaluate;
+use crate::execute::Trace;
+pub use crate::harness::{Harness, RunOptions, TargetError};
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{CheckResult, Verdict, VerdictKind};
 
-/// Knobs of a run.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Budget for an action that is expected to complete.
-    pub timeout: Duration,
-    /// Budget for an action that may legitimately stay queued.
-    pub queue_wait: Duration,
-    /// Deadline of every unary RPC.
-    pub rpc_timeout: Duration,
-    /// Checks run at once.
-    pub jobs: usize,
-    /// buildbox-casd and buildbox-run to use where a check starts its own
-    /// (the casd proxy check); default: the provisioned cache.
-    pub buildbox_dir: Option<std::path::PathBuf>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            timeout: Duration::from_secs(60),
-            queue_wait: Duration::from_secs(3),
-            rpc_timeout: Duration::from_secs(20),
-            jobs: 8,
-            buildbox_dir: None,
-        }
-    }
-}
-
-/// The target could not be used at all; every check is an ERROR.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TargetError(pub String);
-
-/// A connected target with what every check shares.
-#[derive(Debug, Clone)]
-pub struct Harness {
-    pub cas: Cas,
-    pub vars: Vars,
-    pub options: RunOptions,
-    pub capabilities: ServerCapabilities,
-    /// Per-run salt: no two runs share action digests, so a real action cache
-    /// is never served results of another run, nor polluted for one.
-    pub salt: Vec<u8>,
-    /// Operations started and not finished, for cancelling on interrupt.
-    pub inflight: execute::Inflight,
-    /// How the target was reached (for checks that start their own client,
-    /// such as a buildbox-casd proxy, or probe bots on `bots_endpoint`).
-    pub target: ConnectOptions,
-    /// The positive control of this run, run once for every check that needs it.
-    control: std::sync::Arc<tokio::sync::OnceCell<Result<(), String>>>,
-}
-
 impl Harness {
-    /// Connects and asks for the capabilities, which also proves the target answers.
-    pub async fn connect(target: &ConnectOptions, options: RunOptions, vars: Vars) -> Result<Harness, TargetError> {
-        let clients = Clients::new(target, options.rpc_timeout).map_err(|e| TargetError(e.to_string()))?;
-        let req = clients.request(GetCapabilitiesRequest { instance_name: clients.instance.clone() });
-        let capabilities = clients.call(clients.capabilities.clone().get_capabilities(req)).await.map_err(|s| {
-            TargetError(format!(
-                "{} does not answer GetCapabilities for instance `{}`: {:?}: {}{}",
-                target.endpoint,
-                clients.instance,
-                s.code(),
-                s.message(),
-                transport_hint(&target.endpoint, s.message()).map(|h| format!(" ({h})")).unwrap_or_default()
-            ))
-        })?;
-        let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
-        let salt = format!("reapi-conformance/{}", uuid::Uuid::new_v4()).into_bytes();
-        Ok(Harness {
-            cas: Cas::new(clients, max_batch),
-            vars,
-            options,
-            capabilities,
-            salt,
-            inflight: Default::default(),
-            control: Default::default(),
-            target: target.clone(),
-        })
-    }
-
-    pub fn clients(&self) -> &Clients {
-        self.cas.clients()
-    }
-
-    /// Builds an action without uploading it (see [`Harness::upload`] for `key`).
-    pub fn prepare(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
-        let mut salt = self.salt.clone();
-        salt.extend_from_slice(format!("/{key}").as_bytes());
-        action::prepare(spec, &self.vars, &crate::probe::probe_blob(), &salt).map_err(|e| e.to_string())
-    }
-
-    /// Builds and uploads an action. `key` (a check id, plus a suffix when a
-    /// check sends several) goes into the salt so that no two checks share an
-    /// action digest and one check's result is never another's cache hit.
-    pub async fn upload(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
-        let prepared = self.prepare(key, spec)?;
-        self.cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading the input root: {e}"))?;
-        Ok(prepared)
-    }
-
-    /// Executes an uploaded action within a budget.
-    pub async fn execute(
-        &self,
-        prepared: &PreparedAction,
-        budget: Duration,
-    ) -> (Result<Outcome, execute::ExecError>, Trace) {
-        let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
-        execute::execute(self.clients(), &params, &self.inflight).await
-    }
-
-    /// Downloads stdout and stderr of a result and parses the probe report.
-    pub async fn probe_output(&self, outcome: &Outcome) -> Result<Option<ProbeOutput>, String> {
-        let Some(result) = outcome.result() else { return Ok(None) };
-        let stdout = self.log(&result.stdout_raw, result.stdout_digest.as_ref(), "stdout").await?;
-        let stderr = self.log(&result.stderr_raw, result.stderr_digest.as_ref(), "stderr").await?;
-        Ok(Some(ProbeOutput {
-            report: crate::probe::parse_report(&stdout),
-            stdout_excerpt: text_excerpt(&stdout),
-            stderr_excerpt: text_excerpt(&stderr),
-        }))
-    }
-
-    async fn log(
-        &self,
-        raw: &[u8],
-        digest: Option<&bazel_remote_apis::build::bazel::remote::execution::v2::Digest>,
-        what: &str,
-    ) -> Result<Vec<u8>, String> {
-        if !raw.is_empty() {
-            return Ok(raw.to_vec());
-        }
-        match digest {
-            None => Ok(Vec::new()),
-            Some(d) => self.cas.read(d).await.map_err(|e| format!("downloading {what}: {e}")),
-        }
-    }
-
     /// Runs one check to a verdict; never panics on server data.
     pub async fn run_check(&self, check: &CheckSpec) -> Verdict {
         match &check.builtin {
@@ -247,25 +109,6 @@ impl Harness {
     }
 }
 
-/// What a failed first call most likely means, from the transport's words.
-pub fn transport_hint(url: &str, message: &str) -> Option<&'static str> {
-    let tls = url.starts_with("grpcs://") || url.starts_with("https://");
-    let m = message.to_ascii_lowercase();
-    if tls && (m.contains("tls handshake eof") || m.contains("invalidcontenttype") || m.contains("corrupt message")) {
-        Some("the server does not speak TLS on this port: try grpc:// or http://")
-    } else if !tls
-        && (m.contains("h2 protocol error") || m.contains("frame with invalid size") || m.contains("http2 error"))
-    {
-        Some("no HTTP/2 gRPC answer: the server may expect TLS (grpcs://), or it is not a gRPC server")
-    } else if m.contains("connection reset") || m.contains("broken pipe") || m.contains("connection closed") {
-        Some("the server closed the connection: is it the right port, and does it expect TLS?")
-    } else if m.contains("invalid peer certificate") || m.contains("unknownissuer") {
-        Some("the server's certificate is not trusted: pass its CA with --server-cert")
-    } else {
-        None
-    }
-}
-
 /// Every check gets the same ERROR when the target cannot be used.
 pub fn all_error(checks: &[CheckSpec], reason: &str) -> Vec<CheckResult> {
     checks.iter().map(|c| result_of(c, Verdict::error(reason.to_string()), Duration::ZERO)).collect()
@@ -300,29 +143,4 @@ fn with_trace(mut v: Verdict, prepared: &PreparedAction, trace: &Trace) -> Verdi
         v = v.with("wait_execution_calls", None, trace.wait_calls.to_string());
     }
     v
-}
-
-/// First 2 KiB of a log as text.
-pub fn text_excerpt(data: &[u8]) -> String {
-    let cut = &data[..data.len().min(2048)];
-    let mut s = String::from_utf8_lossy(cut).into_owned();
-    if data.len() > cut.len() {
-        s.push('…');
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::transport_hint;
-
-    #[test]
-    fn tls_and_plaintext_mismatches_are_named() {
-        assert!(transport_hint("grpcs://h:1", "tls handshake eof").unwrap().contains("does not speak TLS"));
-        assert!(transport_hint("grpc://h:1", "h2 protocol error: http2 error").unwrap().contains("expect TLS"));
-        assert!(transport_hint("grpcs://h:1", "invalid peer certificate: UnknownIssuer")
-            .unwrap()
-            .contains("--server-cert"));
-        assert_eq!(transport_hint("grpc://h:1", "tcp connect error"), None);
-    }
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Suites as data: the YAML model of checks and its loader.
 //!
 //! A suite file holds checks that differ from a BuildStream-shaped default
@@ -11,15 +12,19 @@ use std::path::{Path, PathBuf};
 /// How binding a requirement is (RFC 2119 words, as the REAPI spec uses them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Severity {
+    /// The spec says MUST: unmet is FAIL.
     #[serde(rename = "MUST")]
     Must,
+    /// The spec says SHOULD: unmet is WARN.
     #[serde(rename = "SHOULD")]
     Should,
+    /// The spec says MAY: unmet is SKIP.
     #[serde(rename = "MAY")]
     May,
 }
 
 impl Severity {
+    /// The word as the spec writes it (`MUST`, `SHOULD`, `MAY`).
     pub fn label(self) -> &'static str {
         match self {
             Severity::Must => "MUST",
@@ -44,6 +49,7 @@ pub enum Impact {
 }
 
 impl Impact {
+    /// The impact as written in YAML (`blocker`, `spec`, `feature:NAME`).
     pub fn label(&self) -> String {
         match self {
             Impact::Blocker => "blocker".into(),
@@ -97,12 +103,15 @@ impl Serialize for Impact {
 pub struct SuiteFile {
     /// Suite name, e.g. `input-root`.
     pub suite: String,
+    /// One line: what the suite checks.
     pub title: String,
+    /// Why the suite exists, for reports and `list`.
     #[serde(default)]
     pub description: String,
     /// Where this suite's actions run the probe from by default.
     #[serde(default)]
     pub probe_from: ProbeFrom,
+    /// The suite's checks, in file order.
     pub checks: Vec<CheckSpec>,
 }
 
@@ -127,14 +136,17 @@ pub enum ProbeFrom {
 pub struct CheckSpec {
     /// Unique id, `<suite>.<name>`.
     pub id: String,
+    /// One line naming what is checked.
     pub title: String,
     /// The requirement in one sentence.
     pub requirement: String,
     /// Where the requirement comes from (spec clause or BuildStream document).
     pub source: String,
+    /// The spec's word for the requirement: MUST, SHOULD or MAY.
     pub severity: Severity,
     /// What failing it means for a BuildStream build.
     pub impact: Impact,
+    /// Free labels; `buildstream` and `reapi` choose the profiles.
     #[serde(default)]
     pub tags: Vec<String>,
     /// For checks whose action must *not* run (foreign platform, refused
@@ -149,8 +161,10 @@ pub struct CheckSpec {
     /// whatever that function documents.
     #[serde(default)]
     pub builtin: Option<String>,
+    /// The action the check sends (a BuildStream-shaped default where empty).
     #[serde(default)]
     pub action: ActionSpec,
+    /// What the outcome must be for a PASS (declarative checks).
     #[serde(default)]
     pub expect: Expectation,
     /// Filled by the loader: the suite this check belongs to.
@@ -192,12 +206,14 @@ pub struct ActionSpec {
     /// Working directory relative to the input root.
     #[serde(default)]
     pub working_directory: Option<String>,
+    /// `Command.output_paths`, relative to the working directory.
     #[serde(default)]
     pub output_paths: Vec<String>,
     /// Platform as `Name=value`; default `ISA=${isa}`, `OSFamily=${os}`.
     /// Sent sorted unless `unsorted_platform` is set.
     #[serde(default)]
     pub platform: Option<Vec<String>>,
+    /// Send the platform properties in the order written, not sorted.
     #[serde(default)]
     pub unsorted_platform: bool,
     /// Where the platform goes: both messages (BuildStream), or one of them.
@@ -221,8 +237,11 @@ pub struct ActionSpec {
 #[serde(rename_all = "lowercase")]
 pub enum PlatformPlacement {
     #[default]
+    /// On the Action and the Command, as BuildStream sends it.
     Both,
+    /// On the Action only.
     Action,
+    /// On the (deprecated) Command.platform only.
     Command,
 }
 
@@ -232,9 +251,12 @@ pub enum PlatformPlacement {
 pub enum EntrySpec {
     /// A regular file with literal content.
     File {
+        /// Path relative to the input root.
         file: String,
+        /// The file's content; `${isa}`-style variables are filled in.
         #[serde(default)]
         content: String,
+        /// Whether the executable bit is set.
         #[serde(default)]
         executable: bool,
         /// `mtime` node property, seconds since the epoch.
@@ -242,11 +264,22 @@ pub enum EntrySpec {
         mtime: Option<i64>,
     },
     /// A copy of the probe executable.
-    Probe { probe: String },
+    Probe {
+        /// Path relative to the input root.
+        probe: String,
+    },
     /// A directory (possibly empty).
-    Dir { dir: String },
+    Dir {
+        /// Path relative to the input root.
+        dir: String,
+    },
     /// A symbolic link; the target is kept verbatim (absolute targets too).
-    Symlink { symlink: String, target: String },
+    Symlink {
+        /// Path of the link relative to the input root.
+        symlink: String,
+        /// Its target, kept verbatim.
+        target: String,
+    },
 }
 
 /// The class of an Execute outcome. A suite must tell these apart (docs/requirements.md §4).
@@ -266,6 +299,7 @@ pub enum OutcomeClass {
 }
 
 impl OutcomeClass {
+    /// The name used in YAML and reports (`completed`, `queued`, ...).
     pub fn label(self) -> &'static str {
         match self {
             OutcomeClass::Rejected => "rejected",
@@ -281,17 +315,21 @@ impl OutcomeClass {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum OutcomeSet {
+    /// Exactly this class.
     One(OutcomeClass),
+    /// Any of these classes.
     Any(Vec<OutcomeClass>),
 }
 
 impl OutcomeSet {
+    /// Whether `class` is in the set.
     pub fn contains(&self, class: OutcomeClass) -> bool {
         match self {
             OutcomeSet::One(c) => *c == class,
             OutcomeSet::Any(v) => v.contains(&class),
         }
     }
+    /// The set as text for evidence, e.g. `rejected | failed`.
     pub fn describe(&self) -> String {
         match self {
             OutcomeSet::One(c) => c.label().to_string(),
@@ -316,6 +354,7 @@ pub struct Expectation {
 }
 
 impl Expectation {
+    /// The outcome classes that pass: `outcome`, or `completed` when unset.
     pub fn outcome_set(&self) -> OutcomeSet {
         self.outcome.clone().unwrap_or(OutcomeSet::One(OutcomeClass::Completed))
     }
@@ -328,16 +367,21 @@ impl Expectation {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeAssertion {
+    /// Path into the probe's JSON report, e.g. `paths[/etc/x].content`.
     pub field: String,
+    /// The value must equal this.
     #[serde(default)]
     pub equals: Option<serde_json::Value>,
+    /// The value must not equal this.
     #[serde(default)]
     pub not_equals: Option<serde_json::Value>,
+    /// The value must equal one of these.
     #[serde(default)]
     pub one_of: Option<Vec<serde_json::Value>>,
     /// String contains substring, or array contains element.
     #[serde(default)]
     pub contains: Option<serde_json::Value>,
+    /// The value (string or array) must not contain this.
     #[serde(default)]
     pub not_contains: Option<serde_json::Value>,
     /// Object keys (or array of strings) include all of these.
@@ -372,10 +416,15 @@ impl ProbeAssertion {
 /// A suite ready to run: its checks, validated.
 #[derive(Debug, Clone)]
 pub struct Suite {
+    /// Suite name, e.g. `input-root`.
     pub name: String,
+    /// One line: what the suite checks.
     pub title: String,
+    /// Why the suite exists.
     pub description: String,
+    /// The file it was loaded from.
     pub file: PathBuf,
+    /// The suite's checks, in file order.
     pub checks: Vec<CheckSpec>,
 }
 
@@ -383,7 +432,9 @@ pub struct Suite {
 #[derive(Debug, thiserror::Error)]
 #[error("{location}: {message}")]
 pub struct SuiteError {
+    /// `file:line` where the problem is.
     pub location: String,
+    /// What is wrong, in one line.
     pub message: String,
 }
 
@@ -391,6 +442,49 @@ impl SuiteError {
     fn at(file: &Path, line: usize, message: impl Into<String>) -> Self {
         SuiteError { location: format!("{}:{line}", file.display()), message: message.into() }
     }
+}
+
+/// Splits `a.b[/etc/x].c` into `["a", "b", "/etc/x", "c"]`.
+pub fn parse_field_path(path: &str) -> Result<Vec<String>, String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                if !current.is_empty() {
+                    parts.push(std::mem::take(&mut current));
+                }
+            }
+            '[' => {
+                if !current.is_empty() {
+                    parts.push(std::mem::take(&mut current));
+                }
+                let mut key = String::new();
+                let mut closed = false;
+                for k in chars.by_ref() {
+                    if k == ']' {
+                        closed = true;
+                        break;
+                    }
+                    key.push(k);
+                }
+                if key.is_empty() || !closed {
+                    return Err(format!("field `{path}`: empty or unclosed `[...]`"));
+                }
+                parts.push(key);
+            }
+            ']' => return Err(format!("field `{path}`: `]` without `[`")),
+            c => current.push(c),
+        }
+    }
+    if !current.is_empty() {
+        parts.push(current);
+    }
+    if parts.is_empty() {
+        return Err("empty field path".into());
+    }
+    Ok(parts)
 }
 
 /// Parses one suite from YAML text; `file` is used in messages only.
@@ -425,7 +519,7 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
                     a.field
                 )));
             }
-            if let Err(e) = crate::evaluate::parse_field_path(&a.field) {
+            if let Err(e) = parse_field_path(&a.field) {
                 return Err(fail(format!("probe assertion {}: {e}", i + 1)));
             }
         }

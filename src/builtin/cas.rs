@@ -13,7 +13,7 @@ use super::unmet;
 use crate::cas::CasError;
 use crate::digest;
 use crate::execute;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 

@@ -8,7 +8,7 @@ use super::unmet;
 use crate::cluster::{local, ManagedProcess};
 use crate::connection::ConnectOptions;
 use crate::evaluate;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::action::PreparedAction;
 use crate::evaluate;
 use crate::execute::Outcome;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{Verdict, VerdictKind};
 

@@ -8,7 +8,7 @@ use prost::Message;
 
 use super::{run_to_completion, unmet};
 use crate::digest;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 

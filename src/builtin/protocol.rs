@@ -15,7 +15,7 @@ use tonic::Code;
 use super::{run_to_completion, undecided, unmet};
 use crate::digest;
 use crate::execute::{self, ExecuteParams, Outcome, Trace};
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 

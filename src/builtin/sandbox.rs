@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::{completed_report, unmet};
 use crate::evaluate;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::unmet;
 use crate::execute::Outcome;
-use crate::runner::Harness;
+use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};

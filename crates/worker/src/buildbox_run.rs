@@ -16,8 +16,8 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{Action, ActionResul
 use prost::Message;
 
 use super::cas::CasFailure;
+use super::ctx::Ctx;
 use super::process::{self, ScratchDir};
-use super::session::Ctx;
 use super::Outcome;
 
 /// buildbox-run's exit status when it stopped a command at its timeout

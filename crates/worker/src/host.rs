@@ -18,8 +18,8 @@ use bazel_remote_apis::google::protobuf::Timestamp;
 use prost::Message;
 
 use super::cas::{digest_of, CasFailure, Source};
+use super::ctx::Ctx;
 use super::process::{self, ScratchDir};
-use super::session::Ctx;
 use super::Outcome;
 
 /// Bytes of file content fetched per round while staging.

@@ -21,6 +21,7 @@ use bazel_remote_apis::google::rpc::Status;
 
 mod buildbox_run;
 mod cas;
+mod ctx;
 mod host;
 mod process;
 mod session;

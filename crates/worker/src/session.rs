@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use super::cas::Cas;
+use super::ctx::Ctx;
 use super::proto::{
     bots_client::BotsClient, device, BotSession, BotStatus, CreateBotSessionRequest, Device, Lease, LeaseState,
     UpdateBotSessionRequest, Worker,
@@ -124,12 +125,6 @@ pub fn spawn(config: WorkerConfig) -> Result<WorkerHandle, String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(run(config, channel, state_tx, shutdown_rx));
     Ok(WorkerHandle { state: state_rx, shutdown: shutdown_tx, task: Some(task) })
-}
-
-/// Everything a lease task needs.
-pub(super) struct Ctx {
-    pub config: WorkerConfig,
-    pub cas: Cas,
 }
 
 /// A lease this bot holds.
