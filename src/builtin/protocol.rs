@@ -18,24 +18,7 @@ use crate::execute::{self, ExecuteParams, Outcome, Trace};
 use crate::harness::Harness;
 use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
-
-/// `google.rpc.PreconditionFailure`, the detail REAPI asks for on missing
-/// inputs (field numbers from google/rpc/error_details.proto).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PreconditionFailure {
-    #[prost(message, repeated, tag = "1")]
-    pub violations: Vec<Violation>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Violation {
-    #[prost(string, tag = "1")]
-    pub r#type: String,
-    #[prost(string, tag = "2")]
-    pub subject: String,
-    #[prost(string, tag = "3")]
-    pub description: String,
-}
+use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 fn spec_with(check: &CheckSpec, probe: &[&str]) -> ActionSpec {
     let mut spec = check.action.clone();

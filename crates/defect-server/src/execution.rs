@@ -24,6 +24,7 @@ use super::outputs::{collect_outputs, OutputKind, OutputRequest, WantedPropertie
 use super::platform::{place, requested_platform, Placement, RunAs};
 use super::sandbox::{self, join_relative, resolve_in_root, RunEnd, SandboxSpec};
 use super::{lock, Shared};
+use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 const EXECUTE_RESPONSE_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse";
 const METADATA_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata";
@@ -37,24 +38,6 @@ const INLINE_LOG_LIMIT: usize = 1024 * 1024;
 const QUEUE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long `stream-cut` waits so the first message reaches the client.
 const CUT_DELAY: Duration = Duration::from_millis(300);
-
-/// google.rpc.PreconditionFailure (error_details.proto), which the generated
-/// crate does not include.
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct PreconditionFailure {
-    #[prost(message, repeated, tag = "1")]
-    pub(crate) violations: Vec<Violation>,
-}
-
-#[derive(Clone, PartialEq, Message)]
-pub(crate) struct Violation {
-    #[prost(string, tag = "1")]
-    pub(crate) r#type: String,
-    #[prost(string, tag = "2")]
-    pub(crate) subject: String,
-    #[prost(string, tag = "3")]
-    pub(crate) description: String,
-}
 
 fn now() -> Timestamp {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();

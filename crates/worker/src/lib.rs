@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult;
 use bazel_remote_apis::google::rpc::Status;
+use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 mod buildbox_run;
 mod cas;
@@ -108,22 +109,4 @@ impl From<cas::CasFailure> for Outcome {
         }
         outcome
     }
-}
-
-/// `google.rpc.PreconditionFailure` (error_details.proto), which
-/// bazel-remote-apis does not ship; only encoded, never decoded here.
-#[derive(Clone, PartialEq, prost::Message)]
-struct PreconditionFailure {
-    #[prost(message, repeated, tag = "1")]
-    violations: Vec<Violation>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Violation {
-    #[prost(string, tag = "1")]
-    r#type: String,
-    #[prost(string, tag = "2")]
-    subject: String,
-    #[prost(string, tag = "3")]
-    description: String,
 }
