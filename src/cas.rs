@@ -246,6 +246,12 @@ impl Cas {
     }
 
     pub(crate) async fn read_bytestream(&self, d: &Digest) -> Result<Vec<u8>, CasError> {
+        self.read_range(d, 0, 0).await
+    }
+
+    /// A ByteStream read of `d` from `offset`, at most `limit` bytes (0: no
+    /// limit). Never collects more than the digest's size, whatever the server sends.
+    pub(crate) async fn read_range(&self, d: &Digest, offset: i64, limit: i64) -> Result<Vec<u8>, CasError> {
         let prefix = if self.clients.cas_instance.is_empty() {
             String::new()
         } else {
@@ -253,8 +259,8 @@ impl Cas {
         };
         let req = self.clients.request(ReadRequest {
             resource_name: format!("{prefix}blobs/{}/{}", d.hash, d.size_bytes),
-            read_offset: 0,
-            read_limit: 0,
+            read_offset: offset,
+            read_limit: limit,
         });
         let deadline = tokio::time::Instant::now() + self.clients.rpc_timeout;
         let mut stream = self

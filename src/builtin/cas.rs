@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    batch_update_blobs_request, BatchReadBlobsRequest, BatchUpdateBlobsRequest, FindMissingBlobsRequest, GetTreeRequest,
+    batch_update_blobs_request, BatchReadBlobsRequest, BatchUpdateBlobsRequest, Digest, FindMissingBlobsRequest,
+    GetTreeRequest,
 };
 use bazel_remote_apis::google::bytestream::{QueryWriteStatusRequest, ReadRequest};
 use tonic::Code;
@@ -240,6 +241,126 @@ pub(super) async fn get_tree_missing_root(h: &Harness, check: &CheckSpec) -> Res
         Ok(code) => Ok(Verdict::new(unmet(check), format!("GetTree on a missing root answered {code:?}")).with(
             "code",
             Some("NotFound".into()),
+            format!("{code:?}"),
+        )),
+    }
+}
+
+/// Uploads fresh unique bytes (`len` long) and returns their digest and data.
+async fn uploaded_blob(h: &Harness, check: &CheckSpec, what: &str, len: usize) -> Result<(Digest, Vec<u8>), Verdict> {
+    let mut data = unique_bytes(h, check, what);
+    data.resize(len.max(data.len()), b'.');
+    let d = digest::of_bytes(&data);
+    let blobs = [(d.hash.clone(), (d.clone(), Arc::new(data.clone())))].into_iter().collect();
+    h.cas.upload(&blobs).await.map_err(|e| Verdict::error(format!("uploading the blob: {e}")))?;
+    Ok((d, data))
+}
+
+/// A digest of bytes no one uploaded.
+fn absent_blob(h: &Harness, check: &CheckSpec) -> Digest {
+    digest::of_bytes(&unique_bytes(h, check, "never uploaded"))
+}
+
+/// FindMissingBlobs names exactly the blobs the CAS lacks.
+pub(super) async fn find_missing_exact(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (present, _) = uploaded_blob(h, check, "present", 0).await?;
+    let absent = absent_blob(h, check);
+    let c = h.clients();
+    let req = c.request(FindMissingBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        blob_digests: vec![present.clone(), absent.clone()],
+        digest_function: 0,
+    });
+    let missing = match c.call(c.cas.clone().find_missing_blobs(req)).await {
+        Ok(r) => r.missing_blob_digests,
+        Err(s) => return Ok(answered(check, "FindMissingBlobs", "OK", s)),
+    };
+    let named: Vec<String> = missing.iter().map(digest::show).collect();
+    let expected = format!("exactly [{}]", digest::show(&absent));
+    if missing.iter().any(|d| d.hash == present.hash) {
+        return Ok(Verdict::new(unmet(check), "a blob the CAS holds is reported missing")
+            .with("missing_blob_digests", Some(expected), format!("{named:?}")));
+    }
+    if !missing.iter().any(|d| d.hash == absent.hash && d.size_bytes == absent.size_bytes) {
+        return Ok(Verdict::new(
+            unmet(check),
+            "a blob never uploaded is not reported missing: a client would skip uploading it",
+        )
+        .with("missing_blob_digests", Some(expected), format!("{named:?}")));
+    }
+    if missing.len() != 1 {
+        return Ok(Verdict::new(unmet(check), format!("{} digests reported for 1 missing blob", missing.len()))
+            .with("missing_blob_digests", Some(expected), format!("{named:?}")));
+    }
+    Ok(Verdict::pass("exactly the missing blob reported"))
+}
+
+/// BatchReadBlobs answers each blob on its own: data with OK for the one
+/// present, NOT_FOUND for the one missing, and OK for the call.
+pub(super) async fn batch_read_mixed(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (present, data) = uploaded_blob(h, check, "present", 0).await?;
+    let absent = absent_blob(h, check);
+    let c = h.clients();
+    let req = c.request(BatchReadBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        digests: vec![present.clone(), absent.clone()],
+        acceptable_compressors: vec![],
+        digest_function: 0,
+    });
+    let responses = match c.call(c.cas.clone().batch_read_blobs(req)).await {
+        Ok(r) => r.responses,
+        Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK with a status per blob", s)),
+    };
+    let find = |d: &Digest| responses.iter().find(|r| r.digest.as_ref().is_some_and(|x| x.hash == d.hash));
+    let code = |r: Option<&bazel_remote_apis::build::bazel::remote::execution::v2::batch_read_blobs_response::Response>| {
+        r.map(|r| Code::from_i32(r.status.as_ref().map_or(0, |s| s.code)))
+    };
+    match (code(find(&present)), code(find(&absent))) {
+        (Some(Code::Ok), Some(Code::NotFound)) if find(&present).is_some_and(|r| r.data == data) => {
+            Ok(Verdict::pass("OK with the data for the present blob, NOT_FOUND for the missing one"))
+        }
+        (p, a) => Ok(Verdict::new(unmet(check), "per-blob statuses are not OK / NOT_FOUND with the right data").with(
+            "responses",
+            Some("present: OK with its data; missing: NOT_FOUND".into()),
+            format!("present: {p:?}; missing: {a:?}; {} responses", responses.len()),
+        )),
+    }
+}
+
+/// A ByteStream read with read_offset and read_limit returns exactly that slice.
+pub(super) async fn bytestream_partial_read(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (d, data) = uploaded_blob(h, check, "partial", 256).await?;
+    let (offset, limit) = (10usize, 20usize);
+    let want = &data[offset..offset + limit];
+    match h.cas.read_range(&d, offset as i64, limit as i64).await {
+        Err(e) => Ok(cas_failure(check, "ByteStream.Read", e)),
+        Ok(got) if got == want => Ok(Verdict::pass(format!("bytes {offset}..{} of {}", offset + limit, data.len()))),
+        Ok(got) => Ok(Verdict::new(
+            unmet(check),
+            format!("read_offset {offset}, read_limit {limit} returned {} bytes, not that slice", got.len()),
+        )
+        .with(
+            "data",
+            Some(format!("{limit} bytes: {:?}", String::from_utf8_lossy(want))),
+            format!("{} bytes: {:?}", got.len(), crate::harness::text_excerpt(&got)),
+        )),
+    }
+}
+
+/// A negative read_offset answers OUT_OF_RANGE.
+pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (d, _) = uploaded_blob(h, check, "negative", 0).await?;
+    let c = h.clients();
+    let req = c.request(ReadRequest {
+        resource_name: format!("{}blobs/{}/{}", prefix(h), d.hash, d.size_bytes),
+        read_offset: -1,
+        read_limit: 0,
+    });
+    match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await? {
+        Code::OutOfRange => Ok(Verdict::pass("OUT_OF_RANGE")),
+        code => Ok(Verdict::new(unmet(check), format!("read_offset -1 answered {code:?}")).with(
+            "code",
+            Some("OutOfRange".into()),
             format!("{code:?}"),
         )),
     }

@@ -159,7 +159,8 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         for digest in &request.blob_digests {
             let digest = check_digest(Some(digest), "blob_digests")?;
             let empty_counts_missing = digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobMissing);
-            if !self.shared.blobs.contains(&digest) || empty_counts_missing {
+            let missing_here = !self.shared.blobs.contains(&digest) || empty_counts_missing;
+            if missing_here && !self.shared.defects.has(Defect::FindMissingNone) {
                 missing.push(digest);
             }
         }
@@ -214,6 +215,11 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
             return Err(Status::invalid_argument(format!(
                 "batch of {total} bytes exceeds max_batch_total_size_bytes {MAX_BATCH_TOTAL_SIZE_BYTES}"
             )));
+        }
+        if self.shared.defects.has(Defect::BatchReadAllOrNothing) {
+            if let Some(absent) = digests.iter().find(|d| self.shared.blobs.get(d).is_none()) {
+                return Err(Status::not_found(format!("blob {}/{} not found", absent.hash, absent.size_bytes)));
+            }
         }
         let mut responses = Vec::with_capacity(digests.len());
         for digest in digests {
@@ -370,7 +376,7 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
 
     async fn read(&self, request: Request<bs::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         self.shared.fault_gate().await?;
-        let request = request.into_inner();
+        let mut request = request.into_inner();
         let digest = digest_in_resource_name(&request.resource_name, false)?;
         let mut data = self
             .shared
@@ -382,6 +388,12 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         }
         if request.read_offset as u64 > data.len() as u64 && self.shared.defects.has(Defect::BytestreamOffsetIgnored) {
             return Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))));
+        }
+        if request.read_offset < 0 && self.shared.defects.has(Defect::NegativeOffsetFromStart) {
+            request.read_offset = 0;
+        }
+        if request.read_limit > 0 && self.shared.defects.has(Defect::ReadLimitIgnored) {
+            request.read_limit = 0;
         }
         if request.read_offset < 0 || request.read_offset as u64 > data.len() as u64 {
             return Err(Status::out_of_range(format!(

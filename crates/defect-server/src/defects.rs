@@ -119,6 +119,14 @@ defects! {
         "ends the Execute stream before the operation is done, and answers WaitExecution with UNIMPLEMENTED",
     WrongStatusCodes = "wrong-status-codes":
         "answers INTERNAL for a missing input (instead of FAILED_PRECONDITION) and for an action cache miss (instead of NOT_FOUND)",
+    FindMissingNone = "find-missing-none":
+        "answers FindMissingBlobs with an empty list, as a caching proxy that assumes its backend has every blob",
+    BatchReadAllOrNothing = "batch-read-all-or-nothing":
+        "fails a whole BatchReadBlobs with NOT_FOUND when one of its blobs is missing, instead of per-blob statuses",
+    ReadLimitIgnored = "read-limit-ignored":
+        "ignores ByteStream read_limit and sends everything from read_offset to the end",
+    NegativeOffsetFromStart = "negative-offset-from-start":
+        "treats a negative ByteStream read_offset as 0 instead of answering OUT_OF_RANGE",
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
     ExecuteUnavailable = "execute-unavailable":
