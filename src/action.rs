@@ -184,12 +184,12 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         command_digest: Some(command_digest),
         input_root_digest: Some(built.root_digest),
         salt: salt.to_vec(),
+        do_not_cache: spec.do_not_cache,
         platform: if on_action { platform } else { None },
         timeout: spec.timeout.map(|t| bazel_remote_apis::google::protobuf::Duration {
             seconds: t.trunc() as i64,
             nanos: (t.fract() * 1e9) as i32,
         }),
-        ..Default::default()
     };
     let (action_digest, action_bytes) = digest::of_message(&action);
     blobs.insert(action_digest.hash.clone(), (action_digest.clone(), Arc::new(action_bytes)));

@@ -225,6 +225,9 @@ pub struct ActionSpec {
     /// `Action.timeout` in seconds; BuildStream sends none.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// `Action.do_not_cache`: the result must not be cached.
+    #[serde(default)]
+    pub do_not_cache: bool,
     /// Mark the tree the way BuildStream does for read-only-root actions:
     /// `SubtreeReadOnly=true` on the root, `false` on dev, proc, tmp, the
     /// working directory and buildstream-install.

@@ -278,8 +278,11 @@ pub(super) async fn find_missing_exact(h: &Harness, check: &CheckSpec) -> Result
     let named: Vec<String> = missing.iter().map(digest::show).collect();
     let expected = format!("exactly [{}]", digest::show(&absent));
     if missing.iter().any(|d| d.hash == present.hash) {
-        return Ok(Verdict::new(unmet(check), "a blob the CAS holds is reported missing")
-            .with("missing_blob_digests", Some(expected), format!("{named:?}")));
+        return Ok(Verdict::new(unmet(check), "a blob the CAS holds is reported missing").with(
+            "missing_blob_digests",
+            Some(expected),
+            format!("{named:?}"),
+        ));
     }
     if !missing.iter().any(|d| d.hash == absent.hash && d.size_bytes == absent.size_bytes) {
         return Ok(Verdict::new(
@@ -289,8 +292,11 @@ pub(super) async fn find_missing_exact(h: &Harness, check: &CheckSpec) -> Result
         .with("missing_blob_digests", Some(expected), format!("{named:?}")));
     }
     if missing.len() != 1 {
-        return Ok(Verdict::new(unmet(check), format!("{} digests reported for 1 missing blob", missing.len()))
-            .with("missing_blob_digests", Some(expected), format!("{named:?}")));
+        return Ok(Verdict::new(unmet(check), format!("{} digests reported for 1 missing blob", missing.len())).with(
+            "missing_blob_digests",
+            Some(expected),
+            format!("{named:?}"),
+        ));
     }
     Ok(Verdict::pass("exactly the missing blob reported"))
 }
@@ -312,9 +318,9 @@ pub(super) async fn batch_read_mixed(h: &Harness, check: &CheckSpec) -> Result<V
         Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK with a status per blob", s)),
     };
     let find = |d: &Digest| responses.iter().find(|r| r.digest.as_ref().is_some_and(|x| x.hash == d.hash));
-    let code = |r: Option<&bazel_remote_apis::build::bazel::remote::execution::v2::batch_read_blobs_response::Response>| {
-        r.map(|r| Code::from_i32(r.status.as_ref().map_or(0, |s| s.code)))
-    };
+    let code = |r: Option<
+        &bazel_remote_apis::build::bazel::remote::execution::v2::batch_read_blobs_response::Response,
+    >| { r.map(|r| Code::from_i32(r.status.as_ref().map_or(0, |s| s.code))) };
     match (code(find(&present)), code(find(&absent))) {
         (Some(Code::Ok), Some(Code::NotFound)) if find(&present).is_some_and(|r| r.data == data) => {
             Ok(Verdict::pass("OK with the data for the present blob, NOT_FOUND for the missing one"))

@@ -53,6 +53,8 @@ builtins! {
     "missing-input-detail" => protocol::missing_input_detail,
     "timeout-status" => protocol::timeout_status,
     "non-ok-not-cached" => protocol::non_ok_not_cached,
+    "do-not-cache" => protocol::do_not_cache,
+    "missing-command" => protocol::missing_command,
     "empty-blob" => cas::empty_blob,
     "batch-digest-mismatch" => cas::batch_digest_mismatch,
     "bytestream-roundtrip" => cas::bytestream_roundtrip,

@@ -395,3 +395,64 @@ pub(super) async fn non_ok_not_cached(h: &Harness, check: &CheckSpec) -> Result<
         )),
     }
 }
+
+/// The ActionResult the action cache holds for `action`, `None` on NOT_FOUND;
+/// any other answer leaves the check undecided (it is not what is tested).
+async fn cached_result(
+    h: &Harness,
+    action: &bazel_remote_apis::build::bazel::remote::execution::v2::Digest,
+) -> Result<Option<bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult>, Verdict> {
+    let clients = h.clients();
+    let req = clients.request(GetActionResultRequest {
+        instance_name: clients.ac_instance.clone(),
+        action_digest: Some(action.clone()),
+        ..Default::default()
+    });
+    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+        Ok(result) => Ok(Some(result)),
+        Err(s) if s.code() == Code::NotFound => Ok(None),
+        Err(s) => Err(Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message()))),
+    }
+}
+
+/// The result of an action marked `do_not_cache` is not in the action cache.
+pub(super) async fn do_not_cache(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    if !prepared.action.do_not_cache {
+        return Err(Verdict::error(format!("{}: the check's action must set do_not_cache", check.location)));
+    }
+    match cached_result(h, &prepared.action_digest).await? {
+        None => Ok(Verdict::pass(format!("{}; GetActionResult: NOT_FOUND", outcome.describe()))),
+        Some(_) => Ok(Verdict::new(unmet(check), "the result of a do_not_cache action was cached").with(
+            "GetActionResult",
+            Some("NOT_FOUND".into()),
+            "a cached ActionResult",
+        )),
+    }
+}
+
+/// An Action whose Command blob is not in the CAS fails with FAILED_PRECONDITION.
+pub(super) async fn missing_command(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let mut spec = check.action.clone();
+    // A Command no other check sends, so it cannot be in the CAS already.
+    spec.probe = vec!["--read".into(), format!("/missing-command-{}", uuid::Uuid::new_v4().simple())];
+    let mut prepared = h.prepare(&check.id, &spec).map_err(Verdict::error)?;
+    let command =
+        prepared.action.command_digest.clone().ok_or_else(|| Verdict::error("prepared action has no Command"))?;
+    prepared.blobs.remove(&command.hash);
+    h.cas.upload(&prepared.blobs).await.map_err(|e| Verdict::error(format!("uploading the action: {e}")))?;
+    let (outcome, _) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    let expected = "FAILED_PRECONDITION (rejected or in the operation)";
+    if let Some(v) = undecided(&outcome, expected) {
+        return Ok(v);
+    }
+    match outcome.error_code() {
+        Some(Code::FailedPrecondition) => Ok(Verdict::pass(outcome.describe())),
+        _ => Ok(Verdict::new(
+            unmet(check),
+            format!("missing Command {}: {}", digest::show(&command), outcome.describe()),
+        )
+        .with("outcome", Some(expected.into()), outcome.describe())),
+    }
+}

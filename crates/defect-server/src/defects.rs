@@ -127,6 +127,10 @@ defects! {
         "ignores ByteStream read_limit and sends everything from read_offset to the end",
     NegativeOffsetFromStart = "negative-offset-from-start":
         "treats a negative ByteStream read_offset as 0 instead of answering OUT_OF_RANGE",
+    MissingCommandInternal = "missing-command-internal":
+        "answers an Action whose Command blob is not in the CAS with INTERNAL instead of FAILED_PRECONDITION",
+    DoNotCacheIgnored = "do-not-cache-ignored":
+        "caches the results of actions marked do_not_cache",
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
     ExecuteUnavailable = "execute-unavailable":

@@ -292,6 +292,9 @@ fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Stat
     let command_digest = check_digest(action.command_digest.as_ref(), "Action.command_digest")?;
     let input_root = check_digest(action.input_root_digest.as_ref(), "Action.input_root_digest")?;
     let Some(command) = read_message::<re::Command>(shared, &command_digest, "Command")? else {
+        if defects.has(Defect::MissingCommandInternal) {
+            return Err(Status::internal(format!("cannot read Command {}", command_digest.hash)));
+        }
         return Ok(Prepared::Finished(Box::new(missing_inputs(&[command_digest], defects))));
     };
     if command.arguments.is_empty() {
@@ -426,7 +429,7 @@ fn should_cache(job: &Job, response: &re::ExecuteResponse, defects: &Defects) ->
     if defects.has(Defect::CachesNonOk) {
         return response.result.is_some() && !job.action.do_not_cache;
     }
-    status_ok && exit_ok && !job.action.do_not_cache
+    status_ok && exit_ok && (!job.action.do_not_cache || defects.has(Defect::DoNotCacheIgnored))
 }
 
 /// Whether the server's own worker takes a job `place()` queued. To the
