@@ -13,6 +13,7 @@ use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{Verdict, VerdictKind};
 
+mod capabilities;
 mod cas;
 mod casd_proxy;
 mod outputs;
@@ -55,6 +56,8 @@ builtins! {
     "non-ok-not-cached" => protocol::non_ok_not_cached,
     "do-not-cache" => protocol::do_not_cache,
     "missing-command" => protocol::missing_command,
+    "digest-functions" => capabilities::digest_functions,
+    "api-versions" => capabilities::api_versions,
     "empty-blob" => cas::empty_blob,
     "batch-digest-mismatch" => cas::batch_digest_mismatch,
     "bytestream-roundtrip" => cas::bytestream_roundtrip,

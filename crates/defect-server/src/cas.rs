@@ -565,17 +565,17 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
                 ..Default::default()
             }),
             execution_capabilities: Some(re::ExecutionCapabilities {
-                digest_function: sha256,
+                digest_function: if self.shared.defects.has(Defect::ExecDigestFunctionUnset) { 0 } else { sha256 },
                 exec_enabled: true,
                 digest_functions: vec![sha256],
                 supported_node_properties: vec!["mtime".into(), "unix_mode".into()],
                 ..Default::default()
             }),
             deprecated_api_version: None,
-            low_api_version: version(0),
+            low_api_version: if self.shared.defects.has(Defect::ApiVersionsUnset) { None } else { version(0) },
             // What it implements: output_paths (2.1), Action.platform (2.2),
             // output_directory_format and root_directory_digest (2.8).
-            high_api_version: version(8),
+            high_api_version: if self.shared.defects.has(Defect::ApiVersionsUnset) { None } else { version(8) },
         }))
     }
 }

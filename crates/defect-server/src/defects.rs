@@ -127,6 +127,10 @@ defects! {
         "ignores ByteStream read_limit and sends everything from read_offset to the end",
     NegativeOffsetFromStart = "negative-offset-from-start":
         "treats a negative ByteStream read_offset as 0 instead of answering OUT_OF_RANGE",
+    ExecDigestFunctionUnset = "exec-digest-function-unset":
+        "leaves the legacy ExecutionCapabilities.digest_function UNKNOWN, naming SHA-256 only in digest_functions",
+    ApiVersionsUnset = "api-versions-unset":
+        "leaves low_api_version and high_api_version unset in its capabilities",
     MissingCommandInternal = "missing-command-internal":
         "answers an Action whose Command blob is not in the CAS with INTERNAL instead of FAILED_PRECONDITION",
     DoNotCacheIgnored = "do-not-cache-ignored":
