@@ -188,6 +188,16 @@ pub fn judge(
         );
     }
     if class != OutcomeClass::Completed {
+        if let Some(want) = &check.expect.code {
+            let got = outcome.error_code().map(crate::suite::status_code_name);
+            if got.as_deref() != Some(want.as_str()) {
+                return Verdict::new(unmet, format!("answered {}, expected {want}", outcome.describe())).with(
+                    "code",
+                    Some(want.clone()),
+                    got.unwrap_or_else(|| "none".into()),
+                );
+            }
+        }
         return Verdict::pass(outcome.describe()).with("outcome", Some(expected.describe()), outcome.describe());
     }
     let exit_code = outcome.result().map(|r| r.exit_code).unwrap_or_default();

@@ -351,6 +351,10 @@ pub struct Expectation {
     /// Expected exit code when completed.
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// The gRPC status code a rejection or failure must carry, as the spec
+    /// writes it (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`, ...).
+    #[serde(default)]
+    pub code: Option<String>,
     /// Assertions on the probe's JSON report (requires a completed outcome).
     #[serde(default)]
     pub probe: Vec<ProbeAssertion>,
@@ -490,6 +494,23 @@ pub fn parse_field_path(path: &str) -> Result<Vec<String>, String> {
     Ok(parts)
 }
 
+/// A gRPC status code by the name the spec uses, e.g. `INVALID_ARGUMENT`.
+pub fn status_code(name: &str) -> Option<tonic::Code> {
+    (0..=16).map(tonic::Code::from_i32).find(|c| status_code_name(*c) == name)
+}
+
+/// The spec's name of a gRPC status code: `InvalidArgument` → `INVALID_ARGUMENT`.
+pub fn status_code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (i, ch) in format!("{code:?}").chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(ch.to_ascii_uppercase());
+    }
+    name
+}
+
 /// Parses one suite from YAML text; `file` is used in messages only.
 pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
     let parsed: SuiteFile = serde_yaml_ng::from_str(text).map_err(|e| {
@@ -524,6 +545,11 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
             }
             if let Err(e) = parse_field_path(&a.field) {
                 return Err(fail(format!("probe assertion {}: {e}", i + 1)));
+            }
+        }
+        if let Some(code) = &check.expect.code {
+            if status_code(code).is_none() {
+                return Err(fail(format!("`code: {code}` is not a gRPC status code (e.g. INVALID_ARGUMENT)")));
             }
         }
         if let Some(id) = &check.builtin {
@@ -643,6 +669,14 @@ mod tests {
 
     fn parse(body: &str) -> Result<Suite, SuiteError> {
         parse_suite(Path::new("suites/s.yaml"), &format!("{HEAD}{body}"))
+    }
+
+    #[test]
+    fn status_codes_go_by_the_specs_names() {
+        assert_eq!(status_code("INVALID_ARGUMENT"), Some(tonic::Code::InvalidArgument));
+        assert_eq!(status_code("OK"), Some(tonic::Code::Ok));
+        assert_eq!(status_code_name(tonic::Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
+        assert_eq!(status_code("InvalidArgument"), None);
     }
 
     #[test]

@@ -23,6 +23,11 @@ fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
     format!("{}/{}/{what}/{}", String::from_utf8_lossy(&h.salt), check.id, uuid::Uuid::new_v4()).into_bytes()
 }
 
+/// `INSTANCE/` for resource and operation names, or nothing without an instance name.
+pub(super) fn instance_prefix(h: &Harness) -> String {
+    prefix(h)
+}
+
 fn prefix(h: &Harness) -> String {
     let i = &h.clients().cas_instance;
     if i.is_empty() {
@@ -34,7 +39,7 @@ fn prefix(h: &Harness) -> String {
 
 /// The status a server-streaming call answers with: its error, or OK once a
 /// first message arrives. Transport problems and silence are ERROR verdicts.
-async fn first_status<T>(
+pub(super) async fn first_status<T>(
     h: &Harness,
     what: &str,
     call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,

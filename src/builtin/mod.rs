@@ -55,6 +55,7 @@ builtins! {
     "timeout-status" => protocol::timeout_status,
     "non-ok-not-cached" => protocol::non_ok_not_cached,
     "do-not-cache" => protocol::do_not_cache,
+    "wait-unknown-operation" => protocol::wait_unknown_operation,
     "missing-command" => protocol::missing_command,
     "digest-functions" => capabilities::digest_functions,
     "api-versions" => capabilities::api_versions,

@@ -456,3 +456,18 @@ pub(super) async fn missing_command(h: &Harness, check: &CheckSpec) -> Result<Ve
         .with("outcome", Some(expected.into()), outcome.describe())),
     }
 }
+
+/// WaitExecution for an operation name the server never gave out answers
+/// NOT_FOUND, the code that tells a client to Execute again.
+pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let clients = h.clients();
+    let name = format!("{}reapi-conformance-unknown-{}", super::cas::instance_prefix(h), uuid::Uuid::new_v4().simple());
+    let req = clients.request(WaitExecutionRequest { name: name.clone() });
+    match super::cas::first_status(h, "WaitExecution", clients.execution.clone().wait_execution(req)).await? {
+        Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
+        code => {
+            Ok(Verdict::new(unmet(check), format!("WaitExecution of unknown operation {name:?} answered {code:?}"))
+                .with("code", Some("NOT_FOUND".into()), crate::suite::status_code_name(code)))
+        }
+    }
+}

@@ -568,7 +568,10 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
                 digest_function: if self.shared.defects.has(Defect::ExecDigestFunctionUnset) { 0 } else { sha256 },
                 exec_enabled: true,
                 digest_functions: vec![sha256],
-                supported_node_properties: vec!["mtime".into(), "unix_mode".into()],
+                supported_node_properties: crate::execution::SUPPORTED_NODE_PROPERTIES
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
                 ..Default::default()
             }),
             deprecated_api_version: None,

@@ -131,6 +131,10 @@ defects! {
         "leaves the legacy ExecutionCapabilities.digest_function UNKNOWN, naming SHA-256 only in digest_functions",
     ApiVersionsUnset = "api-versions-unset":
         "leaves low_api_version and high_api_version unset in its capabilities",
+    UnknownNodePropertiesIgnored = "unknown-node-properties-ignored":
+        "accepts output node properties it does not know and silently returns nothing for them",
+    WaitUnknownInvalid = "wait-unknown-invalid":
+        "answers WaitExecution for an operation it does not know with INVALID_ARGUMENT instead of NOT_FOUND",
     MissingCommandInternal = "missing-command-internal":
         "answers an Action whose Command blob is not in the CAS with INTERNAL instead of FAILED_PRECONDITION",
     DoNotCacheIgnored = "do-not-cache-ignored":

@@ -284,6 +284,9 @@ fn read_message<M: Message + Default>(shared: &Shared, digest: &re::Digest, what
 
 /// Reads and checks an action. `Err` is the gRPC status Execute fails with
 /// at once; the env-sorting defect and platform matching act here.
+/// The output node properties this server knows (as its capabilities say).
+pub(crate) const SUPPORTED_NODE_PROPERTIES: &[&str] = &["mtime", "unix_mode"];
+
 fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Status> {
     let defects = &shared.defects;
     let Some(action) = read_message::<re::Action>(shared, action_digest, "Action")? else {
@@ -299,6 +302,13 @@ fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Stat
     };
     if command.arguments.is_empty() {
         return Err(Status::invalid_argument("Command.arguments is empty"));
+    }
+    if let Some(unknown) =
+        command.output_node_properties.iter().find(|p| !SUPPORTED_NODE_PROPERTIES.contains(&p.as_str()))
+    {
+        if !defects.has(Defect::UnknownNodePropertiesIgnored) {
+            return Err(Status::invalid_argument(format!("output node property {unknown:?} is not supported")));
+        }
     }
     if command.arguments.iter().any(|a| a.contains('\0')) {
         return Err(Status::invalid_argument("Command.arguments holds a NUL byte"));
@@ -383,7 +393,13 @@ impl re::execution_server::Execution for ExecutionService {
         if self.shared.defects.has(Defect::StreamClosedEarly) {
             return Err(Status::unimplemented("WaitExecution is not implemented"));
         }
-        let entry = self.shared.operation(&request.into_inner().name)?;
+        let entry = self.shared.operation(&request.into_inner().name).map_err(|not_found| {
+            if self.shared.defects.has(Defect::WaitUnknownInvalid) {
+                Status::invalid_argument(not_found.message().to_string())
+            } else {
+                not_found
+            }
+        })?;
         let states = entry.follow_states();
         Ok(Response::new(follow(self.shared.clone(), entry, states, None, Caller::WaitExecution)))
     }
