@@ -94,21 +94,36 @@ pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict
         digests: vec![empty],
         ..Default::default()
     });
-    match c.call(c.cas.clone().batch_read_blobs(req)).await {
-        Err(s) => Ok(answered(check, "BatchReadBlobs", "OK", s)),
-        Ok(r) => match r.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
-            Some(st) if st.code == 0 => Ok(Verdict::pass("never missing, readable")),
-            Some(st) => Ok(Verdict::new(
+    let batch = match c.call(c.cas.clone().batch_read_blobs(req)).await {
+        Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK", s)),
+        Ok(r) => r,
+    };
+    match batch.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
+        Some(st) if st.code == 0 => {}
+        Some(st) => {
+            return Ok(Verdict::new(
                 unmet(check),
                 format!("BatchReadBlobs of the empty blob: {}: {}", execute::code_name(st.code), st.message),
             )
-            .with("status", Some("OK".into()), execute::code_name(st.code))),
-            None => Ok(Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob").with(
+            .with("status", Some("OK".into()), execute::code_name(st.code)))
+        }
+        None => {
+            return Ok(Verdict::new(unmet(check), "BatchReadBlobs returned no response for the empty blob").with(
                 "responses",
                 Some("one, OK".into()),
                 "none",
-            )),
-        },
+            ))
+        }
+    }
+    // The other read path: ByteStream, as a client without batch support reads.
+    match h.cas.read_range(&digest::of_bytes(b""), 0, 0).await {
+        Ok(data) if data.is_empty() => Ok(Verdict::pass("never missing, readable by batch and by ByteStream")),
+        Ok(data) => Ok(Verdict::new(unmet(check), "ByteStream returned data for the empty blob").with(
+            "ByteStream.Read",
+            Some("no bytes".into()),
+            format!("{} bytes", data.len()),
+        )),
+        Err(e) => Ok(cas_failure(check, "ByteStream.Read of the empty blob", e)),
     }
 }
 
@@ -375,4 +390,92 @@ pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -
             format!("{code:?}"),
         )),
     }
+}
+
+/// Whether `d` is in the CAS, by FindMissingBlobs.
+async fn present(h: &Harness, d: &Digest) -> Result<bool, Verdict> {
+    let c = h.clients();
+    let req = c.request(FindMissingBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        blob_digests: vec![d.clone()],
+        digest_function: 0,
+    });
+    match c.call(c.cas.clone().find_missing_blobs(req)).await {
+        Ok(r) => Ok(!r.missing_blob_digests.iter().any(|m| m.hash == d.hash && m.size_bytes == d.size_bytes)),
+        Err(s) => Err(Verdict::error(format!("FindMissingBlobs: {:?}: {}", s.code(), s.message()))),
+    }
+}
+
+/// BatchUpdateBlobs refuses a blob whose hash matches its data but whose size does not.
+pub(super) async fn batch_wrong_size(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let data = unique_bytes(h, check, "sized");
+    let mut claimed = digest::of_bytes(&data);
+    claimed.size_bytes += 1;
+    let c = h.clients();
+    let req = c.request(BatchUpdateBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
+        digest_function: 0,
+    });
+    let code = match c.call(c.cas.clone().batch_update_blobs(req)).await {
+        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
+        // Refusing the whole batch is a refusal too.
+        Err(s) => s.code(),
+        Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map_or(0, |st| st.code)),
+    };
+    if code == Code::InvalidArgument {
+        return Ok(Verdict::pass(format!("INVALID_ARGUMENT for {}", digest::show(&claimed))));
+    }
+    let stored = if present(h, &claimed).await? { "; and it is now reported present" } else { "" };
+    Ok(Verdict::new(
+        unmet(check),
+        format!("a blob one byte shorter than its digest says was answered {code:?}{stored}"),
+    )
+    .with("status", Some("INVALID_ARGUMENT".into()), crate::suite::status_code_name(code)))
+}
+
+/// A ByteStream upload whose data does not match the digest in its resource
+/// name is refused and not stored.
+pub(super) async fn bytestream_write_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let named = unique_bytes(h, check, "named");
+    let mut sent = named.clone();
+    // Same length, other content: only the hash can tell them apart.
+    if let Some(first) = sent.first_mut() {
+        *first ^= 0x20;
+    }
+    let d = digest::of_bytes(&named);
+    match h.cas.write_bytestream(&d, &Arc::new(sent)).await {
+        Err(CasError::Rpc { code: Code::InvalidArgument, .. }) => {}
+        Err(CasError::Rpc { undecided: true, code, message, .. }) => {
+            return Ok(Verdict::error(format!("ByteStream.Write: {code:?}: {message}")))
+        }
+        Err(CasError::Rpc { code, message, .. }) => {
+            if !present(h, &d).await? {
+                // Refused, with another code than the spec's, and not stored.
+                return Ok(Verdict::new(
+                    unmet(check),
+                    format!("refused with {code:?}, not INVALID_ARGUMENT: {message}"),
+                )
+                .with("code", Some("INVALID_ARGUMENT".into()), format!("{code:?}")));
+            }
+            return Ok(Verdict::new(unmet(check), format!("answered {code:?} but stored the blob")).with(
+                "FindMissingBlobs",
+                Some("the blob missing".into()),
+                "present",
+            ));
+        }
+        Err(other) => return Ok(Verdict::error(other.to_string())),
+        Ok(()) => {
+            return Ok(Verdict::new(unmet(check), "accepted data that does not match the digest it was uploaded as")
+                .with("ByteStream.Write", Some("INVALID_ARGUMENT".into()), "OK"))
+        }
+    }
+    if present(h, &d).await? {
+        return Ok(Verdict::new(unmet(check), "refused the upload, yet the digest is now reported present").with(
+            "FindMissingBlobs",
+            Some("the blob missing".into()),
+            "present",
+        ));
+    }
+    Ok(Verdict::pass("INVALID_ARGUMENT, nothing stored"))
 }

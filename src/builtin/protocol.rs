@@ -471,3 +471,38 @@ pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Re
         }
     }
 }
+
+/// A second Execute of a completed action: served from the action cache
+/// (the first run's output comes back) exactly when `cached_result` says so.
+pub(super) async fn cached_result_truthful(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, first) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let (second, _) = h.execute(&prepared, h.options.timeout).await;
+    let second = second.map_err(|e| Verdict::error(e.to_string()))?;
+    let Outcome::Completed { response } = &second else {
+        if let Some(v) = undecided(&second, "completed") {
+            return Ok(v);
+        }
+        return Ok(Verdict::new(unmet(check), format!("the second Execute ended {}", second.describe())).with(
+            "outcome",
+            Some("completed, from the cache or not".into()),
+            second.describe(),
+        ));
+    };
+    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
+    // The probe prints its start time: a new run never prints the same bytes.
+    let same = stdout_of(&first) == stdout_of(&second);
+    match (same, response.cached_result) {
+        (true, true) => Ok(Verdict::pass("served from the action cache, with cached_result set")),
+        (false, false) => Ok(Verdict::pass("executed again, with cached_result unset")),
+        (true, false) => Ok(Verdict::new(
+            unmet(check),
+            "the first run's result came back (same stdout, same probe start time) with cached_result unset",
+        )
+        .with("cached_result", Some("true for a result served from the cache".into()), "false")),
+        (false, true) => Ok(Verdict::new(
+            unmet(check),
+            "cached_result is set on a result the first run did not produce",
+        )
+        .with("cached_result", Some("false for a new execution".into()), "true")),
+    }
+}

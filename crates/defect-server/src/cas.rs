@@ -187,6 +187,12 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
                 Ok(_) if blob.compressor != re::compressor::Value::Identity as i32 => {
                     rpc_status(Code::InvalidArgument, "only the IDENTITY compressor is supported")
                 }
+                Ok(digest)
+                    if self.shared.defects.has(Defect::SizeNotChecked) && digest_of(&blob.data).hash == digest.hash =>
+                {
+                    self.shared.blobs.put_unverified(&digest, Bytes::from(blob.data));
+                    rpc_status(Code::Ok, "")
+                }
                 Ok(digest) if self.shared.defects.has(Defect::BatchAcceptsMismatch) => {
                     self.shared.blobs.put_unverified(&digest, Bytes::from(blob.data));
                     rpc_status(Code::Ok, "")
@@ -378,6 +384,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         self.shared.fault_gate().await?;
         let mut request = request.into_inner();
         let digest = digest_in_resource_name(&request.resource_name, false)?;
+        if digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobBytestreamMissing) {
+            return Err(Status::not_found("blob not found (the empty blob was never uploaded)"));
+        }
         let mut data = self
             .shared
             .blobs
@@ -465,7 +474,11 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
             return Err(Status::invalid_argument("write stream ended without finish_write"));
         }
         let committed = buffer.len() as i64;
-        self.shared.blobs.put_verified(&digest, Bytes::from(buffer)).map_err(Status::invalid_argument)?;
+        if self.shared.defects.has(Defect::BytestreamAcceptsMismatch) {
+            self.shared.blobs.put_unverified(&digest, Bytes::from(buffer));
+        } else {
+            self.shared.blobs.put_verified(&digest, Bytes::from(buffer)).map_err(Status::invalid_argument)?;
+        }
         lock(&self.shared.uploads).insert(resource_name, (committed, true));
         Ok(Response::new(bs::WriteResponse { committed_size: committed }))
     }

@@ -119,6 +119,12 @@ defects! {
         "ends the Execute stream before the operation is done, and answers WaitExecution with UNIMPLEMENTED",
     WrongStatusCodes = "wrong-status-codes":
         "answers INTERNAL for a missing input (instead of FAILED_PRECONDITION) and for an action cache miss (instead of NOT_FOUND)",
+    SizeNotChecked = "size-not-checked":
+        "accepts a BatchUpdateBlobs blob whose hash matches its data whatever size the digest claims",
+    EmptyBlobBytestreamMissing = "empty-blob-bytestream-missing":
+        "answers a ByteStream read of the empty blob with NOT_FOUND unless it was uploaded (batch reads are fine)",
+    BytestreamAcceptsMismatch = "bytestream-accepts-mismatch":
+        "stores a ByteStream upload without checking its data against the digest in the resource name",
     FindMissingNone = "find-missing-none":
         "answers FindMissingBlobs with an empty list, as a caching proxy that assumes its backend has every blob",
     BatchReadAllOrNothing = "batch-read-all-or-nothing":
