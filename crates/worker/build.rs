@@ -2,7 +2,9 @@
 //! pure-Rust compiler (protox): no system protoc.
 
 fn main() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time: a build script binary may be reused for another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [
         "google/devtools/remoteworkers/v1test2/bots.proto",
         "google/devtools/remoteworkers/v1test2/worker.proto",
