@@ -13,6 +13,7 @@ use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{Verdict, VerdictKind};
 
+mod action_cache;
 mod capabilities;
 mod cas;
 mod casd_proxy;
@@ -58,6 +59,8 @@ builtins! {
     "wait-unknown-operation" => protocol::wait_unknown_operation,
     "cached-result-truthful" => protocol::cached_result_truthful,
     "missing-command" => protocol::missing_command,
+    "action-cache-update-roundtrip" => action_cache::update_roundtrip,
+    "action-cache-hit-blobs" => action_cache::hit_blobs_available,
     "digest-functions" => capabilities::digest_functions,
     "api-versions" => capabilities::api_versions,
     "empty-blob" => cas::empty_blob,

@@ -85,6 +85,11 @@ impl BlobStore {
         blobs.get(&digest.hash).filter(|data| data.len() as i64 == digest.size_bytes).cloned()
     }
 
+    /// Forgets a blob, as an evicting CAS does.
+    pub(crate) fn remove(&self, digest: &re::Digest) {
+        self.blobs.write().unwrap_or_else(|e| e.into_inner()).remove(&digest.hash);
+    }
+
     pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
         self.get(digest).is_some()
     }
@@ -542,7 +547,9 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
         check_digest_function(request.digest_function)?;
         let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
         let result = request.action_result.ok_or_else(|| Status::invalid_argument("action_result missing"))?;
-        lock(&self.shared.action_cache).insert(digest.hash, result.clone());
+        if !self.shared.defects.has(Defect::AcUpdateDropped) {
+            lock(&self.shared.action_cache).insert(digest.hash, result.clone());
+        }
         Ok(Response::new(result))
     }
 }

@@ -141,6 +141,10 @@ defects! {
         "accepts output node properties it does not know and silently returns nothing for them",
     WaitUnknownInvalid = "wait-unknown-invalid":
         "answers WaitExecution for an operation it does not know with INVALID_ARGUMENT instead of NOT_FOUND",
+    AcUpdateDropped = "ac-update-dropped":
+        "answers UpdateActionResult with OK but does not store the result",
+    AcHitBlobsEvicted = "ac-hit-blobs-evicted":
+        "evicts the stdout blob of a cached result from the CAS while the action cache keeps serving the result",
     MissingCommandInternal = "missing-command-internal":
         "answers an Action whose Command blob is not in the CAS with INTERNAL instead of FAILED_PRECONDITION",
     DoNotCacheIgnored = "do-not-cache-ignored":

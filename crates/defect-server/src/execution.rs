@@ -432,6 +432,12 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
     if should_cache(&job, &response, &shared.defects) {
         if let Some(result) = &response.result {
             lock(&shared.action_cache).insert(job.action_digest.hash.clone(), result.clone());
+            if shared.defects.has(Defect::AcHitBlobsEvicted) {
+                // The CAS evicts on its own, the action cache keeps the entry.
+                if let Some(stdout) = &result.stdout_digest {
+                    shared.blobs.remove(stdout);
+                }
+            }
         }
     }
     entry.finish(response, &shared.defects);
