@@ -150,6 +150,11 @@ pub struct Trace {
     pub stages: Vec<String>,
     pub messages: usize,
     pub wait_calls: usize,
+    /// The action asked for, which every Operation's metadata must name.
+    pub action: Option<Digest>,
+    /// Operations whose metadata is not an ExecuteOperationMetadata naming
+    /// the action, one line each (the spec gives every Operation that metadata).
+    pub metadata_problems: Vec<String>,
 }
 
 /// Names of operations started and not yet finished, so an interrupted run
@@ -186,7 +191,7 @@ pub async fn execute(
     params: &ExecuteParams,
     inflight: &Inflight,
 ) -> (Result<Outcome, ExecError>, Trace) {
-    let mut trace = Trace::default();
+    let mut trace = Trace { action: Some(params.action_digest.clone()), ..Default::default() };
     let outcome = follow(clients, params, &mut trace, inflight).await;
     if let Some(name) = &trace.operation {
         inflight.set().remove(name);
@@ -322,9 +327,21 @@ pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome
     if !op.name.is_empty() {
         trace.operation = Some(op.name.clone());
     }
-    if let Some(meta) = &op.metadata {
-        if meta.type_url.ends_with("ExecuteOperationMetadata") {
-            if let Ok(m) = ExecuteOperationMetadata::decode(&meta.value[..]) {
+    let message = trace.messages;
+    match &op.metadata {
+        None => trace.metadata_problems.push(format!("message {message}: no metadata")),
+        Some(meta) if !meta.type_url.ends_with("build.bazel.remote.execution.v2.ExecuteOperationMetadata") => {
+            trace.metadata_problems.push(format!("message {message}: metadata of type `{}`", meta.type_url))
+        }
+        Some(meta) => match ExecuteOperationMetadata::decode(&meta.value[..]) {
+            Err(e) => trace.metadata_problems.push(format!("message {message}: metadata does not decode: {e}")),
+            Ok(m) => {
+                if let Some(want) = &trace.action {
+                    if m.action_digest.as_ref() != Some(want) {
+                        let named = m.action_digest.as_ref().map_or_else(|| "no action".into(), crate::digest::show);
+                        trace.metadata_problems.push(format!("message {message}: metadata names {named}"));
+                    }
+                }
                 let stage = execution_stage::Value::try_from(m.stage)
                     .map(|s| s.as_str_name().to_string())
                     .unwrap_or_else(|_| format!("stage {}", m.stage));
@@ -332,7 +349,7 @@ pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome
                     trace.stages.push(stage);
                 }
             }
-        }
+        },
     }
     if !op.done {
         return Ok(None);

@@ -116,7 +116,10 @@ pub(super) async fn hit_blobs_available(h: &Harness, check: &CheckSpec) -> Resul
     }
     let absent = missing(h, referenced.clone()).await?;
     if absent.is_empty() {
-        return Ok(Verdict::pass(format!("the {} blob(s) the cached result references are in the CAS", referenced.len())));
+        return Ok(Verdict::pass(format!(
+            "the {} blob(s) the cached result references are in the CAS",
+            referenced.len()
+        )));
     }
     let names: Vec<String> = absent.iter().map(digest::show).collect();
     Ok(Verdict::new(unmet(check), format!("{} blob(s) referenced by a cached result are missing", absent.len())).with(

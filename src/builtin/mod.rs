@@ -58,6 +58,7 @@ builtins! {
     "do-not-cache" => protocol::do_not_cache,
     "wait-unknown-operation" => protocol::wait_unknown_operation,
     "cached-result-truthful" => protocol::cached_result_truthful,
+    "operation-metadata" => protocol::operation_metadata,
     "missing-command" => protocol::missing_command,
     "action-cache-update-roundtrip" => action_cache::update_roundtrip,
     "action-cache-hit-blobs" => action_cache::hit_blobs_available,

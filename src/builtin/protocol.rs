@@ -506,3 +506,33 @@ pub(super) async fn cached_result_truthful(h: &Harness, check: &CheckSpec) -> Re
         .with("cached_result", Some("false for a new execution".into()), "true")),
     }
 }
+
+/// Every Operation of an Execute stream carries ExecuteOperationMetadata
+/// naming the action it is about.
+pub(super) async fn operation_metadata(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    if let Some(v) = undecided(&outcome, "completed") {
+        return Ok(v);
+    }
+    if trace.messages == 0 {
+        return Ok(Verdict::error(format!("no Operation message to look at: {}", outcome.describe())));
+    }
+    if trace.metadata_problems.is_empty() {
+        return Ok(Verdict::pass(format!(
+            "{} Operation message(s), each with ExecuteOperationMetadata naming the action",
+            trace.messages
+        )));
+    }
+    let shown: Vec<&str> = trace.metadata_problems.iter().take(4).map(String::as_str).collect();
+    Ok(Verdict::new(
+        unmet(check),
+        format!("{} of {} Operation message(s) lack proper metadata", trace.metadata_problems.len(), trace.messages),
+    )
+    .with(
+        "Operation.metadata",
+        Some(format!("ExecuteOperationMetadata with action_digest {}", digest::show(&prepared.action_digest))),
+        shown.join("; "),
+    ))
+}

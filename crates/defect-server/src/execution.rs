@@ -155,7 +155,7 @@ impl OperationEntry {
 fn progress(name: &str, action_digest: &re::Digest, stage: re::execution_stage::Value) -> lr::Operation {
     let metadata = re::ExecuteOperationMetadata {
         stage: stage as i32,
-        action_digest: Some(action_digest.clone()),
+        action_digest: Some(action_digest.clone()).filter(|d| !d.hash.is_empty()),
         digest_function: re::digest_function::Value::Sha256 as i32,
         ..Default::default()
     };
@@ -359,7 +359,10 @@ impl re::execution_server::Execution for ExecutionService {
             || defects.has(Defect::CacheIgnoresSkipLookup)
             || defects.has(Defect::CachedResultUnflagged);
         let cached = if look_in_cache { self.shared.cached_result(&action_digest) } else { None };
-        let entry = OperationEntry::new(&action_digest);
+        // `metadata-without-digest`: the metadata names no action.
+        let named =
+            if defects.has(Defect::MetadataWithoutDigest) { re::Digest::default() } else { action_digest.clone() };
+        let entry = OperationEntry::new(&named);
         // Followed before anything runs, so the stream shows every stage.
         let states = entry.follow_states();
         match cached {
