@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bazel_remote_apis::build::bazel::remote::execution::v2::{command, platform, Action, Command, Digest, Platform};
 
 use crate::digest;
-use crate::suite::{ActionSpec, EntrySpec, PlatformPlacement, ProbeFrom};
+use crate::suite::{ActionSpec, DirectoryFormat, EntrySpec, PlatformPlacement, ProbeFrom};
 use crate::tree::{Blobs, InputTree, TreeError};
 
 /// Working directory BuildStream-style: relative, `buildstream/<project>/<element>`.
@@ -175,7 +175,11 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         output_node_properties: spec.output_node_properties.clone(),
         platform: if on_command { platform.clone() } else { None },
         working_directory,
-        output_directory_format: command::OutputDirectoryFormat::DirectoryOnly as i32,
+        output_directory_format: match spec.output_directory_format {
+            DirectoryFormat::DirectoryOnly => command::OutputDirectoryFormat::DirectoryOnly,
+            DirectoryFormat::TreeOnly => command::OutputDirectoryFormat::TreeOnly,
+            DirectoryFormat::TreeAndDirectory => command::OutputDirectoryFormat::TreeAndDirectory,
+        } as i32,
         ..Default::default()
     };
     let (command_digest, command_bytes) = digest::of_message(&command);

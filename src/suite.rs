@@ -225,6 +225,9 @@ pub struct ActionSpec {
     /// `Action.timeout` in seconds; BuildStream sends none.
     #[serde(default)]
     pub timeout: Option<f64>,
+    /// `Command.output_directory_format`; default `directory-only`, as BuildStream asks.
+    #[serde(default)]
+    pub output_directory_format: DirectoryFormat,
     /// `Action.do_not_cache`: the result must not be cached.
     #[serde(default)]
     pub do_not_cache: bool,
@@ -233,6 +236,19 @@ pub struct ActionSpec {
     /// working directory and buildstream-install.
     #[serde(default)]
     pub read_only_root: bool,
+}
+
+/// How output directories are to come back (`Command.output_directory_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectoryFormat {
+    /// `root_directory_digest` only (BuildStream's choice).
+    #[default]
+    DirectoryOnly,
+    /// A `Tree` in `tree_digest` (the proto default, what clients before v2.8 get).
+    TreeOnly,
+    /// Both.
+    TreeAndDirectory,
 }
 
 /// Which messages carry the platform.

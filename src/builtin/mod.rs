@@ -47,6 +47,7 @@ builtins! {
     "root-directory-digest" => outputs::root_directory_digest,
     "stdio-exact" => outputs::stdio_exact,
     "output-mtime" => outputs::output_mtime,
+    "tree-only" => outputs::tree_only,
     "wait-execution-resumes" => protocol::wait_execution_resumes,
     "cancel-operation" => protocol::cancel_operation,
     "action-cache-miss" => protocol::action_cache_miss,

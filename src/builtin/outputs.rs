@@ -348,6 +348,56 @@ pub(super) async fn stdio_exact(h: &Harness, check: &CheckSpec) -> Result<Verdic
     Ok(Verdict::pass(format!("stderr {want_stderr:?} exact; stdout report complete")))
 }
 
+/// With output_directory_format TREE_ONLY (the proto default, what every
+/// client before v2.8 gets), output directories come back as a Tree in
+/// `tree_digest` holding what the command wrote.
+pub(super) async fn tree_only(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let Some(od) = result.output_directories.first() else {
+        return Ok(Verdict::new(unmet(check), "no output directory came back").with(
+            "output_directories",
+            Some(format!("{:?}", check.action.output_paths)),
+            "none",
+        ));
+    };
+    let Some(tree_digest) = od.tree_digest.as_ref().filter(|d| !d.hash.is_empty()) else {
+        return Ok(Verdict::new(unmet(check), "TREE_ONLY was asked for, but no tree_digest came back").with(
+            "tree_digest",
+            Some("a Tree".into()),
+            if od.root_directory_digest.is_some() { "absent (root_directory_digest only)" } else { "absent" },
+        ));
+    };
+    let tree = match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
+        Ok(Ok(tree)) => tree,
+        Ok(Err(e)) => {
+            return Ok(Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
+                "tree_digest",
+                Some("a Tree".into()),
+                e.to_string(),
+            ))
+        }
+        Err(e) => {
+            return Ok(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
+                "tree_digest",
+                Some("fetchable".into()),
+                e.to_string(),
+            ))
+        }
+    };
+    let root = tree.root.unwrap_or_default();
+    let names: Vec<&str> =
+        root.directories.iter().map(|d| d.name.as_str()).chain(root.files.iter().map(|f| f.name.as_str())).collect();
+    if !root.directories.iter().any(|d| d.name == "sub") {
+        return Ok(Verdict::new(unmet(check), "the Tree's root does not hold the directory the command wrote").with(
+            "Tree.root",
+            Some("an entry `sub`".into()),
+            format!("{names:?}"),
+        ));
+    }
+    Ok(Verdict::pass(format!("a Tree of {} directories, root holding {names:?}", tree.children.len() + 1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,7 +170,7 @@ pub(crate) fn collect_outputs(
             } else {
                 result.output_directories.push(re::OutputDirectory {
                     path,
-                    tree_digest: Some(tree_digest),
+                    tree_digest: if defects.has(Defect::TreeDigestOmitted) { None } else { Some(tree_digest) },
                     is_topologically_sorted: false,
                     root_directory_digest: if defects.has(Defect::NoRootDirectoryDigest) {
                         None
