@@ -21,7 +21,6 @@ pub mod cas;
 pub mod cli;
 pub mod cluster;
 pub mod connection;
-pub mod digest;
 pub mod evaluate;
 pub mod execute;
 pub mod expectations;
@@ -36,3 +35,5 @@ pub mod tree;
 pub mod verdict;
 /// The Remote Workers API bot, a crate of its own (it needs nothing from the core).
 pub use reapi_worker as worker;
+/// SHA-256 digests as REAPI uses them (shared with the worker and the defect server).
+pub use reapi_worker::digest;

@@ -10,7 +10,6 @@ use bazel_remote_apis::google::bytestream as bs;
 use bazel_remote_apis::google::rpc;
 use prost::bytes::Bytes;
 use prost::Message;
-use sha2::{Digest as _, Sha256};
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
@@ -32,9 +31,7 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 // Digests and the blob store
 
 /// SHA-256 digest of `data`.
-pub(crate) fn digest_of(data: &[u8]) -> re::Digest {
-    re::Digest { hash: hex::encode(Sha256::digest(data)), size_bytes: data.len() as i64 }
-}
+pub(crate) use reapi_worker::digest::of_bytes as digest_of;
 
 /// Serialises `message` and returns its bytes with their digest.
 pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes) {

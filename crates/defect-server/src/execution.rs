@@ -647,9 +647,24 @@ async fn run_in_dir(
         .unwrap_or(DEFAULT_TIMEOUT);
     let (stdout_path, stderr_path) = (job_dir.join("stdout"), job_dir.join("stderr"));
     let execution_started = now();
-    let end = match sandbox::run_bwrap(shared, args, &stdout_path, &stderr_path, timeout, cancel).await {
-        Ok(end) => end,
-        Err(e) => return failed(Code::Internal, format!("cannot run {}: {e}", sandbox::BWRAP)),
+    // bwrap exits 1 with a "bwrap: ..." line when it cannot set the sandbox up
+    // (seen once under heavy load): that is the server's own failure, not the
+    // command's exit code. Try again, then report it as INTERNAL.
+    let mut attempts = 0;
+    let end = loop {
+        attempts += 1;
+        let end = match sandbox::run_bwrap(shared, args.clone(), &stdout_path, &stderr_path, timeout, cancel).await {
+            Ok(end) => end,
+            Err(e) => return failed(Code::Internal, format!("cannot run {}: {e}", sandbox::BWRAP)),
+        };
+        let setup_error = std::fs::read_to_string(&stderr_path)
+            .ok()
+            .filter(|text| end == RunEnd::Exited(1) && text.starts_with("bwrap:"));
+        match setup_error {
+            Some(_) if attempts < 3 => continue,
+            Some(text) => return failed(Code::Internal, format!("sandbox setup failed: {}", text.trim())),
+            None => break end,
+        }
     };
     let execution_completed = now();
     let (exit_code, status) = match end {

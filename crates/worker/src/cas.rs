@@ -12,7 +12,6 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 use bazel_remote_apis::google::bytestream::{byte_stream_client::ByteStreamClient, ReadRequest, WriteRequest};
 use futures_util::StreamExt;
 use prost::Message;
-use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
 /// Blobs up to this size travel in batches; larger ones through ByteStream.
@@ -60,9 +59,7 @@ pub enum Source {
     File(PathBuf),
 }
 
-pub fn digest_of(data: &[u8]) -> Digest {
-    Digest { hash: hex::encode(Sha256::digest(data)), size_bytes: data.len() as i64 }
-}
+pub use crate::digest::of_bytes as digest_of;
 
 #[derive(Clone)]
 pub struct Cas {

@@ -23,6 +23,7 @@ use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 mod buildbox_run;
 mod cas;
 mod ctx;
+pub mod digest;
 mod host;
 mod process;
 mod session;
