@@ -48,6 +48,7 @@ builtins! {
     "stdio-exact" => outputs::stdio_exact,
     "output-mtime" => outputs::output_mtime,
     "tree-only" => outputs::tree_only,
+    "logs-not-inlined" => outputs::logs_not_inlined,
     "wait-execution-resumes" => protocol::wait_execution_resumes,
     "cancel-operation" => protocol::cancel_operation,
     "action-cache-miss" => protocol::action_cache_miss,

@@ -398,6 +398,30 @@ pub(super) async fn tree_only(h: &Harness, check: &CheckSpec) -> Result<Verdict,
     Ok(Verdict::pass(format!("a Tree of {} directories, root holding {names:?}", tree.children.len() + 1)))
 }
 
+/// Without inline_stdout / inline_stderr asked for, the logs come back by
+/// digest only: stdout_raw and stderr_raw are empty.
+pub(super) async fn logs_not_inlined(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let inlined: Vec<String> = [("stdout_raw", result.stdout_raw.len()), ("stderr_raw", result.stderr_raw.len())]
+        .into_iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|(field, len)| format!("{field} ({len} bytes)"))
+        .collect();
+    if !inlined.is_empty() {
+        return Ok(Verdict::new(unmet(check), format!("logs inlined although not asked for: {}", inlined.join(", ")))
+            .with("ActionResult", Some("stdout_raw and stderr_raw empty".into()), inlined.join(", ")));
+    }
+    if result.stdout_digest.is_none() {
+        return Ok(Verdict::new(unmet(check), "stdout has neither an inline copy nor a digest").with(
+            "stdout_digest",
+            Some("set".into()),
+            "absent",
+        ));
+    }
+    Ok(Verdict::pass("stdout and stderr by digest only"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

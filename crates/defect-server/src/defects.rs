@@ -141,6 +141,8 @@ defects! {
         "accepts output node properties it does not know and silently returns nothing for them",
     WaitUnknownInvalid = "wait-unknown-invalid":
         "answers WaitExecution for an operation it does not know with INVALID_ARGUMENT instead of NOT_FOUND",
+    LogsInlinedUnasked = "logs-inlined-unasked":
+        "inlines small stdout and stderr in every ActionResult (stdout_raw, stderr_raw) although no client asked",
     TreeDigestOmitted = "tree-digest-omitted":
         "gives output directories root_directory_digest only, whatever output_directory_format asks (no Tree for TREE_ONLY)",
     MetadataWithoutDigest = "metadata-without-digest":

@@ -740,11 +740,14 @@ fn collect_result(
     }
     result.stdout_digest = Some(shared.blobs.put(Bytes::from(stdout.clone())));
     result.stderr_digest = Some(shared.blobs.put(Bytes::from(stderr.clone())));
-    if stdout.len() < INLINE_LOG_LIMIT {
-        result.stdout_raw = stdout;
-    }
-    if stderr.len() < INLINE_LOG_LIMIT {
-        result.stderr_raw = stderr;
+    // Never asked for by the harness, so inlined only with `logs-inlined-unasked`.
+    if defects.has(Defect::LogsInlinedUnasked) {
+        if stdout.len() < INLINE_LOG_LIMIT {
+            result.stdout_raw = stdout;
+        }
+        if stderr.len() < INLINE_LOG_LIMIT {
+            result.stderr_raw = stderr;
+        }
     }
     collect_outputs(&shared.blobs, root, outputs, wanted, defects, &mut result)?;
     Ok(result)
