@@ -14,8 +14,9 @@ use crate::harness::Harness;
 use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 
-/// GetActionResult for `action`: the result, `None` on NOT_FOUND, an ERROR otherwise.
-async fn get(h: &Harness, action: &Digest) -> Result<Option<ActionResult>, Verdict> {
+/// GetActionResult for `action`: the result, `None` on NOT_FOUND; any other
+/// answer leaves the calling check undecided (it is not what is tested).
+pub(super) async fn get(h: &Harness, action: &Digest) -> Result<Option<ActionResult>, Verdict> {
     let c = h.clients();
     let req = c.request(GetActionResultRequest {
         instance_name: c.ac_instance.clone(),

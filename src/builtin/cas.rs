@@ -127,23 +127,29 @@ pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict
     }
 }
 
-/// BatchUpdateBlobs refuses a blob whose data does not match its digest, and does not store it.
-pub(super) async fn batch_digest_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+/// Uploads `data` as `claimed` in a one-blob BatchUpdateBlobs and returns the
+/// blob's status code (the call's, when the whole batch is refused).
+async fn batch_update_code(h: &Harness, claimed: &Digest, data: Vec<u8>) -> Result<Code, Verdict> {
     let c = h.clients();
-    let data = unique_bytes(h, check, "data");
-    let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
-    let claimed =
-        bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
     let req = c.request(BatchUpdateBlobsRequest {
         instance_name: c.cas_instance.clone(),
         requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
         digest_function: 0,
     });
-    let code = match c.call(c.cas.clone().batch_update_blobs(req)).await {
-        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
-        Err(s) => s.code(),
-        Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map(|s| s.code).unwrap_or(0)),
-    };
+    match c.call(c.cas.clone().batch_update_blobs(req)).await {
+        Err(s) if execute::is_transport(&s) => Err(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
+        Err(s) => Ok(s.code()),
+        Ok(r) => Ok(Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map_or(0, |st| st.code))),
+    }
+}
+
+/// BatchUpdateBlobs refuses a blob whose data does not match its digest, and does not store it.
+pub(super) async fn batch_digest_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let data = unique_bytes(h, check, "data");
+    let claimed = digest::of_bytes(&unique_bytes(h, check, "claimed")[..data.len()]);
+    let claimed =
+        bazel_remote_apis::build::bazel::remote::execution::v2::Digest { size_bytes: data.len() as i64, ..claimed };
+    let code = batch_update_code(h, &claimed, data).await?;
     if code != Code::InvalidArgument {
         return Ok(Verdict::new(unmet(check), format!("a blob with a wrong digest was answered {code:?}")).with(
             "code",
@@ -151,19 +157,14 @@ pub(super) async fn batch_digest_mismatch(h: &Harness, check: &CheckSpec) -> Res
             format!("{code:?}"),
         ));
     }
-    let req = c.request(FindMissingBlobsRequest {
-        instance_name: c.cas_instance.clone(),
-        blob_digests: vec![claimed.clone()],
-        digest_function: 0,
-    });
-    match c.call(c.cas.clone().find_missing_blobs(req)).await {
-        Err(s) => Ok(answered(check, "FindMissingBlobs", "OK", s)),
-        Ok(r) if r.missing_blob_digests.is_empty() => {
-            Ok(Verdict::new(unmet(check), format!("INVALID_ARGUMENT, but {} is now present", digest::show(&claimed)))
-                .with("FindMissingBlobs", Some("the refused blob missing".into()), "present"))
-        }
-        Ok(_) => Ok(Verdict::pass("INVALID_ARGUMENT, blob not stored")),
+    if present(h, &claimed).await? {
+        return Ok(Verdict::new(
+            unmet(check),
+            format!("INVALID_ARGUMENT, but {} is now present", digest::show(&claimed)),
+        )
+        .with("FindMissingBlobs", Some("the refused blob missing".into()), "present"));
     }
+    Ok(Verdict::pass("INVALID_ARGUMENT, blob not stored"))
 }
 
 /// A blob larger than one chunk written with ByteStream reads back identical.
@@ -411,18 +412,7 @@ pub(super) async fn batch_wrong_size(h: &Harness, check: &CheckSpec) -> Result<V
     let data = unique_bytes(h, check, "sized");
     let mut claimed = digest::of_bytes(&data);
     claimed.size_bytes += 1;
-    let c = h.clients();
-    let req = c.request(BatchUpdateBlobsRequest {
-        instance_name: c.cas_instance.clone(),
-        requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
-        digest_function: 0,
-    });
-    let code = match c.call(c.cas.clone().batch_update_blobs(req)).await {
-        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
-        // Refusing the whole batch is a refusal too.
-        Err(s) => s.code(),
-        Ok(r) => Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map_or(0, |st| st.code)),
-    };
+    let code = batch_update_code(h, &claimed, data).await?;
     if code == Code::InvalidArgument {
         return Ok(Verdict::pass(format!("INVALID_ARGUMENT for {}", digest::show(&claimed))));
     }

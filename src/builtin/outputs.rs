@@ -213,35 +213,14 @@ pub(super) async fn root_directory_digest(h: &Harness, check: &CheckSpec) -> Res
     }
     // Both given: they must describe the same directory.
     if let (Some(root), Some(tree_digest)) = (&od.root_directory_digest, &od.tree_digest) {
-        match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
-            Ok(Ok(tree)) => {
-                let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
-                if tree_root != *root {
-                    return Ok(Verdict::new(
-                        unmet(check),
-                        "root_directory_digest is not the root of tree_digest's Tree",
-                    )
-                    .with(
-                        "root_directory_digest",
-                        Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
-                        digest::show(root),
-                    ));
-                }
-            }
-            Ok(Err(e)) => {
-                return Ok(Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
-                    "tree_digest",
-                    Some("a Tree".into()),
-                    e.to_string(),
-                ))
-            }
-            Err(e) => {
-                return Ok(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
-                    "tree_digest",
-                    Some("fetchable".into()),
-                    e.to_string(),
-                ))
-            }
+        let tree = fetch_tree(h, check, tree_digest).await?;
+        let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
+        if tree_root != *root {
+            return Ok(Verdict::new(unmet(check), "root_directory_digest is not the root of tree_digest's Tree").with(
+                "root_directory_digest",
+                Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
+                digest::show(root),
+            ));
         }
     }
     for (path, entry) in &entries {
@@ -256,6 +235,23 @@ pub(super) async fn root_directory_digest(h: &Harness, check: &CheckSpec) -> Res
         }
     }
     Ok(Verdict::pass(format!("root_directory_digest with {} entries, all fetchable", entries.len())))
+}
+
+/// The Tree `tree_digest` names; one that cannot be fetched or decoded is the server's failing.
+async fn fetch_tree(h: &Harness, check: &CheckSpec, tree_digest: &Digest) -> Result<Tree, Verdict> {
+    match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
+        Ok(Ok(tree)) => Ok(tree),
+        Ok(Err(e)) => Err(Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
+            "tree_digest",
+            Some("a Tree".into()),
+            e.to_string(),
+        )),
+        Err(e) => Err(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
+            "tree_digest",
+            Some("fetchable".into()),
+            e.to_string(),
+        )),
+    }
 }
 
 /// Runs the check's action and lists its first output directory.
@@ -368,23 +364,7 @@ pub(super) async fn tree_only(h: &Harness, check: &CheckSpec) -> Result<Verdict,
             if od.root_directory_digest.is_some() { "absent (root_directory_digest only)" } else { "absent" },
         ));
     };
-    let tree = match h.cas.read(tree_digest).await.map(|b| Tree::decode(&b[..])) {
-        Ok(Ok(tree)) => tree,
-        Ok(Err(e)) => {
-            return Ok(Verdict::new(unmet(check), format!("the Tree does not decode: {e}")).with(
-                "tree_digest",
-                Some("a Tree".into()),
-                e.to_string(),
-            ))
-        }
-        Err(e) => {
-            return Ok(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
-                "tree_digest",
-                Some("fetchable".into()),
-                e.to_string(),
-            ))
-        }
-    };
+    let tree = fetch_tree(h, check, tree_digest).await?;
     let root = tree.root.unwrap_or_default();
     let names: Vec<&str> =
         root.directories.iter().map(|d| d.name.as_str()).chain(root.files.iter().map(|f| f.name.as_str())).collect();

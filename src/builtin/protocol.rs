@@ -396,32 +396,13 @@ pub(super) async fn non_ok_not_cached(h: &Harness, check: &CheckSpec) -> Result<
     }
 }
 
-/// The ActionResult the action cache holds for `action`, `None` on NOT_FOUND;
-/// any other answer leaves the check undecided (it is not what is tested).
-async fn cached_result(
-    h: &Harness,
-    action: &bazel_remote_apis::build::bazel::remote::execution::v2::Digest,
-) -> Result<Option<bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult>, Verdict> {
-    let clients = h.clients();
-    let req = clients.request(GetActionResultRequest {
-        instance_name: clients.ac_instance.clone(),
-        action_digest: Some(action.clone()),
-        ..Default::default()
-    });
-    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
-        Ok(result) => Ok(Some(result)),
-        Err(s) if s.code() == Code::NotFound => Ok(None),
-        Err(s) => Err(Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message()))),
-    }
-}
-
 /// The result of an action marked `do_not_cache` is not in the action cache.
 pub(super) async fn do_not_cache(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
     if !prepared.action.do_not_cache {
         return Err(Verdict::error(format!("{}: the check's action must set do_not_cache", check.location)));
     }
-    match cached_result(h, &prepared.action_digest).await? {
+    match super::action_cache::get(h, &prepared.action_digest).await? {
         None => Ok(Verdict::pass(format!("{}; GetActionResult: NOT_FOUND", outcome.describe()))),
         Some(_) => Ok(Verdict::new(unmet(check), "the result of a do_not_cache action was cached").with(
             "GetActionResult",
