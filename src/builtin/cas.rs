@@ -25,10 +25,6 @@ fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
 
 /// `INSTANCE/` for resource and operation names, or nothing without an instance name.
 pub(super) fn instance_prefix(h: &Harness) -> String {
-    prefix(h)
-}
-
-fn prefix(h: &Harness) -> String {
     let i = &h.clients().cas_instance;
     if i.is_empty() {
         String::new()
@@ -212,7 +208,7 @@ pub(super) async fn bytestream_read_past_end(h: &Harness, check: &CheckSpec) -> 
     }
     let c = h.clients();
     let req = c.request(ReadRequest {
-        resource_name: format!("{}blobs/{}/{}", prefix(h), d.hash, d.size_bytes),
+        resource_name: format!("{}blobs/{}/{}", instance_prefix(h), d.hash, d.size_bytes),
         read_offset: d.size_bytes + 1,
         read_limit: 0,
     });
@@ -232,7 +228,13 @@ pub(super) async fn query_write_status_unknown(h: &Harness, check: &CheckSpec) -
     let d = digest::of_bytes(&unique_bytes(h, check, "never-written"));
     let c = h.clients();
     let req = c.request(QueryWriteStatusRequest {
-        resource_name: format!("{}uploads/{}/blobs/{}/{}", prefix(h), uuid::Uuid::new_v4(), d.hash, d.size_bytes),
+        resource_name: format!(
+            "{}uploads/{}/blobs/{}/{}",
+            instance_prefix(h),
+            uuid::Uuid::new_v4(),
+            d.hash,
+            d.size_bytes
+        ),
     });
     match c.call(c.bytestream.clone().query_write_status(req)).await {
         Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
@@ -379,7 +381,7 @@ pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -
     let (d, _) = uploaded_blob(h, check, "negative", 0).await?;
     let c = h.clients();
     let req = c.request(ReadRequest {
-        resource_name: format!("{}blobs/{}/{}", prefix(h), d.hash, d.size_bytes),
+        resource_name: format!("{}blobs/{}/{}", instance_prefix(h), d.hash, d.size_bytes),
         read_offset: -1,
         read_limit: 0,
     });

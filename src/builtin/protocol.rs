@@ -281,16 +281,23 @@ async fn execute_with_missing_input(h: &Harness, check: &CheckSpec) -> Result<(O
 /// A missing input is reported as FAILED_PRECONDITION, not run and not another code.
 pub(super) async fn missing_input_code(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let (outcome, missing) = execute_with_missing_input(h, check).await?;
-    if let Some(v) = undecided(&outcome, "FAILED_PRECONDITION (rejected or in the operation)") {
-        return Ok(v);
+    Ok(failed_precondition(check, &outcome, &format!("missing blob {missing}")))
+}
+
+/// The verdict on an action that must fail with FAILED_PRECONDITION because
+/// `what` is not in the CAS (at once or in the operation).
+fn failed_precondition(check: &CheckSpec, outcome: &Outcome, what: &str) -> Verdict {
+    let expected = "FAILED_PRECONDITION (rejected or in the operation)";
+    if let Some(v) = undecided(outcome, expected) {
+        return v;
     }
     match outcome.error_code() {
-        Some(Code::FailedPrecondition) => Ok(Verdict::pass(outcome.describe())),
-        _ => Ok(Verdict::new(unmet(check), format!("missing blob {missing}: {}", outcome.describe())).with(
+        Some(Code::FailedPrecondition) => Verdict::pass(outcome.describe()),
+        _ => Verdict::new(unmet(check), format!("{what}: {}", outcome.describe())).with(
             "outcome",
-            Some("FAILED_PRECONDITION (rejected or in the operation)".into()),
+            Some(expected.into()),
             outcome.describe(),
-        )),
+        ),
     }
 }
 
@@ -378,17 +385,9 @@ pub(super) async fn non_ok_not_cached(h: &Harness, check: &CheckSpec) -> Result<
             outcome.describe()
         )));
     }
-    let clients = h.clients();
-    let req = clients.request(GetActionResultRequest {
-        instance_name: clients.ac_instance.clone(),
-        action_digest: Some(prepared.action_digest.clone()),
-        ..Default::default()
-    });
-    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
-        Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass(format!("{}; not cached", outcome.describe()))),
-        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("GetActionResult: {}", s.message()))),
-        Err(s) => Ok(Verdict::error(format!("GetActionResult answered {:?}: {}", s.code(), s.message()))),
-        Ok(_) => Ok(Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
+    match super::action_cache::get(h, &prepared.action_digest).await? {
+        None => Ok(Verdict::pass(format!("{}; not cached", outcome.describe()))),
+        Some(_) => Ok(Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
             "GetActionResult",
             Some("NOT_FOUND".into()),
             "a cached ActionResult",
@@ -424,18 +423,7 @@ pub(super) async fn missing_command(h: &Harness, check: &CheckSpec) -> Result<Ve
     h.cas.upload(&prepared.blobs).await.map_err(|e| Verdict::error(format!("uploading the action: {e}")))?;
     let (outcome, _) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
-    let expected = "FAILED_PRECONDITION (rejected or in the operation)";
-    if let Some(v) = undecided(&outcome, expected) {
-        return Ok(v);
-    }
-    match outcome.error_code() {
-        Some(Code::FailedPrecondition) => Ok(Verdict::pass(outcome.describe())),
-        _ => Ok(Verdict::new(
-            unmet(check),
-            format!("missing Command {}: {}", digest::show(&command), outcome.describe()),
-        )
-        .with("outcome", Some(expected.into()), outcome.describe())),
-    }
+    Ok(failed_precondition(check, &outcome, &format!("missing Command {}", digest::show(&command))))
 }
 
 /// WaitExecution for an operation name the server never gave out answers
