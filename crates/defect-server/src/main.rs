@@ -2,6 +2,7 @@
 //! the CLI at a server that gets exactly the named things wrong and watch the
 //! matching check fail.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -31,8 +32,12 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.list {
+        let mut out = std::io::stdout().lock();
         for d in Defect::ALL {
-            println!("{:<36} {}", d.name(), d.describe());
+            // A closed pipe (`| head`) ends the listing quietly.
+            if writeln!(out, "{:<36} {}", d.name(), d.describe()).is_err() {
+                break;
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -60,12 +65,19 @@ fn main() -> ExitCode {
             }
         };
         let names: Vec<&str> = defects.iter().map(|d| d.name()).collect();
-        println!(
+        // Nobody may be reading stdout; the server serves all the same.
+        let _ = writeln!(
+            std::io::stdout(),
             "defect-server listening on {} ({})",
             server.endpoint(),
             if names.is_empty() { "faithful".to_string() } else { format!("defects: {}", names.join(", ")) }
         );
-        println!("  reapi-conformance run --endpoint {} --bots-endpoint {}", server.endpoint(), server.bots_endpoint());
+        let _ = writeln!(
+            std::io::stdout(),
+            "  reapi-conformance run --endpoint {} --bots-endpoint {}",
+            server.endpoint(),
+            server.bots_endpoint()
+        );
         let signal = wait_for_signal().await;
         server.stop().await;
         ExitCode::from(128 + signal)
