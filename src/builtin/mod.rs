@@ -60,6 +60,7 @@ builtins! {
     "do-not-cache" => protocol::do_not_cache,
     "wait-unknown-operation" => protocol::wait_unknown_operation,
     "cached-result-truthful" => protocol::cached_result_truthful,
+    "failing-result-not-reused" => protocol::failing_result_not_reused,
     "operation-metadata" => protocol::operation_metadata,
     "missing-command" => protocol::missing_command,
     "action-cache-update-roundtrip" => action_cache::update_roundtrip,

@@ -505,3 +505,52 @@ pub(super) async fn operation_metadata(h: &Harness, check: &CheckSpec) -> Result
         shown.join("; "),
     ))
 }
+
+/// A command that exited non-zero is run again on the next Execute, not
+/// served from the action cache: BuildStream reads the action cache first and
+/// never sets skip_cache_lookup, so a cached failure makes `bst build
+/// --retry-failed` replay a flaky failure for ever.
+pub(super) async fn failing_result_not_reused(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let mut spec = check.action.clone();
+    // A fresh action each run: a failure cached by an earlier run must not
+    // pass for this run's first execution.
+    spec.input_root.push(crate::suite::EntrySpec::File {
+        file: "failing-result-nonce".into(),
+        content: uuid::Uuid::new_v4().to_string(),
+        executable: false,
+        mtime: None,
+    });
+    let (prepared, first) = run_to_completion(h, &check.id, check, &spec).await?;
+    let exit_code = first.result().map(|r| r.exit_code).unwrap_or_default();
+    if exit_code == 0 {
+        return Err(Verdict::error(format!("{}: the check's action must exit non-zero", check.location)));
+    }
+    if let Some(cached) = super::action_cache::get(h, &prepared.action_digest).await? {
+        return Ok(Verdict::new(
+            unmet(check),
+            format!(
+                "the result of a command that exited {exit_code} is in the action cache, \
+                 where BuildStream looks first: retrying the element replays the failure"
+            ),
+        )
+        .with("GetActionResult", Some("NOT_FOUND".into()), format!("an ActionResult with exit code {}", cached.exit_code)));
+    }
+    let (second, _) = h.execute(&prepared, h.options.timeout).await;
+    let second = second.map_err(|e| Verdict::error(e.to_string()))?;
+    let Outcome::Completed { response } = &second else {
+        if let Some(v) = undecided(&second, "completed") {
+            return Ok(v);
+        }
+        return Ok(Verdict::error(format!("the second Execute ended {}", second.describe())));
+    };
+    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
+    // The probe prints its start time: a new run never prints the same bytes.
+    if response.cached_result || stdout_of(&first) == stdout_of(&second) {
+        return Ok(Verdict::new(
+            unmet(check),
+            format!("the second Execute of a command that exited {exit_code} was served the first run's result"),
+        )
+        .with("ExecuteResponse", Some("a new execution".into()), "the cached failing result"));
+    }
+    Ok(Verdict::pass(format!("exit code {exit_code}; not cached, and executed again on the next Execute")))
+}

@@ -163,6 +163,8 @@ defects! {
         "always answers from the action cache when it can, skip_cache_lookup or not, and never sets cached_result on a hit",
     MissingBlobNotReported = "missing-blob-not-reported":
         "runs actions with missing input blobs, treating them as empty",
+    CachesFailingResults = "caches-failing-results":
+        "puts results of commands that exited non-zero in the action cache and serves them on the next Execute",
     CachesNonOk = "caches-non-ok":
         "puts results whose ExecuteResponse status is not OK (e.g. DEADLINE_EXCEEDED) in the action cache",
     TimeoutIgnored = "timeout-ignored":

@@ -447,12 +447,16 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
 }
 
 /// Results are cached when the action ran to an OK status with exit code 0
-/// and the Action allows it.
+/// and the Action allows it (caching a non-zero exit is legal, but it is not
+/// what a faithful server for BuildStream does).
 fn should_cache(job: &Job, response: &re::ExecuteResponse, defects: &Defects) -> bool {
     let status_ok = response.status.as_ref().is_none_or(|s| s.code == Code::Ok as i32);
     let exit_ok = response.result.as_ref().is_some_and(|r| r.exit_code == 0);
     if defects.has(Defect::CachesNonOk) {
         return response.result.is_some() && !job.action.do_not_cache;
+    }
+    if defects.has(Defect::CachesFailingResults) {
+        return status_ok && response.result.is_some() && !job.action.do_not_cache;
     }
     status_ok && exit_ok && (!job.action.do_not_cache || defects.has(Defect::DoNotCacheIgnored))
 }
