@@ -204,6 +204,10 @@ pub struct RunArgs {
     /// Deadline of every other RPC, in seconds (0 < SECS <= 86400).
     #[arg(long, value_name = "SECS", default_value_t = 20.0, value_parser = parse_seconds)]
     pub rpc_timeout: f64,
+    /// Also run the long checks: an action that prints nothing for 75 s must still
+    /// reach BuildStream through every proxy on the way (protocol.idle-stream-survives).
+    #[arg(long)]
+    pub long: bool,
     /// ISA the cluster runs, in BuildStream's naming (x86-64, aarch64, …). Default: this machine's.
     #[arg(long, value_name = "ISA")]
     pub isa: Option<String>,
@@ -217,6 +221,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
     pub buildbox_dir: Option<PathBuf>,
 }
+
+/// How long `--long` keeps an action silent: past the 60 s idle timeout
+/// common in HTTP/2 proxies and load balancers (nginx, cloud load balancers).
+const IDLE_STREAM: Duration = Duration::from_secs(75);
 
 /// The longest budget any option accepts: a day. Longer values overflow
 /// deadlines and are never what a user meant.
@@ -367,6 +375,7 @@ pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
         rpc_timeout: secs(args.rpc_timeout, "rpc-timeout")?,
         jobs: args.jobs.max(1),
         buildbox_dir: args.buildbox_dir.clone(),
+        idle_stream: args.long.then_some(IDLE_STREAM),
     };
     let mut vars = Vars::for_host();
     if let Some(isa) = &args.isa {

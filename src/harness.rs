@@ -26,6 +26,9 @@ pub struct RunOptions {
     /// buildbox-casd and buildbox-run to use where a check starts its own
     /// (the casd proxy check); default: the provisioned cache.
     pub buildbox_dir: Option<std::path::PathBuf>,
+    /// How long the opt-in idle-stream check (`--long`) keeps an action
+    /// silent; `None` skips it.
+    pub idle_stream: Option<Duration>,
 }
 
 impl Default for RunOptions {
@@ -36,6 +39,7 @@ impl Default for RunOptions {
             rpc_timeout: Duration::from_secs(20),
             jobs: 8,
             buildbox_dir: None,
+            idle_stream: None,
         }
     }
 }

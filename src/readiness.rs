@@ -27,6 +27,8 @@ pub enum BuildsHere {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FeatureState {
+    /// Every check of the feature was skipped: nothing is known.
+    NotAssessed,
     /// Every check of the feature passed with the feature at work.
     Available,
     /// The cluster refused the request with an error: elements using the
@@ -43,6 +45,7 @@ pub enum FeatureState {
 impl FeatureState {
     pub fn label(self) -> &'static str {
         match self {
+            FeatureState::NotAssessed => "not assessed",
             FeatureState::Available => "available",
             FeatureState::RefusedCleanly => "refused cleanly",
             FeatureState::Undecided => "undecided",
@@ -96,6 +99,8 @@ pub struct Readiness {
     pub blockers: Vec<Finding>,
     /// Blocker checks that could not be decided.
     pub undecided: Vec<Finding>,
+    /// Blocker checks skipped (opt-in, or not applicable here), with why.
+    pub not_assessed: Vec<Finding>,
     pub features: BTreeMap<String, Feature>,
     /// Requests that stayed queued instead of being answered.
     pub hang_risks: Vec<Finding>,
@@ -127,6 +132,7 @@ fn feature_state(r: &CheckResult) -> FeatureState {
         (VerdictKind::Error, _) => FeatureState::Undecided,
         (_, Some(OutcomeClass::Rejected | OutcomeClass::Failed)) if !r.refusal_required => FeatureState::RefusedCleanly,
         (_, Some(OutcomeClass::Queued)) => FeatureState::Hangs,
+        (VerdictKind::Skip, _) => FeatureState::NotAssessed,
         _ => FeatureState::Available,
     }
 }
@@ -135,6 +141,7 @@ fn feature_state(r: &CheckResult) -> FeatureState {
 pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let mut blockers = Vec::new();
     let mut undecided = Vec::new();
+    let mut not_assessed = Vec::new();
     let mut features: BTreeMap<String, Feature> = BTreeMap::new();
     let mut hang_risks = Vec::new();
     let mut spec_deviations = Vec::new();
@@ -151,6 +158,8 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
                     blockers.push(Finding::of(r));
                 } else if r.verdict.kind == VerdictKind::Error {
                     undecided.push(Finding::of(r));
+                } else if r.verdict.kind == VerdictKind::Skip {
+                    not_assessed.push(Finding::of(r));
                 }
             }
             Impact::Feature(name) => {
@@ -183,14 +192,25 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     };
     let needed_unavailable =
         needs.iter().filter(|n| features.get(n.as_str()).is_none_or(|f| !f.state.usable())).cloned().collect();
-    Readiness { builds_here, blockers, undecided, features, hang_risks, spec_deviations, needed_unavailable }
+    Readiness {
+        builds_here,
+        blockers,
+        undecided,
+        not_assessed,
+        features,
+        hang_risks,
+        spec_deviations,
+        needed_unavailable,
+    }
 }
 
 impl Readiness {
     /// Exit status of a run gated on BuildStream: 1 when it does not build
     /// (or a needed feature is unavailable), 2 when that is undecided, else 0.
     pub fn exit_code(&self) -> i32 {
-        let needed_undecided = |n: &String| self.features.get(n).is_some_and(|f| f.state == FeatureState::Undecided);
+        let needed_undecided = |n: &String| {
+            self.features.get(n).is_some_and(|f| matches!(f.state, FeatureState::Undecided | FeatureState::NotAssessed))
+        };
         if self.builds_here == BuildsHere::No || self.needed_unavailable.iter().any(|n| !needed_undecided(n)) {
             1
         } else if self.builds_here == BuildsHere::Undecided || !self.needed_unavailable.is_empty() {
@@ -230,7 +250,14 @@ impl Readiness {
             ));
         }
         list("undecided blockers", &self.undecided, &mut out);
-        let unavailable: Vec<_> = self.features.iter().filter(|(_, f)| !f.state.usable()).collect();
+        if !self.not_assessed.is_empty() {
+            out.push_str("  not assessed by this run:\n");
+            for f in &self.not_assessed {
+                out.push_str(&format!("    {}: {}\n", f.id, f.reason));
+            }
+        }
+        let unavailable: Vec<_> =
+            self.features.iter().filter(|(_, f)| !f.state.usable() && f.state != FeatureState::NotAssessed).collect();
         if !unavailable.is_empty() {
             out.push_str("  features unavailable (only elements using them are affected):\n");
             for (name, f) in unavailable {
@@ -243,6 +270,10 @@ impl Readiness {
             self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
         if !available.is_empty() {
             out.push_str(&format!("  features available: {}\n", available.join(", ")));
+        }
+        for (name, f) in self.features.iter().filter(|(_, f)| f.state == FeatureState::NotAssessed) {
+            let why = f.checks.first().map(|c| c.reason.as_str()).unwrap_or_default();
+            out.push_str(&format!("  feature not assessed: {name} ({why})\n"));
         }
         if !self.hang_risks.is_empty() {
             out.push_str("  hang risks (requests left queued instead of answered; bst would wait for ever):\n");
@@ -324,5 +355,23 @@ mod tests {
         assert!(r.render().contains("1 more that probably follow from input-root.root-entries"), "{}", r.render());
         let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);
         assert_eq!(assess(&s, &[]).exit_code(), 2);
+    }
+
+    #[test]
+    fn skipped_checks_are_not_assessed_never_available() {
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", Verdict::pass("ok").with_outcome(OutcomeClass::Completed)),
+            result("protocol.idle-stream-survives", "blocker", Verdict::skip("opt-in: run with --long")),
+            result("sandbox.remote-apis-socket", "feature:remote-apis-socket", Verdict::skip("no socket here")),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!(r.builds_here, BuildsHere::Yes);
+        assert_eq!(r.not_assessed[0].id, "protocol.idle-stream-survives");
+        assert_eq!(r.features["remote-apis-socket"].state, FeatureState::NotAssessed);
+        let text = r.render();
+        assert!(text.contains("feature not assessed: remote-apis-socket (no socket here)"), "{text}");
+        assert!(!text.contains("features available"), "{text}");
+        // Needing a feature nobody could assess leaves the gate undecided, not failed.
+        assert_eq!(assess(&s, &["remote-apis-socket".to_string()]).exit_code(), 2);
     }
 }

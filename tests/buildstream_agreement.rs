@@ -22,7 +22,9 @@ const CLUSTERS: &[&str] = &["local", "buildgrid:bwrap", "buildgrid:host"];
 /// How long a `bst build` may take before it counts as hanging.
 const HANG_AFTER: Duration = Duration::from_secs(25);
 /// The tools the sysroot's shell provides, as busybox applets.
-const APPLETS: &[&str] = &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls"];
+const APPLETS: &[&str] = &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat"];
+/// The mtime workspace.bst expects of its workspace's stamp file.
+const WORKSPACE_MTIME: u64 = 1_320_937_200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Build {
@@ -53,6 +55,16 @@ fn predict(element: &str, r: &Readiness) -> Build {
         // build-arch of an ISA the cluster lacks, checked with `uname -m`.
         "foreign.bst" => match feature("other-platforms") {
             Some(FeatureState::Hangs) => Build::Hangs,
+            _ => Build::Fails,
+        },
+        // Writes to /etc, which BuildStream's read-only root must refuse.
+        "readonly.bst" => match feature("read-only-root") {
+            Some(FeatureState::Available) if sandbox_ok => Build::Builds,
+            _ => Build::Fails,
+        },
+        // Built from an open workspace: checks its stamp file's mtime.
+        "workspace.bst" => match feature("workspaces") {
+            Some(FeatureState::Available) if sandbox_ok => Build::Builds,
             _ => Build::Fails,
         },
         other => panic!("no prediction for {other}"),
@@ -94,7 +106,29 @@ fn stage_project(dir: &Path) -> PathBuf {
     }
     std::os::unix::fs::symlink("../../bin/busybox", sysroot.join("usr/bin/env")).unwrap();
     std::fs::write(sysroot.join("etc/agreement-sysroot"), "staged by the agreement test\n").unwrap();
+    std::fs::create_dir_all(project.join("workspace-src")).unwrap();
+    std::fs::write(project.join("workspace-src/stamp"), "workspace file\n").unwrap();
     project
+}
+
+/// Opens workspace.bst's workspace in `dir` and gives its stamp file the
+/// mtime the element checks for.
+fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
+    let out = Command::new(bst)
+        .args(["--no-interactive", "--config"])
+        .arg(config)
+        .arg("--directory")
+        .arg(project)
+        .args(["workspace", "open", "--directory"])
+        .arg(dir)
+        .arg("workspace.bst")
+        .env("TMPDIR", project.parent().unwrap_or(project))
+        .stdin(Stdio::null())
+        .output()
+        .expect("bst starts");
+    assert!(out.status.success(), "bst workspace open: {}", String::from_utf8_lossy(&out.stderr));
+    let stamp = std::fs::File::options().write(true).open(dir.join("stamp")).expect("the workspace has the stamp");
+    stamp.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(WORKSPACE_MTIME)).unwrap();
 }
 
 /// Runs `bst build ELEMENT` in its own process group; a build still running
@@ -139,7 +173,7 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         Ok(list) => list.split(',').map(str::to_string).collect(),
         Err(_) => CLUSTERS.iter().map(|s| s.to_string()).collect(),
     };
-    let elements = ["hello.bst", "uid.bst", "foreign.bst"];
+    let elements = ["hello.bst", "uid.bst", "foreign.bst", "readonly.bst", "workspace.bst"];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (_, checks) = select_checks(&SelectArgs::default()).expect("bundled suites");
     let mut table = Vec::new();
@@ -165,6 +199,7 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         let config = tmp.path().join("buildstream.conf");
         let cache = tmp.path().join("cache");
         std::fs::write(&config, format!("cachedir: {}\n{}", cache.display(), buildstream_config_for(&target))).unwrap();
+        open_workspace(&bst, &config, &project, &tmp.path().join("workspace"));
         for element in elements {
             let log = tmp.path().join(format!("{element}.log"));
             let observed = bst_build(&bst, &config, &project, element, &log);

@@ -253,6 +253,7 @@ fn a_server_answering_garbage_never_crashes_or_hangs_the_harness() {
         rpc_timeout: Duration::from_secs(1),
         jobs: 16,
         buildbox_dir: None,
+        idle_stream: None,
     };
     let start = Instant::now();
     let mut tally = std::collections::BTreeMap::<VerdictKind, usize>::new();

@@ -75,6 +75,8 @@ fn options() -> RunOptions {
         rpc_timeout: Duration::from_secs(10),
         jobs: 4,
         buildbox_dir: None,
+        // Longer than the idle-stream-reset defect's 1 s, short enough for a test.
+        idle_stream: Some(Duration::from_secs(2)),
     }
 }
 

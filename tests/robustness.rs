@@ -24,6 +24,7 @@ fn quick_options() -> RunOptions {
         rpc_timeout: Duration::from_secs(1),
         jobs: 8,
         buildbox_dir: None,
+        idle_stream: None,
     }
 }
 

@@ -61,6 +61,7 @@ builtins! {
     "wait-unknown-operation" => protocol::wait_unknown_operation,
     "cached-result-truthful" => protocol::cached_result_truthful,
     "failing-result-not-reused" => protocol::failing_result_not_reused,
+    "idle-stream-survives" => protocol::idle_stream_survives,
     "operation-metadata" => protocol::operation_metadata,
     "missing-command" => protocol::missing_command,
     "action-cache-update-roundtrip" => action_cache::update_roundtrip,

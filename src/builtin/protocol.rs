@@ -533,7 +533,11 @@ pub(super) async fn failing_result_not_reused(h: &Harness, check: &CheckSpec) ->
                  where BuildStream looks first: retrying the element replays the failure"
             ),
         )
-        .with("GetActionResult", Some("NOT_FOUND".into()), format!("an ActionResult with exit code {}", cached.exit_code)));
+        .with(
+            "GetActionResult",
+            Some("NOT_FOUND".into()),
+            format!("an ActionResult with exit code {}", cached.exit_code),
+        ));
     }
     let (second, _) = h.execute(&prepared, h.options.timeout).await;
     let second = second.map_err(|e| Verdict::error(e.to_string()))?;
@@ -553,4 +557,38 @@ pub(super) async fn failing_result_not_reused(h: &Harness, check: &CheckSpec) ->
         .with("ExecuteResponse", Some("a new execution".into()), "the cached failing result"));
     }
     Ok(Verdict::pass(format!("exit code {exit_code}; not cached, and executed again on the next Execute")))
+}
+
+/// An action that prints nothing for longer than common proxy idle timeouts
+/// still reaches its result the way BuildStream follows it (resuming with
+/// WaitExecution when a stream ends early or breaks with UNAVAILABLE).
+/// Opt-in (`--long`): it holds one action for over a minute.
+pub(super) async fn idle_stream_survives(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let Some(idle) = h.options.idle_stream else {
+        return Ok(Verdict::skip("opt-in: run with --long (it keeps one action silent for 75 s)"));
+    };
+    let mut spec = check.action.clone();
+    spec.probe = vec!["--sleep".into(), idle.as_millis().to_string()];
+    let prepared = h.upload(&check.id, &spec).await.map_err(Verdict::error)?;
+    let (outcome, trace) = h.execute(&prepared, idle + h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    if let Some(v) = undecided(&outcome, "completed") {
+        return Ok(v);
+    }
+    let followed = format!(
+        "{} Operation message(s), {} WaitExecution call(s) over {:.0}s of silence",
+        trace.messages,
+        trace.wait_calls,
+        idle.as_secs_f64()
+    );
+    match &outcome {
+        Outcome::Completed { .. } if outcome.result().is_some_and(|r| r.exit_code == 0) => {
+            Ok(Verdict::pass(format!("the silent action's result arrived: {followed}")))
+        }
+        _ => Ok(Verdict::new(
+            unmet(check),
+            format!("an action silent for {:.0}s did not reach its result: {}", idle.as_secs_f64(), outcome.describe()),
+        )
+        .with("outcome", Some("completed, exit code 0".into()), format!("{}; {followed}", outcome.describe()))),
+    }
 }

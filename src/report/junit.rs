@@ -42,7 +42,8 @@ fn testcase(r: &CheckResult) -> TestCase {
 
 /// The readiness answer as test cases: `builds-here` fails when BuildStream
 /// does not build, and each feature the user needs (`--needs`) fails when
-/// unavailable; other features pass with their state in `system-out`.
+/// unavailable; features no check assessed are skipped; the others pass
+/// with their state in `system-out`.
 fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     use crate::readiness::BuildsHere;
     let r = crate::readiness::assess(summary, &summary.needs);
@@ -59,7 +60,9 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     let mut cases = vec![builds];
     for (name, f) in &r.features {
         let id = format!("feature.{name}");
-        let mut tc = if summary.needs.contains(name) && !f.state.usable() {
+        let mut tc = if f.state == crate::readiness::FeatureState::NotAssessed {
+            TestCase::skipped_with_cause(&id, "SKIP", "no check of the feature ran")
+        } else if summary.needs.contains(name) && !f.state.usable() {
             TestCase::failure(&id, zero, "FAIL", &format!("needed feature {name} is {}", f.state.label()))
         } else {
             TestCase::success(&id, zero)

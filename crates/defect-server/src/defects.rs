@@ -163,6 +163,8 @@ defects! {
         "always answers from the action cache when it can, skip_cache_lookup or not, and never sets cached_result on a hit",
     MissingBlobNotReported = "missing-blob-not-reported":
         "runs actions with missing input blobs, treating them as empty",
+    IdleStreamReset = "idle-stream-reset":
+        "ends an Execute or WaitExecution stream with INTERNAL after 1 s without an update, as a proxy resetting idle HTTP/2 streams",
     CachesFailingResults = "caches-failing-results":
         "puts results of commands that exited non-zero in the action cache and serves them on the next Execute",
     CachesNonOk = "caches-non-ok":

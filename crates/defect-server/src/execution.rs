@@ -38,6 +38,8 @@ const INLINE_LOG_LIMIT: usize = 1024 * 1024;
 const QUEUE_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long `stream-cut` waits so the first message reaches the client.
 const CUT_DELAY: Duration = Duration::from_millis(300);
+/// How long a stream may stay silent under `idle-stream-reset`.
+const IDLE_RESET: Duration = Duration::from_secs(1);
 
 fn now() -> Timestamp {
     let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -210,8 +212,13 @@ fn follow(
             }
             return;
         }
+        let idle_reset = defects.has(Defect::IdleStreamReset);
         loop {
             tokio::select! {
+                _ = tokio::time::sleep(IDLE_RESET), if idle_reset => {
+                    let _ = tx.send(Err(Status::internal("stream reset: idle for too long"))).await;
+                    return;
+                }
                 next = states.recv() => {
                     let Some(operation) = next else { return };
                     let done = operation.done;
