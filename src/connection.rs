@@ -118,30 +118,7 @@ pub enum ConnectError {
     Token(PathBuf, String),
 }
 
-/// Adds the bearer token, when there is one, to every request.
-#[derive(Clone, Default)]
-pub struct Auth {
-    header: Option<MetadataValue<tonic::metadata::Ascii>>,
-}
-
-// The token must never reach a report or a log line.
-impl std::fmt::Debug for Auth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.header.is_some() { "Auth(bearer <redacted>)" } else { "Auth(none)" })
-    }
-}
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(h) = &self.header {
-            req.metadata_mut().insert("authorization", h.clone());
-        }
-        Ok(req)
-    }
-}
-
-/// A channel with the authentication interceptor.
-pub type AuthChannel = InterceptedService<Channel, Auth>;
+pub use reapi_client::auth::{Auth, AuthChannel};
 
 /// The typed clients of one target, cheap to clone.
 #[derive(Clone, Debug)]
@@ -158,6 +135,8 @@ pub struct Clients {
     pub cas: ContentAddressableStorageClient<AuthChannel>,
     pub bytestream: ByteStreamClient<AuthChannel>,
     pub action_cache: ActionCacheClient<AuthChannel>,
+    /// The channel of the CAS and ByteStream services.
+    pub cas_channel: AuthChannel,
     /// Deadline applied to every unary call.
     pub rpc_timeout: Duration,
 }
@@ -171,7 +150,7 @@ impl Clients {
     pub fn new(opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Clients, ConnectError> {
         let auth = match &opts.token_file {
             None => Auth::default(),
-            Some(path) => Auth { header: Some(bearer(path)?) },
+            Some(path) => Auth::bearer(bearer(path)?),
         };
         let exec = channel(&opts.endpoint, opts, rpc_timeout)?;
         let cas_url = opts.cas_endpoint.clone().unwrap_or_else(|| opts.endpoint.clone());
@@ -194,6 +173,7 @@ impl Clients {
                 .max_encoding_message_size(MAX_MESSAGE),
             bytestream: ByteStreamClient::new(wrap(&cas)).max_decoding_message_size(MAX_MESSAGE),
             action_cache: ActionCacheClient::new(wrap(&ac)).max_decoding_message_size(MAX_MESSAGE),
+            cas_channel: wrap(&cas),
             rpc_timeout,
         })
     }
@@ -370,7 +350,7 @@ mod tests {
 
     #[test]
     fn token_is_redacted_in_debug() {
-        let auth = Auth { header: Some(MetadataValue::try_from("Bearer s3cret").unwrap()) };
+        let auth = Auth::bearer(MetadataValue::try_from("Bearer s3cret").unwrap());
         assert!(!format!("{auth:?}").contains("s3cret"));
     }
 }

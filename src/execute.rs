@@ -284,18 +284,7 @@ async fn follow(
     }
 }
 
-/// Errors that say nothing about the server's REAPI behaviour.
-/// Statuses made on our side of the wire carry the transport error as their
-/// source; a status the server sent has none.
-/// A message the harness could not decode is undecided too (ERROR): the
-/// client library reports it as INTERNAL, as if the server had said so.
-/// DEADLINE_EXCEEDED is always ours: every call carries the harness's own
-/// deadline, so whichever side noticed it, the budget ended, not the server's
-/// behaviour. UNAVAILABLE and CANCELLED the server sent are answers, judged
-/// like any other code (after the retries BuildStream's client makes too).
-pub fn is_transport(status: &tonic::Status) -> bool {
-    status.code() == Code::DeadlineExceeded || std::error::Error::source(status).is_some() || is_undecodable(status)
-}
+pub use reapi_client::status::{is_transport, is_undecodable};
 
 /// Worth another try, as buildbox-casd gives one: the link broke, or the
 /// server said it is momentarily unavailable.
@@ -305,15 +294,6 @@ fn is_retryable(status: &tonic::Status) -> bool {
 
 /// Execute calls answered UNAVAILABLE before that answer is taken as final.
 const EXECUTE_ATTEMPTS: u32 = 3;
-
-/// The status tonic makes on our side when a message from the server does
-/// not decode (prost's `DecodeError` text).
-/// A unary answer with no message at all is garbled the same way.
-pub fn is_undecodable(status: &tonic::Status) -> bool {
-    status.code() == Code::Internal
-        && (status.message().starts_with("failed to decode Protobuf message")
-            || status.message() == "Missing response message.")
-}
 
 fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {
     if is_transport(&status) {

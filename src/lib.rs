@@ -33,7 +33,7 @@ pub mod runner;
 pub mod suite;
 pub mod tree;
 pub mod verdict;
+/// SHA-256 digests as REAPI uses them (shared with the worker and the defect server).
+pub use reapi_client::digest;
 /// The Remote Workers API bot, a crate of its own (it needs nothing from the core).
 pub use reapi_worker as worker;
-/// SHA-256 digests as REAPI uses them (shared with the worker and the defect server).
-pub use reapi_worker::digest;

@@ -31,7 +31,7 @@ pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Se
 // Digests and the blob store
 
 /// SHA-256 digest of `data`.
-pub(crate) use reapi_worker::digest::of_bytes as digest_of;
+pub(crate) use reapi_client::digest::of_bytes as digest_of;
 
 /// Serialises `message` and returns its bytes with their digest.
 pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes) {

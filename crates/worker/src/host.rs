@@ -120,7 +120,7 @@ async fn run(ctx: &Ctx, action: &Action) -> Result<Outcome, CasFailure> {
         let data = std::fs::read(path).map_err(|e| CasFailure::io("reading captured output", e))?;
         let d = digest_of(&data);
         *field = Some(d.clone());
-        blobs.push((d, Source::Bytes(data)));
+        blobs.push((d, Source::bytes(data)));
     }
     ctx.cas.upload(blobs).await?;
     meta.output_upload_completed_timestamp = now();
@@ -227,7 +227,7 @@ fn collect(
             let tree = Tree { root: Some(dir), children };
             let tree_bytes = tree.encode_to_vec();
             let tree_digest = digest_of(&tree_bytes);
-            blobs.push((tree_digest.clone(), Source::Bytes(tree_bytes)));
+            blobs.push((tree_digest.clone(), Source::bytes(tree_bytes)));
             let tree_only = format == OutputDirectoryFormat::TreeOnly as i32;
             result.output_directories.push(OutputDirectory {
                 path: out.clone(),
@@ -289,7 +289,7 @@ fn directory(
     }
     let bytes = dir.encode_to_vec();
     let digest = digest_of(&bytes);
-    blobs.push((digest.clone(), Source::Bytes(bytes)));
+    blobs.push((digest.clone(), Source::bytes(bytes)));
     Ok((dir, digest))
 }
 

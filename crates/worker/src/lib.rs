@@ -23,7 +23,8 @@ use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 mod buildbox_run;
 mod cas;
 mod ctx;
-pub mod digest;
+/// SHA-256 digests (the shared definition).
+pub use reapi_client::digest;
 mod host;
 mod process;
 mod session;

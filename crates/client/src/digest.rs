@@ -1,5 +1,6 @@
 //! SHA-256 digests as REAPI uses them: one definition for the whole
-//! workspace (the core re-exports it as `digest`, the defect server uses it).
+//! workspace (the core re-exports it as `digest`; the worker and the defect
+//! server use it).
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::Digest;
 use prost::Message;
