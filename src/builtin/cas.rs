@@ -471,3 +471,238 @@ pub(super) async fn bytestream_write_mismatch(h: &Harness, check: &CheckSpec) ->
     }
     Ok(Verdict::pass("INVALID_ARGUMENT, nothing stored"))
 }
+
+/// Uploads a tree of four directories unique to this check: root holding
+/// `a` (holding `b`) and `c`. Returns the root and every directory's digest;
+/// `leave_out` names directories (`"b"`) not to upload.
+async fn uploaded_tree(h: &Harness, check: &CheckSpec, leave_out: &[&str]) -> Result<(Digest, Vec<Digest>), Verdict> {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::{Directory, DirectoryNode, FileNode};
+    let (marker, marker_data) = {
+        let data = unique_bytes(h, check, "tree-marker");
+        (digest::of_bytes(&data), data)
+    };
+    let leaf = |name: &str| Directory {
+        files: vec![FileNode { name: format!("{name}-file"), digest: Some(marker.clone()), ..Default::default() }],
+        ..Default::default()
+    };
+    let node = |name: &str, d: &Digest| DirectoryNode { name: name.into(), digest: Some(d.clone()) };
+    let b = leaf("b");
+    let (b_digest, b_bytes) = digest::of_message(&b);
+    let a = Directory { directories: vec![node("b", &b_digest)], ..leaf("a") };
+    let (a_digest, a_bytes) = digest::of_message(&a);
+    let c = leaf("c");
+    let (c_digest, c_bytes) = digest::of_message(&c);
+    let root = Directory { directories: vec![node("a", &a_digest), node("c", &c_digest)], ..Default::default() };
+    let (root_digest, root_bytes) = digest::of_message(&root);
+    let mut blobs = crate::tree::Blobs::new();
+    let all = [
+        ("root", &root_digest, root_bytes),
+        ("a", &a_digest, a_bytes),
+        ("b", &b_digest, b_bytes),
+        ("c", &c_digest, c_bytes),
+    ];
+    let digests: Vec<Digest> = all.iter().map(|(_, d, _)| (*d).clone()).collect();
+    for (name, d, bytes) in all {
+        if !leave_out.contains(&name) {
+            blobs.insert(d.hash.clone(), (d.clone(), Arc::new(bytes)));
+        }
+    }
+    blobs.insert(marker.hash.clone(), (marker, Arc::new(marker_data)));
+    h.cas.upload(&blobs).await.map_err(|e| Verdict::error(format!("uploading the tree: {e}")))?;
+    Ok((root_digest, digests))
+}
+
+/// One GetTree call: every page it streams, as (directories, next_page_token).
+async fn get_tree_pages(
+    h: &Harness,
+    root: &Digest,
+    page_size: i32,
+    page_token: String,
+) -> Result<Result<Vec<(Vec<Digest>, String)>, tonic::Status>, Verdict> {
+    let c = h.clients();
+    let req = c.request(GetTreeRequest {
+        instance_name: c.cas_instance.clone(),
+        root_digest: Some(root.clone()),
+        page_size,
+        page_token,
+        digest_function: 0,
+    });
+    let mut stream = match c.call(c.cas.clone().get_tree(req)).await {
+        Ok(stream) => stream,
+        Err(s) if execute::is_transport(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
+        Err(s) => return Ok(Err(s)),
+    };
+    let deadline = tokio::time::Instant::now() + c.rpc_timeout;
+    let mut pages = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => return Err(Verdict::error("GetTree did not finish in time")),
+            Ok(Err(s)) if execute::is_transport(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
+            Ok(Err(s)) => return Ok(Err(s)),
+            Ok(Ok(None)) => return Ok(Ok(pages)),
+            Ok(Ok(Some(page))) => {
+                // A bounded tree: a server streaming more pages than it has directories is looping.
+                if pages.len() > 64 {
+                    return Ok(Err(tonic::Status::out_of_range("more than 64 pages for a tree of 4 directories")));
+                }
+                let dirs = page.directories.iter().map(|d| digest::of_message(d).0).collect();
+                pages.push((dirs, page.next_page_token));
+            }
+        }
+    }
+}
+
+/// GetTree with `page_size` 1 of a fresh four-directory tree: every page it
+/// streams, or the verdict when GetTree is not implemented or fails.
+async fn paged_tree(
+    h: &Harness,
+    check: &CheckSpec,
+) -> Result<(Digest, Vec<Digest>, Vec<(Vec<Digest>, String)>), Verdict> {
+    let (root, all) = uploaded_tree(h, check, &[]).await?;
+    match get_tree_pages(h, &root, 1, String::new()).await? {
+        Err(s) if s.code() == Code::Unimplemented => Err(Verdict::skip("the server does not implement GetTree")),
+        Err(s) => Err(answered(check, "GetTree", "the tree, page by page", s)),
+        Ok(pages) => Ok((root, all, pages)),
+    }
+}
+
+/// GetTree with `page_size` 1 streams pages of at most one directory that
+/// together hold the whole tree.
+pub(super) async fn get_tree_paged(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, all, pages) = paged_tree(h, check).await?;
+    let sizes: Vec<usize> = pages.iter().map(|(d, _)| d.len()).collect();
+    if let Some(big) = sizes.iter().find(|n| **n > 1) {
+        return Ok(Verdict::new(unmet(check), format!("a page of {big} directories for page_size 1")).with(
+            "directories per page",
+            Some("at most 1".into()),
+            format!("{sizes:?}"),
+        ));
+    }
+    let got: std::collections::HashSet<&str> =
+        pages.iter().flat_map(|(d, _)| d.iter().map(|d| d.hash.as_str())).collect();
+    let lacking: Vec<String> = all.iter().filter(|d| !got.contains(d.hash.as_str())).map(digest::show).collect();
+    if !lacking.is_empty() {
+        return Ok(Verdict::new(unmet(check), format!("the pages lack {} of the tree's 4 directories", lacking.len()))
+            .with("directories", Some("all 4".into()), format!("missing {lacking:?}")));
+    }
+    Ok(Verdict::pass(format!("{} pages of at most 1 directory, the whole tree", pages.len())))
+}
+
+/// Every page but the last carries a next_page_token, and GetTree with the
+/// first page's token returns the rest without that page.
+pub(super) async fn get_tree_resumable(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (root, _, pages) = paged_tree(h, check).await?;
+    if pages.len() < 2 {
+        return Ok(Verdict::skip(format!("GetTree answered in {} page(s); nothing to resume", pages.len())));
+    }
+    let tokens: Vec<bool> = pages.iter().map(|(_, t)| !t.is_empty()).collect();
+    let (first, token) = &pages[0];
+    if tokens[..tokens.len() - 1].iter().any(|has| !has) {
+        return Ok(Verdict::new(
+            unmet(check),
+            "a page that is not the last has no next_page_token: an interrupted GetTree cannot resume",
+        )
+        .with("next_page_token per page", Some("set on every page but the last".into()), format!("{tokens:?}")));
+    }
+    let total: usize = pages.iter().map(|(d, _)| d.len()).sum();
+    let resumed = match get_tree_pages(h, &root, 1, token.clone()).await? {
+        Err(s) => return Ok(answered(check, "GetTree with page_token", "the pages after the token", s)),
+        Ok(pages) => pages,
+    };
+    let again = resumed.iter().flat_map(|(d, _)| d.iter()).filter(|d| first.contains(d)).count();
+    let resumed_count: usize = resumed.iter().map(|(d, _)| d.len()).sum();
+    if again > 0 || resumed_count + first.len() != total {
+        return Ok(Verdict::new(unmet(check), "GetTree with a page_token did not resume after that page").with(
+            "directories after the first page's token",
+            Some(format!("the other {}", total - first.len())),
+            format!("{resumed_count}, {again} of them from the first page"),
+        ));
+    }
+    Ok(Verdict::pass(format!("{} pages with tokens; the first page's token resumes after it", pages.len())))
+}
+
+/// GetTree on a tree with a missing subdirectory returns the part that is
+/// present (root, `a`, `c`) instead of failing.
+pub(super) async fn get_tree_partial(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (root, all) = uploaded_tree(h, check, &["b"]).await?;
+    let pages = match get_tree_pages(h, &root, 0, String::new()).await? {
+        Err(s) if s.code() == Code::Unimplemented => return Ok(Verdict::skip("the server does not implement GetTree")),
+        Err(s) => return Ok(answered(check, "GetTree", "the present part of the tree", s)),
+        Ok(pages) => pages,
+    };
+    let got: std::collections::HashSet<&str> =
+        pages.iter().flat_map(|(d, _)| d.iter().map(|d| d.hash.as_str())).collect();
+    // all = [root, a, b, c]; b was not uploaded.
+    let present = [&all[0], &all[1], &all[3]];
+    let lacking = present.iter().filter(|d| !got.contains(d.hash.as_str())).count();
+    if lacking > 0 {
+        return Ok(Verdict::new(unmet(check), format!("{lacking} of the 3 present directories did not come back"))
+            .with("directories", Some("root, a and c (b is missing)".into()), format!("{} directories", got.len())));
+    }
+    Ok(Verdict::pass("the 3 present directories, the missing one left out"))
+}
+
+/// A batch of blobs totalling exactly the advertised
+/// `max_batch_total_size_bytes` is uploaded and read back.
+pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    /// Larger limits are not worth the transfer in a conformance run.
+    const LARGEST_TESTED: i64 = 32 * 1024 * 1024;
+    let limit = h.capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or_default();
+    if limit <= 0 {
+        return Ok(Verdict::skip("no max_batch_total_size_bytes advertised (0: no limit)"));
+    }
+    if limit > LARGEST_TESTED {
+        return Ok(Verdict::skip(format!(
+            "max_batch_total_size_bytes {limit} is above the {LARGEST_TESTED} bytes tested"
+        )));
+    }
+    let parts = 4usize.min(limit as usize);
+    let base = limit as usize / parts;
+    let mut requests = Vec::new();
+    let mut digests = Vec::new();
+    for i in 0..parts {
+        let len = if i == parts - 1 { limit as usize - base * (parts - 1) } else { base };
+        let mut data = unique_bytes(h, check, &format!("part-{i}"));
+        data.resize(len, b'.');
+        data.truncate(len);
+        let d = digest::of_bytes(&data);
+        digests.push(d.clone());
+        requests.push(batch_update_blobs_request::Request { digest: Some(d), data, compressor: 0 });
+    }
+    let c = h.clients();
+    let req =
+        c.request(BatchUpdateBlobsRequest { instance_name: c.cas_instance.clone(), requests, digest_function: 0 });
+    let expected = format!("OK for blobs totalling {limit} bytes");
+    let resp = match c.call(c.cas.clone().batch_update_blobs(req)).await {
+        Ok(r) => r,
+        Err(s) => return Ok(answered(check, "BatchUpdateBlobs", &expected, s)),
+    };
+    if let Some(r) = resp.responses.iter().find(|r| r.status.as_ref().is_some_and(|s| s.code != 0)) {
+        let s = r.status.clone().unwrap_or_default();
+        return Ok(Verdict::new(
+            unmet(check),
+            format!("a blob of the batch was refused: code {}: {}", s.code, s.message),
+        )
+        .with("BatchUpdateBlobs", Some(expected), format!("code {}", s.code)));
+    }
+    let req = c.request(BatchReadBlobsRequest {
+        instance_name: c.cas_instance.clone(),
+        digests: digests.clone(),
+        acceptable_compressors: vec![],
+        digest_function: 0,
+    });
+    let resp = match c.call(c.cas.clone().batch_read_blobs(req)).await {
+        Ok(r) => r,
+        Err(s) => return Ok(answered(check, "BatchReadBlobs", &expected, s)),
+    };
+    let read: usize =
+        resp.responses.iter().filter(|r| r.status.as_ref().is_none_or(|s| s.code == 0)).map(|r| r.data.len()).sum();
+    if read != limit as usize {
+        return Ok(Verdict::new(unmet(check), format!("reading the batch back gave {read} of {limit} bytes")).with(
+            "BatchReadBlobs",
+            Some(expected),
+            format!("{read} bytes"),
+        ));
+    }
+    Ok(Verdict::pass(format!("{parts} blobs totalling {limit} bytes written and read in one batch each")))
+}

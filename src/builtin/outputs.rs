@@ -422,3 +422,46 @@ mod tests {
         assert_eq!(writes(&probe), [("/a/b".to_string(), "x\n".to_string())]);
     }
 }
+
+/// With output_directory_format TREE_AND_DIRECTORY an output directory
+/// comes back both ways, naming one root (or, from a worker without the
+/// format, as TREE_ONLY: the spec's fallback).
+pub(super) async fn tree_and_directory(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let Some(od) = result.output_directories.first() else {
+        return Ok(Verdict::new(unmet(check), "no output directory came back").with(
+            "output_directories",
+            Some(format!("{:?}", check.action.output_paths)),
+            "none",
+        ));
+    };
+    let given = |d: &Option<Digest>| d.as_ref().filter(|d| !d.hash.is_empty()).cloned();
+    let (tree_digest, root) = match (given(&od.tree_digest), given(&od.root_directory_digest)) {
+        (Some(t), Some(r)) => (t, r),
+        // The spec's fallback for a worker without TREE_AND_DIRECTORY.
+        (Some(t), None) => {
+            fetch_tree(h, check, &t).await?;
+            return Ok(Verdict::pass("tree_digest only: TREE_AND_DIRECTORY taken as TREE_ONLY, as the spec allows"));
+        }
+        (None, r) => {
+            return Ok(Verdict::new(unmet(check), "TREE_AND_DIRECTORY was asked for, but no Tree came back").with(
+                "tree_digest",
+                Some("a Tree (TREE_ONLY is the fallback for an unsupported format)".into()),
+                if r.is_some() { "absent (root_directory_digest only)" } else { "absent" },
+            ))
+        }
+    };
+    let tree = fetch_tree(h, check, &tree_digest).await?;
+    let tree_root = digest::of_message(&tree.root.unwrap_or_default()).0;
+    if tree_root != root {
+        // Two answers for one directory (outputs.root-directory-digest, a
+        // MUST, catches the same server in DIRECTORY_ONLY).
+        return Ok(Verdict::new(unmet(check), "root_directory_digest is not the root of tree_digest's Tree").with(
+            "root_directory_digest",
+            Some(format!("{} (the Tree's root)", digest::show(&tree_root))),
+            digest::show(&root),
+        ));
+    }
+    Ok(Verdict::pass("tree_digest and root_directory_digest, naming the same root"))
+}

@@ -270,12 +270,16 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         }
         // The page token is the index of the first directory of the page in
         // the breadth-first listing; missing subtrees are left out (spec).
-        let start: usize = if request.page_token.is_empty() {
+        let start: usize = if request.page_token.is_empty() || self.shared.defects.has(Defect::GetTreeTokenRestarts) {
             0
         } else {
             request.page_token.parse().map_err(|_| Status::invalid_argument("malformed page_token"))?
         };
-        let page_size = if request.page_size > 0 { request.page_size as usize } else { DEFAULT_TREE_PAGE_SIZE };
+        let page_size = if request.page_size > 0 && !self.shared.defects.has(Defect::GetTreePageSizeIgnored) {
+            request.page_size as usize
+        } else {
+            DEFAULT_TREE_PAGE_SIZE
+        };
         let all = self.breadth_first(&root)?;
         if start > all.len() {
             return Err(Status::invalid_argument("page_token past the end of the tree"));
@@ -284,13 +288,17 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         let mut index = start;
         loop {
             let end = (index + page_size).min(all.len());
-            let next_page_token = if end < all.len() { end.to_string() } else { String::new() };
+            let next_page_token = if end < all.len() && !self.shared.defects.has(Defect::GetTreeNoPageTokens) {
+                end.to_string()
+            } else {
+                String::new()
+            };
             pages.push(Ok(re::GetTreeResponse {
                 directories: all[index..end].to_vec(),
                 next_page_token: next_page_token.clone(),
             }));
             index = end;
-            if next_page_token.is_empty() {
+            if index >= all.len() {
                 break;
             }
         }
@@ -338,6 +346,9 @@ impl CasService {
                 continue;
             }
             let directory: re::Directory = match self.shared.blobs.get_message(&digest) {
+                None if self.shared.defects.has(Defect::GetTreePartialNotFound) => {
+                    return Err(Status::not_found(format!("directory {}/{} not found", digest.hash, digest.size_bytes)))
+                }
                 None => continue,
                 Some(Ok(d)) => d,
                 Some(Err(e)) => {

@@ -176,6 +176,16 @@ defects! {
     CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
         "answers CancelOperation with INTERNAL",
     // --- CAS ---
+    GetTreePageSizeIgnored = "get-tree-page-size-ignored":
+        "answers GetTree in one page of up to 1000 directories, whatever page_size asks",
+    GetTreeTokenRestarts = "get-tree-token-restarts":
+        "ignores GetTree's page_token and streams the tree from its first page again",
+    GetTreeNoPageTokens = "get-tree-no-page-tokens":
+        "pages GetTree by page_size but leaves next_page_token empty on every page",
+    GetTreePartialNotFound = "get-tree-partial-not-found":
+        "answers GetTree of a tree with a missing subdirectory with NOT_FOUND instead of the part present",
+    BatchLimitOverstated = "batch-limit-overstated":
+        "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     EmptyBlobMissing = "empty-blob-missing":
         "reports the empty blob missing from FindMissingBlobs until someone uploads it",
     BatchAcceptsMismatch = "batch-accepts-mismatch":

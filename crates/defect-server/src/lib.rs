@@ -191,6 +191,13 @@ impl DefectServer {
             }
             builder = builder.tls_config(tls).map_err(io::Error::other)?;
         }
+        // With batch-limit-overstated the CAS takes messages no larger than
+        // the batch limit it advertises, framing included.
+        let cas_message_limit = if shared.defects.has(defects::Defect::BatchLimitOverstated) {
+            cas::MAX_BATCH_TOTAL_SIZE_BYTES as usize
+        } else {
+            MAX_MESSAGE_BYTES
+        };
         let router = builder
             .layer(tonic::service::InterceptorLayer::new(check_token))
             .add_service(
@@ -201,8 +208,8 @@ impl DefectServer {
                 re::content_addressable_storage_server::ContentAddressableStorageServer::new(cas::CasService {
                     shared: shared.clone(),
                 })
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                .max_decoding_message_size(cas_message_limit)
+                .max_encoding_message_size(cas_message_limit),
             )
             .add_service(
                 ByteStreamServer::new(cas::ByteStreamService { shared: shared.clone() })
