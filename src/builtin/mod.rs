@@ -61,6 +61,7 @@ builtins! {
     "wait-unknown-operation" => protocol::wait_unknown_operation,
     "cached-result-truthful" => protocol::cached_result_truthful,
     "failing-result-not-reused" => protocol::failing_result_not_reused,
+    "skip-cache-lookup-overwrites" => protocol::skip_cache_lookup_overwrites,
     "idle-stream-survives" => protocol::idle_stream_survives,
     "tree-and-directory" => outputs::tree_and_directory,
     "get-tree-paged" => cas::get_tree_paged,

@@ -20,6 +20,19 @@ use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
+/// The check's action with a file no other action has, so its digest is
+/// this check's alone (its cache entries too).
+fn with_nonce(check: &CheckSpec) -> ActionSpec {
+    let mut spec = check.action.clone();
+    spec.input_root.push(crate::suite::EntrySpec::File {
+        file: "reapi-conformance-nonce".into(),
+        content: uuid::Uuid::new_v4().to_string(),
+        executable: false,
+        mtime: None,
+    });
+    spec
+}
+
 fn spec_with(check: &CheckSpec, probe: &[&str]) -> ActionSpec {
     let mut spec = check.action.clone();
     if spec.probe.is_empty() {
@@ -511,16 +524,8 @@ pub(super) async fn operation_metadata(h: &Harness, check: &CheckSpec) -> Result
 /// never sets skip_cache_lookup, so a cached failure makes `bst build
 /// --retry-failed` replay a flaky failure for ever.
 pub(super) async fn failing_result_not_reused(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let mut spec = check.action.clone();
-    // A fresh action each run: a failure cached by an earlier run must not
-    // pass for this run's first execution.
-    spec.input_root.push(crate::suite::EntrySpec::File {
-        file: "failing-result-nonce".into(),
-        content: uuid::Uuid::new_v4().to_string(),
-        executable: false,
-        mtime: None,
-    });
-    let (prepared, first) = run_to_completion(h, &check.id, check, &spec).await?;
+    // A failure cached by another check or run must not pass for this one's first execution.
+    let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
     let exit_code = first.result().map(|r| r.exit_code).unwrap_or_default();
     if exit_code == 0 {
         return Err(Verdict::error(format!("{}: the check's action must exit non-zero", check.location)));
@@ -590,5 +595,51 @@ pub(super) async fn idle_stream_survives(h: &Harness, check: &CheckSpec) -> Resu
             format!("an action silent for {:.0}s did not reach its result: {}", idle.as_secs_f64(), outcome.describe()),
         )
         .with("outcome", Some("completed, exit code 0".into()), format!("{}; {followed}", outcome.describe()))),
+    }
+}
+
+/// A re-execution with `skip_cache_lookup` replaces the action cache entry:
+/// GetActionResult then serves the new run's result.
+pub(super) async fn skip_cache_lookup_overwrites(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    // Another check running the same action at the same time would write the entry too.
+    let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
+    let params = ExecuteParams {
+        action_digest: prepared.action_digest.clone(),
+        skip_cache_lookup: true,
+        budget: h.options.timeout,
+    };
+    let (second, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+    let second = second.map_err(|e| Verdict::error(e.to_string()))?;
+    if let Some(v) = undecided(&second, "completed") {
+        return Ok(v);
+    }
+    let stdout_of = |r: &bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult| {
+        (r.stdout_digest.clone(), r.stdout_raw.clone())
+    };
+    let (Some(old), Some(new)) = (first.result().map(stdout_of), second.result().map(stdout_of)) else {
+        return Ok(Verdict::error(format!("no result to compare: {}", second.describe())));
+    };
+    if old == new {
+        return Ok(Verdict::skip("blocked by protocol.skip-cache-lookup: the action was not run again"));
+    }
+    match super::action_cache::get(h, &prepared.action_digest).await? {
+        Some(cached) if stdout_of(&cached) == new => {
+            Ok(Verdict::pass("the action cache serves the re-execution's result"))
+        }
+        Some(cached) if stdout_of(&cached) == old => Ok(Verdict::new(
+            unmet(check),
+            "the action cache still serves the first run's result after a re-execution with skip_cache_lookup",
+        )
+        .with("GetActionResult", Some("the re-execution's result".into()), "the first run's result")),
+        Some(_) => Ok(Verdict::new(unmet(check), "the action cache serves a result neither run produced").with(
+            "GetActionResult",
+            Some("the re-execution's result".into()),
+            "another result",
+        )),
+        None => Ok(Verdict::new(unmet(check), "the action cache lost the action's entry after the re-execution").with(
+            "GetActionResult",
+            Some("the re-execution's result".into()),
+            "NOT_FOUND",
+        )),
     }
 }

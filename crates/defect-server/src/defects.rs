@@ -155,6 +155,8 @@ defects! {
         "answers an Action whose Command blob is not in the CAS with INTERNAL instead of FAILED_PRECONDITION",
     DoNotCacheIgnored = "do-not-cache-ignored":
         "caches the results of actions marked do_not_cache",
+    AcNeverOverwrites = "ac-never-overwrites":
+        "keeps the first action cache entry of an action: a re-execution with skip_cache_lookup does not replace it",
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
     ExecuteUnavailable = "execute-unavailable":

@@ -441,7 +441,13 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
     };
     if should_cache(&job, &response, &shared.defects) {
         if let Some(result) = &response.result {
-            lock(&shared.action_cache).insert(job.action_digest.hash.clone(), result.clone());
+            let mut cache = lock(&shared.action_cache);
+            if shared.defects.has(Defect::AcNeverOverwrites) {
+                cache.entry(job.action_digest.hash.clone()).or_insert_with(|| result.clone());
+            } else {
+                cache.insert(job.action_digest.hash.clone(), result.clone());
+            }
+            drop(cache);
             if shared.defects.has(Defect::AcHitBlobsEvicted) {
                 // The CAS evicts on its own, the action cache keeps the entry.
                 if let Some(stdout) = &result.stdout_digest {
