@@ -233,7 +233,7 @@ pub(super) async fn action_cache_miss(h: &Harness, check: &CheckSpec) -> Result<
 
 /// With `skip_cache_lookup` the action runs again instead of being served from cache.
 pub(super) async fn skip_cache_lookup(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let (prepared, first) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
     let params = ExecuteParams {
         action_digest: prepared.action_digest.clone(),
         skip_cache_lookup: true,
@@ -457,7 +457,8 @@ pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Re
 /// A second Execute of a completed action: served from the action cache
 /// (the first run's output comes back) exactly when `cached_result` says so.
 pub(super) async fn cached_result_truthful(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let (prepared, first) = run_to_completion(h, &check.id, check, &check.action).await?;
+    // Its own action: another check's re-execution would change the cache entry between the two runs.
+    let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
     let (second, _) = h.execute(&prepared, h.options.timeout).await;
     let second = second.map_err(|e| Verdict::error(e.to_string()))?;
     let Outcome::Completed { response } = &second else {
