@@ -706,3 +706,20 @@ pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result
     }
     Ok(Verdict::pass(format!("{parts} blobs totalling {limit} bytes written and read in one batch each")))
 }
+
+/// A ByteStream upload of a blob the CAS already holds ends OK with
+/// committed_size the blob's full size (early or after all the data).
+pub(super) async fn bytestream_write_existing(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (d, data) = uploaded_blob(h, check, "existing", 2048).await?;
+    match h.cas.write_bytestream(&d, &Arc::new(data)).await {
+        Ok(()) => Ok(Verdict::pass(format!("OK, committed_size {}", d.size_bytes))),
+        Err(CasError::Rpc { undecided: true, code, message, .. }) => {
+            Ok(Verdict::error(format!("ByteStream.Write: {code:?}: {message}")))
+        }
+        Err(e) => Ok(Verdict::new(unmet(check), format!("uploading a blob the CAS holds failed: {e}")).with(
+            "ByteStream.Write",
+            Some(format!("OK with committed_size {}", d.size_bytes)),
+            e.to_string(),
+        )),
+    }
+}

@@ -457,6 +457,9 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
                 if d.size_bytes > MAX_BLOB_SIZE_BYTES {
                     return Err(Status::invalid_argument(format!("blob of {} bytes is too large", d.size_bytes)));
                 }
+                if self.shared.defects.has(Defect::WriteExistingAlreadyExists) && self.shared.blobs.contains(&d) {
+                    return Err(Status::already_exists(format!("blob {}/{} already exists", d.hash, d.size_bytes)));
+                }
                 resource_name = message.resource_name.clone();
                 digest = Some(d);
             } else if !message.resource_name.is_empty() && message.resource_name != resource_name {

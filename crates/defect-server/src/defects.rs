@@ -186,6 +186,8 @@ defects! {
         "pages GetTree by page_size but leaves next_page_token empty on every page",
     GetTreePartialNotFound = "get-tree-partial-not-found":
         "answers GetTree of a tree with a missing subdirectory with NOT_FOUND instead of the part present",
+    WriteExistingAlreadyExists = "write-existing-already-exists":
+        "answers a ByteStream upload of a blob it already holds with ALREADY_EXISTS",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     EmptyBlobMissing = "empty-blob-missing":
