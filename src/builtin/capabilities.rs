@@ -77,3 +77,47 @@ pub(super) async fn api_versions(h: &Harness, check: &CheckSpec) -> Result<Verdi
         )),
     }
 }
+
+/// The advertised `symlink_absolute_path_strategy` is what the server does
+/// with an input root holding an absolute symlink: ALLOWED runs it,
+/// DISALLOWED answers INVALID_ARGUMENT.
+pub(super) async fn symlink_strategy(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    use crate::suite::OutcomeClass;
+    use bazel_remote_apis::build::bazel::remote::execution::v2::symlink_absolute_path_strategy::Value;
+    let advertised = h.capabilities.cache_capabilities.as_ref().map(|c| c.symlink_absolute_path_strategy).unwrap_or(0);
+    let strategy = match Value::try_from(advertised) {
+        Ok(Value::Unknown) | Err(_) => {
+            return Ok(Verdict::skip(format!(
+                "symlink_absolute_path_strategy is UNKNOWN ({advertised}): nothing to hold the server to"
+            )))
+        }
+        Ok(v) => v,
+    };
+    if h.capabilities.execution_capabilities.as_ref().is_none_or(|e| !e.exec_enabled) {
+        return Ok(Verdict::skip("execution is not enabled"));
+    }
+    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let (outcome, _) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    if let Some(v) = super::undecided(&outcome, "completed or INVALID_ARGUMENT") {
+        return Ok(v);
+    }
+    let refused = matches!(outcome.class(), OutcomeClass::Rejected | OutcomeClass::Failed)
+        && outcome.error_code() == Some(tonic::Code::InvalidArgument);
+    let ran = outcome.class() == OutcomeClass::Completed;
+    let expected = match strategy {
+        Value::Allowed => "completed (absolute symlinks ALLOWED)",
+        _ => "INVALID_ARGUMENT (absolute symlinks DISALLOWED)",
+    };
+    match (strategy, ran, refused) {
+        (Value::Allowed, true, _) => Ok(Verdict::pass(format!("ALLOWED, and the action ran: {}", outcome.describe()))),
+        (Value::Disallowed, _, true) => {
+            Ok(Verdict::pass(format!("DISALLOWED, and the action was refused: {}", outcome.describe())))
+        }
+        _ => Ok(Verdict::new(
+            unmet(check),
+            format!("advertises {strategy:?}, but an input root with an absolute symlink {}", outcome.describe()),
+        )
+        .with("outcome", Some(expected.into()), outcome.describe())),
+    }
+}

@@ -75,6 +75,7 @@ builtins! {
     "action-cache-hit-blobs" => action_cache::hit_blobs_available,
     "digest-functions" => capabilities::digest_functions,
     "api-versions" => capabilities::api_versions,
+    "symlink-strategy" => capabilities::symlink_strategy,
     "empty-blob" => cas::empty_blob,
     "batch-digest-mismatch" => cas::batch_digest_mismatch,
     "bytestream-roundtrip" => cas::bytestream_roundtrip,

@@ -188,6 +188,8 @@ defects! {
         "answers GetTree of a tree with a missing subdirectory with NOT_FOUND instead of the part present",
     WriteExistingAlreadyExists = "write-existing-already-exists":
         "answers a ByteStream upload of a blob it already holds with ALREADY_EXISTS",
+    AbsoluteSymlinksRefused = "absolute-symlinks-refused":
+        "advertises symlink_absolute_path_strategy ALLOWED but fails actions whose input root holds an absolute symlink with INVALID_ARGUMENT",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     EmptyBlobMissing = "empty-blob-missing":

@@ -585,6 +585,9 @@ fn stage(
     if !plan.missing.is_empty() && !defects.has(Defect::MissingBlobNotReported) {
         return Err(Box::new(missing_inputs(&plan.missing, defects)));
     }
+    if defects.has(Defect::AbsoluteSymlinksRefused) && plan.has_absolute_symlink() {
+        return Err(failed(Code::InvalidArgument, "symlinks with absolute targets are not allowed".into()));
+    }
     let internal = |what: &str, e: std::io::Error| failed(Code::Internal, format!("{what}: {e}"));
     std::fs::create_dir(root).map_err(|e| internal("cannot create the input root", e))?;
     sandbox::materialise(root, &plan, &shared.blobs, defects, || shared.is_shutting_down())

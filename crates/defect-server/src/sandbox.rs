@@ -197,6 +197,13 @@ pub(crate) struct InputPlan {
     pub(crate) subtree_mounts: Vec<SubtreeMount>,
 }
 
+impl InputPlan {
+    /// Whether some symlink of the tree has an absolute target.
+    pub(crate) fn has_absolute_symlink(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n, InputNode::Symlink { target, .. } if target.starts_with('/')))
+    }
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         Err(format!("invalid name {name:?} in the input tree"))
