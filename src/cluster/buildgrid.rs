@@ -21,7 +21,7 @@ use crate::connection::ConnectOptions;
 use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};
 
 /// The server configuration; `{{bind}}`, `{{database}}` and `{{instance}}` are filled in.
-const CONFIG_TEMPLATE: &str = include_str!("../../compose/buildgrid.yml.tmpl");
+const CONFIG_TEMPLATE: &str = include_str!("buildgrid.yml.tmpl");
 
 /// What is installed into the harness's own virtualenv when `bgd` is missing.
 pub const BUILDGRID_PACKAGE: &str = "buildgrid[database]==0.4.4";
