@@ -723,3 +723,74 @@ pub(super) async fn bytestream_write_existing(h: &Harness, check: &CheckSpec) ->
         )),
     }
 }
+
+/// An upload interrupted half way resumes: QueryWriteStatus reports how much
+/// was committed, and a Write from that offset completes the blob.
+pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    use bazel_remote_apis::google::bytestream::WriteRequest;
+    let mut data = unique_bytes(h, check, "resumable");
+    data.resize(64 * 1024, b'.');
+    let d = digest::of_bytes(&data);
+    let half = data.len() / 2;
+    let resource = format!("{}uploads/{}/blobs/{}/{}", instance_prefix(h), uuid::Uuid::new_v4(), d.hash, d.size_bytes);
+    let c = h.clients();
+    let write = |offset: usize, end: usize, finish: bool| {
+        let msg = WriteRequest {
+            resource_name: resource.clone(),
+            write_offset: offset as i64,
+            finish_write: finish,
+            data: data[offset..end].to_vec(),
+        };
+        let mut client = c.bytestream.clone();
+        let req = c.request(futures_util::stream::iter([msg]));
+        async move { c.call(client.write(req)).await }
+    };
+    // The first half, then the stream ends without finish_write; whatever
+    // the server answers, the upload is unfinished.
+    match write(0, half, false).await {
+        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("ByteStream.Write: {}", s.message()))),
+        _ => {}
+    }
+    let req = c.request(QueryWriteStatusRequest { resource_name: resource.clone() });
+    let status = match c.call(c.bytestream.clone().query_write_status(req)).await {
+        Ok(s) => s,
+        Err(s) if s.code() == Code::Unimplemented => {
+            return Ok(Verdict::skip("the server does not implement QueryWriteStatus: uploads cannot resume"))
+        }
+        Err(s) if s.code() == Code::NotFound => {
+            return Ok(Verdict::skip("the server keeps no interrupted uploads (QueryWriteStatus: NOT_FOUND)"))
+        }
+        Err(s) => return Ok(answered(check, "QueryWriteStatus", "the interrupted upload's progress", s)),
+    };
+    let committed = status.committed_size;
+    if status.complete || !(0..=half as i64).contains(&committed) {
+        return Ok(Verdict::new(unmet(check), "QueryWriteStatus misreports an interrupted upload").with(
+            "QueryWriteStatus",
+            Some(format!("complete false, committed_size in 0..={half}")),
+            format!("complete {}, committed_size {committed}", status.complete),
+        ));
+    }
+    let expected = format!("OK, committed_size {}", data.len());
+    match write(committed as usize, data.len(), true).await {
+        Ok(r) if r.committed_size == data.len() as i64 => {}
+        Ok(r) => {
+            return Ok(Verdict::new(unmet(check), "the resumed upload did not commit the whole blob").with(
+                "ByteStream.Write",
+                Some(expected),
+                format!("committed_size {}", r.committed_size),
+            ))
+        }
+        Err(s) => return Ok(answered(check, &format!("ByteStream.Write resuming at {committed}"), &expected, s)),
+    }
+    match h.cas.read(&d).await {
+        Ok(back) if back == data => {
+            Ok(Verdict::pass(format!("resumed at committed_size {committed} of {}; blob complete", data.len())))
+        }
+        Ok(_) => Err(Verdict::error("the blob read back differs without a digest error")),
+        Err(e) => Ok(Verdict::new(unmet(check), format!("the resumed blob is not readable: {e}")).with(
+            "blob",
+            Some("readable".into()),
+            e.to_string(),
+        )),
+    }
+}

@@ -69,6 +69,7 @@ builtins! {
     "get-tree-partial" => cas::get_tree_partial,
     "batch-limit-usable" => cas::batch_limit_usable,
     "bytestream-write-existing" => cas::bytestream_write_existing,
+    "bytestream-resumable-write" => cas::bytestream_resumable_write,
     "operation-metadata" => protocol::operation_metadata,
     "missing-command" => protocol::missing_command,
     "action-cache-update-roundtrip" => action_cache::update_roundtrip,

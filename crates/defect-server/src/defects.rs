@@ -190,6 +190,8 @@ defects! {
         "answers a ByteStream upload of a blob it already holds with ALREADY_EXISTS",
     AbsoluteSymlinksRefused = "absolute-symlinks-refused":
         "advertises symlink_absolute_path_strategy ALLOWED but fails actions whose input root holds an absolute symlink with INVALID_ARGUMENT",
+    ResumeOffsetRefused = "resume-offset-refused":
+        "reports an interrupted upload's progress in QueryWriteStatus but refuses a Write that resumes at that offset",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     EmptyBlobMissing = "empty-blob-missing":

@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     pub(crate) action_cache: Mutex<HashMap<String, re::ActionResult>>,
     /// ByteStream upload resource name → (committed size, complete).
     pub(crate) uploads: Mutex<HashMap<String, (i64, bool)>>,
+    /// Bytes of uploads whose stream ended before finish_write, by resource
+    /// name, for a Write that resumes them.
+    pub(crate) partial_uploads: Mutex<HashMap<String, Vec<u8>>>,
     /// Operation name → operation.
     pub(crate) operations: Mutex<HashMap<String, Arc<OperationEntry>>>,
     /// Where input roots are staged; removed when the server stops.
@@ -156,6 +159,7 @@ impl DefectServer {
             blobs: BlobStore::default(),
             action_cache: Mutex::new(HashMap::new()),
             uploads: Mutex::new(HashMap::new()),
+            partial_uploads: Mutex::new(HashMap::new()),
             operations: Mutex::new(HashMap::new()),
             work_dir: work_dir.path().to_path_buf(),
             shutdown: shutdown_rx,
