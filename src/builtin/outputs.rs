@@ -402,27 +402,6 @@ pub(super) async fn logs_not_inlined(h: &Harness, check: &CheckSpec) -> Result<V
     Ok(Verdict::pass("stdout and stderr by digest only"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-
-    #[rstest]
-    #[case("buildstream/p/e", ".", "/buildstream/p/e")]
-    #[case("buildstream/p/e", "../../../buildstream-install", "/buildstream-install")]
-    #[case("buildstream/p/e", "../../..", "/")]
-    #[case("", "out", "/out")]
-    fn resolves_output_paths(#[case] base: &str, #[case] path: &str, #[case] want: &str) {
-        assert_eq!(resolve(base, path), want);
-    }
-
-    #[test]
-    fn write_directives_are_found() {
-        let probe: Vec<String> = ["--write", "/a/b=x\\n", "--exit", "1"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(writes(&probe), [("/a/b".to_string(), "x\n".to_string())]);
-    }
-}
-
 /// With output_directory_format TREE_AND_DIRECTORY an output directory
 /// comes back both ways, naming one root (or, from a worker without the
 /// format, as TREE_ONLY: the spec's fallback).
@@ -464,4 +443,25 @@ pub(super) async fn tree_and_directory(h: &Harness, check: &CheckSpec) -> Result
         ));
     }
     Ok(Verdict::pass("tree_digest and root_directory_digest, naming the same root"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("buildstream/p/e", ".", "/buildstream/p/e")]
+    #[case("buildstream/p/e", "../../../buildstream-install", "/buildstream-install")]
+    #[case("buildstream/p/e", "../../..", "/")]
+    #[case("", "out", "/out")]
+    fn resolves_output_paths(#[case] base: &str, #[case] path: &str, #[case] want: &str) {
+        assert_eq!(resolve(base, path), want);
+    }
+
+    #[test]
+    fn write_directives_are_found() {
+        let probe: Vec<String> = ["--write", "/a/b=x\\n", "--exit", "1"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(writes(&probe), [("/a/b".to_string(), "x\n".to_string())]);
+    }
 }
