@@ -39,8 +39,11 @@ const FAULTS: &[&str] = &["hang", "slow", "stream-cut", "garbage", "wrong-digest
 /// finding (e.g. Buildbarn's runner needs `/usr/bin/env`).
 const BENIGN: &[(&str, &[&str])] = &[
     ("runner-execs-env", &[]),
-    ("get-tree-unimplemented", &["cas.get-tree-missing-root"]),
-    ("query-write-status-unimplemented", &["cas.query-write-status-unknown"]),
+    (
+        "get-tree-unimplemented",
+        &["cas.get-tree-missing-root", "cas.get-tree-paged", "cas.get-tree-resumable", "cas.get-tree-partial"],
+    ),
+    ("query-write-status-unimplemented", &["cas.query-write-status-unknown", "cas.bytestream-resumable-write"]),
 ];
 
 /// Models of real server configurations that cannot run on CI machines: the
