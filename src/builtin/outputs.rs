@@ -259,17 +259,23 @@ async fn first_output_dir(
     h: &Harness,
     check: &CheckSpec,
 ) -> Result<(OutputDirectory, BTreeMap<String, OutputEntry>), Verdict> {
+    let od = first_output_directory(h, check).await?;
+    let entries = list_output_dir(h, &od).await.map_err(|e| Verdict::new(unmet(check), e))?;
+    Ok((od, entries))
+}
+
+/// Runs the check's action and returns its first output directory; none is
+/// the server's failing.
+async fn first_output_directory(h: &Harness, check: &CheckSpec) -> Result<OutputDirectory, Verdict> {
     let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
     let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
-    let Some(od) = result.output_directories.first() else {
-        return Err(Verdict::new(unmet(check), "no output directory came back").with(
+    result.output_directories.first().cloned().ok_or_else(|| {
+        Verdict::new(unmet(check), "no output directory came back").with(
             "output_directories",
             Some(format!("{:?}", check.action.output_paths)),
             "none",
-        ));
-    };
-    let entries = list_output_dir(h, od).await.map_err(|e| Verdict::new(unmet(check), e))?;
-    Ok((od.clone(), entries))
+        )
+    })
 }
 
 /// With `output_node_properties: [mtime]` every output file carries its mtime.
@@ -348,15 +354,7 @@ pub(super) async fn stdio_exact(h: &Harness, check: &CheckSpec) -> Result<Verdic
 /// client before v2.8 gets), output directories come back as a Tree in
 /// `tree_digest` holding what the command wrote.
 pub(super) async fn tree_only(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
-    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
-    let Some(od) = result.output_directories.first() else {
-        return Ok(Verdict::new(unmet(check), "no output directory came back").with(
-            "output_directories",
-            Some(format!("{:?}", check.action.output_paths)),
-            "none",
-        ));
-    };
+    let od = &first_output_directory(h, check).await?;
     let Some(tree_digest) = od.tree_digest.as_ref().filter(|d| !d.hash.is_empty()) else {
         return Ok(Verdict::new(unmet(check), "TREE_ONLY was asked for, but no tree_digest came back").with(
             "tree_digest",
@@ -406,15 +404,7 @@ pub(super) async fn logs_not_inlined(h: &Harness, check: &CheckSpec) -> Result<V
 /// comes back both ways, naming one root (or, from a worker without the
 /// format, as TREE_ONLY: the spec's fallback).
 pub(super) async fn tree_and_directory(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
-    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
-    let Some(od) = result.output_directories.first() else {
-        return Ok(Verdict::new(unmet(check), "no output directory came back").with(
-            "output_directories",
-            Some(format!("{:?}", check.action.output_paths)),
-            "none",
-        ));
-    };
+    let od = &first_output_directory(h, check).await?;
     let given = |d: &Option<Digest>| d.as_ref().filter(|d| !d.hash.is_empty()).cloned();
     let (tree_digest, root) = match (given(&od.tree_digest), given(&od.root_directory_digest)) {
         (Some(t), Some(r)) => (t, r),

@@ -20,6 +20,19 @@ use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
 use crate::verdict::Verdict;
 use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
+/// Executes `prepared` again with `skip_cache_lookup` set.
+async fn execute_skipping_cache(
+    h: &Harness,
+    prepared: &crate::action::PreparedAction,
+) -> Result<Outcome, execute::ExecError> {
+    let params = ExecuteParams {
+        action_digest: prepared.action_digest.clone(),
+        skip_cache_lookup: true,
+        budget: h.options.timeout,
+    };
+    execute::execute(h.clients(), &params, &h.inflight).await.0
+}
+
 /// The check's action with a file no other action has, so its digest is
 /// this check's alone (its cache entries too).
 fn with_nonce(check: &CheckSpec) -> ActionSpec {
@@ -234,12 +247,7 @@ pub(super) async fn action_cache_miss(h: &Harness, check: &CheckSpec) -> Result<
 /// With `skip_cache_lookup` the action runs again instead of being served from cache.
 pub(super) async fn skip_cache_lookup(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
-    let params = ExecuteParams {
-        action_digest: prepared.action_digest.clone(),
-        skip_cache_lookup: true,
-        budget: h.options.timeout,
-    };
-    let (outcome, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+    let outcome = execute_skipping_cache(h, &prepared).await;
     // The probe's report carries its start time, so a real second run
     // prints other bytes: the same stdout means the first result came back,
     // whatever `cached_result` says.
@@ -604,12 +612,7 @@ pub(super) async fn idle_stream_survives(h: &Harness, check: &CheckSpec) -> Resu
 pub(super) async fn skip_cache_lookup_overwrites(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     // Another check running the same action at the same time would write the entry too.
     let (prepared, first) = run_to_completion(h, &check.id, check, &with_nonce(check)).await?;
-    let params = ExecuteParams {
-        action_digest: prepared.action_digest.clone(),
-        skip_cache_lookup: true,
-        budget: h.options.timeout,
-    };
-    let (second, _) = execute::execute(h.clients(), &params, &h.inflight).await;
+    let second = execute_skipping_cache(h, &prepared).await;
     let second = second.map_err(|e| Verdict::error(e.to_string()))?;
     if let Some(v) = undecided(&second, "completed") {
         return Ok(v);
