@@ -172,6 +172,8 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
         arguments,
         environment_variables,
         output_paths: spec.output_paths.clone(),
+        output_files: spec.output_files.clone(),
+        output_directories: spec.output_directories.clone(),
         output_node_properties: spec.output_node_properties.clone(),
         platform: if on_command { platform.clone() } else { None },
         working_directory,

@@ -206,6 +206,12 @@ pub struct ActionSpec {
     /// Working directory relative to the input root.
     #[serde(default)]
     pub working_directory: Option<String>,
+    /// Deprecated `Command.output_files` (REAPI v2.0), relative to the working directory.
+    #[serde(default)]
+    pub output_files: Vec<String>,
+    /// Deprecated `Command.output_directories` (REAPI v2.0), relative to the working directory.
+    #[serde(default)]
+    pub output_directories: Vec<String>,
     /// `Command.output_paths`, relative to the working directory.
     #[serde(default)]
     pub output_paths: Vec<String>,

@@ -64,6 +64,8 @@ builtins! {
     "skip-cache-lookup-overwrites" => protocol::skip_cache_lookup_overwrites,
     "idle-stream-survives" => protocol::idle_stream_survives,
     "tree-and-directory" => outputs::tree_and_directory,
+    "legacy-outputs" => outputs::legacy_outputs,
+    "paths-override-legacy" => outputs::paths_override_legacy,
     "get-tree-paged" => cas::get_tree_paged,
     "get-tree-resumable" => cas::get_tree_resumable,
     "get-tree-partial" => cas::get_tree_partial,

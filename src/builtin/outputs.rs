@@ -435,6 +435,79 @@ pub(super) async fn tree_and_directory(h: &Harness, check: &CheckSpec) -> Result
     Ok(Verdict::pass("tree_digest and root_directory_digest, naming the same root"))
 }
 
+/// Paths of the output files and output directories of a result.
+fn output_paths_of(
+    result: &bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult,
+) -> (Vec<String>, Vec<String>) {
+    (
+        result.output_files.iter().map(|f| f.path.clone()).collect(),
+        result.output_directories.iter().map(|d| d.path.clone()).collect(),
+    )
+}
+
+/// A Command with only the deprecated output_files and output_directories
+/// (a REAPI v2.0 client) gets the parents of its outputs created, and back
+/// exactly the file and directory it listed. Applies where the server still
+/// accepts v2.0 clients (low_api_version 2.0).
+pub(super) async fn legacy_outputs(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let low = h.capabilities.low_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
+    if low > (2, 0) {
+        return Ok(Verdict::skip(format!("the server accepts clients from API {}.{} on, not v2.0 ones", low.0, low.1)));
+    }
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let report = match h.probe_output(&outcome).await.map_err(Verdict::error)?.map(|o| o.report) {
+        Some(Ok(report)) => report,
+        Some(Err(why)) => return Err(Verdict::error(format!("no probe report: {why}"))),
+        None => return Err(Verdict::error("completed without a result")),
+    };
+    for parent in ["out", "sub"] {
+        let path = ["paths".to_string(), parent.to_string(), "type".to_string()];
+        let kind = crate::evaluate::lookup(&report, &path).and_then(|v| v.as_str()).unwrap_or("absent");
+        if kind != "dir" {
+            return Ok(Verdict::new(
+                unmet(check),
+                format!("`{parent}`, the parent of an output, did not exist when the command started"),
+            )
+            .with(format!("paths[{parent}].type"), Some("dir".into()), kind));
+        }
+    }
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let (files, dirs) = output_paths_of(result);
+    let wanted = (vec!["out/file".to_string()], vec!["sub/outdir".to_string()]);
+    if (files.clone(), dirs.clone()) != wanted {
+        return Ok(Verdict::new(
+            unmet(check),
+            "the outputs are not exactly the listed output_files and output_directories",
+        )
+        .with(
+            "outputs",
+            Some(format!("files {:?}, directories {:?}", wanted.0, wanted.1)),
+            format!("files {files:?}, directories {dirs:?}"),
+        ));
+    }
+    Ok(Verdict::pass("parents created; exactly out/file and sub/outdir came back"))
+}
+
+/// With output_paths set, the deprecated output_files and
+/// output_directories are ignored: only the output_paths come back.
+pub(super) async fn paths_override_legacy(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let (files, dirs) = output_paths_of(result);
+    if files != ["a"] || !dirs.is_empty() {
+        return Ok(Verdict::new(
+            unmet(check),
+            "outputs listed only in the deprecated fields came back beside output_paths",
+        )
+        .with(
+            "outputs",
+            Some("files [\"a\"], no directories (output_files and output_directories ignored)".into()),
+            format!("files {files:?}, directories {dirs:?}"),
+        ));
+    }
+    Ok(Verdict::pass("only the output_paths came back"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,12 @@ defects! {
         "answers WaitExecution for an operation it does not know with INVALID_ARGUMENT instead of NOT_FOUND",
     LogsInlinedUnasked = "logs-inlined-unasked":
         "inlines small stdout and stderr in every ActionResult (stdout_raw, stderr_raw) although no client asked",
+    OutputParentsNotCreated = "output-parents-not-created":
+        "does not create the directories leading up to output paths before the command runs",
+    LegacyOutputsIgnored = "legacy-outputs-ignored":
+        "collects only output_paths: a Command with the deprecated output_files and output_directories gets no outputs",
+    LegacyOutputsMerged = "legacy-outputs-merged":
+        "collects the deprecated output_files and output_directories even when output_paths is set",
     TreeDigestOmitted = "tree-digest-omitted":
         "gives output directories root_directory_digest only, whatever output_directory_format asks (no Tree for TREE_ONLY)",
     MetadataWithoutDigest = "metadata-without-digest":

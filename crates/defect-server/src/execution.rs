@@ -553,7 +553,11 @@ fn output_requests(
     defects: &Defects,
 ) -> Result<Vec<OutputRequest>, String> {
     #[allow(deprecated)] // legacy fields are honoured when output_paths is empty
-    let requested: Vec<(&String, OutputKind)> = if !command.output_paths.is_empty() {
+    let requested: Vec<(&String, OutputKind)> = if defects.has(Defect::LegacyOutputsMerged) {
+        let paths = command.output_paths.iter().map(|p| (p, OutputKind::Any));
+        let files = command.output_files.iter().map(|p| (p, OutputKind::File));
+        paths.chain(files).chain(command.output_directories.iter().map(|p| (p, OutputKind::Directory))).collect()
+    } else if !command.output_paths.is_empty() || defects.has(Defect::LegacyOutputsIgnored) {
         command.output_paths.iter().map(|p| (p, OutputKind::Any)).collect()
     } else {
         let files = command.output_files.iter().map(|p| (p, OutputKind::File));
@@ -604,7 +608,7 @@ fn stage(
     resolve_in_root(root, working_dir, true, true)
         .map_err(|e| failed(Code::InvalidArgument, format!("cannot create the working directory: {e}")))?;
     // Spec: the worker creates the directories leading up to each output.
-    for output in outputs {
+    for output in outputs.iter().filter(|_| !defects.has(Defect::OutputParentsNotCreated)) {
         if let Some((_, parents)) = output.components.split_last() {
             resolve_in_root(root, parents, true, true).map_err(|e| {
                 failed(
