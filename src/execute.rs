@@ -155,6 +155,9 @@ pub struct Trace {
     /// Operations whose metadata is not an ExecuteOperationMetadata naming
     /// the action, one line each (the spec gives every Operation that metadata).
     pub metadata_problems: Vec<String>,
+    /// Operations whose `done` disagrees with their stage (done exactly
+    /// when COMPLETED), one line each.
+    pub done_problems: Vec<String>,
 }
 
 /// Names of operations started and not yet finished, so an interrupted run
@@ -325,6 +328,10 @@ pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome
                 let stage = execution_stage::Value::try_from(m.stage)
                     .map(|s| s.as_str_name().to_string())
                     .unwrap_or_else(|_| format!("stage {}", m.stage));
+                let completed = m.stage == execution_stage::Value::Completed as i32;
+                if op.done != completed {
+                    trace.done_problems.push(format!("message {message}: done {} at stage {stage}", op.done));
+                }
                 if trace.stages.last() != Some(&stage) {
                     trace.stages.push(stage);
                 }

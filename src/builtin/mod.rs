@@ -62,6 +62,7 @@ builtins! {
     "cached-result-truthful" => protocol::cached_result_truthful,
     "failing-result-not-reused" => protocol::failing_result_not_reused,
     "skip-cache-lookup-overwrites" => protocol::skip_cache_lookup_overwrites,
+    "operation-done-completed" => protocol::operation_done_completed,
     "idle-stream-survives" => protocol::idle_stream_survives,
     "tree-and-directory" => outputs::tree_and_directory,
     "legacy-outputs" => outputs::legacy_outputs,

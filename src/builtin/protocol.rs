@@ -647,3 +647,27 @@ pub(super) async fn skip_cache_lookup_overwrites(h: &Harness, check: &CheckSpec)
         )),
     }
 }
+
+/// An Operation is done exactly when its metadata's stage is COMPLETED.
+pub(super) async fn operation_done_completed(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    if let Some(v) = undecided(&outcome, "completed") {
+        return Ok(v);
+    }
+    if trace.stages.is_empty() {
+        return Ok(Verdict::skip(
+            "no Operation carried a readable ExecuteOperationMetadata stage (protocol.operation-metadata judges that)",
+        ));
+    }
+    if trace.done_problems.is_empty() {
+        return Ok(Verdict::pass(format!("stages {}; done only at COMPLETED", trace.stages.join(" → "))));
+    }
+    let shown: Vec<&str> = trace.done_problems.iter().take(4).map(String::as_str).collect();
+    Ok(Verdict::new(unmet(check), "an Operation's done flag disagrees with its stage").with(
+        "Operation.done",
+        Some("true exactly at stage COMPLETED".into()),
+        shown.join("; "),
+    ))
+}

@@ -151,6 +151,8 @@ defects! {
         "collects the deprecated output_files and output_directories even when output_paths is set",
     TreeDigestOmitted = "tree-digest-omitted":
         "gives output directories root_directory_digest only, whatever output_directory_format asks (no Tree for TREE_ONLY)",
+    DoneWhileExecuting = "done-while-executing":
+        "sends the final, done Operation with its metadata still at stage EXECUTING",
     MetadataWithoutDigest = "metadata-without-digest":
         "sends ExecuteOperationMetadata without the action_digest of the action it is about",
     AcUpdateDropped = "ac-update-dropped":

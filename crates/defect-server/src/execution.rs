@@ -147,7 +147,12 @@ impl OperationEntry {
                 value: Bytes::from(response.encode_to_vec()),
             })
         };
-        let mut done = self.progress(re::execution_stage::Value::Completed);
+        let last_stage = if defects.has(Defect::DoneWhileExecuting) {
+            re::execution_stage::Value::Executing
+        } else {
+            re::execution_stage::Value::Completed
+        };
+        let mut done = self.progress(last_stage);
         done.done = true;
         done.result = Some(result);
         self.set_state(done);
