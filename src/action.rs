@@ -182,7 +182,6 @@ pub fn prepare(spec: &ActionSpec, vars: &Vars, probe: &Arc<Vec<u8>>, salt: &[u8]
             DirectoryFormat::TreeOnly => command::OutputDirectoryFormat::TreeOnly,
             DirectoryFormat::TreeAndDirectory => command::OutputDirectoryFormat::TreeAndDirectory,
         } as i32,
-        ..Default::default()
     };
     let (command_digest, command_bytes) = digest::of_message(&command);
     blobs.insert(command_digest.hash.clone(), (command_digest.clone(), Arc::new(command_bytes)));

@@ -498,15 +498,25 @@ pub(super) async fn cached_result_truthful(h: &Harness, check: &CheckSpec) -> Re
     }
 }
 
-/// Every Operation of an Execute stream carries ExecuteOperationMetadata
-/// naming the action it is about.
-pub(super) async fn operation_metadata(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+/// Runs the check's action and keeps the trace of its Operations; an
+/// undecided outcome (still queued or running) ends the check as ERROR.
+async fn traced_run(
+    h: &Harness,
+    check: &CheckSpec,
+) -> Result<(crate::action::PreparedAction, Outcome, Trace), Verdict> {
     let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
     let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
-    if let Some(v) = undecided(&outcome, "completed") {
-        return Ok(v);
+    match undecided(&outcome, "completed") {
+        Some(v) => Err(v),
+        None => Ok((prepared, outcome, trace)),
     }
+}
+
+/// Every Operation of an Execute stream carries ExecuteOperationMetadata
+/// naming the action it is about.
+pub(super) async fn operation_metadata(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (prepared, outcome, trace) = traced_run(h, check).await?;
     if trace.messages == 0 {
         return Ok(Verdict::error(format!("no Operation message to look at: {}", outcome.describe())));
     }
@@ -650,12 +660,7 @@ pub(super) async fn skip_cache_lookup_overwrites(h: &Harness, check: &CheckSpec)
 
 /// An Operation is done exactly when its metadata's stage is COMPLETED.
 pub(super) async fn operation_done_completed(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
-    let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
-    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
-    if let Some(v) = undecided(&outcome, "completed") {
-        return Ok(v);
-    }
+    let (_, _, trace) = traced_run(h, check).await?;
     if trace.stages.is_empty() {
         return Ok(Verdict::skip(
             "no Operation carried a readable ExecuteOperationMetadata stage (protocol.operation-metadata judges that)",
