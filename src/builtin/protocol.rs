@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
-    ExecuteRequest, GetActionResultRequest, WaitExecutionRequest,
+    ActionResult, Digest, ExecuteRequest, GetActionResultRequest, WaitExecutionRequest,
 };
 use bazel_remote_apis::google::longrunning::CancelOperationRequest;
 use prost::Message;
@@ -31,6 +31,35 @@ async fn execute_skipping_cache(
         budget: h.options.timeout,
     };
     execute::execute(h.clients(), &params, &h.inflight).await.0
+}
+
+/// What identifies a run's stdout. The probe prints its start time, so a new
+/// run never prints the same bytes: equal stdout means the same run's result.
+fn stdout_of(r: &ActionResult) -> (Option<Digest>, Vec<u8>) {
+    (r.stdout_digest.clone(), r.stdout_raw.to_vec())
+}
+
+fn stdout_of_outcome(o: &Outcome) -> Option<(Option<Digest>, Vec<u8>)> {
+    o.result().map(stdout_of)
+}
+
+/// Passes when the action cache has no entry for `action`; `what` names the
+/// result that must not be cached.
+async fn not_cached(
+    h: &Harness,
+    check: &CheckSpec,
+    action: &Digest,
+    outcome: &Outcome,
+    what: &str,
+) -> Result<Verdict, Verdict> {
+    match super::action_cache::get(h, action).await? {
+        None => Ok(Verdict::pass(format!("{}; GetActionResult: NOT_FOUND", outcome.describe()))),
+        Some(_) => Ok(Verdict::new(unmet(check), format!("the result of {what} was cached")).with(
+            "GetActionResult",
+            Some("NOT_FOUND".into()),
+            "a cached ActionResult",
+        )),
+    }
 }
 
 /// The check's action with a file no other action has, so its digest is
@@ -251,7 +280,6 @@ pub(super) async fn skip_cache_lookup(h: &Harness, check: &CheckSpec) -> Result<
     // The probe's report carries its start time, so a real second run
     // prints other bytes: the same stdout means the first result came back,
     // whatever `cached_result` says.
-    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
     match outcome {
         Err(e) => Ok(Verdict::error(e.to_string())),
         Ok(Outcome::Completed { response }) if response.cached_result => Ok(Verdict::new(
@@ -259,16 +287,18 @@ pub(super) async fn skip_cache_lookup(h: &Harness, check: &CheckSpec) -> Result<
             "served a cached result although skip_cache_lookup was set",
         )
         .with("cached_result", Some("false".into()), "true")),
-        Ok(second @ Outcome::Completed { .. }) if stdout_of(&second) == stdout_of(&first) => Ok(Verdict::new(
-            unmet(check),
-            "served the first run's result again (same stdout, same probe start time) although \
+        Ok(second @ Outcome::Completed { .. }) if stdout_of_outcome(&second) == stdout_of_outcome(&first) => {
+            Ok(Verdict::new(
+                unmet(check),
+                "served the first run's result again (same stdout, same probe start time) although \
              skip_cache_lookup was set, with cached_result = false",
-        )
-        .with(
-            "stdout",
-            Some("a new run's report (another start time)".into()),
-            "byte for byte the first run's",
-        )),
+            )
+            .with(
+                "stdout",
+                Some("a new run's report (another start time)".into()),
+                "byte for byte the first run's",
+            ))
+        }
         Ok(Outcome::Completed { .. }) => Ok(Verdict::pass("ran again (new stdout) with cached_result = false")),
         Ok(other) => Ok(undecided(&other, "completed, cached_result = false").unwrap_or_else(|| {
             Verdict::new(unmet(check), format!("second execution: {}", other.describe())).with(
@@ -406,14 +436,7 @@ pub(super) async fn non_ok_not_cached(h: &Harness, check: &CheckSpec) -> Result<
             outcome.describe()
         )));
     }
-    match super::action_cache::get(h, &prepared.action_digest).await? {
-        None => Ok(Verdict::pass(format!("{}; not cached", outcome.describe()))),
-        Some(_) => Ok(Verdict::new(unmet(check), "the result of a DEADLINE_EXCEEDED execution was cached").with(
-            "GetActionResult",
-            Some("NOT_FOUND".into()),
-            "a cached ActionResult",
-        )),
-    }
+    not_cached(h, check, &prepared.action_digest, &outcome, "a DEADLINE_EXCEEDED execution").await
 }
 
 /// The result of an action marked `do_not_cache` is not in the action cache.
@@ -422,14 +445,7 @@ pub(super) async fn do_not_cache(h: &Harness, check: &CheckSpec) -> Result<Verdi
     if !prepared.action.do_not_cache {
         return Err(Verdict::error(format!("{}: the check's action must set do_not_cache", check.location)));
     }
-    match super::action_cache::get(h, &prepared.action_digest).await? {
-        None => Ok(Verdict::pass(format!("{}; GetActionResult: NOT_FOUND", outcome.describe()))),
-        Some(_) => Ok(Verdict::new(unmet(check), "the result of a do_not_cache action was cached").with(
-            "GetActionResult",
-            Some("NOT_FOUND".into()),
-            "a cached ActionResult",
-        )),
-    }
+    not_cached(h, check, &prepared.action_digest, &outcome, "a do_not_cache action").await
 }
 
 /// An Action whose Command blob is not in the CAS fails with FAILED_PRECONDITION.
@@ -479,9 +495,8 @@ pub(super) async fn cached_result_truthful(h: &Harness, check: &CheckSpec) -> Re
             second.describe(),
         ));
     };
-    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
     // The probe prints its start time: a new run never prints the same bytes.
-    let same = stdout_of(&first) == stdout_of(&second);
+    let same = stdout_of_outcome(&first) == stdout_of_outcome(&second);
     match (same, response.cached_result) {
         (true, true) => Ok(Verdict::pass("served from the action cache, with cached_result set")),
         (false, false) => Ok(Verdict::pass("executed again, with cached_result unset")),
@@ -571,9 +586,8 @@ pub(super) async fn failing_result_not_reused(h: &Harness, check: &CheckSpec) ->
         }
         return Ok(Verdict::error(format!("the second Execute ended {}", second.describe())));
     };
-    let stdout_of = |o: &Outcome| o.result().map(|r| (r.stdout_digest.clone(), r.stdout_raw.clone()));
     // The probe prints its start time: a new run never prints the same bytes.
-    if response.cached_result || stdout_of(&first) == stdout_of(&second) {
+    if response.cached_result || stdout_of_outcome(&first) == stdout_of_outcome(&second) {
         return Ok(Verdict::new(
             unmet(check),
             format!("the second Execute of a command that exited {exit_code} was served the first run's result"),
@@ -627,9 +641,6 @@ pub(super) async fn skip_cache_lookup_overwrites(h: &Harness, check: &CheckSpec)
     if let Some(v) = undecided(&second, "completed") {
         return Ok(v);
     }
-    let stdout_of = |r: &bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult| {
-        (r.stdout_digest.clone(), r.stdout_raw.clone())
-    };
     let (Some(old), Some(new)) = (first.result().map(stdout_of), second.result().map(stdout_of)) else {
         return Ok(Verdict::error(format!("no result to compare: {}", second.describe())));
     };
