@@ -179,12 +179,11 @@ impl Run {
         while let Some(token) = tokens.next() {
             match token.as_str() {
                 "--quiet" => self.quiet = true,
-                "--read" | "--list" | "--writable" | "--write" | "--remove" | "--stderr" | "--exit" | "--sleep" => {
-                    match tokens.next() {
-                        Some(arg) => self.apply(&token, &arg, errors),
-                        None => errors.push(format!("{token}: missing argument")),
-                    }
-                }
+                "--read" | "--list" | "--writable" | "--write" | "--symlink" | "--remove" | "--stderr" | "--exit"
+                | "--sleep" => match tokens.next() {
+                    Some(arg) => self.apply(&token, &arg, errors),
+                    None => errors.push(format!("{token}: missing argument")),
+                },
                 _ => self.unknown.push(token),
             }
         }
@@ -204,6 +203,16 @@ impl Run {
                     set(&mut self.writes, path, Json::Bool(written.is_ok()));
                 }
                 None => errors.push(format!("--write {arg}: expected PATH=CONTENT")),
+            },
+            "--symlink" => match arg.split_once('=') {
+                Some((path, target)) => {
+                    let made = std::os::unix::fs::symlink(target, path);
+                    if let Err(e) = &made {
+                        errors.push(format!("--symlink {path}: {e}"));
+                    }
+                    set(&mut self.writes, path, Json::Bool(made.is_ok()));
+                }
+                None => errors.push(format!("--symlink {arg}: expected PATH=TARGET")),
             },
             // A file that is not there is an answer, not an error.
             "--remove" => set(&mut self.removed, arg, Json::Bool(fs::remove_file(arg).is_ok())),

@@ -377,17 +377,23 @@ pub(crate) fn observe(op: Operation, trace: &mut Trace) -> Result<Option<Outcome
     }
 }
 
+/// Asks the server to cancel operation `name` (nothing for an empty name).
+pub async fn cancel(clients: &Clients, name: &str) -> Result<(), tonic::Status> {
+    if name.is_empty() {
+        return Ok(());
+    }
+    let req = clients.request(CancelOperationRequest { name: name.to_string() });
+    clients.call(clients.operations.clone().cancel_operation(req)).await.map(|_| ())
+}
+
 /// The budget is spent: cancel and report where the operation was.
 async fn out_of_budget(clients: &Clients, trace: &Trace, start: Instant) -> Result<Outcome, String> {
     let waited = start.elapsed();
     let Some(name) = trace.operation.clone() else {
         return Err(format!("no Operation received within {:.1}s", waited.as_secs_f64()));
     };
-    let cancel = match clients
-        .call(clients.operations.clone().cancel_operation(clients.request(CancelOperationRequest { name })))
-        .await
-    {
-        Ok(_) => "cancelled".to_string(),
+    let cancel = match cancel(clients, &name).await {
+        Ok(()) => "cancelled".to_string(),
         Err(s) => format!("CancelOperation answered {:?}", s.code()),
     };
     // The last stage reported is where the operation is; an earlier EXECUTING

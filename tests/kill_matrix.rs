@@ -44,6 +44,17 @@ const BENIGN: &[(&str, &[&str])] = &[
         &["cas.get-tree-missing-root", "cas.get-tree-paged", "cas.get-tree-resumable", "cas.get-tree-partial"],
     ),
     ("query-write-status-unimplemented", &["cas.query-write-status-unknown", "cas.bytestream-resumable-write"]),
+    (
+        "no-compression",
+        &[
+            "cas.compressed-roundtrip",
+            "cas.compressed-write-mismatch",
+            "cas.compressed-read-limit",
+            "cas.compressed-read-offset",
+            "cas.compressed-write-existing",
+            "cas.compressed-batch",
+        ],
+    ),
 ];
 
 /// Models of real server configurations that cannot run on CI machines: the

@@ -19,7 +19,7 @@ use crate::suite::CheckSpec;
 use crate::verdict::Verdict;
 
 /// Bytes unique to this run and check, so nothing is found in the CAS by accident.
-fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
+pub(super) fn unique_bytes(h: &Harness, check: &CheckSpec, what: &str) -> Vec<u8> {
     format!("{}/{}/{what}/{}", String::from_utf8_lossy(&h.salt), check.id, uuid::Uuid::new_v4()).into_bytes()
 }
 
@@ -53,7 +53,7 @@ pub(super) async fn first_status<T>(
 }
 
 /// An RPC failure: transport problems are ERROR, server answers are evidence.
-fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> Verdict {
+pub(super) fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> Verdict {
     if execute::is_transport(&s) {
         Verdict::error(format!("{what}: {:?}: {}", s.code(), s.message()))
     } else {
@@ -396,7 +396,7 @@ pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -
 }
 
 /// Whether `d` is in the CAS, by FindMissingBlobs.
-async fn present(h: &Harness, d: &Digest) -> Result<bool, Verdict> {
+pub(super) async fn present(h: &Harness, d: &Digest) -> Result<bool, Verdict> {
     let c = h.clients();
     let req = c.request(FindMissingBlobsRequest {
         instance_name: c.cas_instance.clone(),

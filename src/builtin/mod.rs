@@ -17,6 +17,7 @@ mod action_cache;
 mod capabilities;
 mod cas;
 mod casd_proxy;
+mod compressed_blobs;
 mod outputs;
 mod protocol;
 mod sandbox;
@@ -63,10 +64,12 @@ builtins! {
     "failing-result-not-reused" => protocol::failing_result_not_reused,
     "skip-cache-lookup-overwrites" => protocol::skip_cache_lookup_overwrites,
     "operation-done-completed" => protocol::operation_done_completed,
+    "stream-ends-at-done" => protocol::stream_ends_at_done,
     "idle-stream-survives" => protocol::idle_stream_survives,
     "tree-and-directory" => outputs::tree_and_directory,
     "legacy-outputs" => outputs::legacy_outputs,
     "paths-override-legacy" => outputs::paths_override_legacy,
+    "symlink-output" => outputs::symlink_output,
     "get-tree-paged" => cas::get_tree_paged,
     "get-tree-resumable" => cas::get_tree_resumable,
     "get-tree-partial" => cas::get_tree_partial,
@@ -92,6 +95,12 @@ builtins! {
     "batch-read-mixed" => cas::batch_read_mixed,
     "bytestream-partial-read" => cas::bytestream_partial_read,
     "bytestream-negative-offset" => cas::bytestream_negative_offset,
+    "compressed-roundtrip" => compressed_blobs::compressed_roundtrip,
+    "compressed-write-mismatch" => compressed_blobs::compressed_write_mismatch,
+    "compressed-read-limit" => compressed_blobs::compressed_read_limit,
+    "compressed-read-offset" => compressed_blobs::compressed_read_offset,
+    "compressed-write-existing" => compressed_blobs::compressed_write_existing,
+    "compressed-batch" => compressed_blobs::compressed_batch,
     "through-casd-proxy" => casd_proxy::through_casd_proxy,
     "no-lease-without-match" => scheduler::no_lease_without_match,
     "lease-when-matching-bot-appears" => scheduler::lease_when_matching_bot_appears,

@@ -508,6 +508,25 @@ pub(super) async fn paths_override_legacy(h: &Harness, check: &CheckSpec) -> Res
     Ok(Verdict::pass("only the output_paths came back"))
 }
 
+/// A symlink named in output_paths comes back in output_symlinks with its
+/// target, not followed into output_files.
+pub(super) async fn symlink_output(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
+    let Some(result) = outcome.result() else { return Err(Verdict::error("completed without a result")) };
+    let symlinks: Vec<(String, String)> =
+        result.output_symlinks.iter().map(|s| (s.path.clone(), s.target.clone())).collect();
+    let (files, dirs) = output_paths_of(result);
+    let wanted = ("out-link".to_string(), "reapi-probe".to_string());
+    if symlinks == [wanted] && files.is_empty() && dirs.is_empty() {
+        return Ok(Verdict::pass("output_symlinks: out-link -> reapi-probe"));
+    }
+    Ok(Verdict::new(unmet(check), "the symlink output did not come back as an output symlink").with(
+        "outputs",
+        Some("output_symlinks [out-link -> reapi-probe], no files, no directories".into()),
+        format!("output_symlinks {symlinks:?}, files {files:?}, directories {dirs:?}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

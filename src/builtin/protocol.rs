@@ -687,3 +687,70 @@ pub(super) async fn operation_done_completed(h: &Harness, check: &CheckSpec) -> 
         shown.join("; "),
     ))
 }
+
+/// The Execute stream ends once the done Operation is sent: nothing follows
+/// it, and the server closes the stream instead of holding it open.
+pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::ExecuteRequest;
+    /// How long the stream may stay open after the done Operation.
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let c = h.clients();
+    let mut req = tonic::Request::new(ExecuteRequest {
+        instance_name: c.instance.clone(),
+        action_digest: Some(prepared.action_digest.clone()),
+        ..Default::default()
+    });
+    req.set_timeout(h.options.timeout + c.rpc_timeout);
+    let deadline = tokio::time::Instant::now() + h.options.timeout;
+    let mut stream = match tokio::time::timeout_at(deadline, c.execution.clone().execute(req)).await {
+        Err(_) => return Err(Verdict::error("Execute was not answered in time")),
+        Ok(Err(s)) => return Err(Verdict::error(format!("Execute answered {:?}: {}", s.code(), s.message()))),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let mut messages = 0;
+    let mut name = String::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => {
+                let _ = execute::cancel(c, &name).await;
+                return Err(Verdict::error("the operation was not done within the action timeout"));
+            }
+            Ok(Err(s)) => {
+                return Err(Verdict::error(format!("the Execute stream broke: {:?}: {}", s.code(), s.message())))
+            }
+            Ok(Ok(None)) => return Err(Verdict::error("the Execute stream ended before the operation was done")),
+            Ok(Ok(Some(op))) => {
+                messages += 1;
+                if !op.name.is_empty() {
+                    name = op.name.clone();
+                }
+                if op.done {
+                    break;
+                }
+            }
+        }
+    }
+    match tokio::time::timeout(GRACE, stream.message()).await {
+        Ok(Ok(None)) => Ok(Verdict::pass(format!("the stream ended after the done Operation (message {messages})"))),
+        // An error after the last message still ends the stream; nothing more came.
+        Ok(Err(s)) if !execute::is_transport(&s) => {
+            Ok(Verdict::pass(format!("the stream ended ({:?}) after the done Operation", s.code())))
+        }
+        Ok(Err(s)) => Err(Verdict::error(format!("the stream broke after the done Operation: {}", s.message()))),
+        Ok(Ok(Some(op))) => Ok(Verdict::new(unmet(check), "an Operation followed the done one").with(
+            "after the done Operation",
+            Some("end of stream".into()),
+            format!("another Operation (done {})", op.done),
+        )),
+        Err(_) => Ok(Verdict::new(
+            unmet(check),
+            format!("the stream stayed open {}s after the done Operation", GRACE.as_secs()),
+        )
+        .with(
+            "after the done Operation",
+            Some("end of stream".into()),
+            format!("open after {}s", GRACE.as_secs()),
+        )),
+    }
+}

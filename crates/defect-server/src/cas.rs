@@ -13,6 +13,9 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use re::compressor::Value as Compressor;
+use reapi_client::compression;
+
 use super::defects::Defect;
 use super::{lock, Shared};
 
@@ -188,8 +191,14 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         for blob in request.requests {
             let status = match check_digest(blob.digest.as_ref(), "requests.digest") {
                 Err(e) => rpc_status(Code::InvalidArgument, e.message()),
-                Ok(_) if blob.compressor != re::compressor::Value::Identity as i32 => {
-                    rpc_status(Code::InvalidArgument, "only the IDENTITY compressor is supported")
+                Ok(digest) if blob.compressor != Compressor::Identity as i32 => {
+                    match self.decompressed_batch_blob(&digest, blob.compressor, &blob.data) {
+                        Err(status) => status,
+                        Ok(data) => match self.shared.blobs.put_verified(&digest, Bytes::from(data)) {
+                            Ok(()) => rpc_status(Code::Ok, ""),
+                            Err(why) => rpc_status(Code::InvalidArgument, why),
+                        },
+                    }
                 }
                 Ok(digest)
                     if self.shared.defects.has(Defect::SizeNotChecked) && digest_of(&blob.data).hash == digest.hash =>
@@ -231,6 +240,12 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
                 return Err(Status::not_found(format!("blob {}/{} not found", absent.hash, absent.size_bytes)));
             }
         }
+        // The first acceptable compressor served, or IDENTITY.
+        let reply_compressor = if self.shared.defects.has(Defect::BatchCompressorUnacceptable) {
+            Some(Compressor::Zstd)
+        } else {
+            self.shared.compressors().iter().copied().find(|c| request.acceptable_compressors.contains(&(*c as i32)))
+        };
         let mut responses = Vec::with_capacity(digests.len());
         for digest in digests {
             let (data, status) = match self.shared.blobs.get(&digest) {
@@ -243,10 +258,14 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
                     rpc_status(Code::NotFound, format!("blob {}/{} not found", digest.hash, digest.size_bytes)),
                 ),
             };
+            let (data, compressor) = match reply_compressor {
+                Some(c) if status.code == 0 => (compression::compress(c, &data).unwrap_or_default(), c),
+                _ => (data.to_vec(), Compressor::Identity),
+            };
             responses.push(re::batch_read_blobs_response::Response {
                 digest: Some(digest),
-                data: data.to_vec(),
-                compressor: re::compressor::Value::Identity as i32,
+                data,
+                compressor: compressor as i32,
                 status: Some(status),
             });
         }
@@ -337,6 +356,25 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
 }
 
 impl CasService {
+    /// The data of a compressed BatchUpdateBlobs entry, decompressed; the
+    /// per-blob status when it cannot be.
+    fn decompressed_batch_blob(
+        &self,
+        digest: &re::Digest,
+        compressor: i32,
+        data: &[u8],
+    ) -> Result<Vec<u8>, rpc::Status> {
+        let supported = Compressor::try_from(compressor).ok().filter(|c| self.shared.compressors().contains(c));
+        let Some(c) = supported else {
+            return Err(rpc_status(
+                Code::InvalidArgument,
+                format!("{} is not supported", compression::name(compressor)),
+            ));
+        };
+        compression::decompress(c, data, digest.size_bytes.clamp(0, MAX_BATCH_TOTAL_SIZE_BYTES) as usize)
+            .map_err(|e| rpc_status(Code::InvalidArgument, format!("data does not decompress: {e}")))
+    }
+
     /// Every directory reachable from `root` that is in the CAS, root first,
     /// each distinct directory once.
     fn breadth_first(&self, root: &re::Digest) -> Result<Vec<re::Directory>, Status> {
@@ -371,24 +409,62 @@ pub(crate) struct ByteStreamService {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// `{instance}/blobs/{hash}/{size}[/...]` (read) or
-/// `{instance}/uploads/{uuid}/blobs/{hash}/{size}[/...]` (write): finds the
-/// `blobs` segment followed by a digest. The instance name may hold slashes.
-fn digest_in_resource_name(name: &str, upload: bool) -> Result<re::Digest, Status> {
+/// What a ByteStream resource name names: a blob, and the compressor of the
+/// data on the wire (`None` for plain `blobs/`).
+struct Resource {
+    digest: re::Digest,
+    compressor: Option<Compressor>,
+}
+
+/// `{instance}/blobs/{hash}/{size}[/...]` or
+/// `{instance}/compressed-blobs/{compressor}/{hash}/{size}` (read), with
+/// `{instance}/uploads/{uuid}/` before `blobs` or `compressed-blobs` (write):
+/// finds the `blobs` segment followed by a digest. The instance name may hold
+/// slashes.
+fn parse_resource_name(name: &str, upload: bool) -> Result<Resource, Status> {
     let parts: Vec<&str> = name.split('/').collect();
     for i in 0..parts.len() {
-        if parts[i] != "blobs" || i + 2 >= parts.len() {
-            continue;
-        }
+        let (compressor, digest_at) = match parts[i] {
+            "blobs" => (None, i + 1),
+            "compressed-blobs" => match parts.get(i + 1) {
+                Some(segment) => match compression::from_segment(segment) {
+                    Some(c) => (Some(c), i + 2),
+                    None => return Err(Status::invalid_argument(format!("unknown compressor {segment:?}"))),
+                },
+                None => continue,
+            },
+            _ => continue,
+        };
         if upload && (i < 2 || parts[i - 2] != "uploads") {
             continue;
         }
-        let (Some(hash), Some(size)) = (parts.get(i + 1), parts.get(i + 2)) else { continue };
+        let (Some(hash), Some(size)) = (parts.get(digest_at), parts.get(digest_at + 1)) else { continue };
         let Ok(size_bytes) = size.parse::<i64>() else { continue };
-        return check_digest(Some(&re::Digest { hash: hash.to_string(), size_bytes }), "resource_name");
+        let digest = check_digest(Some(&re::Digest { hash: hash.to_string(), size_bytes }), "resource_name")?;
+        return Ok(Resource { digest, compressor });
     }
     let form = if upload { "{instance}/uploads/{uuid}/blobs/{hash}/{size}" } else { "{instance}/blobs/{hash}/{size}" };
     Err(Status::invalid_argument(format!("resource name {name:?} is not of the form {form}")))
+}
+
+impl Shared {
+    /// The compressors served: ZSTD and DEFLATE, none with `no-compression`.
+    pub(crate) fn compressors(&self) -> &'static [Compressor] {
+        if self.defects.has(Defect::NoCompression) {
+            &[]
+        } else {
+            compression::SUPPORTED
+        }
+    }
+
+    /// Refuses a compressor this server does not serve.
+    fn check_compressor(&self, c: Compressor) -> Result<(), Status> {
+        if c == Compressor::Identity || self.compressors().contains(&c) {
+            Ok(())
+        } else {
+            Err(Status::invalid_argument(format!("compressor {} is not supported", c.as_str_name())))
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -398,7 +474,10 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
     async fn read(&self, request: Request<bs::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         self.shared.fault_gate().await?;
         let mut request = request.into_inner();
-        let digest = digest_in_resource_name(&request.resource_name, false)?;
+        let Resource { digest, compressor } = parse_resource_name(&request.resource_name, false)?;
+        if let Some(c) = compressor {
+            return self.read_compressed(c, &digest, request.read_offset, request.read_limit);
+        }
         if digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobBytestreamMissing) {
             return Err(Status::not_found("blob not found (the empty blob was never uploaded)"));
         }
@@ -455,7 +534,10 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let mut finished = false;
         while let Some(message) = stream.message().await? {
             if digest.is_none() {
-                let d = digest_in_resource_name(&message.resource_name, true)?;
+                let Resource { digest: d, compressor } = parse_resource_name(&message.resource_name, true)?;
+                if let Some(c) = compressor {
+                    return self.write_compressed(c, d, message, stream).await;
+                }
                 if d.size_bytes > MAX_BLOB_SIZE_BYTES {
                     return Err(Status::invalid_argument(format!("blob of {} bytes is too large", d.size_bytes)));
                 }
@@ -535,6 +617,106 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
     }
 }
 
+impl ByteStreamService {
+    /// A compressed-blobs read: `read_offset` counts uncompressed bytes and a
+    /// `read_limit` is refused, as the spec says.
+    fn read_compressed(
+        &self,
+        c: Compressor,
+        digest: &re::Digest,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Response<BoxStream<bs::ReadResponse>>, Status> {
+        let defects = &self.shared.defects;
+        self.shared.check_compressor(c)?;
+        if limit != 0 && !defects.has(Defect::CompressedReadLimitHonoured) {
+            return Err(Status::invalid_argument("read_limit must be 0 for compressed-blobs reads"));
+        }
+        let data = self
+            .shared
+            .blobs
+            .get(digest)
+            .ok_or_else(|| Status::not_found(format!("blob {}/{} not found", digest.hash, digest.size_bytes)))?;
+        if offset < 0 || offset as u64 > data.len() as u64 {
+            return Err(Status::out_of_range(format!("read_offset {offset} outside blob of {} bytes", data.len())));
+        }
+        let encode = |bytes: &[u8]| {
+            if defects.has(Defect::CompressedReadUncompressed) {
+                bytes.to_vec()
+            } else {
+                compression::compress(c, bytes).unwrap_or_default()
+            }
+        };
+        let mut wire = if defects.has(Defect::CompressedOffsetOnCompressed) {
+            let mut all = encode(&data);
+            all.split_off((offset as usize).min(all.len()))
+        } else {
+            encode(&data[offset as usize..])
+        };
+        if limit > 0 {
+            wire.truncate(limit as usize);
+        }
+        let chunks: Vec<Result<bs::ReadResponse, Status>> =
+            wire.chunks(READ_CHUNK_BYTES).map(|c| Ok(bs::ReadResponse { data: c.to_vec() })).collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    /// A compressed-blobs upload, from its first message on: `write_offset`
+    /// is the first message's plus the compressed bytes before it; the data is
+    /// checked once decompressed. A blob the CAS holds ends the upload at once
+    /// with committed_size -1.
+    async fn write_compressed(
+        &self,
+        c: Compressor,
+        digest: re::Digest,
+        first: bs::WriteRequest,
+        mut stream: Streaming<bs::WriteRequest>,
+    ) -> Result<Response<bs::WriteResponse>, Status> {
+        let defects = &self.shared.defects;
+        self.shared.check_compressor(c)?;
+        if digest.size_bytes > MAX_BLOB_SIZE_BYTES {
+            return Err(Status::invalid_argument(format!("blob of {} bytes is too large", digest.size_bytes)));
+        }
+        if self.shared.blobs.contains(&digest) {
+            let committed_size = if defects.has(Defect::CompressedExistingSize) { digest.size_bytes } else { -1 };
+            return Ok(Response::new(bs::WriteResponse { committed_size }));
+        }
+        if first.write_offset != 0 {
+            return Err(Status::invalid_argument("compressed uploads start at write_offset 0 here"));
+        }
+        let mut wire = Vec::new();
+        let mut message = Some(first);
+        while let Some(m) = message.take() {
+            if m.write_offset != wire.len() as i64 {
+                return Err(Status::invalid_argument(format!(
+                    "write_offset {} but {} compressed bytes were received",
+                    m.write_offset,
+                    wire.len()
+                )));
+            }
+            if (wire.len() + m.data.len()) as i64 > MAX_BLOB_SIZE_BYTES {
+                return Err(Status::invalid_argument("compressed upload too large"));
+            }
+            wire.extend_from_slice(&m.data);
+            if m.finish_write {
+                break;
+            }
+            message = stream.message().await?;
+            if message.is_none() {
+                return Err(Status::invalid_argument("the upload ended without finish_write"));
+            }
+        }
+        let data = compression::decompress(c, &wire, digest.size_bytes as usize)
+            .map_err(|e| Status::invalid_argument(format!("compressed data does not decompress: {e}")))?;
+        if defects.has(Defect::CompressedUploadUnverified) {
+            self.shared.blobs.put_unverified(&digest, Bytes::from(data));
+        } else {
+            self.shared.blobs.put_verified(&digest, Bytes::from(data)).map_err(Status::invalid_argument)?;
+        }
+        Ok(Response::new(bs::WriteResponse { committed_size: wire.len() as i64 }))
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ActionCache
 
@@ -607,6 +789,8 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
                 action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities { update_enabled: true }),
                 max_batch_total_size_bytes: MAX_BATCH_TOTAL_SIZE_BYTES,
                 symlink_absolute_path_strategy: re::symlink_absolute_path_strategy::Value::Allowed as i32,
+                supported_compressors: self.shared.compressors().iter().map(|c| *c as i32).collect(),
+                supported_batch_update_compressors: self.shared.compressors().iter().map(|c| *c as i32).collect(),
                 ..Default::default()
             }),
             execution_capabilities: Some(re::ExecutionCapabilities {

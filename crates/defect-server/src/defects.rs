@@ -214,6 +214,24 @@ defects! {
         "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
     GetTreeMissingRootEmpty = "get-tree-missing-root-empty":
         "answers GetTree of a root that is not in the CAS with an empty page instead of NOT_FOUND",
+    OutputSymlinksFollowed = "output-symlinks-followed":
+        "follows a symlink named in output_paths and returns what it points to as an output file, instead of an output_symlinks entry",
+    StreamOpenAfterDone = "stream-open-after-done":
+        "keeps the Execute stream open after sending the done Operation, until the client hangs up",
+    CompressedReadUncompressed = "compressed-read-uncompressed":
+        "answers a compressed-blobs read with the blob's uncompressed bytes, ignoring the compressor it names",
+    CompressedUploadUnverified = "compressed-upload-unverified":
+        "stores a compressed-blobs upload under the digest of its resource name without checking what the data decompresses to",
+    CompressedReadLimitHonoured = "compressed-read-limit-honoured":
+        "applies a compressed-blobs read's read_limit to the compressed bytes instead of refusing it with INVALID_ARGUMENT",
+    CompressedOffsetOnCompressed = "compressed-offset-on-compressed":
+        "applies a compressed-blobs read's read_offset to the compressed bytes instead of the uncompressed blob",
+    CompressedExistingSize = "compressed-existing-size":
+        "answers a compressed upload of a blob the CAS holds early with committed_size the blob's uncompressed size instead of -1",
+    BatchCompressorUnacceptable = "batch-compressor-unacceptable":
+        "answers BatchReadBlobs in ZSTD whatever acceptable_compressors the client listed",
+    NoCompression = "no-compression":
+        "advertises no compressor and serves no compressed-blobs, as buildbox-casd and BuildGrid 0.4.4 do (benign: compression is optional)",
     QueryWriteStatusUnimplemented = "query-write-status-unimplemented":
         "answers ByteStream.QueryWriteStatus with UNIMPLEMENTED, as buildbox-casd and Buildbarn do (benign: BuildStream never resumes uploads)",
     // --- faults ---

@@ -227,7 +227,17 @@ fn follow(
                 next = states.recv() => {
                     let Some(operation) = next else { return };
                     let done = operation.done;
-                    if tx.send(Ok(operation)).await.is_err() || done {
+                    if tx.send(Ok(operation)).await.is_err() {
+                        return;
+                    }
+                    if done && defects.has(Defect::StreamOpenAfterDone) {
+                        // Held open until the client or the server goes.
+                        tokio::select! {
+                            _ = tx.closed() => {}
+                            _ = shared.until_shutdown() => {}
+                        }
+                    }
+                    if done {
                         return;
                     }
                 }

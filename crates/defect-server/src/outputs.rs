@@ -138,11 +138,14 @@ pub(crate) fn collect_outputs(
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => continue,
             Err(e) => return Err(e),
         };
-        let meta = match fs::symlink_metadata(&host_path) {
+        let mut meta = match fs::symlink_metadata(&host_path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
+        if meta.file_type().is_symlink() && defects.has(Defect::OutputSymlinksFollowed) {
+            meta = fs::metadata(&host_path)?;
+        }
         let path = request.requested.clone();
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&host_path)?.to_string_lossy().into_owned();
