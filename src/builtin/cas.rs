@@ -794,3 +794,36 @@ pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -
         )),
     }
 }
+
+/// Where max_cas_blob_size_bytes is advertised, an upload one byte larger is
+/// refused with INVALID_ARGUMENT (and not stored).
+pub(super) async fn blob_size_limit(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    /// Larger limits are not worth the transfer in a conformance run.
+    const LARGEST_TESTED: i64 = 64 * 1024 * 1024;
+    let limit = h.capabilities.cache_capabilities.as_ref().map(|c| c.max_cas_blob_size_bytes).unwrap_or_default();
+    if limit <= 0 {
+        return Ok(Verdict::skip("no max_cas_blob_size_bytes advertised (0: no limit)"));
+    }
+    if limit > LARGEST_TESTED {
+        return Ok(Verdict::skip(format!(
+            "max_cas_blob_size_bytes {limit} is above the {LARGEST_TESTED} bytes tested"
+        )));
+    }
+    let mut data = unique_bytes(h, check, "oversized");
+    data.resize(limit as usize + 1, b'.');
+    let d = digest::of_bytes(&data);
+    let expected = format!("INVALID_ARGUMENT for a blob of {} bytes", d.size_bytes);
+    let code = match h.cas.write_bytestream(&d, &Arc::new(data)).await {
+        Ok(()) => Code::Ok,
+        Err(CasError::Rpc { undecided: true, code, message, .. }) => {
+            return Ok(Verdict::error(format!("ByteStream.Write: {code:?}: {message}")))
+        }
+        Err(e) => e.code(),
+    };
+    if code == Code::InvalidArgument {
+        return Ok(Verdict::pass(format!("INVALID_ARGUMENT for {} bytes (limit {limit})", d.size_bytes)));
+    }
+    let stored = if present(h, &d).await? { ", and stored it" } else { "" };
+    Ok(Verdict::new(unmet(check), format!("an upload over the advertised limit {limit} was answered {code:?}{stored}"))
+        .with("ByteStream.Write", Some(expected), format!("{code:?}{stored}")))
+}

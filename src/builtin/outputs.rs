@@ -445,15 +445,53 @@ fn output_paths_of(
     )
 }
 
+/// SKIP unless the server still takes REAPI v2.0 clients (low_api_version
+/// 2.0), the only ones that send the deprecated output fields alone.
+fn takes_v2_0_clients(h: &Harness) -> Result<(), Verdict> {
+    let low = h.capabilities.low_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
+    if low > (2, 0) {
+        return Err(Verdict::skip(format!(
+            "the server accepts clients from API {}.{} on, not v2.0 ones",
+            low.0, low.1
+        )));
+    }
+    Ok(())
+}
+
+/// A directory where the deprecated output_files names a file is
+/// FAILED_PRECONDITION, not silently left out.
+pub(super) async fn legacy_kind_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    takes_v2_0_clients(h)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let (outcome, _trace) = h.execute(&prepared, h.options.timeout).await;
+    let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+    let expected = "FAILED_PRECONDITION (rejected or in the operation)";
+    if let Some(v) = super::undecided(&outcome, expected) {
+        return Err(v);
+    }
+    if outcome.error_code() == Some(tonic::Code::FailedPrecondition) {
+        return Ok(Verdict::pass(format!("FAILED_PRECONDITION: {}", outcome.describe())));
+    }
+    let found = match outcome.result() {
+        Some(result) => {
+            let (files, dirs) = output_paths_of(result);
+            format!("{}; output files {files:?}, output directories {dirs:?}", outcome.describe())
+        }
+        None => outcome.describe(),
+    };
+    Ok(Verdict::new(unmet(check), "a directory named in output_files was not answered FAILED_PRECONDITION").with(
+        "outcome",
+        Some(expected.into()),
+        found,
+    ))
+}
+
 /// A Command with only the deprecated output_files and output_directories
 /// (a REAPI v2.0 client) gets the parents of its outputs created, and back
 /// exactly the file and directory it listed. Applies where the server still
 /// accepts v2.0 clients (low_api_version 2.0).
 pub(super) async fn legacy_outputs(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    let low = h.capabilities.low_api_version.as_ref().map(|v| (v.major, v.minor)).unwrap_or_default();
-    if low > (2, 0) {
-        return Ok(Verdict::skip(format!("the server accepts clients from API {}.{} on, not v2.0 ones", low.0, low.1)));
-    }
+    takes_v2_0_clients(h)?;
     let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
     let report = match h.probe_output(&outcome).await.map_err(Verdict::error)?.map(|o| o.report) {
         Some(Ok(report)) => report,

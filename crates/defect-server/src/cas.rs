@@ -21,8 +21,9 @@ use super::{lock, Shared};
 
 /// What batch RPCs accept and return at most, advertised in the capabilities.
 pub(crate) const MAX_BATCH_TOTAL_SIZE_BYTES: i64 = 4 * 1024 * 1024;
-/// Largest blob a ByteStream upload may announce; keeps memory bounded.
-const MAX_BLOB_SIZE_BYTES: i64 = 1024 * 1024 * 1024;
+/// Largest blob an upload may announce, advertised as max_cas_blob_size_bytes;
+/// keeps memory bounded.
+pub(crate) const MAX_BLOB_SIZE_BYTES: i64 = 16 * 1024 * 1024;
 /// ByteStream.Read chunk size.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// GetTree page size when the client leaves it to the server.
@@ -538,7 +539,7 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
                 if let Some(c) = compressor {
                     return self.write_compressed(c, d, message, stream).await;
                 }
-                if d.size_bytes > MAX_BLOB_SIZE_BYTES {
+                if d.size_bytes > MAX_BLOB_SIZE_BYTES && !self.shared.defects.has(Defect::BlobSizeLimitUnenforced) {
                     return Err(Status::invalid_argument(format!("blob of {} bytes is too large", d.size_bytes)));
                 }
                 if self.shared.defects.has(Defect::WriteExistingAlreadyExists) && self.shared.blobs.contains(&d) {
@@ -789,6 +790,7 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
                 action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities { update_enabled: true }),
                 max_batch_total_size_bytes: MAX_BATCH_TOTAL_SIZE_BYTES,
                 symlink_absolute_path_strategy: re::symlink_absolute_path_strategy::Value::Allowed as i32,
+                max_cas_blob_size_bytes: MAX_BLOB_SIZE_BYTES,
                 supported_compressors: self.shared.compressors().iter().map(|c| *c as i32).collect(),
                 supported_batch_update_compressors: self.shared.compressors().iter().map(|c| *c as i32).collect(),
                 ..Default::default()

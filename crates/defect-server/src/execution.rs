@@ -20,7 +20,7 @@ use super::bots::{self, JobEvent};
 use super::cas::{check_digest, check_digest_function, rpc_status, BoxStream};
 use super::defects::{Defect, Defects};
 use super::faults::ConnectionHandle;
-use super::outputs::{collect_outputs, OutputKind, OutputRequest, WantedProperties};
+use super::outputs::{collect_outputs, OutputKind, OutputKindMismatch, OutputRequest, WantedProperties};
 use super::platform::{place, requested_platform, Placement, RunAs};
 use super::sandbox::{self, join_relative, resolve_in_root, RunEnd, SandboxSpec};
 use super::{lock, Shared};
@@ -733,6 +733,7 @@ async fn run_in_dir(
     };
     let mut result = match collected {
         Ok(Ok(result)) => result,
+        Ok(Err(e)) if OutputKindMismatch::of(&e).is_some() => return failed(Code::FailedPrecondition, e.to_string()),
         Ok(Err(e)) => return failed(Code::Internal, format!("collecting outputs failed: {e}")),
         Err(e) => return failed(Code::Internal, format!("collecting outputs failed: {e}")),
     };

@@ -121,6 +121,27 @@ fn collect_directory(blobs: &BlobStore, path: &Path, wanted: WantedProperties) -
     Ok(CollectedDirectory { root: directory, descendants })
 }
 
+/// A legacy output of the wrong kind (a directory named in `output_files`, a
+/// file in `output_directories`): the spec's FAILED_PRECONDITION, carried
+/// inside the io::Error that collecting returns.
+#[derive(Debug)]
+pub(crate) struct OutputKindMismatch(pub(crate) String);
+
+impl std::fmt::Display for OutputKindMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OutputKindMismatch {}
+
+impl OutputKindMismatch {
+    /// The mismatch an error from [`collect_outputs`] carries, if any.
+    pub(crate) fn of(e: &io::Error) -> Option<&OutputKindMismatch> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+}
+
 /// Looks for every requested output under `root` and adds what it finds to
 /// `result`, uploading the blobs. The output defects are applied here.
 pub(crate) fn collect_outputs(
@@ -147,6 +168,14 @@ pub(crate) fn collect_outputs(
             meta = fs::metadata(&host_path)?;
         }
         let path = request.requested.clone();
+        let wrong_kind = match request.kind {
+            OutputKind::File if meta.is_dir() => Some("output_files names a directory"),
+            OutputKind::Directory if meta.is_file() => Some("output_directories names a file"),
+            _ => None,
+        };
+        if let Some(why) = wrong_kind.filter(|_| !defects.has(Defect::LegacyKindMismatchIgnored)) {
+            return Err(io::Error::other(OutputKindMismatch(format!("{why}: {path}"))));
+        }
         if meta.file_type().is_symlink() {
             let target = fs::read_link(&host_path)?.to_string_lossy().into_owned();
             let symlink = re::OutputSymlink { path, target, node_properties: wanted.of(&meta) };

@@ -60,14 +60,15 @@ async fn run(ctx: &Ctx, action: &Action) -> Result<Outcome, CasFailure> {
         .ok_or_else(|| invalid(format!("working_directory `{}` leaves the input root", command.working_directory)))?;
     // Before REAPI 2.1 outputs were listed as files and directories.
     #[allow(deprecated)]
-    let outputs: Vec<String> = if command.output_paths.is_empty() {
-        command.output_files.iter().chain(&command.output_directories).cloned().collect()
+    let outputs: Vec<(String, OutputKind)> = if command.output_paths.is_empty() {
+        let files = command.output_files.iter().map(|p| (p.clone(), OutputKind::File));
+        files.chain(command.output_directories.iter().map(|p| (p.clone(), OutputKind::Directory))).collect()
     } else {
-        command.output_paths.clone()
+        command.output_paths.iter().map(|p| (p.clone(), OutputKind::Any)).collect()
     };
     std::fs::create_dir_all(&cwd).map_err(|e| CasFailure::io("creating the working directory", e))?;
     // REAPI: the worker creates the parent directories of output paths.
-    for out in &outputs {
+    for (out, _) in &outputs {
         let path =
             inside(&root, &cwd, out).ok_or_else(|| invalid(format!("output path `{out}` leaves the input root")))?;
         if let Some(parent) = path.parent() {
@@ -114,8 +115,7 @@ async fn run(ctx: &Ctx, action: &Action) -> Result<Outcome, CasFailure> {
     let (mut result, mut blobs) =
         tokio::task::spawn_blocking(move || collect(&collect_root, &collect_cwd, &outputs, format))
             .await
-            .map_err(|e| CasFailure::new(tonic::Code::Internal, format!("collecting outputs: {e}")))?
-            .map_err(|e| CasFailure::io("collecting outputs", e))?;
+            .map_err(|e| CasFailure::new(tonic::Code::Internal, format!("collecting outputs: {e}")))??;
     for (path, field) in [(&stdout_path, &mut result.stdout_digest), (&stderr_path, &mut result.stderr_digest)] {
         let data = std::fs::read(path).map_err(|e| CasFailure::io("reading captured output", e))?;
         let d = digest_of(&data);
@@ -205,25 +205,44 @@ async fn stage(ctx: &Ctx, root: &Digest, dir: &Path) -> Result<(), CasFailure> {
     Ok(())
 }
 
-/// Builds the output part of the ActionResult and the blobs to upload.
+/// What a requested output may be: anything (`output_paths`), or what a
+/// v2.0 client's deprecated `output_files` / `output_directories` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputKind {
+    Any,
+    File,
+    Directory,
+}
+
+/// Builds the output part of the ActionResult and the blobs to upload. A
+/// legacy output of the other kind is FAILED_PRECONDITION, as REAPI says.
 fn collect(
     root: &Path,
     cwd: &Path,
-    outputs: &[String],
+    outputs: &[(String, OutputKind)],
     format: i32,
-) -> std::io::Result<(ActionResult, Vec<(Digest, Source)>)> {
+) -> Result<(ActionResult, Vec<(Digest, Source)>), CasFailure> {
+    let io = |e| CasFailure::io("collecting outputs", e);
     let mut result = ActionResult::default();
     let mut blobs = Vec::new();
-    for out in outputs {
+    for (out, kind) in outputs {
         let Some(path) = inside(root, cwd, out) else { continue };
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let mismatch = match kind {
+            OutputKind::File if meta.is_dir() => Some("output_files names a directory"),
+            OutputKind::Directory if meta.is_file() => Some("output_directories names a file"),
+            _ => None,
+        };
+        if let Some(why) = mismatch {
+            return Err(CasFailure::new(tonic::Code::FailedPrecondition, format!("{why}: {out}")));
+        }
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)?.to_string_lossy().into_owned();
+            let target = std::fs::read_link(&path).map_err(io)?.to_string_lossy().into_owned();
             result.output_symlinks.push(OutputSymlink { path: out.clone(), target, node_properties: None });
         } else if meta.is_dir() {
             let mut children = Vec::new();
             let mut seen = HashSet::new();
-            let (dir, digest) = directory(&path, &mut blobs, &mut children, &mut seen)?;
+            let (dir, digest) = directory(&path, &mut blobs, &mut children, &mut seen).map_err(io)?;
             let tree = Tree { root: Some(dir), children };
             let tree_bytes = tree.encode_to_vec();
             let tree_digest = digest_of(&tree_bytes);
@@ -236,7 +255,7 @@ fn collect(
                 root_directory_digest: (!tree_only).then_some(digest),
             });
         } else if meta.is_file() {
-            let data = std::fs::read(&path)?;
+            let data = std::fs::read(&path).map_err(io)?;
             let digest = digest_of(&data);
             blobs.push((digest.clone(), Source::File(path.clone())));
             result.output_files.push(OutputFile {
