@@ -542,7 +542,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
     let target = run_target(&args);
     if let (Some(file), Some(path), Some(cluster)) = (&expect, &args.expect, named_target(&args)) {
-        if file.target != cluster {
+        if !file.applies_to(&cluster) {
             return Err(format!(
                 "{}: expectations for target `{}`, but this run is against `--cluster {cluster}`",
                 path.display(),

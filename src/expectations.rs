@@ -29,11 +29,22 @@ pub struct Expected {
 #[serde(deny_unknown_fields)]
 pub struct ExpectationFile {
     pub target: String,
+    /// Other clusters of the same topology that must get the same verdicts
+    /// (e.g. `compose:buildgrid:local` for `buildgrid`).
+    #[serde(default)]
+    pub also: Vec<String>,
     #[serde(default, deserialize_with = "no_duplicates")]
     pub expectations: BTreeMap<String, Expected>,
     /// The comment lines the file starts with, kept when it is rewritten.
     #[serde(skip)]
     pub header: String,
+}
+
+impl ExpectationFile {
+    /// Whether this file is about `cluster`.
+    pub fn applies_to(&self, cluster: &str) -> bool {
+        self.target == cluster || self.also.iter().any(|a| a == cluster)
+    }
 }
 
 /// A map that refuses a key given twice (YAML parsers keep the last one
@@ -164,6 +175,10 @@ pub fn render(summary: &RunSummary, target: &str, previous: Option<&ExpectationF
         ),
     };
     out.push_str(&format!("target: {}\n", yaml_scalar(target)));
+    let also: Vec<String> = previous.iter().flat_map(|p| &p.also).map(|a| yaml_scalar(a)).collect();
+    if !also.is_empty() {
+        out.push_str(&format!("also: [{}]\n", also.join(", ")));
+    }
     let mut entries: BTreeMap<&str, (VerdictKind, String)> = BTreeMap::new();
     for (id, e) in previous.iter().flat_map(|p| &p.expectations) {
         if !summary.results.iter().any(|r| &r.id == id) {
@@ -247,7 +262,7 @@ mod tests {
             result("a.warn", "spec", Verdict::new(VerdictKind::Warn, "meh")),
         ]);
         let mut previous =
-            ExpectationFile { target: "old".into(), expectations: BTreeMap::new(), header: "# mine\n".into() };
+            ExpectationFile { target: "old".into(), also: Vec::new(), expectations: BTreeMap::new(), header: "# mine\n".into() };
         previous.expectations.insert("a.warn".into(), Expected { verdict: VerdictKind::Warn, reason: "known".into() });
         previous.expectations.insert("a.fail".into(), Expected { verdict: VerdictKind::Warn, reason: "stale".into() });
         let dir = tempfile::tempdir().unwrap();

@@ -319,6 +319,13 @@ fn free_port() -> Result<u16, ClusterError> {
         .map_err(|e| ClusterError(format!("no free loopback port: {e}")))
 }
 
+/// The server configuration template filled in with `values` (the compose
+/// copy in `compose/buildgrid/` is checked against it).
+#[cfg(test)]
+pub(super) fn render_template(values: &[(&str, String)]) -> Result<String, ClusterError> {
+    render(CONFIG_TEMPLATE, values)
+}
+
 /// Fills `{{key}}` placeholders; a placeholder left over is an error.
 fn render(template: &str, values: &[(&str, String)]) -> Result<String, ClusterError> {
     let mut text = template.to_string();

@@ -6,6 +6,7 @@ use futures_util::future::BoxFuture;
 use crate::connection::ConnectOptions;
 
 pub mod buildgrid;
+pub mod compose;
 pub mod endpoint;
 pub mod local;
 mod process;
@@ -102,6 +103,11 @@ pub fn registry_help() -> String {
         let aliases = if e.aliases.is_empty() { String::new() } else { format!(" (also {})", e.aliases.join(", ")) };
         text.push_str(&format!("\n  {}{aliases}: {}", e.name, e.description));
     }
+    text.push_str(
+        "\n  compose:NAME, compose:FILE[,FILE]: a stack from a compose file, brought up with `docker compose` \
+         (Docker or Podman's API via DOCKER_HOST) and taken down at exit: compose:buildgrid, compose:buildbarn, \
+         compose:buildfarm (published images), compose:buildgrid:local (images from compose/local/build-images.sh)",
+    );
     text
 }
 
@@ -112,6 +118,9 @@ pub fn lookup(name: &str) -> Option<&'static ClusterEntry> {
 
 /// Builds the cluster called `name`, or says in one line why not.
 pub fn named(name: &str, settings: &ClusterSettings) -> Result<Box<dyn Cluster>, String> {
+    if let Some(spec) = name.strip_prefix("compose:") {
+        return Ok(Box::new(compose::Compose::new(spec, settings).map_err(|why| format!("`--cluster {name}`: {why}"))?));
+    }
     match lookup(name) {
         Some(entry) => (entry.make)(settings).map_err(|why| format!("`--cluster {name}` is not available: {why}")),
         None => {

@@ -1,0 +1,385 @@
+//! `--cluster compose:NAME` and `compose:FILE`: a cluster from a compose
+//! file, brought up with the container engine's `docker compose` (through
+//! testcontainers), run against, and taken down with its volumes at exit.
+//!
+//! - `compose:buildgrid`, `compose:buildbarn`, `compose:buildfarm`: the
+//!   project's files (`compose/`, embedded in the binary), with the servers'
+//!   published images;
+//! - `compose:buildgrid:local`: the same with `compose/local/buildgrid.yml`,
+//!   images built here by `compose/local/build-images.sh`;
+//! - `compose:FILE[,FILE…]`: your own files.
+//!
+//! The service that serves REAPI carries the label
+//! `reapi-conformance.endpoint: "PORT"` (its container port; publish it, e.g.
+//! `ports: ["PORT"]`), and optionally `reapi-conformance.bots: "PORT"` for the
+//! Remote Workers API. The harness asks the engine for the host ports, then
+//! waits until GetCapabilities answers and a trivial action completes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use testcontainers::compose::DockerCompose;
+
+use super::{Cluster, ClusterError, ClusterSettings};
+use crate::connection::ConnectOptions;
+
+/// The project's compose files, by name: each with the files it mounts,
+/// written into the run directory with the layout of `compose/`.
+const BUNDLED: &[(&str, &[(&str, &str)])] = &[
+    (
+        "buildgrid",
+        &[
+            ("buildgrid.yml", include_str!("../../compose/buildgrid.yml")),
+            ("buildgrid/buildgrid.yml", include_str!("../../compose/buildgrid/buildgrid.yml")),
+            ("local/buildgrid.yml", include_str!("../../compose/local/buildgrid.yml")),
+        ],
+    ),
+    (
+        "buildbarn",
+        &[
+            ("buildbarn.yml", include_str!("../../compose/buildbarn.yml")),
+            ("buildbarn/common.libsonnet", include_str!("../../compose/buildbarn/common.libsonnet")),
+            ("buildbarn/storage.jsonnet", include_str!("../../compose/buildbarn/storage.jsonnet")),
+            ("buildbarn/scheduler.jsonnet", include_str!("../../compose/buildbarn/scheduler.jsonnet")),
+            ("buildbarn/worker.jsonnet", include_str!("../../compose/buildbarn/worker.jsonnet")),
+            ("buildbarn/runner.jsonnet", include_str!("../../compose/buildbarn/runner.jsonnet")),
+        ],
+    ),
+    (
+        "buildfarm",
+        &[
+            ("buildfarm.yml", include_str!("../../compose/buildfarm.yml")),
+            ("buildfarm/config.yml", include_str!("../../compose/buildfarm/config.yml")),
+        ],
+    ),
+];
+
+/// How long `docker compose up` may take (it pulls missing images).
+const UP_LIMIT: Duration = Duration::from_secs(900);
+/// How long the stack has, once up, to answer and run a trivial action.
+const READY_LIMIT: Duration = Duration::from_secs(180);
+
+/// Which compose files a `compose:` spec names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComposeSpec {
+    /// One of the project's files, optionally with its local-images override.
+    Bundled { name: &'static str, local: bool },
+    /// The user's own files, in order.
+    Files(Vec<PathBuf>),
+}
+
+impl ComposeSpec {
+    /// Parses what follows `compose:`.
+    pub fn parse(spec: &str) -> Result<ComposeSpec, String> {
+        let names: Vec<&str> = BUNDLED.iter().map(|(n, _)| *n).collect();
+        let looks_like_file = spec.contains('/') || spec.ends_with(".yml") || spec.ends_with(".yaml");
+        if looks_like_file {
+            let files: Vec<PathBuf> = spec.split(',').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+            if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+                return Err(format!("compose file {} does not exist", missing.display()));
+            }
+            return Ok(ComposeSpec::Files(files));
+        }
+        let (base, local) = match spec.strip_suffix(":local") {
+            Some(base) => (base, true),
+            None => (spec, false),
+        };
+        let Some(name) = names.iter().copied().find(|n| *n == base) else {
+            return Err(format!(
+                "unknown compose cluster `{spec}` (known: {}; `NAME:local` for buildgrid's local images; or a file path)",
+                names.join(", ")
+            ));
+        };
+        if local && name != "buildgrid" {
+            return Err(format!("`compose:{name}:local` does not exist: only buildgrid has local images"));
+        }
+        Ok(ComposeSpec::Bundled { name, local })
+    }
+
+    /// The compose files to use, writing bundled ones into `dir`.
+    fn files(&self, dir: &Path) -> Result<Vec<PathBuf>, ClusterError> {
+        match self {
+            ComposeSpec::Files(files) => Ok(files.clone()),
+            ComposeSpec::Bundled { name, local } => {
+                let (_, bundle) = BUNDLED.iter().find(|(n, _)| n == name).expect("parsed names are bundled");
+                for (path, text) in bundle.iter() {
+                    let target = dir.join(path);
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| ClusterError(format!("writing {}: {e}", target.display())))?;
+                    }
+                    std::fs::write(&target, text)
+                        .map_err(|e| ClusterError(format!("writing {}: {e}", target.display())))?;
+                }
+                let mut files = vec![dir.join(format!("{name}.yml"))];
+                if *local {
+                    files.push(dir.join(format!("local/{name}.yml")));
+                }
+                Ok(files)
+            }
+        }
+    }
+}
+
+/// The services and container ports the labels name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoints {
+    /// (service, container port) serving REAPI.
+    pub reapi: Option<(String, u16)>,
+    /// (service, container port) serving the Remote Workers API.
+    pub bots: Option<(String, u16)>,
+}
+
+/// Reads the `reapi-conformance.*` labels of every service of `files`
+/// (later files override earlier ones, as compose merges them).
+pub fn endpoints(files: &[PathBuf]) -> Result<Endpoints, String> {
+    let mut found = Endpoints::default();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
+        let doc: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+        let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else { continue };
+        for (name, service) in services {
+            let Some(name) = name.as_str() else { continue };
+            for (label, slot) in [("reapi-conformance.endpoint", &mut found.reapi), ("reapi-conformance.bots", &mut found.bots)] {
+                if let Some(value) = label_value(service, label) {
+                    let port = value
+                        .parse::<u16>()
+                        .map_err(|_| format!("{}: service {name}: label {label} is not a port: {value:?}", file.display()))?;
+                    *slot = Some((name.to_string(), port));
+                }
+            }
+        }
+    }
+    if found.reapi.is_none() {
+        return Err("no service carries the label `reapi-conformance.endpoint: \"PORT\"` naming its REAPI port".into());
+    }
+    Ok(found)
+}
+
+/// A label's value, from the map form or the `KEY=VALUE` list form.
+fn label_value(service: &serde_yaml_ng::Value, key: &str) -> Option<String> {
+    let labels = service.get("labels")?;
+    if let Some(map) = labels.as_mapping() {
+        let value = map.get(key)?;
+        return value.as_str().map(str::to_string).or_else(|| value.as_u64().map(|n| n.to_string()));
+    }
+    labels.as_sequence()?.iter().filter_map(|l| l.as_str()).find_map(|l| {
+        l.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string())
+    })
+}
+
+/// A compose stack the harness brings up and takes down.
+pub struct Compose {
+    spec: ComposeSpec,
+    label: String,
+    isa: String,
+    dir: Option<PathBuf>,
+    stack: Option<DockerCompose>,
+}
+
+impl Compose {
+    pub fn new(spec: &str, settings: &ClusterSettings) -> Result<Compose, String> {
+        Ok(Compose {
+            spec: ComposeSpec::parse(spec)?,
+            label: format!("compose:{spec}"),
+            isa: settings.isa.clone(),
+            dir: None,
+            stack: None,
+        })
+    }
+
+    async fn up(&mut self) -> Result<ConnectOptions, ClusterError> {
+        engine_available().await?;
+        let dir = super::rundir::create("compose", false)?;
+        self.dir = Some(dir.clone());
+        let files = self.spec.files(&dir)?;
+        let ports = endpoints(&files).map_err(ClusterError)?;
+        let project = format!("reapi-conformance-{}", uuid::Uuid::new_v4().simple());
+        let mut stack = DockerCompose::with_local_client(files.as_slice())
+            .with_project_name(project)
+            .with_env("REAPI_ISA", self.isa.clone())
+            // Readiness is judged below over REAPI: Podman runs no health checks.
+            .with_wait(false);
+        let up = tokio::time::timeout(UP_LIMIT, stack.up()).await;
+        // Kept before judging the result, so a half-started stack is taken down.
+        match up {
+            Err(_) => {
+                self.stack = Some(stack);
+                return Err(ClusterError(format!("`docker compose up` did not finish in {} s", UP_LIMIT.as_secs())));
+            }
+            Ok(Err(e)) => {
+                self.stack = Some(stack);
+                return Err(ClusterError(format!("`docker compose up` failed: {}", one_line(&e.to_string()))));
+            }
+            Ok(Ok(())) => {}
+        }
+        let reapi = ports.reapi.as_ref().expect("endpoints() requires it");
+        let endpoint = match host_port(&stack, reapi).await {
+            Ok(port) => format!("http://127.0.0.1:{port}"),
+            Err(e) => {
+                self.stack = Some(stack);
+                return Err(e);
+            }
+        };
+        let bots_endpoint = match &ports.bots {
+            Some(b) => match host_port(&stack, b).await {
+                Ok(port) => Some(format!("http://127.0.0.1:{port}")),
+                Err(e) => {
+                    self.stack = Some(stack);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        self.stack = Some(stack);
+        let target = ConnectOptions { bots_endpoint, ..ConnectOptions::endpoint(endpoint) };
+        wait_ready(&target).await?;
+        Ok(target)
+    }
+}
+
+impl Cluster for Compose {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
+        Box::pin(self.up())
+    }
+
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(stack) = self.stack.take() {
+                // Containers, networks and volumes (testcontainers removes volumes by default).
+                let _ = tokio::time::timeout(Duration::from_secs(120), stack.down()).await;
+            }
+            if let Some(dir) = self.dir.take() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        })
+    }
+}
+
+/// The host port the engine published for a service's container port.
+async fn host_port(stack: &DockerCompose, (service, port): &(String, u16)) -> Result<u16, ClusterError> {
+    let container = stack.service(service).ok_or_else(|| ClusterError(format!("service {service} is not running")))?;
+    container.get_host_port_ipv4(*port).await.map_err(|e| {
+        ClusterError(format!("service {service} publishes no host port for {port}: {}", one_line(&e.to_string())))
+    })
+}
+
+/// Fails in one line when `docker compose` or the engine behind it is missing.
+async fn engine_available() -> Result<(), ClusterError> {
+    let how = "start Docker, or Podman's API service (`podman system service --time=0 unix:///run/podman/podman.sock`) \
+               with DOCKER_HOST=unix:///run/podman/podman.sock";
+    let run = |args: &'static [&'static str]| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new("docker").args(args).kill_on_drop(true).output(),
+        )
+        .await;
+        match out {
+            Ok(Ok(o)) if o.status.success() => Ok(()),
+            Ok(Ok(o)) => Err(one_line(&String::from_utf8_lossy(&o.stderr))),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in 20 s".into()),
+        }
+    };
+    run(&["compose", "version"]).await.map_err(|e| {
+        ClusterError(format!("`docker compose` (the Compose v2 CLI plugin) is not available ({e}); install it"))
+    })?;
+    run(&["version", "--format", "{{.Server.Version}}"])
+        .await
+        .map_err(|e| ClusterError(format!("no container engine answers ({e}): {how}")))
+}
+
+/// Waits until the stack answers GetCapabilities and runs a trivial action
+/// to completion (the server may start before its workers register).
+async fn wait_ready(target: &ConnectOptions) -> Result<(), ClusterError> {
+    use crate::action::Vars;
+    use crate::harness::{Harness, RunOptions};
+    let start = Instant::now();
+    let options = RunOptions { timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), ..Default::default() };
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < READY_LIMIT {
+        match Harness::connect(target, options.clone(), Vars::for_host()).await {
+            Err(e) => last = e.to_string(),
+            Ok(h) => match h.upload("compose-readiness", &crate::suite::ActionSpec::default()).await {
+                Err(e) => last = e,
+                Ok(prepared) => {
+                    let (outcome, _) = h.execute(&prepared, options.timeout).await;
+                    match outcome {
+                        Ok(o) if o.class() == crate::suite::OutcomeClass::Completed => return Ok(()),
+                        Ok(o) => last = format!("a trivial action: {}", o.describe()),
+                        Err(e) => last = e.to_string(),
+                    }
+                }
+            },
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(ClusterError(format!(
+        "the compose stack was not ready within {} s: {}",
+        READY_LIMIT.as_secs(),
+        one_line(&last)
+    )))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        assert_eq!(ComposeSpec::parse("buildgrid"), Ok(ComposeSpec::Bundled { name: "buildgrid", local: false }));
+        assert_eq!(ComposeSpec::parse("buildgrid:local"), Ok(ComposeSpec::Bundled { name: "buildgrid", local: true }));
+        assert!(ComposeSpec::parse("buildfarm:local").unwrap_err().contains("only buildgrid"));
+        assert!(ComposeSpec::parse("nope").unwrap_err().contains("known: buildgrid, buildbarn, buildfarm"));
+        assert!(ComposeSpec::parse("/nonexistent/x.yml").unwrap_err().contains("does not exist"));
+    }
+
+    /// Every bundled file names its REAPI service, and the BuildGrid server
+    /// configuration stays the native template filled in for compose.
+    #[test]
+    fn bundled_files_name_their_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, service) in [("buildgrid", "controller"), ("buildbarn", "storage"), ("buildfarm", "server")] {
+            let files = ComposeSpec::Bundled { name: BUNDLED.iter().find(|b| b.0 == name).unwrap().0, local: false }
+                .files(dir.path())
+                .unwrap();
+            let found = endpoints(&files).unwrap();
+            assert_eq!(found.reapi.as_ref().map(|(s, _)| s.as_str()), Some(service), "{name}");
+        }
+        let rendered = super::super::buildgrid::render_template(&[
+            ("bind", "0.0.0.0:50051".into()),
+            ("database", "postgresql+psycopg2://bgd:insecure@database:5432/bgd".into()),
+            ("instance", String::new()),
+            ("match_keys", "[\"OSFamily\", \"ISA\"]".into()),
+            ("wildcard_keys", "[]".into()),
+        ])
+        .unwrap();
+        assert_eq!(rendered, include_str!("../../compose/buildgrid/buildgrid.yml"), "compose/buildgrid/buildgrid.yml");
+    }
+
+    #[test]
+    fn labels_in_both_forms() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(
+            &file,
+            "services:\n  a:\n    labels: [\"reapi-conformance.endpoint=8980\"]\n  b:\n    labels:\n      reapi-conformance.bots: 7\n",
+        )
+        .unwrap();
+        let found = endpoints(std::slice::from_ref(&file)).unwrap();
+        assert_eq!(found.reapi, Some(("a".into(), 8980)));
+        assert_eq!(found.bots, Some(("b".into(), 7)));
+        std::fs::write(&file, "services:\n  a:\n    image: x\n").unwrap();
+        assert!(endpoints(&[file]).unwrap_err().contains("reapi-conformance.endpoint"));
+    }
+}
