@@ -261,8 +261,12 @@ mod tests {
             result("a.fail", "blocker", Verdict::new(VerdictKind::Fail, "broke: \"quoted\"\nnext line")),
             result("a.warn", "spec", Verdict::new(VerdictKind::Warn, "meh")),
         ]);
-        let mut previous =
-            ExpectationFile { target: "old".into(), also: Vec::new(), expectations: BTreeMap::new(), header: "# mine\n".into() };
+        let mut previous = ExpectationFile {
+            target: "old".into(),
+            also: Vec::new(),
+            expectations: BTreeMap::new(),
+            header: "# mine\n".into(),
+        };
         previous.expectations.insert("a.warn".into(), Expected { verdict: VerdictKind::Warn, reason: "known".into() });
         previous.expectations.insert("a.fail".into(), Expected { verdict: VerdictKind::Warn, reason: "stale".into() });
         let dir = tempfile::tempdir().unwrap();

@@ -81,13 +81,16 @@ fn main() {
         if run.endpoint.is_some() || run.buildstream_config.is_some() {
             return None;
         }
-        let file = match run.cluster.as_deref().unwrap_or("local") {
-            "local" => "local",
-            "buildgrid" | "buildgrid:bwrap" => "buildgrid-bwrap",
-            "buildgrid:host" => "buildgrid-host",
-            _ => return None,
-        };
-        Some(format!("{}/fixtures/expectations/{file}.yaml", env!("CARGO_MANIFEST_DIR")))
+        // The file whose `target:` (or `also:`) names the cluster.
+        let cluster = run.cluster.as_deref().unwrap_or("local");
+        let cluster = reapi_conformance::cluster::lookup(cluster).map_or(cluster, |e| e.name);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/expectations");
+        let mut files: Vec<_> = std::fs::read_dir(&dir).ok()?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        files
+            .into_iter()
+            .find(|f| ExpectationFile::load(f).is_ok_and(|e| e.applies_to(cluster)))
+            .map(|f| f.display().to_string())
     });
     let expectations = expect_path.map(|p| {
         ExpectationFile::load(p.as_ref()).unwrap_or_else(|e| {

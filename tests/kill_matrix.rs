@@ -283,7 +283,8 @@ fn main() {
         trials.push(Trial::test(format!("benign::{name}"), move || {
             let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
             let expectations = skips.iter().chain(FAITHFUL_SKIPS).map(|id| (id.to_string(), skipped.clone())).collect();
-            let file = ExpectationFile { target: name.to_string(), expectations, header: String::new() };
+            let file =
+                ExpectationFile { target: name.to_string(), also: Vec::new(), expectations, header: String::new() };
             let defect: Defect = name.parse().map_err(|e| format!("benign behaviour is a defect: {e}"))?;
             whole_run(name, &[defect], &file, &all)
         }));

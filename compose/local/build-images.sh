@@ -27,12 +27,12 @@ done
 
 worker=${REAPI_WORKER:-}
 if [ -z "$worker" ]; then
-    (cd "$repo" && cargo build --release --locked --quiet -p reapi-worker)
-    worker=$repo/target/release/reapi-worker
+    (cd "$repo" && cargo build --locked --quiet -p reapi-worker)
+    worker=$repo/target/debug/reapi-worker
 fi
 runner=${REAPI_BUILDBOX_RUN:-}
 if [ -z "$runner" ]; then
-    dir=$(cd "$repo" && cargo run --release --locked --quiet -- setup | sed -n 's/^buildbox-casd and buildbox-run are in //p')
+    dir=$(cd "$repo" && cargo run --locked --quiet -- setup | sed -n 's/^buildbox-casd and buildbox-run are in //p')
     runner=$dir/buildbox-run
 fi
 [ -x "$worker" ] && [ -x "$runner" ] || { echo "build-images: missing $worker or $runner" >&2; exit 2; }

@@ -142,11 +142,13 @@ pub fn endpoints(files: &[PathBuf]) -> Result<Endpoints, String> {
         let Some(services) = doc.get("services").and_then(|s| s.as_mapping()) else { continue };
         for (name, service) in services {
             let Some(name) = name.as_str() else { continue };
-            for (label, slot) in [("reapi-conformance.endpoint", &mut found.reapi), ("reapi-conformance.bots", &mut found.bots)] {
+            for (label, slot) in
+                [("reapi-conformance.endpoint", &mut found.reapi), ("reapi-conformance.bots", &mut found.bots)]
+            {
                 if let Some(value) = label_value(service, label) {
-                    let port = value
-                        .parse::<u16>()
-                        .map_err(|_| format!("{}: service {name}: label {label} is not a port: {value:?}", file.display()))?;
+                    let port = value.parse::<u16>().map_err(|_| {
+                        format!("{}: service {name}: label {label} is not a port: {value:?}", file.display())
+                    })?;
                     *slot = Some((name.to_string(), port));
                 }
             }
@@ -165,9 +167,11 @@ fn label_value(service: &serde_yaml_ng::Value, key: &str) -> Option<String> {
         let value = map.get(key)?;
         return value.as_str().map(str::to_string).or_else(|| value.as_u64().map(|n| n.to_string()));
     }
-    labels.as_sequence()?.iter().filter_map(|l| l.as_str()).find_map(|l| {
-        l.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string())
-    })
+    labels
+        .as_sequence()?
+        .iter()
+        .filter_map(|l| l.as_str())
+        .find_map(|l| l.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v.to_string()))
 }
 
 /// A compose stack the harness brings up and takes down.
@@ -272,7 +276,8 @@ async fn host_port(stack: &DockerCompose, (service, port): &(String, u16)) -> Re
 
 /// Fails in one line when `docker compose` or the engine behind it is missing.
 async fn engine_available() -> Result<(), ClusterError> {
-    let how = "start Docker, or Podman's API service (`podman system service --time=0 unix:///run/podman/podman.sock`) \
+    let how =
+        "start Docker, or Podman's API service (`podman system service --time=0 unix:///run/podman/podman.sock`) \
                with DOCKER_HOST=unix:///run/podman/podman.sock";
     let run = |args: &'static [&'static str]| async move {
         let out = tokio::time::timeout(
@@ -301,7 +306,8 @@ async fn wait_ready(target: &ConnectOptions) -> Result<(), ClusterError> {
     use crate::action::Vars;
     use crate::harness::{Harness, RunOptions};
     let start = Instant::now();
-    let options = RunOptions { timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), ..Default::default() };
+    let options =
+        RunOptions { timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), ..Default::default() };
     let mut last = String::from("no answer yet");
     while start.elapsed() < READY_LIMIT {
         match Harness::connect(target, options.clone(), Vars::for_host()).await {

@@ -119,7 +119,9 @@ pub fn lookup(name: &str) -> Option<&'static ClusterEntry> {
 /// Builds the cluster called `name`, or says in one line why not.
 pub fn named(name: &str, settings: &ClusterSettings) -> Result<Box<dyn Cluster>, String> {
     if let Some(spec) = name.strip_prefix("compose:") {
-        return Ok(Box::new(compose::Compose::new(spec, settings).map_err(|why| format!("`--cluster {name}`: {why}"))?));
+        return Ok(Box::new(
+            compose::Compose::new(spec, settings).map_err(|why| format!("`--cluster {name}`: {why}"))?,
+        ));
     }
     match lookup(name) {
         Some(entry) => (entry.make)(settings).map_err(|why| format!("`--cluster {name}` is not available: {why}")),

@@ -1,0 +1,147 @@
+//! Clusters from compose files (`--cluster compose:…`), through the
+//! engine's `docker compose`: Docker, or Podman's API service via
+//! DOCKER_HOST. The BuildGrid stack with the images `compose/local/` builds
+//! must get exactly the verdicts of the native `--cluster buildgrid` (same
+//! topology), and leave nothing behind. The Buildbarn and Buildfarm files
+//! cannot run here (their images are not reachable); `docker compose config`
+//! validates them.
+//!
+//! Needs `docker compose` and an engine with the local image
+//! (`compose/local/build-images.sh`); without them these tests are ignored,
+//! unless REAPI_REQUIRE_COMPOSE=1 (CI), where that is a failure.
+
+use std::process::Command;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker").args(args).output().map_err(|e| format!("docker: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("docker {}: {}", args.join(" "), text.trim()))
+    }
+}
+
+/// Why the compose tests cannot run here, if they cannot.
+fn unavailable() -> Option<String> {
+    if let Err(e) = docker(&["compose", "version"]) {
+        return Some(e);
+    }
+    if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
+        return Some(e);
+    }
+    let image =
+        std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into());
+    docker(&["image", "inspect", &image]).err().map(|_| format!("no image {image} (compose/local/build-images.sh)"))
+}
+
+/// Containers, volumes and networks of compose projects the harness started.
+fn leftovers() -> Result<Vec<String>, String> {
+    let filter = "label=com.docker.compose.project";
+    let mut found = Vec::new();
+    for args in [
+        &["ps", "-a", "--filter", filter, "--format", "{{.Names}}"][..],
+        &["volume", "ls", "--filter", filter, "--format", "{{.Name}}"][..],
+        &["network", "ls", "--filter", filter, "--format", "{{.Name}}"][..],
+    ] {
+        found.extend(docker(args)?.lines().filter(|l| l.starts_with("reapi-conformance-")).map(str::to_string));
+    }
+    Ok(found)
+}
+
+fn buildgrid_local_matches_native() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--cluster", "compose:buildgrid:local", "--profile", "all", "--timings"])
+        .args(["--expect", &repo("fixtures/expectations/buildgrid-bwrap.yaml"), "--json"])
+        .arg(&json)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(0) || !text.contains("all verdicts as expected") {
+        return Err(format!(
+            "exit {:?}, expected 0 with every verdict as for --cluster buildgrid:\n{text}",
+            out.status.code()
+        )
+        .into());
+    }
+    let start_up = text.lines().find(|l| l.starts_with("timings: cluster start-up")).unwrap_or("");
+    eprintln!("compose:buildgrid:local: {start_up}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let scheduler_ran = report["results"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| r["suite"] == "scheduler" && r["verdict"]["kind"] == "PASS").count())
+        .unwrap_or(0);
+    if scheduler_ran != 2 {
+        return Err(format!("the scheduler suite should reach the Bots API through the bots label:\n{text}").into());
+    }
+    match leftovers()? {
+        left if left.is_empty() => Ok(()),
+        left => Err(format!("left behind: {left:?}").into()),
+    }
+}
+
+fn every_file_is_valid_compose() -> Result<(), Failed> {
+    for files in [
+        &["compose/buildgrid.yml"][..],
+        &["compose/buildgrid.yml", "compose/local/buildgrid.yml"][..],
+        &["compose/buildbarn.yml"][..],
+        &["compose/buildfarm.yml"][..],
+    ] {
+        let mut args = vec!["compose".to_string()];
+        for f in files {
+            args.extend(["-f".to_string(), repo(f)]);
+        }
+        args.extend(["config".to_string(), "--quiet".to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args).map_err(|e| format!("{files:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn no_engine_is_one_line_and_exit_2() -> Result<(), Failed> {
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--cluster", "compose:buildgrid:local"])
+        .env("DOCKER_HOST", "unix:///nonexistent/reapi-conformance.sock")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(2) || err.trim().lines().count() != 1 || !err.contains("DOCKER_HOST") {
+        return Err(
+            format!("expected exit 2 and one line naming DOCKER_HOST, got {:?}: {err}", out.status.code()).into()
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let missing = unavailable();
+    let required = std::env::var("REAPI_REQUIRE_COMPOSE").is_ok_and(|v| v == "1");
+    if let Some(why) = &missing {
+        eprintln!("compose tests need a container engine: {why}");
+    }
+    let needs_engine = |name: &str, f: fn() -> Result<(), Failed>| {
+        let ignored = missing.is_some() && !required;
+        let missing = missing.clone();
+        Trial::test(name, move || match missing {
+            Some(why) if required => Err(format!("REAPI_REQUIRE_COMPOSE=1 but {why}").into()),
+            _ => f(),
+        })
+        .with_ignored_flag(ignored)
+    };
+    let trials = vec![
+        needs_engine("buildgrid_local_matches_native", buildgrid_local_matches_native),
+        needs_engine("every_file_is_valid_compose", every_file_is_valid_compose),
+        Trial::test("no_engine_is_one_line_and_exit_2", no_engine_is_one_line_and_exit_2),
+    ];
+    libtest_mimic::run(&args, trials).exit();
+}
