@@ -642,20 +642,26 @@ pub(super) async fn get_tree_partial(h: &Harness, check: &CheckSpec) -> Result<V
     Ok(Verdict::pass("the 3 present directories, the missing one left out"))
 }
 
+/// A size limit the server advertises, if it is one worth testing: SKIP when
+/// it is 0 (no limit) or above `largest_mib` (not worth the transfer in a
+/// conformance run).
+fn advertised_limit(value: Option<i64>, field: &str, largest_mib: i64) -> Result<i64, Verdict> {
+    let limit = value.unwrap_or_default();
+    let largest = largest_mib * 1024 * 1024;
+    if limit <= 0 {
+        return Err(Verdict::skip(format!("no {field} advertised (0: no limit)")));
+    }
+    if limit > largest {
+        return Err(Verdict::skip(format!("{field} {limit} is above the {largest} bytes tested")));
+    }
+    Ok(limit)
+}
+
 /// A batch of blobs totalling exactly the advertised
 /// `max_batch_total_size_bytes` is uploaded and read back.
 pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    /// Larger limits are not worth the transfer in a conformance run.
-    const LARGEST_TESTED: i64 = 32 * 1024 * 1024;
-    let limit = h.capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or_default();
-    if limit <= 0 {
-        return Ok(Verdict::skip("no max_batch_total_size_bytes advertised (0: no limit)"));
-    }
-    if limit > LARGEST_TESTED {
-        return Ok(Verdict::skip(format!(
-            "max_batch_total_size_bytes {limit} is above the {LARGEST_TESTED} bytes tested"
-        )));
-    }
+    let caps = h.capabilities.cache_capabilities.as_ref();
+    let limit = advertised_limit(caps.map(|c| c.max_batch_total_size_bytes), "max_batch_total_size_bytes", 32)?;
     let parts = 4usize.min(limit as usize);
     let base = limit as usize / parts;
     let mut requests = Vec::new();
@@ -798,17 +804,8 @@ pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -
 /// Where max_cas_blob_size_bytes is advertised, an upload one byte larger is
 /// refused with INVALID_ARGUMENT (and not stored).
 pub(super) async fn blob_size_limit(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
-    /// Larger limits are not worth the transfer in a conformance run.
-    const LARGEST_TESTED: i64 = 64 * 1024 * 1024;
-    let limit = h.capabilities.cache_capabilities.as_ref().map(|c| c.max_cas_blob_size_bytes).unwrap_or_default();
-    if limit <= 0 {
-        return Ok(Verdict::skip("no max_cas_blob_size_bytes advertised (0: no limit)"));
-    }
-    if limit > LARGEST_TESTED {
-        return Ok(Verdict::skip(format!(
-            "max_cas_blob_size_bytes {limit} is above the {LARGEST_TESTED} bytes tested"
-        )));
-    }
+    let caps = h.capabilities.cache_capabilities.as_ref();
+    let limit = advertised_limit(caps.map(|c| c.max_cas_blob_size_bytes), "max_cas_blob_size_bytes", 64)?;
     let mut data = unique_bytes(h, check, "oversized");
     data.resize(limit as usize + 1, b'.');
     let d = digest::of_bytes(&data);
