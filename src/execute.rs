@@ -170,6 +170,18 @@ impl Inflight {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Records an operation a check follows itself, so an interrupted run
+    /// cancels it too; [`Inflight::untrack`] once it is done.
+    pub(crate) fn track(&self, name: &str) {
+        if !name.is_empty() {
+            self.set().insert(name.to_string());
+        }
+    }
+
+    pub(crate) fn untrack(&self, name: &str) {
+        self.set().remove(name);
+    }
+
     /// Cancels every operation still in flight; returns how many were asked.
     pub async fn cancel_all(&self, clients: &Clients) -> usize {
         let names: Vec<String> = self.set().drain().collect();

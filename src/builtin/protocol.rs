@@ -722,7 +722,8 @@ pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Resul
             Ok(Ok(None)) => return Err(Verdict::error("the Execute stream ended before the operation was done")),
             Ok(Ok(Some(op))) => {
                 messages += 1;
-                if !op.name.is_empty() {
+                if !op.name.is_empty() && op.name != name {
+                    h.inflight.track(&op.name);
                     name = op.name.clone();
                 }
                 if op.done {
@@ -731,6 +732,7 @@ pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Resul
             }
         }
     }
+    h.inflight.untrack(&name);
     match tokio::time::timeout(GRACE, stream.message()).await {
         Ok(Ok(None)) => Ok(Verdict::pass(format!("the stream ended after the done Operation (message {messages})"))),
         // An error after the last message still ends the stream; nothing more came.

@@ -200,7 +200,10 @@ impl Compose {
         self.dir = Some(dir.clone());
         let files = self.spec.files(&dir)?;
         let ports = endpoints(&files).map_err(ClusterError)?;
-        let project = format!("reapi-conformance-{}", uuid::Uuid::new_v4().simple());
+        sweep_stale_projects().await;
+        // The pid lets a later run tell a killed run's stack from a live one.
+        let project =
+            format!("{PROJECT_PREFIX}{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut stack = DockerCompose::with_local_client(files.as_slice())
             .with_project_name(project)
             .with_env("REAPI_ISA", self.isa.clone())
@@ -264,6 +267,53 @@ impl Cluster for Compose {
             }
         })
     }
+}
+
+/// Compose project names of this harness: `reapi-conformance-PID-RANDOM`.
+const PROJECT_PREFIX: &str = "reapi-conformance-";
+
+/// Takes down the stacks of runs that were killed before they could (their
+/// process is gone), as run directories of killed runs are swept.
+async fn sweep_stale_projects() {
+    let docker = |args: Vec<String>| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new("docker").args(&args).kill_on_drop(true).output(),
+        )
+        .await;
+        match out {
+            Ok(Ok(o)) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+            _ => None,
+        }
+    };
+    let listed = docker(
+        [
+            "ps",
+            "-a",
+            "--filter",
+            "label=com.docker.compose.project",
+            "--format",
+            "{{.Label \"com.docker.compose.project\"}}",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await
+    .unwrap_or_default();
+    let mut stale: Vec<&str> = listed.lines().filter(|p| stale_project(p)).collect();
+    stale.sort_unstable();
+    stale.dedup();
+    for project in stale {
+        let _ =
+            docker(["compose", "-p", project, "down", "--volumes", "--timeout", "1"].map(String::from).to_vec()).await;
+    }
+}
+
+/// Whether `project` is this harness's and its process is gone.
+fn stale_project(project: &str) -> bool {
+    let Some(rest) = project.strip_prefix(PROJECT_PREFIX) else { return false };
+    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { return false };
+    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The host port the engine published for a service's container port.
@@ -371,6 +421,13 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(rendered, include_str!("../../compose/buildgrid/buildgrid.yml"), "compose/buildgrid/buildgrid.yml");
+    }
+
+    #[test]
+    fn stale_projects_are_those_of_gone_processes() {
+        assert!(!stale_project(&format!("{PROJECT_PREFIX}{}-abcd1234", std::process::id())));
+        assert!(!stale_project("someone-else-1-abcd"));
+        assert!(stale_project(&format!("{PROJECT_PREFIX}{}-abcd1234", u32::MAX - 1)));
     }
 
     #[test]
