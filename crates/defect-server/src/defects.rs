@@ -112,7 +112,13 @@ defects! {
         "gives an output directory a tree_digest whose Tree root is not the directory root_directory_digest names",
     StdoutTruncated = "stdout-truncated":
         "keeps only the first half of stdout",
+    LegacyKindMismatchIgnored = "legacy-kind-mismatch-ignored":
+        "leaves out a directory named in the deprecated output_files (or a file in output_directories) instead of answering FAILED_PRECONDITION",
+    OutputSymlinksFollowed = "output-symlinks-followed":
+        "follows a symlink named in output_paths and returns what it points to as an output file, instead of an output_symlinks entry",
     // --- protocol ---
+    StreamOpenAfterDone = "stream-open-after-done":
+        "keeps the Execute stream open after sending the done Operation, until the client hangs up",
     OperationError = "operation-error":
         "finishes operations with Operation.error instead of Operation.response",
     StreamClosedEarly = "stream-closed-early":
@@ -214,12 +220,6 @@ defects! {
         "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
     GetTreeMissingRootEmpty = "get-tree-missing-root-empty":
         "answers GetTree of a root that is not in the CAS with an empty page instead of NOT_FOUND",
-    LegacyKindMismatchIgnored = "legacy-kind-mismatch-ignored":
-        "leaves out a directory named in the deprecated output_files (or a file in output_directories) instead of answering FAILED_PRECONDITION",
-    OutputSymlinksFollowed = "output-symlinks-followed":
-        "follows a symlink named in output_paths and returns what it points to as an output file, instead of an output_symlinks entry",
-    StreamOpenAfterDone = "stream-open-after-done":
-        "keeps the Execute stream open after sending the done Operation, until the client hangs up",
     BlobSizeLimitUnenforced = "blob-size-limit-unenforced":
         "advertises max_cas_blob_size_bytes (16 MiB) but stores a ByteStream upload larger than that",
     CompressedReadUncompressed = "compressed-read-uncompressed":
