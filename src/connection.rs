@@ -185,8 +185,9 @@ impl Clients {
         req
     }
 
-    /// Awaits a unary call, enforcing the deadline on our side too, so a
+    /// Awaits one call, enforcing the deadline on our side too, so a
     /// server that sends headers and then nothing cannot hang the harness.
+    /// Not retried: see [`Clients::unary`].
     pub async fn call<T>(
         &self,
         fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -198,6 +199,24 @@ impl Clients {
                 self.rpc_timeout.as_secs_f64()
             ))),
         }
+    }
+
+    /// Makes the call `f` sends `msg` with on a clone of `client`, each
+    /// attempt within the deadline, again while the answer is transient
+    /// (UNAVAILABLE, RESOURCE_EXHAUSTED, a broken link: see
+    /// `reapi_client::retry`), as BuildStream's casd does. The answer that
+    /// stands is judged by the status rule (`reapi_client::status`).
+    pub async fn unary<S: Clone, M: Clone, T, Fut>(
+        &self,
+        call: &'static str,
+        client: &S,
+        msg: M,
+        f: impl Fn(S, tonic::Request<M>) -> Fut,
+    ) -> Result<T, tonic::Status>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        reapi_client::retry::retrying(call, || self.call(f(client.clone(), self.request(msg.clone())))).await
     }
 }
 

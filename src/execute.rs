@@ -101,6 +101,15 @@ impl Outcome {
         }
     }
 
+    /// The code of an operation that finished with a status the status rule
+    /// calls transient (UNAVAILABLE, RESOURCE_EXHAUSTED): worth executing again.
+    pub fn transient_code(&self) -> Option<Code> {
+        match self {
+            Outcome::Failed { code, .. } => reapi_client::status::undecided_code(*code).map(|_| Code::from_i32(*code)),
+            _ => None,
+        }
+    }
+
     /// The gRPC code of a rejection or a failed operation.
     pub fn error_code(&self) -> Option<Code> {
         match self {
@@ -182,16 +191,51 @@ impl Inflight {
         self.set().remove(name);
     }
 
-    /// Cancels every operation still in flight; returns how many were asked.
-    pub async fn cancel_all(&self, clients: &Clients) -> usize {
+    /// Cancels every operation still in flight, all at once and within
+    /// [`CANCEL_BUDGET`] in all (an interrupted user does not wait out a
+    /// server that never answers); says what it achieved.
+    pub async fn cancel_all(&self, clients: &Clients) -> Cancelled {
         let names: Vec<String> = self.set().drain().collect();
-        let calls = names.iter().map(|name| async move {
-            let req = clients.request(CancelOperationRequest { name: name.clone() });
-            let mut ops = clients.operations.clone();
-            clients.call(ops.cancel_operation(req)).await
+        let confirmed = std::sync::atomic::AtomicUsize::new(0);
+        let calls = names.iter().map(|name| {
+            let confirmed = &confirmed;
+            async move {
+                let mut req = tonic::Request::new(CancelOperationRequest { name: name.clone() });
+                req.set_timeout(CANCEL_BUDGET);
+                if clients.operations.clone().cancel_operation(req).await.is_ok() {
+                    confirmed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
         });
-        futures_util::future::join_all(calls).await;
-        names.len()
+        let _ = tokio::time::timeout(CANCEL_BUDGET, futures_util::future::join_all(calls)).await;
+        Cancelled { asked: names.len(), confirmed: confirmed.into_inner() }
+    }
+}
+
+/// How long an interrupted run waits for its CancelOperation calls in all.
+pub const CANCEL_BUDGET: Duration = Duration::from_secs(2);
+
+/// What cancelling the operations in flight achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Operations in flight, each sent a CancelOperation.
+    pub asked: usize,
+    /// Those the server answered OK within the budget.
+    pub confirmed: usize,
+}
+
+impl std::fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.asked, self.confirmed) {
+            (0, _) => f.write_str("no operation in flight"),
+            (asked, confirmed) if asked == confirmed => write!(f, "cancelled {asked} operation(s)"),
+            (asked, confirmed) => write!(
+                f,
+                "asked the server to cancel {asked} operation(s); {confirmed} confirmed within {}s, \
+                 the rest may still run on the cluster",
+                CANCEL_BUDGET.as_secs()
+            ),
+        }
     }
 }
 
@@ -233,86 +277,171 @@ async fn follow(
         inline_stderr: false,
         inline_output_files: vec![],
     };
-    let mut attempt = 1;
-    let mut stream = loop {
+    // Transient answers (the status rule's UNAVAILABLE, RESOURCE_EXHAUSTED,
+    // a broken link) to Execute, to a stream before it names its operation,
+    // or as the operation's final status, are asked again as casd does:
+    // Execute anew, with a growing pause, RETRIES times at most, all within
+    // the budget. What still stands then is undecided, never a finding.
+    let mut retries = 0;
+    'execute: loop {
         let mut req = tonic::Request::new(request.clone());
         req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
         let first = tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await;
-        match first {
+        let mut stream = match first {
             Err(_) => {
                 return Err(ExecError(format!("Execute not answered within {:.1}s", params.budget.as_secs_f64())))
             }
-            Ok(Err(status))
-                if status.code() == Code::Unavailable && !is_transport(&status) && attempt < EXECUTE_ATTEMPTS =>
-            {
-                // A server-sent UNAVAILABLE: back off and ask again, then judge it.
-                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Ok(Err(status)) => return classify_status(status, "Execute"),
-            Ok(Ok(resp)) => break resp.into_inner(),
-        }
-    };
-    let mut resumes = 0;
-    loop {
-        let next = tokio::time::timeout_at(deadline, stream.message()).await;
-        let interrupted = match next {
-            Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
-            Ok(Ok(Some(op))) => {
-                trace.messages += 1;
-                if trace.operation.is_none() && !op.name.is_empty() {
-                    inflight.set().insert(op.name.clone());
-                }
-                if let Some(done) = observe(op, trace)? {
-                    return Ok(done);
-                }
-                continue;
-            }
-            Ok(Ok(None)) => "the stream ended before the operation was done".to_string(),
-            Ok(Err(status)) if trace.operation.is_none() => return classify_status(status, "Execute"),
-            Ok(Err(status)) if is_retryable(&status) => format!("the stream broke: {}", status.message()),
-            Ok(Err(status)) => return Ok(rejected(&status, status.message().to_string())),
+            Ok(Err(status)) => match transient(&status, &mut retries, "Execute").await {
+                Some(()) => continue 'execute,
+                None => return classify_status(status, "Execute", retries),
+            },
+            Ok(Ok(resp)) => resp.into_inner(),
         };
-        // BuildStream resumes with WaitExecution when the stream ends early.
-        let Some(name) = trace.operation.clone() else {
-            return Err(ExecError(format!("{interrupted} without naming an operation")));
-        };
-        resumes += 1;
-        if resumes > MAX_RESUMES {
-            return Err(ExecError(format!("{interrupted}; gave up after {MAX_RESUMES} WaitExecution calls")));
-        }
-        trace.wait_calls += 1;
-        let mut req = tonic::Request::new(WaitExecutionRequest { name });
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
-        match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
-            Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
-            Ok(Ok(resp)) => stream = resp.into_inner(),
-            Ok(Err(status)) if is_transport(&status) => {
-                return Err(ExecError(format!("{interrupted}; WaitExecution: {}", status.message())))
-            }
-            Ok(Err(status)) => {
-                let message =
-                    format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message());
-                return Ok(rejected(&status, message));
+        let mut resumes = 0;
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.message()).await;
+            let interrupted = match next {
+                Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
+                Ok(Ok(Some(op))) => {
+                    trace.messages += 1;
+                    if trace.operation.is_none() && !op.name.is_empty() {
+                        inflight.set().insert(op.name.clone());
+                    }
+                    match observe(op, trace)? {
+                        None => continue,
+                        Some(done) => match done.transient_code() {
+                            Some(code) if retries < RETRY_LIMIT => {
+                                retries += 1;
+                                reapi_client::retry::record("Execute (operation status)", code);
+                                tokio::time::sleep(reapi_client::retry::pause(retries)).await;
+                                forget_operation(trace, inflight);
+                                continue 'execute;
+                            }
+                            Some(_) => {
+                                return Err(ExecError(format!(
+                                    "the operation ended {} after {retries} retries: {}",
+                                    done.describe(),
+                                    transient_words(done.error_code())
+                                )))
+                            }
+                            None => return Ok(done),
+                        },
+                    }
+                }
+                Ok(Ok(None)) => "the stream ended before the operation was done".to_string(),
+                Ok(Err(status)) if trace.operation.is_none() => {
+                    match transient(&status, &mut retries, "Execute (stream)").await {
+                        Some(()) => continue 'execute,
+                        None => return classify_status(status, "Execute", retries),
+                    }
+                }
+                Ok(Err(status)) if is_retryable(&status) || is_undecided(&status) => {
+                    format!("the stream broke: {:?}: {}", status.code(), status.message())
+                }
+                Ok(Err(status)) => return Ok(rejected(&status, status.message().to_string())),
+            };
+            // BuildStream resumes with WaitExecution when the stream ends early.
+            let Some(name) = trace.operation.clone() else {
+                return Err(ExecError(format!("{interrupted} without naming an operation")));
+            };
+            loop {
+                resumes += 1;
+                if resumes > MAX_RESUMES {
+                    return Err(ExecError(format!("{interrupted}; gave up after {MAX_RESUMES} WaitExecution calls")));
+                }
+                trace.wait_calls += 1;
+                let mut req = tonic::Request::new(WaitExecutionRequest { name: name.clone() });
+                req.set_timeout(deadline.saturating_duration_since(Instant::now()) + clients.rpc_timeout);
+                match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
+                    Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
+                    Ok(Ok(resp)) => {
+                        stream = resp.into_inner();
+                        break;
+                    }
+                    Ok(Err(status)) if is_retryable(&status) => {
+                        reapi_client::retry::record_status("WaitExecution", &status);
+                        tokio::time::sleep(reapi_client::retry::pause(resumes as u32)).await;
+                    }
+                    Ok(Err(status)) if is_undecided(&status) => {
+                        return Err(ExecError(format!("{interrupted}; WaitExecution: {}", undecided_words(&status))))
+                    }
+                    Ok(Err(status)) => {
+                        let message =
+                            format!("{interrupted}; WaitExecution answered {:?}: {}", status.code(), status.message());
+                        return Ok(rejected(&status, message));
+                    }
+                }
             }
         }
     }
 }
 
-pub use reapi_client::status::{is_transport, is_undecodable};
-
-/// Worth another try, as buildbox-casd gives one: the link broke, or the
-/// server said it is momentarily unavailable.
-fn is_retryable(status: &tonic::Status) -> bool {
-    is_transport(status) || status.code() == Code::Unavailable
+/// Calls Execute as `follow` does, again while the answer is transient,
+/// each attempt and the pauses within `deadline` (an attempt's `grpc-timeout`
+/// is `timeout`); a deadline that passes is DEADLINE_EXCEEDED, undecided.
+pub async fn call_execute(
+    clients: &Clients,
+    request: &ExecuteRequest,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<tonic::Streaming<Operation>, tonic::Status> {
+    let attempts = reapi_client::retry::retrying("Execute", || {
+        let mut req = tonic::Request::new(request.clone());
+        req.set_timeout(timeout);
+        let mut client = clients.execution.clone();
+        async move { client.execute(req).await }
+    });
+    match tokio::time::timeout_at(deadline, attempts).await {
+        Err(_) => Err(tonic::Status::deadline_exceeded("Execute was not answered in time")),
+        Ok(r) => r.map(tonic::Response::into_inner),
+    }
 }
 
-/// Execute calls answered UNAVAILABLE before that answer is taken as final.
-const EXECUTE_ATTEMPTS: u32 = 3;
+pub use reapi_client::retry::is_retryable;
+pub use reapi_client::status::{is_transport, is_undecided, is_undecodable};
 
-fn classify_status(status: tonic::Status, call: &str) -> Result<Outcome, ExecError> {
-    if is_transport(&status) {
-        return Err(ExecError(format!("{call}: {:?}: {}", status.code(), status.message())));
+/// Retries after a transient answer, as [`reapi_client::retry`] counts them.
+const RETRY_LIMIT: u32 = reapi_client::retry::RETRIES;
+
+/// When `status` is worth another Execute and retries are left: records it
+/// and waits the pause. `None`: the answer stands.
+async fn transient(status: &tonic::Status, retries: &mut u32, call: &str) -> Option<()> {
+    if !is_retryable(status) || *retries >= RETRY_LIMIT {
+        return None;
+    }
+    *retries += 1;
+    reapi_client::retry::record_status(call, status);
+    tokio::time::sleep(reapi_client::retry::pause(*retries)).await;
+    Some(())
+}
+
+/// A retried operation is a new one: the old name is neither followed nor
+/// cancelled on its behalf any more (the server may deduplicate to it anyway).
+fn forget_operation(trace: &mut Trace, inflight: &Inflight) {
+    if let Some(name) = trace.operation.take() {
+        inflight.untrack(&name);
+    }
+    trace.stages.clear();
+}
+
+fn undecided_words(status: &tonic::Status) -> String {
+    let why = reapi_client::status::undecided(status).map(|u| u.describe()).unwrap_or("undecided");
+    format!("{why} ({:?}: {})", status.code(), status.message())
+}
+
+fn transient_words(code: Option<Code>) -> &'static str {
+    code.map(|c| c as i32)
+        .and_then(reapi_client::status::undecided_code)
+        .map(|u| u.describe())
+        .unwrap_or("a transient condition")
+}
+
+/// The answer to Execute that stands: the server's own is a rejection; one
+/// the status rule leaves undecided is the harness's ERROR.
+fn classify_status(status: tonic::Status, call: &str, retries: u32) -> Result<Outcome, ExecError> {
+    if is_undecided(&status) {
+        let after = if retries > 0 { format!(" after {retries} retries") } else { String::new() };
+        return Err(ExecError(format!("{call}{after}: {}", undecided_words(&status))));
     }
     Ok(rejected(&status, status.message().to_string()))
 }

@@ -11,6 +11,7 @@ use crate::cas::Cas;
 use crate::connection::{Clients, ConnectOptions};
 use crate::evaluate::ProbeOutput;
 use crate::execute::{self, ExecuteParams, Outcome, Trace};
+use crate::verdict::StepError;
 
 /// Knobs of a run.
 #[derive(Debug, Clone)]
@@ -72,17 +73,20 @@ impl Harness {
     /// Connects and asks for the capabilities, which also proves the target answers.
     pub async fn connect(target: &ConnectOptions, options: RunOptions, vars: Vars) -> Result<Harness, TargetError> {
         let clients = Clients::new(target, options.rpc_timeout).map_err(|e| TargetError(e.to_string()))?;
-        let req = clients.request(GetCapabilitiesRequest { instance_name: clients.instance.clone() });
-        let capabilities = clients.call(clients.capabilities.clone().get_capabilities(req)).await.map_err(|s| {
-            TargetError(format!(
-                "{} does not answer GetCapabilities for instance `{}`: {:?}: {}{}",
-                target.endpoint,
-                clients.instance,
-                s.code(),
-                s.message(),
-                transport_hint(&target.endpoint, s.message()).map(|h| format!(" ({h})")).unwrap_or_default()
-            ))
-        })?;
+        let msg = GetCapabilitiesRequest { instance_name: clients.instance.clone() };
+        let capabilities = clients
+            .unary("GetCapabilities", &clients.capabilities, msg, |mut s, r| async move { s.get_capabilities(r).await })
+            .await
+            .map_err(|s| {
+                TargetError(format!(
+                    "{} does not answer GetCapabilities for instance `{}`: {:?}: {}{}",
+                    target.endpoint,
+                    clients.instance,
+                    s.code(),
+                    s.message(),
+                    transport_hint(&target.endpoint, s.message()).map(|h| format!(" ({h})")).unwrap_or_default()
+                ))
+            })?;
         let max_batch = capabilities.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
         let salt = format!("reapi-conformance/{}", uuid::Uuid::new_v4()).into_bytes();
         Ok(Harness {
@@ -111,9 +115,10 @@ impl Harness {
     /// Builds and uploads an action. `key` (a check id, plus a suffix when a
     /// check sends several) goes into the salt so that no two checks share an
     /// action digest and one check's result is never another's cache hit.
-    pub async fn upload(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, String> {
-        let prepared = self.prepare(key, spec)?;
-        self.cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading the input root: {e}"))?;
+    /// A failure is the step's: an undecided one (the status rule) stays so.
+    pub async fn upload(&self, key: &str, spec: &crate::suite::ActionSpec) -> Result<PreparedAction, StepError> {
+        let prepared = self.prepare(key, spec).map_err(StepError::Undecided)?;
+        self.cas.upload(&prepared.blobs).await.map_err(|e| StepError::from(e).context("uploading the input root"))?;
         Ok(prepared)
     }
 
@@ -128,7 +133,7 @@ impl Harness {
     }
 
     /// Downloads stdout and stderr of a result and parses the probe report.
-    pub async fn probe_output(&self, outcome: &Outcome) -> Result<Option<ProbeOutput>, String> {
+    pub async fn probe_output(&self, outcome: &Outcome) -> Result<Option<ProbeOutput>, StepError> {
         let Some(result) = outcome.result() else { return Ok(None) };
         let stdout = self.log(&result.stdout_raw, result.stdout_digest.as_ref(), "stdout").await?;
         let stderr = self.log(&result.stderr_raw, result.stderr_digest.as_ref(), "stderr").await?;
@@ -144,13 +149,13 @@ impl Harness {
         raw: &[u8],
         digest: Option<&bazel_remote_apis::build::bazel::remote::execution::v2::Digest>,
         what: &str,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Vec<u8>, StepError> {
         if !raw.is_empty() {
             return Ok(raw.to_vec());
         }
         match digest {
             None => Ok(Vec::new()),
-            Some(d) => self.cas.read(d).await.map_err(|e| format!("downloading {what}: {e}")),
+            Some(d) => self.cas.read(d).await.map_err(|e| StepError::from(e).context(format!("downloading {what}"))),
         }
     }
 }

@@ -47,7 +47,10 @@ impl Harness {
     async fn run_control(&self, _check: &CheckSpec) -> Result<(), String> {
         self.control
             .get_or_init(|| async {
-                let prepared = self.upload("positive-control", &crate::suite::ActionSpec::default()).await?;
+                let prepared = self
+                    .upload("positive-control", &crate::suite::ActionSpec::default())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let (outcome, _) = self.execute(&prepared, self.options.timeout).await;
                 match outcome {
                     Ok(o) if o.class() == OutcomeClass::Completed => Ok(()),
@@ -62,7 +65,7 @@ impl Harness {
     async fn run_action(&self, check: &CheckSpec) -> Verdict {
         let prepared = match self.upload(&check.id, &check.action).await {
             Ok(p) => p,
-            Err(e) => return Verdict::error(e),
+            Err(e) => return e.precondition(),
         };
         let expected = check.expect.outcome_set();
         // An action that must not run only needs long enough to see it answered or left queued.
@@ -76,7 +79,7 @@ impl Harness {
         let probe = if outcome.class() == OutcomeClass::Completed && !check.expect.probe.is_empty() {
             match self.probe_output(&outcome).await {
                 Ok(p) => p,
-                Err(e) => return with_trace(Verdict::error(e), &prepared, &trace),
+                Err(e) => return with_trace(e.precondition(), &prepared, &trace),
             }
         } else {
             None
@@ -97,7 +100,13 @@ impl Harness {
         let mut indexed: Vec<(usize, CheckResult)> = futures_util::stream::iter(order)
             .map(|(i, check)| async move {
                 let start = Instant::now();
-                let verdict = self.run_check(check).await;
+                // Each check's retries are logged apart, so its evidence says
+                // how many transient answers its verdict outlived.
+                let retries = reapi_client::retry::RetryLog::default();
+                let mut verdict = retries.scope(self.run_check(check)).await;
+                if let Some(summary) = retries.summary() {
+                    verdict = verdict.with("retries", None, summary);
+                }
                 (i, result_of(check, verdict, start.elapsed()))
             })
             .buffer_unordered(jobs)

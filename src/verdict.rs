@@ -119,6 +119,74 @@ impl Verdict {
     }
 }
 
+/// Why a step of a check did not get what it needed, typed so that the
+/// status rule's "undecided" (`reapi_client::status`) survives every function
+/// boundary: a CAS read that timed out in a helper stays ERROR in the check
+/// that called it, however many layers of context are added on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepError {
+    /// Nothing was learnt about the server: the link, our deadlines,
+    /// transient answers after the retries, impossible claims, our own
+    /// processes or disk. Always ERROR.
+    Undecided(String),
+    /// The server answered, wrongly: FAIL (WARN for a SHOULD) in a check
+    /// whose requirement this is.
+    Server(String),
+}
+
+impl StepError {
+    /// Adds what was being done: `fetching output directory: …`.
+    pub fn context(self, what: impl std::fmt::Display) -> StepError {
+        match self {
+            StepError::Undecided(m) => StepError::Undecided(format!("{what}: {m}")),
+            StepError::Server(m) => StepError::Server(format!("{what}: {m}")),
+        }
+    }
+
+    /// The one line it says.
+    pub fn message(&self) -> &str {
+        match self {
+            StepError::Undecided(m) | StepError::Server(m) => m,
+        }
+    }
+
+    /// The verdict of a check whose requirement failed this way: `unmet`
+    /// (FAIL, or WARN for a SHOULD) for the server's wrong answer, ERROR for
+    /// an undecided one.
+    pub fn verdict(self, unmet: VerdictKind) -> Verdict {
+        match self {
+            StepError::Undecided(m) => Verdict::error(m),
+            StepError::Server(m) => Verdict::new(unmet, m),
+        }
+    }
+
+    /// The verdict where this step was only a precondition of what the
+    /// check tests: ERROR either way (the requirement was not reached), and
+    /// it says whether the server was at fault.
+    pub fn precondition(self) -> Verdict {
+        match self {
+            StepError::Undecided(m) => Verdict::error(m),
+            StepError::Server(m) => Verdict::error(format!("a step before the check failed on the server: {m}")),
+        }
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl From<reapi_client::cas::CasError> for StepError {
+    fn from(e: reapi_client::cas::CasError) -> Self {
+        if e.is_undecided() {
+            StepError::Undecided(e.to_string())
+        } else {
+            StepError::Server(e.to_string())
+        }
+    }
+}
+
 /// A check's verdict together with what identifies the check in reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {

@@ -31,7 +31,16 @@ const NOT_YET_NOTICED: &[(&str, &str)] = &[];
 /// Defects that make the server unusable rather than non-conformant: checks
 /// must report ERROR on them (tested in `robustness.rs`), so they are not
 /// expected in any `killed_by`.
-const FAULTS: &[&str] = &["hang", "slow", "stream-cut", "garbage", "wrong-digests", "executes-nothing"];
+const FAULTS: &[&str] = &[
+    "hang",
+    "slow",
+    "stream-cut",
+    "garbage",
+    "wrong-digests",
+    "executes-nothing",
+    "execute-unavailable",
+    "cancel-hangs",
+];
 
 /// Behaviours real servers have that BuildStream does not mind, each with the
 /// checks that SKIP because of it: every other check must PASS with it

@@ -12,18 +12,19 @@ use super::{run_to_completion, unmet};
 use crate::digest;
 use crate::harness::Harness;
 use crate::suite::CheckSpec;
-use crate::verdict::Verdict;
+use crate::verdict::{StepError, Verdict};
 
 /// GetActionResult for `action`: the result, `None` on NOT_FOUND; any other
 /// answer leaves the calling check undecided (it is not what is tested).
 pub(super) async fn get(h: &Harness, action: &Digest) -> Result<Option<ActionResult>, Verdict> {
     let c = h.clients();
-    let req = c.request(GetActionResultRequest {
+    let msg = GetActionResultRequest {
         instance_name: c.ac_instance.clone(),
         action_digest: Some(action.clone()),
         ..Default::default()
-    });
-    match c.call(c.action_cache.clone().get_action_result(req)).await {
+    };
+    match c.unary("GetActionResult", &c.action_cache, msg, |mut s, r| async move { s.get_action_result(r).await }).await
+    {
         Ok(r) => Ok(Some(r)),
         Err(s) if s.code() == Code::NotFound => Ok(None),
         Err(s) => Err(Verdict::error(format!("GetActionResult: {:?}: {}", s.code(), s.message()))),
@@ -33,12 +34,9 @@ pub(super) async fn get(h: &Harness, action: &Digest) -> Result<Option<ActionRes
 /// The digests of `wanted` that FindMissingBlobs reports missing.
 async fn missing(h: &Harness, wanted: Vec<Digest>) -> Result<Vec<Digest>, Verdict> {
     let c = h.clients();
-    let req = c.request(FindMissingBlobsRequest {
-        instance_name: c.cas_instance.clone(),
-        blob_digests: wanted,
-        digest_function: 0,
-    });
-    c.call(c.cas.clone().find_missing_blobs(req))
+    let msg =
+        FindMissingBlobsRequest { instance_name: c.cas_instance.clone(), blob_digests: wanted, digest_function: 0 };
+    c.unary("FindMissingBlobs", &c.cas, msg, |mut s, r| async move { s.find_missing_blobs(r).await })
         .await
         .map(|r| r.missing_blob_digests)
         .map_err(|s| Verdict::error(format!("FindMissingBlobs: {:?}: {}", s.code(), s.message())))
@@ -59,21 +57,24 @@ pub(super) async fn update_roundtrip(h: &Harness, check: &CheckSpec) -> Result<V
             "the server does not allow clients to update the action cache (update_enabled unset)",
         ));
     }
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
     let stdout = format!("stored by {} {}\n", check.id, uuid::Uuid::new_v4()).into_bytes();
     let stdout_digest = digest::of_bytes(&stdout);
     let blobs = [(stdout_digest.hash.clone(), (stdout_digest.clone(), Arc::new(stdout)))].into_iter().collect();
     h.cas.upload(&blobs).await.map_err(|e| Verdict::error(format!("uploading stdout: {e}")))?;
     let stored = ActionResult { exit_code: 7, stdout_digest: Some(stdout_digest.clone()), ..Default::default() };
     let c = h.clients();
-    let req = c.request(UpdateActionResultRequest {
+    let msg = UpdateActionResultRequest {
         instance_name: c.ac_instance.clone(),
         action_digest: Some(prepared.action_digest.clone()),
         action_result: Some(stored.clone()),
         ..Default::default()
-    });
-    if let Err(s) = c.call(c.action_cache.clone().update_action_result(req)).await {
-        if crate::execute::is_transport(&s) {
+    };
+    if let Err(s) = c
+        .unary("UpdateActionResult", &c.action_cache, msg, |mut s, r| async move { s.update_action_result(r).await })
+        .await
+    {
+        if crate::execute::is_undecided(&s) {
             return Ok(Verdict::error(format!("UpdateActionResult: {}", s.message())));
         }
         return Ok(Verdict::new(unmet(check), format!("UpdateActionResult answered {:?}: {}", s.code(), s.message()))

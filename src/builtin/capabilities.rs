@@ -7,7 +7,7 @@ use bazel_remote_apis::build::bazel::semver::SemVer;
 use super::unmet;
 use crate::harness::Harness;
 use crate::suite::CheckSpec;
-use crate::verdict::Verdict;
+use crate::verdict::{StepError, Verdict};
 
 fn function_name(value: i32) -> String {
     digest_function::Value::try_from(value).map_or_else(|_| format!("unknown value {value}"), |v| format!("{v:?}"))
@@ -44,11 +44,17 @@ pub(super) async fn digest_functions(h: &Harness, check: &CheckSpec) -> Result<V
             format!("[{}]", names(&exec.digest_functions)),
         ));
     }
+    // An empty execution list is "not set", which the spec allows ("if
+    // this field is set, it MUST also contain digest_function").
+    let listed = if exec.digest_functions.is_empty() {
+        "digest_functions not set".to_string()
+    } else {
+        format!("in [{}]", names(&exec.digest_functions))
+    };
     Ok(Verdict::pass(format!(
-        "cache: [{}]; execution: {} in [{}]",
+        "cache: [{}]; execution: {} {listed}",
         names(&cache),
-        function_name(exec.digest_function),
-        names(&exec.digest_functions)
+        function_name(exec.digest_function)
     )))
 }
 
@@ -96,7 +102,7 @@ pub(super) async fn symlink_strategy(h: &Harness, check: &CheckSpec) -> Result<V
     if h.capabilities.execution_capabilities.as_ref().is_none_or(|e| !e.exec_enabled) {
         return Ok(Verdict::skip("execution is not enabled"));
     }
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
     let (outcome, _) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     if let Some(v) = super::undecided(&outcome, "completed or INVALID_ARGUMENT") {

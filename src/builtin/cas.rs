@@ -42,7 +42,7 @@ pub(super) async fn first_status<T>(
 ) -> Result<Code, Verdict> {
     let c = h.clients();
     match c.call(call).await {
-        Err(s) if execute::is_transport(&s) => Err(Verdict::error(format!("{what}: {}", s.message()))),
+        Err(s) if execute::is_undecided(&s) => Err(Verdict::error(format!("{what}: {}", s.message()))),
         Err(s) => Ok(s.code()),
         Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
             Err(_) => Err(Verdict::error(format!("{what} stream did not answer in time"))),
@@ -54,7 +54,7 @@ pub(super) async fn first_status<T>(
 
 /// An RPC failure: transport problems are ERROR, server answers are evidence.
 pub(super) fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::Status) -> Verdict {
-    if execute::is_transport(&s) {
+    if execute::is_undecided(&s) {
         Verdict::error(format!("{what}: {:?}: {}", s.code(), s.message()))
     } else {
         Verdict::new(unmet(check), format!("{what} answered {:?}: {}", s.code(), s.message())).with(
@@ -69,12 +69,12 @@ pub(super) fn answered(check: &CheckSpec, what: &str, expected: &str, s: tonic::
 pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let c = h.clients();
     let empty = digest::of_bytes(b"");
-    let req = c.request(FindMissingBlobsRequest {
+    let msg = FindMissingBlobsRequest {
         instance_name: c.cas_instance.clone(),
         blob_digests: vec![empty.clone()],
         digest_function: 0,
-    });
-    match c.call(c.cas.clone().find_missing_blobs(req)).await {
+    };
+    match c.unary("FindMissingBlobs", &c.cas, msg, |mut s, r| async move { s.find_missing_blobs(r).await }).await {
         Err(s) => return Ok(answered(check, "FindMissingBlobs", "OK", s)),
         Ok(r) if !r.missing_blob_digests.is_empty() => {
             return Ok(Verdict::new(unmet(check), "FindMissingBlobs reports the empty blob missing").with(
@@ -85,15 +85,13 @@ pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict
         }
         Ok(_) => {}
     }
-    let req = c.request(BatchReadBlobsRequest {
-        instance_name: c.cas_instance.clone(),
-        digests: vec![empty],
-        ..Default::default()
-    });
-    let batch = match c.call(c.cas.clone().batch_read_blobs(req)).await {
-        Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK", s)),
-        Ok(r) => r,
-    };
+    let msg =
+        BatchReadBlobsRequest { instance_name: c.cas_instance.clone(), digests: vec![empty], ..Default::default() };
+    let batch =
+        match c.unary("BatchReadBlobs", &c.cas, msg, |mut s, r| async move { s.batch_read_blobs(r).await }).await {
+            Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK", s)),
+            Ok(r) => r,
+        };
     match batch.responses.first().map(|x| x.status.clone().unwrap_or_default()) {
         Some(st) if st.code == 0 => {}
         Some(st) => {
@@ -127,13 +125,13 @@ pub(super) async fn empty_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict
 /// blob's status code (the call's, when the whole batch is refused).
 async fn batch_update_code(h: &Harness, claimed: &Digest, data: Vec<u8>) -> Result<Code, Verdict> {
     let c = h.clients();
-    let req = c.request(BatchUpdateBlobsRequest {
+    let msg = BatchUpdateBlobsRequest {
         instance_name: c.cas_instance.clone(),
         requests: vec![batch_update_blobs_request::Request { digest: Some(claimed.clone()), data, compressor: 0 }],
         digest_function: 0,
-    });
-    match c.call(c.cas.clone().batch_update_blobs(req)).await {
-        Err(s) if execute::is_transport(&s) => Err(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
+    };
+    match c.unary("BatchUpdateBlobs", &c.cas, msg, |mut s, r| async move { s.batch_update_blobs(r).await }).await {
+        Err(s) if execute::is_undecided(&s) => Err(Verdict::error(format!("BatchUpdateBlobs: {}", s.message()))),
         Err(s) => Ok(s.code()),
         Ok(r) => Ok(Code::from_i32(r.responses.first().and_then(|x| x.status.as_ref()).map_or(0, |st| st.code))),
     }
@@ -227,7 +225,7 @@ pub(super) async fn bytestream_read_past_end(h: &Harness, check: &CheckSpec) -> 
 pub(super) async fn query_write_status_unknown(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let d = digest::of_bytes(&unique_bytes(h, check, "never-written"));
     let c = h.clients();
-    let req = c.request(QueryWriteStatusRequest {
+    let msg = QueryWriteStatusRequest {
         resource_name: format!(
             "{}uploads/{}/blobs/{}/{}",
             instance_prefix(h),
@@ -235,8 +233,9 @@ pub(super) async fn query_write_status_unknown(h: &Harness, check: &CheckSpec) -
             d.hash,
             d.size_bytes
         ),
-    });
-    match c.call(c.bytestream.clone().query_write_status(req)).await {
+    };
+    match c.unary("QueryWriteStatus", &c.bytestream, msg, |mut s, r| async move { s.query_write_status(r).await }).await
+    {
         Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
         // Optional in practice (buildbox-casd, Buildbarn); BuildStream never resumes uploads.
         Err(s) if s.code() == Code::Unimplemented => {
@@ -289,15 +288,16 @@ pub(super) async fn find_missing_exact(h: &Harness, check: &CheckSpec) -> Result
     let (present, _) = uploaded_blob(h, check, "present", 0).await?;
     let absent = absent_blob(h, check);
     let c = h.clients();
-    let req = c.request(FindMissingBlobsRequest {
+    let msg = FindMissingBlobsRequest {
         instance_name: c.cas_instance.clone(),
         blob_digests: vec![present.clone(), absent.clone()],
         digest_function: 0,
-    });
-    let missing = match c.call(c.cas.clone().find_missing_blobs(req)).await {
-        Ok(r) => r.missing_blob_digests,
-        Err(s) => return Ok(answered(check, "FindMissingBlobs", "OK", s)),
     };
+    let missing =
+        match c.unary("FindMissingBlobs", &c.cas, msg, |mut s, r| async move { s.find_missing_blobs(r).await }).await {
+            Ok(r) => r.missing_blob_digests,
+            Err(s) => return Ok(answered(check, "FindMissingBlobs", "OK", s)),
+        };
     let named: Vec<String> = missing.iter().map(digest::show).collect();
     let expected = format!("exactly [{}]", digest::show(&absent));
     if missing.iter().any(|d| d.hash == present.hash) {
@@ -330,16 +330,17 @@ pub(super) async fn batch_read_mixed(h: &Harness, check: &CheckSpec) -> Result<V
     let (present, data) = uploaded_blob(h, check, "present", 0).await?;
     let absent = absent_blob(h, check);
     let c = h.clients();
-    let req = c.request(BatchReadBlobsRequest {
+    let msg = BatchReadBlobsRequest {
         instance_name: c.cas_instance.clone(),
         digests: vec![present.clone(), absent.clone()],
         acceptable_compressors: vec![],
         digest_function: 0,
-    });
-    let responses = match c.call(c.cas.clone().batch_read_blobs(req)).await {
-        Ok(r) => r.responses,
-        Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK with a status per blob", s)),
     };
+    let responses =
+        match c.unary("BatchReadBlobs", &c.cas, msg, |mut s, r| async move { s.batch_read_blobs(r).await }).await {
+            Ok(r) => r.responses,
+            Err(s) => return Ok(answered(check, "BatchReadBlobs", "OK with a status per blob", s)),
+        };
     let find = |d: &Digest| responses.iter().find(|r| r.digest.as_ref().is_some_and(|x| x.hash == d.hash));
     let code = |r: Option<
         &bazel_remote_apis::build::bazel::remote::execution::v2::batch_read_blobs_response::Response,
@@ -398,12 +399,12 @@ pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -
 /// Whether `d` is in the CAS, by FindMissingBlobs.
 pub(super) async fn present(h: &Harness, d: &Digest) -> Result<bool, Verdict> {
     let c = h.clients();
-    let req = c.request(FindMissingBlobsRequest {
+    let msg = FindMissingBlobsRequest {
         instance_name: c.cas_instance.clone(),
         blob_digests: vec![d.clone()],
         digest_function: 0,
-    });
-    match c.call(c.cas.clone().find_missing_blobs(req)).await {
+    };
+    match c.unary("FindMissingBlobs", &c.cas, msg, |mut s, r| async move { s.find_missing_blobs(r).await }).await {
         Ok(r) => Ok(!r.missing_blob_digests.iter().any(|m| m.hash == d.hash && m.size_bytes == d.size_bytes)),
         Err(s) => Err(Verdict::error(format!("FindMissingBlobs: {:?}: {}", s.code(), s.message()))),
     }
@@ -520,16 +521,16 @@ async fn get_tree_pages(
     page_token: String,
 ) -> Result<Result<Vec<(Vec<Digest>, String)>, tonic::Status>, Verdict> {
     let c = h.clients();
-    let req = c.request(GetTreeRequest {
+    let msg = GetTreeRequest {
         instance_name: c.cas_instance.clone(),
         root_digest: Some(root.clone()),
         page_size,
         page_token,
         digest_function: 0,
-    });
-    let mut stream = match c.call(c.cas.clone().get_tree(req)).await {
+    };
+    let mut stream = match c.unary("GetTree", &c.cas, msg, |mut s, r| async move { s.get_tree(r).await }).await {
         Ok(stream) => stream,
-        Err(s) if execute::is_transport(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
+        Err(s) if execute::is_undecided(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
         Err(s) => return Ok(Err(s)),
     };
     let deadline = tokio::time::Instant::now() + c.rpc_timeout;
@@ -537,7 +538,7 @@ async fn get_tree_pages(
     loop {
         match tokio::time::timeout_at(deadline, stream.message()).await {
             Err(_) => return Err(Verdict::error("GetTree did not finish in time")),
-            Ok(Err(s)) if execute::is_transport(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
+            Ok(Err(s)) if execute::is_undecided(&s) => return Err(Verdict::error(format!("GetTree: {}", s.message()))),
             Ok(Err(s)) => return Ok(Err(s)),
             Ok(Ok(None)) => return Ok(Ok(pages)),
             Ok(Ok(Some(page))) => {
@@ -648,7 +649,11 @@ pub(super) async fn get_tree_partial(h: &Harness, check: &CheckSpec) -> Result<V
 fn advertised_limit(value: Option<i64>, field: &str, largest_mib: i64) -> Result<i64, Verdict> {
     let limit = value.unwrap_or_default();
     let largest = largest_mib * 1024 * 1024;
-    if limit <= 0 {
+    if limit < 0 {
+        // Not a limit at all: an impossible answer decides nothing (the status rule's "garbled").
+        return Err(Verdict::error(format!("{field} is advertised as {limit}, which is no size: nothing to test")));
+    }
+    if limit == 0 {
         return Err(Verdict::skip(format!("no {field} advertised (0: no limit)")));
     }
     if limit > largest {
@@ -676,13 +681,13 @@ pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result
         requests.push(batch_update_blobs_request::Request { digest: Some(d), data, compressor: 0 });
     }
     let c = h.clients();
-    let req =
-        c.request(BatchUpdateBlobsRequest { instance_name: c.cas_instance.clone(), requests, digest_function: 0 });
+    let msg = BatchUpdateBlobsRequest { instance_name: c.cas_instance.clone(), requests, digest_function: 0 };
     let expected = format!("OK for blobs totalling {limit} bytes");
-    let resp = match c.call(c.cas.clone().batch_update_blobs(req)).await {
-        Ok(r) => r,
-        Err(s) => return Ok(answered(check, "BatchUpdateBlobs", &expected, s)),
-    };
+    let resp =
+        match c.unary("BatchUpdateBlobs", &c.cas, msg, |mut s, r| async move { s.batch_update_blobs(r).await }).await {
+            Ok(r) => r,
+            Err(s) => return Ok(answered(check, "BatchUpdateBlobs", &expected, s)),
+        };
     if let Some(r) = resp.responses.iter().find(|r| r.status.as_ref().is_some_and(|s| s.code != 0)) {
         let s = r.status.clone().unwrap_or_default();
         return Ok(Verdict::new(
@@ -691,13 +696,14 @@ pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result
         )
         .with("BatchUpdateBlobs", Some(expected), format!("code {}", s.code)));
     }
-    let req = c.request(BatchReadBlobsRequest {
+    let msg = BatchReadBlobsRequest {
         instance_name: c.cas_instance.clone(),
         digests: digests.clone(),
         acceptable_compressors: vec![],
         digest_function: 0,
-    });
-    let resp = match c.call(c.cas.clone().batch_read_blobs(req)).await {
+    };
+    let resp = match c.unary("BatchReadBlobs", &c.cas, msg, |mut s, r| async move { s.batch_read_blobs(r).await }).await
+    {
         Ok(r) => r,
         Err(s) => return Ok(answered(check, "BatchReadBlobs", &expected, s)),
     };
@@ -754,11 +760,14 @@ pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -
     // The first half, then the stream ends without finish_write; whatever
     // the server answers, the upload is unfinished.
     match write(0, half, false).await {
-        Err(s) if execute::is_transport(&s) => return Ok(Verdict::error(format!("ByteStream.Write: {}", s.message()))),
+        Err(s) if execute::is_undecided(&s) => return Ok(Verdict::error(format!("ByteStream.Write: {}", s.message()))),
         _ => {}
     }
-    let req = c.request(QueryWriteStatusRequest { resource_name: resource.clone() });
-    let status = match c.call(c.bytestream.clone().query_write_status(req)).await {
+    let msg = QueryWriteStatusRequest { resource_name: resource.clone() };
+    let status = match c
+        .unary("QueryWriteStatus", &c.bytestream, msg, |mut s, r| async move { s.query_write_status(r).await })
+        .await
+    {
         Ok(s) => s,
         Err(s) if s.code() == Code::Unimplemented => {
             return Ok(Verdict::skip("the server does not implement QueryWriteStatus: uploads cannot resume"))

@@ -101,10 +101,26 @@ fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
     {
         return Some(Verdict::error(format!("the harness's buildbox-casd proxy failed locally ({local}): {error}")));
     }
-    // buildbox-casd's own deadlines and connection failures towards the server.
-    let undecided = [": Cancelled:", ": DeadlineExceeded:", ": Unavailable:", "No message returned for unary request"]
-        .iter()
-        .any(|t| error.contains(*t));
+    // buildbox-casd's own deadlines, connection failures and undecodable
+    // answers towards the server (gRPC C++'s words), which it passes on in
+    // a status of its own: undecided, as the status rule has them directly.
+    let undecided = [
+        ": Cancelled:",
+        ": DeadlineExceeded:",
+        ": Unavailable:",
+        ": ResourceExhausted:",
+        "No message returned for unary request",
+        "Deadline Exceeded",
+        "Socket closed",
+        "Stream removed",
+        "Connection reset",
+        "failed to connect to all addresses",
+        "Failed to parse",
+        "failed to deserialize",
+        "Broken pipe",
+    ]
+    .iter()
+    .any(|t| error.contains(*t));
     undecided
         .then(|| Verdict::error(format!("the buildbox-casd proxy could not reach a decision with the server: {error}")))
 }
@@ -121,11 +137,15 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
     let prepared = match proxied.upload(&check.id, &check.action).await {
         Ok(p) => p,
         Err(e) => {
-            if let Some(v) = harness_side(casd, &e) {
+            if let Some(v) = harness_side(casd, &e.to_string()) {
                 return v;
             }
-            return Verdict::new(unmet(check), format!("buildbox-casd could not upload the inputs to the server: {e}"))
-                .with("upload through buildbox-casd", Some("OK".into()), e);
+            let evidence = e.to_string();
+            return e.context("buildbox-casd could not upload the inputs to the server").verdict(unmet(check)).with(
+                "upload through buildbox-casd",
+                Some("OK".into()),
+                evidence,
+            );
         }
     };
     let (outcome, _) = proxied.execute(&prepared, h.options.timeout).await;
@@ -135,28 +155,41 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
             if let Some(v) = harness_side(casd, &e.to_string()) {
                 return v;
             }
-            let log = casd.log_tail();
-            return Verdict::new(unmet(check), format!("Execute through buildbox-casd broke: {e}"))
-                .with("Execute through buildbox-casd", Some("a completed operation".into()), e.to_string())
-                .with("casd log", None, log);
+            // The executor's errors are all undecided (our deadline, a broken
+            // link to the local proxy, garbage): a server's wrong answer comes
+            // back through casd as a status, which `judge` below weighs.
+            return Verdict::error(format!("Execute through buildbox-casd: {e}")).with(
+                "casd log",
+                None,
+                casd.log_tail(),
+            );
         }
     };
-    let probe =
-        if outcome.class() == OutcomeClass::Completed {
-            match proxied.probe_output(&outcome).await {
-                Ok(p) => p,
-                Err(e) => {
-                    if let Some(v) = harness_side(casd, &e) {
-                        return v;
-                    }
-                    return Verdict::new(unmet(check), format!("fetching results through buildbox-casd failed: {e}"))
-                        .with("stdout through buildbox-casd", Some("downloadable".into()), e);
+    let probe = if outcome.class() == OutcomeClass::Completed {
+        match proxied.probe_output(&outcome).await {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(v) = harness_side(casd, &e.to_string()) {
+                    return v;
                 }
+                let evidence = e.to_string();
+                return e.context("fetching results through buildbox-casd failed").verdict(unmet(check)).with(
+                    "stdout through buildbox-casd",
+                    Some("downloadable".into()),
+                    evidence,
+                );
             }
-        } else {
-            None
-        };
+        }
+    } else {
+        None
+    };
     let mut verdict = evaluate::judge(check, &outcome, &[], probe.as_ref(), &h.vars).with_outcome(outcome.class());
+    if matches!(verdict.kind, crate::verdict::VerdictKind::Fail | crate::verdict::VerdictKind::Warn) {
+        // casd's status about its own link to the server is no answer of the server's.
+        if let Some(v) = harness_side(casd, &outcome.describe()) {
+            return v.with("casd log", None, casd.log_tail());
+        }
+    }
     if verdict.kind != crate::verdict::VerdictKind::Pass {
         verdict = verdict.with("casd log", None, casd.log_tail());
     }

@@ -112,10 +112,9 @@ async fn read_compressed(
     limit: i64,
 ) -> Result<Vec<u8>, tonic::Status> {
     let cl = h.clients();
-    let req =
-        cl.request(ReadRequest { resource_name: resource(h, c, d, false), read_offset: offset, read_limit: limit });
+    let msg = ReadRequest { resource_name: resource(h, c, d, false), read_offset: offset, read_limit: limit };
     let bound = (d.size_bytes.max(0) as usize).saturating_mul(2).saturating_add(64 * 1024);
-    let mut stream = cl.call(cl.bytestream.clone().read(req)).await?;
+    let mut stream = cl.unary("Read", &cl.bytestream, msg, |mut s, r| async move { s.read(r).await }).await?;
     let mut wire = Vec::new();
     loop {
         match tokio::time::timeout(cl.rpc_timeout, stream.message()).await {
@@ -134,7 +133,7 @@ async fn read_compressed(
 
 /// A transport failure is ERROR; any other status is the server's answer.
 fn server_answer(what: &str, s: tonic::Status) -> Result<tonic::Status, Verdict> {
-    if execute::is_transport(&s) {
+    if execute::is_undecided(&s) {
         Err(Verdict::error(format!("{what}: {:?}: {}", s.code(), s.message())))
     } else {
         Ok(s)
@@ -292,7 +291,7 @@ pub(super) async fn compressed_batch(h: &Harness, check: &CheckSpec) -> Result<V
     for &c in &updates {
         let (d, data) = compressible(h, check, &format!("batch-{}", c.as_str_name()), 8 * 1024);
         let wire = compression::compress(c, &data).unwrap_or_default();
-        let req = cl.request(BatchUpdateBlobsRequest {
+        let msg = BatchUpdateBlobsRequest {
             instance_name: cl.cas_instance.clone(),
             requests: vec![batch_update_blobs_request::Request {
                 digest: Some(d.clone()),
@@ -300,9 +299,12 @@ pub(super) async fn compressed_batch(h: &Harness, check: &CheckSpec) -> Result<V
                 compressor: c as i32,
             }],
             digest_function: 0,
-        });
+        };
         let what = format!("BatchUpdateBlobs with compressor {}", c.as_str_name());
-        let status = match cl.call(cl.cas.clone().batch_update_blobs(req)).await {
+        let status = match cl
+            .unary("BatchUpdateBlobs", &cl.cas, msg, |mut s, r| async move { s.batch_update_blobs(r).await })
+            .await
+        {
             Ok(r) => r.responses.first().and_then(|r| r.status.clone()).unwrap_or_default(),
             Err(s) => return Ok(answered(check, &what, "OK", server_answer(&what, s)?)),
         };
@@ -333,16 +335,18 @@ pub(super) async fn compressed_batch(h: &Harness, check: &CheckSpec) -> Result<V
     for acceptable in acceptable_sets {
         let names: Vec<&str> = acceptable.iter().map(|c| c.as_str_name()).collect();
         let what = format!("BatchReadBlobs accepting [{}]", names.join(", "));
-        let req = cl.request(BatchReadBlobsRequest {
+        let msg = BatchReadBlobsRequest {
             instance_name: cl.cas_instance.clone(),
             digests: vec![d.clone()],
             acceptable_compressors: acceptable.iter().map(|&c| c as i32).collect(),
             digest_function: 0,
-        });
-        let resp = match cl.call(cl.cas.clone().batch_read_blobs(req)).await {
-            Ok(r) => r,
-            Err(s) => return Ok(answered(check, &what, "OK", server_answer(&what, s)?)),
         };
+        let resp =
+            match cl.unary("BatchReadBlobs", &cl.cas, msg, |mut s, r| async move { s.batch_read_blobs(r).await }).await
+            {
+                Ok(r) => r,
+                Err(s) => return Ok(answered(check, &what, "OK", server_answer(&what, s)?)),
+            };
         let Some(r) = resp.responses.first() else {
             return Ok(Verdict::new(unmet(check), format!("{what}: no response for the blob")).with(
                 &what,

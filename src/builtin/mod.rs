@@ -11,7 +11,7 @@ use crate::evaluate;
 use crate::execute::Outcome;
 use crate::harness::Harness;
 use crate::suite::{CheckSpec, OutcomeClass};
-use crate::verdict::{Verdict, VerdictKind};
+use crate::verdict::{StepError, Verdict, VerdictKind};
 
 mod action_cache;
 mod capabilities;
@@ -139,7 +139,7 @@ pub(crate) async fn run_to_completion(
     check: &CheckSpec,
     spec: &crate::suite::ActionSpec,
 ) -> Result<(PreparedAction, Outcome), Verdict> {
-    let prepared = h.upload(key, spec).await.map_err(Verdict::error)?;
+    let prepared = h.upload(key, spec).await.map_err(StepError::precondition)?;
     let (outcome, _trace) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     if outcome.class() != OutcomeClass::Completed {
@@ -164,7 +164,7 @@ pub(crate) async fn report_of(
     spec: &crate::suite::ActionSpec,
 ) -> Result<(PreparedAction, Value), Verdict> {
     let (prepared, outcome) = run_to_completion(h, key, check, spec).await?;
-    let probe = h.probe_output(&outcome).await.map_err(Verdict::error)?;
+    let probe = h.probe_output(&outcome).await.map_err(StepError::precondition)?;
     match probe.map(|p| (p.report, p.stdout_excerpt)) {
         Some((Ok(report), _)) => Ok((prepared, report)),
         Some((Err(why), stdout)) => Err(Verdict::new(

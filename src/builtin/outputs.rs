@@ -10,7 +10,7 @@ use super::{run_to_completion, unmet};
 use crate::digest;
 use crate::harness::Harness;
 use crate::suite::CheckSpec;
-use crate::verdict::Verdict;
+use crate::verdict::{StepError, Verdict};
 
 /// An entry of an output directory, by path relative to it.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +22,7 @@ pub enum OutputEntry {
 
 /// Lists an output directory, preferring `root_directory_digest` (v2.8,
 /// what BuildStream asks for) over `tree_digest`.
-pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeMap<String, OutputEntry>, String> {
+pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeMap<String, OutputEntry>, StepError> {
     let mut entries = BTreeMap::new();
     if let Some(root) = od.root_directory_digest.as_ref().filter(|d| !d.hash.is_empty()) {
         let mut pending = vec![(String::new(), root.clone())];
@@ -33,10 +33,18 @@ pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeM
         return Ok(entries);
     }
     let Some(tree_digest) = od.tree_digest.as_ref() else {
-        return Err(format!("output directory `{}` has neither root_directory_digest nor tree_digest", od.path));
+        return Err(StepError::Server(format!(
+            "output directory `{}` has neither root_directory_digest nor tree_digest",
+            od.path
+        )));
     };
-    let bytes = h.cas.read(tree_digest).await.map_err(|e| format!("fetching the Tree of `{}`: {e}", od.path))?;
-    let tree = Tree::decode(&bytes[..]).map_err(|e| format!("the Tree of `{}` does not decode: {e}", od.path))?;
+    let bytes = h
+        .cas
+        .read(tree_digest)
+        .await
+        .map_err(|e| StepError::from(e).context(format!("fetching the Tree of `{}`", od.path)))?;
+    let tree = Tree::decode(&bytes[..])
+        .map_err(|e| StepError::Server(format!("the Tree of `{}` does not decode: {e}", od.path)))?;
     let children: BTreeMap<String, Directory> =
         tree.children.into_iter().map(|c| (digest::of_message(&c).0.hash, c)).collect();
     let mut pending = vec![(String::new(), tree.root.unwrap_or_default())];
@@ -44,18 +52,19 @@ pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeM
         let mut next = Vec::new();
         add_dir(&mut entries, &prefix, &dir, |name, child| next.push((name, child.clone())));
         for (name, d) in next {
-            let child = children
-                .get(&d.hash)
-                .ok_or_else(|| format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))?;
+            let child = children.get(&d.hash).ok_or_else(|| {
+                StepError::Server(format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))
+            })?;
             pending.push((name, child.clone()));
         }
     }
     Ok(entries)
 }
 
-async fn fetch_dir(h: &Harness, d: &Digest) -> Result<Directory, String> {
-    let bytes = h.cas.read(d).await.map_err(|e| format!("fetching output directory: {e}"))?;
-    Directory::decode(&bytes[..]).map_err(|e| format!("Directory {} does not decode: {e}", digest::show(d)))
+async fn fetch_dir(h: &Harness, d: &Digest) -> Result<Directory, StepError> {
+    let bytes = h.cas.read(d).await.map_err(|e| StepError::from(e).context("fetching output directory"))?;
+    Directory::decode(&bytes[..])
+        .map_err(|e| StepError::Server(format!("Directory {} does not decode: {e}", digest::show(d))))
 }
 
 fn add_dir(
@@ -153,7 +162,7 @@ pub(super) async fn outputs_match_writes(h: &Harness, check: &CheckSpec) -> Resu
         let Some((od, abs)) = holder else { continue };
         let entries = match list_output_dir(h, od).await {
             Ok(e) => e,
-            Err(e) => return Ok(Verdict::new(unmet(check), e)),
+            Err(e) => return Ok(e.verdict(unmet(check))),
         };
         let rel = path[abs.trim_end_matches('/').len() + 1..].to_string();
         let want = digest::of_bytes(content.as_bytes());
@@ -178,7 +187,7 @@ pub(super) async fn outputs_match_writes(h: &Harness, check: &CheckSpec) -> Resu
         let stderr = match h.probe_output(&outcome).await {
             Ok(Some(p)) => p.stderr_excerpt,
             Ok(None) => String::new(),
-            Err(e) => return Ok(Verdict::error(e)),
+            Err(e) => return Ok(e.verdict(unmet(check))),
         };
         if let Some(missing) = said.iter().find(|text| !stderr.contains(text.as_str())) {
             return Ok(Verdict::new(unmet(check), format!("stderr lacks `{missing}`, which the command wrote")).with(
@@ -226,6 +235,9 @@ pub(super) async fn root_directory_digest(h: &Harness, check: &CheckSpec) -> Res
     for (path, entry) in &entries {
         if let OutputEntry::File { digest, .. } = entry {
             if let Err(e) = h.cas.read(digest).await {
+                if e.is_undecided() {
+                    return Ok(Verdict::error(format!("fetching output file `{path}`: {e}")));
+                }
                 return Ok(Verdict::new(unmet(check), format!("output file `{path}` is not fetchable: {e}")).with(
                     path.clone(),
                     Some(format!("fetchable blob {}", digest::show(digest))),
@@ -246,6 +258,7 @@ async fn fetch_tree(h: &Harness, check: &CheckSpec, tree_digest: &Digest) -> Res
             Some("a Tree".into()),
             e.to_string(),
         )),
+        Err(e) if e.is_undecided() => Err(Verdict::error(format!("fetching the Tree: {e}"))),
         Err(e) => Err(Verdict::new(unmet(check), format!("the Tree is not fetchable: {e}")).with(
             "tree_digest",
             Some("fetchable".into()),
@@ -260,7 +273,7 @@ async fn first_output_dir(
     check: &CheckSpec,
 ) -> Result<(OutputDirectory, BTreeMap<String, OutputEntry>), Verdict> {
     let od = first_output_directory(h, check).await?;
-    let entries = list_output_dir(h, &od).await.map_err(|e| Verdict::new(unmet(check), e))?;
+    let entries = list_output_dir(h, &od).await.map_err(|e| e.verdict(unmet(check)))?;
     Ok((od, entries))
 }
 
@@ -331,7 +344,7 @@ pub(super) async fn stdio_exact(h: &Harness, check: &CheckSpec) -> Result<Verdic
     let output = match h.probe_output(&outcome).await {
         Ok(Some(p)) => p,
         Ok(None) => return Ok(Verdict::error("completed without a result")),
-        Err(e) => return Ok(Verdict::new(unmet(check), e)),
+        Err(e) => return Ok(e.verdict(unmet(check))),
     };
     if output.stderr_excerpt != want_stderr {
         return Ok(Verdict::new(unmet(check), "stderr differs from what the command wrote").with(
@@ -462,7 +475,7 @@ fn takes_v2_0_clients(h: &Harness) -> Result<(), Verdict> {
 /// FAILED_PRECONDITION, not silently left out.
 pub(super) async fn legacy_kind_mismatch(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     takes_v2_0_clients(h)?;
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
     let (outcome, _trace) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     let expected = "FAILED_PRECONDITION (rejected or in the operation)";
@@ -493,9 +506,12 @@ pub(super) async fn legacy_kind_mismatch(h: &Harness, check: &CheckSpec) -> Resu
 pub(super) async fn legacy_outputs(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     takes_v2_0_clients(h)?;
     let (_, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
-    let report = match h.probe_output(&outcome).await.map_err(Verdict::error)?.map(|o| o.report) {
+    let report = match h.probe_output(&outcome).await.map_err(StepError::precondition)?.map(|o| o.report) {
         Some(Ok(report)) => report,
-        Some(Err(why)) => return Err(Verdict::error(format!("no probe report: {why}"))),
+        // As everywhere: a completed action without the probe's report is the server's failing.
+        Some(Err(why)) => {
+            return Err(Verdict::new(unmet(check), format!("the action ran but produced no probe report ({why})")))
+        }
         None => return Err(Verdict::error("completed without a result")),
     };
     for parent in ["out", "sub"] {

@@ -17,7 +17,7 @@ use crate::digest;
 use crate::execute::{self, ExecuteParams, Outcome, Trace};
 use crate::harness::Harness;
 use crate::suite::{ActionSpec, CheckSpec, OutcomeClass};
-use crate::verdict::Verdict;
+use crate::verdict::{StepError, Verdict};
 use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 /// Executes `prepared` again with `skip_cache_lookup` set.
@@ -85,28 +85,26 @@ fn spec_with(check: &CheckSpec, probe: &[&str]) -> ActionSpec {
 
 /// Starts Execute and returns the name from the first Operation, dropping the stream.
 async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> Result<(String, bool), Verdict> {
-    let prepared = h.upload(&check.id, spec).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, spec).await.map_err(StepError::precondition)?;
     let clients = h.clients();
-    let mut req = tonic::Request::new(ExecuteRequest {
+    let msg = ExecuteRequest {
         instance_name: clients.instance.clone(),
         action_digest: Some(prepared.action_digest.clone()),
         ..Default::default()
-    });
-    req.set_timeout(h.options.timeout);
+    };
     let deadline = Instant::now() + h.options.timeout;
-    let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().execute(req)).await {
-        Err(_) => return Err(Verdict::error("Execute not answered in time")),
-        Ok(Err(s)) if execute::is_transport(&s) => {
+    let mut stream = match execute::call_execute(clients, &msg, h.options.timeout, deadline).await {
+        Err(s) if execute::is_undecided(&s) => {
             return Err(Verdict::error(format!("Execute: {:?}: {}", s.code(), s.message())))
         }
-        Ok(Err(s)) => {
+        Err(s) => {
             return Err(Verdict::error(format!(
                 "Execute was rejected ({:?}: {}), so this cannot be checked",
                 s.code(),
                 s.message()
             )))
         }
-        Ok(Ok(r)) => r.into_inner(),
+        Ok(stream) => stream,
     };
     match tokio::time::timeout_at(deadline, stream.message()).await {
         Ok(Ok(Some(op))) if !op.name.is_empty() => Ok((op.name, op.done)),
@@ -132,7 +130,7 @@ pub(super) async fn wait_execution_resumes(h: &Harness, check: &CheckSpec) -> Re
     req.set_timeout(h.options.timeout);
     let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
         Err(_) => return Ok(Verdict::error("WaitExecution not answered in time")),
-        Ok(Err(s)) if execute::is_transport(&s) => {
+        Ok(Err(s)) if execute::is_undecided(&s) => {
             return Ok(Verdict::error(format!("WaitExecution: {}", s.message())))
         }
         Ok(Err(s)) => {
@@ -150,7 +148,7 @@ pub(super) async fn wait_execution_resumes(h: &Harness, check: &CheckSpec) -> Re
     loop {
         match tokio::time::timeout_at(deadline, stream.message()).await {
             Err(_) => return Ok(Verdict::error("the resumed operation did not finish within the budget")),
-            Ok(Err(s)) if execute::is_transport(&s) => {
+            Ok(Err(s)) if execute::is_undecided(&s) => {
                 return Ok(Verdict::error(format!("WaitExecution stream: {}", s.message())))
             }
             Ok(Err(s)) => {
@@ -181,6 +179,15 @@ pub(super) async fn wait_execution_resumes(h: &Harness, check: &CheckSpec) -> Re
                     if let Some(v) = undecided(&outcome, "completed") {
                         return Ok(v);
                     }
+                    if outcome.transient_code().is_some() {
+                        // A lost worker or a full cluster: the operation's own
+                        // transient end (BuildStream executes again), which
+                        // WaitExecution delivered as it should.
+                        return Ok(Verdict::pass(format!(
+                            "resumed {name} to its end: {} (a transient status; the client executes again)",
+                            outcome.describe()
+                        )));
+                    }
                     return Ok(Verdict::new(unmet(check), format!("resumed operation ended {}", outcome.describe()))
                         .with("outcome", Some("completed".into()), outcome.describe()));
                 }
@@ -198,13 +205,16 @@ pub(super) async fn cancel_operation(h: &Harness, check: &CheckSpec) -> Result<V
         return Ok(Verdict::error("the operation finished before it could be cancelled"));
     }
     let clients = h.clients();
-    let req = clients.request(CancelOperationRequest { name: name.clone() });
-    match clients.call(clients.operations.clone().cancel_operation(req)).await {
+    let msg = CancelOperationRequest { name: name.clone() };
+    match clients
+        .unary("CancelOperation", &clients.operations, msg, |mut s, r| async move { s.cancel_operation(r).await })
+        .await
+    {
         Ok(_) => Ok(cancelled_operation_ends(h, check, &name).await),
         Err(s) if matches!(s.code(), Code::Unimplemented | Code::InvalidArgument) => {
             Ok(Verdict::pass(format!("CancelOperation answered {:?}, which BuildStream accepts", s.code())))
         }
-        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("CancelOperation: {}", s.message()))),
+        Err(s) if execute::is_undecided(&s) => Ok(Verdict::error(format!("CancelOperation: {}", s.message()))),
         Err(s) => Ok(Verdict::new(unmet(check), format!("CancelOperation answered {:?}: {}", s.code(), s.message()))
             .with("code", Some("OK, UNIMPLEMENTED or INVALID_ARGUMENT".into()), format!("{:?}", s.code()))),
     }
@@ -221,7 +231,7 @@ async fn cancelled_operation_ends(h: &Harness, check: &CheckSpec, name: &str) ->
     req.set_timeout(WITHIN);
     let mut stream = match tokio::time::timeout_at(deadline, clients.execution.clone().wait_execution(req)).await {
         Err(_) => return Verdict::error("WaitExecution on the cancelled operation did not answer"),
-        Ok(Err(s)) if execute::is_transport(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
+        Ok(Err(s)) if execute::is_undecided(&s) => return Verdict::error(format!("WaitExecution: {}", s.message())),
         // Gone, or refused because it is over: the cancellation took.
         Ok(Err(s)) => return Verdict::pass(format!("cancelled {name}; WaitExecution then answered {:?}", s.code())),
         Ok(Ok(r)) => r.into_inner(),
@@ -238,7 +248,7 @@ async fn cancelled_operation_ends(h: &Harness, check: &CheckSpec, name: &str) ->
             Ok(Ok(Some(op))) if op.done => return Verdict::pass(format!("cancelled {name}; the operation ended")),
             Ok(Ok(Some(_))) => continue,
             Ok(Ok(None)) => return Verdict::pass(format!("cancelled {name}; its stream ended")),
-            Ok(Err(s)) if execute::is_transport(&s) => {
+            Ok(Err(s)) if execute::is_undecided(&s) => {
                 return Verdict::error(format!("WaitExecution stream: {}", s.message()))
             }
             Ok(Err(s)) => {
@@ -252,14 +262,17 @@ async fn cancelled_operation_ends(h: &Harness, check: &CheckSpec, name: &str) ->
 pub(super) async fn action_cache_miss(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let never_run = digest::of_bytes(format!("{}/never-run/{}", String::from_utf8_lossy(&h.salt), check.id).as_bytes());
     let clients = h.clients();
-    let req = clients.request(GetActionResultRequest {
+    let msg = GetActionResultRequest {
         instance_name: clients.ac_instance.clone(),
         action_digest: Some(never_run),
         ..Default::default()
-    });
-    match clients.call(clients.action_cache.clone().get_action_result(req)).await {
+    };
+    match clients
+        .unary("GetActionResult", &clients.action_cache, msg, |mut s, r| async move { s.get_action_result(r).await })
+        .await
+    {
         Err(s) if s.code() == Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
-        Err(s) if execute::is_transport(&s) => Ok(Verdict::error(format!("GetActionResult: {}", s.message()))),
+        Err(s) if execute::is_undecided(&s) => Ok(Verdict::error(format!("GetActionResult: {}", s.message()))),
         Err(s) => Ok(Verdict::new(unmet(check), format!("a miss answered {:?}: {}", s.code(), s.message())).with(
             "code",
             Some("NotFound".into()),
@@ -392,7 +405,7 @@ async fn execute_timed_out(
 ) -> Result<(Outcome, crate::action::PreparedAction), Verdict> {
     let mut spec = spec_with(check, &["--sleep", "5000"]);
     spec.timeout = spec.timeout.or(Some(1.0));
-    let prepared = h.upload(&check.id, &spec).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &spec).await.map_err(StepError::precondition)?;
     let budget = h.options.timeout.max(Duration::from_secs(10));
     let (outcome, _) = h.execute(&prepared, budget).await;
     Ok((outcome.map_err(|e| Verdict::error(e.to_string()))?, prepared))
@@ -519,7 +532,7 @@ async fn traced_run(
     h: &Harness,
     check: &CheckSpec,
 ) -> Result<(crate::action::PreparedAction, Outcome, Trace), Verdict> {
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
     let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     match undecided(&outcome, "completed") {
@@ -607,7 +620,7 @@ pub(super) async fn idle_stream_survives(h: &Harness, check: &CheckSpec) -> Resu
     };
     let mut spec = check.action.clone();
     spec.probe = vec!["--sleep".into(), idle.as_millis().to_string()];
-    let prepared = h.upload(&check.id, &spec).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &spec).await.map_err(StepError::precondition)?;
     let (outcome, trace) = h.execute(&prepared, idle + h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     if let Some(v) = undecided(&outcome, "completed") {
@@ -694,19 +707,17 @@ pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Resul
     use bazel_remote_apis::build::bazel::remote::execution::v2::ExecuteRequest;
     /// How long the stream may stay open after the done Operation.
     const GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-    let prepared = h.upload(&check.id, &check.action).await.map_err(Verdict::error)?;
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
     let c = h.clients();
-    let mut req = tonic::Request::new(ExecuteRequest {
+    let msg = ExecuteRequest {
         instance_name: c.instance.clone(),
         action_digest: Some(prepared.action_digest.clone()),
         ..Default::default()
-    });
-    req.set_timeout(h.options.timeout + c.rpc_timeout);
+    };
     let deadline = tokio::time::Instant::now() + h.options.timeout;
-    let mut stream = match tokio::time::timeout_at(deadline, c.execution.clone().execute(req)).await {
-        Err(_) => return Err(Verdict::error("Execute was not answered in time")),
-        Ok(Err(s)) => return Err(Verdict::error(format!("Execute answered {:?}: {}", s.code(), s.message()))),
-        Ok(Ok(r)) => r.into_inner(),
+    let mut stream = match execute::call_execute(c, &msg, h.options.timeout + c.rpc_timeout, deadline).await {
+        Err(s) => return Err(Verdict::error(format!("Execute answered {:?}: {}", s.code(), s.message()))),
+        Ok(stream) => stream,
     };
     let mut messages = 0;
     let mut name = String::new();
@@ -736,7 +747,7 @@ pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Resul
     match tokio::time::timeout(GRACE, stream.message()).await {
         Ok(Ok(None)) => Ok(Verdict::pass(format!("the stream ended after the done Operation (message {messages})"))),
         // An error after the last message still ends the stream; nothing more came.
-        Ok(Err(s)) if !execute::is_transport(&s) => {
+        Ok(Err(s)) if !execute::is_undecided(&s) => {
             Ok(Verdict::pass(format!("the stream ended ({:?}) after the done Operation", s.code())))
         }
         Ok(Err(s)) => Err(Verdict::error(format!("the stream broke after the done Operation: {}", s.message()))),

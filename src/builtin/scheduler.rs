@@ -97,7 +97,7 @@ pub(super) async fn no_lease_without_match(h: &Harness, check: &CheckSpec) -> Re
         Ok(p) => p,
         Err(e) => {
             decoy.stop().await;
-            return Ok(Verdict::error(e));
+            return Ok(e.precondition());
         }
     };
     let (outcome, _) = h.execute(&prepared, h.options.queue_wait).await;
@@ -130,7 +130,7 @@ pub(super) async fn lease_when_matching_bot_appears(h: &Harness, check: &CheckSp
     let (spec, platform) = unique_platform(check, "awaited");
     let prepared = match h.upload(&check.id, &spec).await {
         Ok(p) => p,
-        Err(e) => return Ok(Verdict::error(e)),
+        Err(e) => return Ok(e.precondition()),
     };
     // A decoy bot waits too, so a scheduler that hands out leases
     // regardless of platform shows even on a cluster without idle workers.

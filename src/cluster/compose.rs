@@ -363,7 +363,7 @@ async fn wait_ready(target: &ConnectOptions) -> Result<(), ClusterError> {
         match Harness::connect(target, options.clone(), Vars::for_host()).await {
             Err(e) => last = e.to_string(),
             Ok(h) => match h.upload("compose-readiness", &crate::suite::ActionSpec::default()).await {
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
                 Ok(prepared) => {
                     let (outcome, _) = h.execute(&prepared, options.timeout).await;
                     match outcome {

@@ -346,7 +346,10 @@ impl Cluster for Local {
     }
 
     fn died(&mut self) -> Option<String> {
-        self.running.as_mut()?.casd.as_mut()?.death()
+        let run = self.running.as_mut()?;
+        let casd = run.casd.as_mut()?;
+        // casd and buildbox-run log a failed write for want of space.
+        casd.death().or_else(|| super::disk::trouble(&run.dir, &[casd.log_path()]))
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {

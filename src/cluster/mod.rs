@@ -7,6 +7,7 @@ use crate::connection::ConnectOptions;
 
 pub mod buildgrid;
 pub mod compose;
+mod disk;
 pub mod endpoint;
 pub mod local;
 mod process;

@@ -75,6 +75,11 @@ impl ManagedProcess {
         self.exited().map(|status| format!("the harness's {} exited ({status})", self.name))
     }
 
+    /// Where the process writes its output.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
     /// Last lines of the process log, for error messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -44,7 +44,12 @@ pub enum CasError {
     /// The blob is not in the CAS.
     #[error("{op}: blob {} is missing", digest::show(.digest))]
     Missing { op: &'static str, digest: Digest },
-    /// The call worked but this blob did not: refused, corrupt, or too large.
+    /// Nothing was learnt about the server: a transient per-blob status that
+    /// outlived the retries, or an impossible claim (a negative size, or one
+    /// larger than this client downloads).
+    #[error("{op}: {why}")]
+    Undecided { op: &'static str, why: String },
+    /// The call worked but this blob did not: refused or corrupt.
     #[error("{op}: blob {digest} {why}")]
     Blob {
         op: &'static str,
@@ -57,8 +62,14 @@ pub enum CasError {
 
 impl CasError {
     fn rpc(op: &'static str, status: tonic::Status) -> Self {
-        let undecided = crate::status::is_transport(&status);
+        let undecided = crate::status::is_undecided(&status);
         CasError::Rpc { op, code: status.code(), message: status.message().to_string(), undecided }
+    }
+
+    /// The status rule's verdict on this failure: true when it says nothing
+    /// about the server (see [`crate::status`]).
+    pub fn is_undecided(&self) -> bool {
+        matches!(self, CasError::Rpc { undecided: true, .. } | CasError::Undecided { .. })
     }
 
     fn blob(op: &'static str, d: &Digest, why: impl Into<String>, code: Code) -> Self {
@@ -70,6 +81,7 @@ impl CasError {
         match self {
             CasError::Rpc { code, .. } | CasError::Blob { code, .. } => *code,
             CasError::Missing { .. } => Code::FailedPrecondition,
+            CasError::Undecided { .. } => Code::Unavailable,
         }
     }
 }
@@ -147,20 +159,26 @@ impl CasClient {
         self.limits.rpc_timeout + Duration::from_secs((bytes / WRITE_CHUNK) as u64)
     }
 
-    /// Awaits a call, enforcing the deadline on our side too, so a server
-    /// that sends headers and then nothing cannot hang the client.
-    async fn call<T>(
-        op: &'static str,
-        timeout: Duration,
-        fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CasError> {
-        match tokio::time::timeout(timeout + Duration::from_millis(500), fut).await {
-            Ok(r) => r.map(tonic::Response::into_inner).map_err(|s| CasError::rpc(op, s)),
-            Err(_) => Err(CasError::rpc(
-                op,
-                tonic::Status::deadline_exceeded(format!("no answer within {:.1}s", timeout.as_secs_f64())),
-            )),
-        }
+    /// Makes the call `make` builds, enforcing the deadline on our side too
+    /// (a server that sends headers and then nothing cannot hang the
+    /// client), and again while the answer is transient ([`crate::retry`]).
+    async fn call<T, Fut>(op: &'static str, timeout: Duration, mut make: impl FnMut() -> Fut) -> Result<T, CasError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        crate::retry::retrying(op, || {
+            let fut = make();
+            async move {
+                match tokio::time::timeout(timeout + Duration::from_millis(500), fut).await {
+                    Ok(r) => r.map(tonic::Response::into_inner),
+                    Err(_) => {
+                        Err(tonic::Status::deadline_exceeded(format!("no answer within {:.1}s", timeout.as_secs_f64())))
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|s| CasError::rpc(op, s))
     }
 
     fn resource_prefix(&self) -> String {
@@ -182,8 +200,11 @@ impl CasClient {
                 digest_function: 0,
             };
             let timeout = self.limits.rpc_timeout;
-            let req = self.request(msg, timeout);
-            let resp = Self::call("FindMissingBlobs", timeout, self.cas.clone().find_missing_blobs(req)).await?;
+            let resp = Self::call("FindMissingBlobs", timeout, || {
+                let (mut cas, req) = (self.cas.clone(), self.request(msg.clone(), timeout));
+                async move { cas.find_missing_blobs(req).await }
+            })
+            .await?;
             if let Some(d) = resp.missing_blob_digests.iter().find(|d| !asked.contains(d.hash.as_str())) {
                 return Err(CasError::blob("FindMissingBlobs", d, "was not asked about", Code::Internal));
             }
@@ -227,10 +248,18 @@ impl CasClient {
         }
         let msg = BatchUpdateBlobsRequest { instance_name: self.instance.clone(), requests, digest_function: 0 };
         let timeout = self.limits.rpc_timeout;
-        let req = self.request(msg, timeout);
-        let resp = Self::call("BatchUpdateBlobs", timeout, self.cas.clone().batch_update_blobs(req)).await?;
+        let resp = Self::call("BatchUpdateBlobs", timeout, || {
+            let (mut cas, req) = (self.cas.clone(), self.request(msg.clone(), timeout));
+            async move { cas.batch_update_blobs(req).await }
+        })
+        .await?;
         for r in resp.responses {
             let status = r.status.unwrap_or_default();
+            if let Some(why) = crate::status::undecided_code(status.code) {
+                let d = r.digest.unwrap_or_default();
+                let why = format!("blob {} was not stored: {}", digest::show(&d), why.describe());
+                return Err(CasError::Undecided { op: "BatchUpdateBlobs", why });
+            }
             if status.code != 0 {
                 let d = r.digest.unwrap_or_default();
                 let why = format!("rejected with code {}: {}", status.code, status.message);
@@ -259,8 +288,12 @@ impl CasClient {
             })
             .collect();
         let timeout = self.transfer_timeout(total);
-        let req = self.request(tokio_stream::iter(chunks), timeout);
-        let resp = Self::call("ByteStream.Write", timeout, self.bytestream.clone().write(req)).await?;
+        let resp = Self::call("ByteStream.Write", timeout, || {
+            let (mut bytestream, req) =
+                (self.bytestream.clone(), self.request(tokio_stream::iter(chunks.clone()), timeout));
+            async move { bytestream.write(req).await }
+        })
+        .await?;
         if resp.committed_size != total as i64 {
             let why = format!("committed {} of {total} bytes", resp.committed_size);
             return Err(CasError::blob("ByteStream.Write", d, why, Code::DataLoss));
@@ -297,8 +330,13 @@ impl CasClient {
                 continue;
             }
             if !(0..=self.limits.max_read).contains(&d.size_bytes) {
-                let why = format!("claims a size outside 0..={} bytes; not downloaded", self.limits.max_read);
-                return Err(CasError::blob("read", d, why, Code::InvalidArgument));
+                // Impossible (negative) or more than we download: no verdict rests on it.
+                let why = format!(
+                    "blob {} claims a size outside 0..={} bytes; not downloaded",
+                    digest::show(d),
+                    self.limits.max_read
+                );
+                return Err(CasError::Undecided { op: "read", why });
             }
             let cost = d.size_bytes as usize + BATCH_OVERHEAD;
             if cost > self.limits.max_batch {
@@ -328,8 +366,11 @@ impl CasClient {
             digest_function: 0,
         };
         let timeout = self.limits.rpc_timeout;
-        let req = self.request(msg, timeout);
-        let resp = Self::call("BatchReadBlobs", timeout, self.cas.clone().batch_read_blobs(req)).await?;
+        let resp = Self::call("BatchReadBlobs", timeout, || {
+            let (mut cas, req) = (self.cas.clone(), self.request(msg.clone(), timeout));
+            async move { cas.batch_read_blobs(req).await }
+        })
+        .await?;
         let mut answers: HashMap<String, _> = HashMap::new();
         for r in resp.responses {
             let hash = r.digest.as_ref().map(|d| d.hash.clone()).unwrap_or_default();
@@ -342,6 +383,10 @@ impl CasClient {
             let status = r.status.unwrap_or_default();
             if status.code == Code::NotFound as i32 {
                 return Err(CasError::Missing { op: "BatchReadBlobs", digest: d });
+            }
+            if let Some(why) = crate::status::undecided_code(status.code) {
+                let why = format!("blob {} was not read: {}", digest::show(&d), why.describe());
+                return Err(CasError::Undecided { op: "BatchReadBlobs", why });
             }
             if status.code != 0 {
                 let why = format!("not readable: code {}: {}", status.code, status.message);
@@ -357,6 +402,24 @@ impl CasClient {
     /// limit), not verified (a range is not the blob). Never collects more
     /// than the digest's size, whatever the server sends.
     pub async fn read_range(&self, d: &Digest, offset: i64, limit: i64) -> Result<Vec<u8>, CasError> {
+        // A stream broken by a transient condition is read again from the
+        // start, within the same retry bound as a call.
+        let mut retries = 0;
+        loop {
+            match self.read_range_once(d, offset, limit).await {
+                Err(ReadBreak::Transient(s)) if retries < crate::retry::RETRIES => {
+                    retries += 1;
+                    crate::retry::record_status("ByteStream.Read", &s);
+                    tokio::time::sleep(crate::retry::pause(retries)).await;
+                }
+                Err(ReadBreak::Transient(s)) => return Err(CasError::rpc("ByteStream.Read", s)),
+                Err(ReadBreak::Final(e)) => return Err(e),
+                Ok(data) => return Ok(data),
+            }
+        }
+    }
+
+    async fn read_range_once(&self, d: &Digest, offset: i64, limit: i64) -> Result<Vec<u8>, ReadBreak> {
         let msg = ReadRequest {
             resource_name: format!("{}blobs/{}/{}", self.resource_prefix(), d.hash, d.size_bytes),
             read_offset: offset,
@@ -364,19 +427,24 @@ impl CasClient {
         };
         let timeout = self.transfer_timeout(d.size_bytes.clamp(0, self.limits.max_read) as usize);
         let deadline = tokio::time::Instant::now() + timeout;
-        let req = self.request(msg, timeout);
-        let mut stream = Self::call("ByteStream.Read", timeout, self.bytestream.clone().read(req)).await?;
+        let mut stream = Self::call("ByteStream.Read", timeout, || {
+            let (mut bytestream, req) = (self.bytestream.clone(), self.request(msg.clone(), timeout));
+            async move { bytestream.read(req).await }
+        })
+        .await
+        .map_err(ReadBreak::Final)?;
         let mut data = Vec::with_capacity((d.size_bytes.max(0) as usize).min(INITIAL_BUFFER));
         loop {
             match tokio::time::timeout_at(deadline, stream.message()).await {
                 Err(_) => {
                     let late = tonic::Status::deadline_exceeded("read did not finish in time");
-                    return Err(CasError::rpc("ByteStream.Read", late));
+                    return Err(ReadBreak::Final(CasError::rpc("ByteStream.Read", late)));
                 }
                 Ok(Err(s)) if s.code() == Code::NotFound => {
-                    return Err(CasError::Missing { op: "ByteStream.Read", digest: d.clone() })
+                    return Err(ReadBreak::Final(CasError::Missing { op: "ByteStream.Read", digest: d.clone() }))
                 }
-                Ok(Err(s)) => return Err(CasError::rpc("ByteStream.Read", s)),
+                Ok(Err(s)) if crate::retry::is_retryable(&s) => return Err(ReadBreak::Transient(s)),
+                Ok(Err(s)) => return Err(ReadBreak::Final(CasError::rpc("ByteStream.Read", s))),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {
                     data.extend_from_slice(&chunk.data);
@@ -413,6 +481,14 @@ impl CasClient {
         }
         Ok(dirs)
     }
+}
+
+/// How one ByteStream read attempt ended short of the data.
+enum ReadBreak {
+    /// The stream broke in a way worth reading again.
+    Transient(tonic::Status),
+    /// An answer that stands.
+    Final(CasError),
 }
 
 /// `data` if it is the blob `d` names.

@@ -2,7 +2,10 @@
 //! Remote Workers API bot (`reapi-worker`) share, so neither keeps a copy:
 //! - [`digest`]: SHA-256 digests;
 //! - [`auth`]: the bearer-token interceptor every channel goes through;
-//! - [`status`]: telling a status the server sent from one made on our side;
+//! - [`status`]: the one rule telling a status that is the server's answer
+//!   from one that leaves the question undecided;
+//! - [`retry`]: retrying transient answers, as buildbox-casd does, with a
+//!   log of the retries each check took;
 //! - [`cas`]: reading and writing blobs within deadlines and size limits;
 //! - [`compression`]: the compressors of compressed-blobs (ZSTD, DEFLATE).
 
@@ -10,4 +13,5 @@ pub mod auth;
 pub mod cas;
 pub mod compression;
 pub mod digest;
+pub mod retry;
 pub mod status;

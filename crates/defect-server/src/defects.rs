@@ -174,7 +174,7 @@ defects! {
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
     ExecuteUnavailable = "execute-unavailable":
-        "answers every Execute with UNAVAILABLE, retried or not, as a front end does whose backend scheduler is gone",
+        "answers every Execute with UNAVAILABLE, retried or not, as a front end does whose backend scheduler is gone (a fault: ERROR, never FAIL)",
     CachedResultUnflagged = "cached-result-unflagged":
         "always answers from the action cache when it can, skip_cache_lookup or not, and never sets cached_result on a hit",
     MissingBlobNotReported = "missing-blob-not-reported":
@@ -189,6 +189,8 @@ defects! {
         "ignores Action.timeout, letting commands run to completion",
     CancelIgnored = "cancel-ignored":
         "answers CancelOperation with OK and lets the operation run on",
+    CancelHangs = "cancel-hangs":
+        "never answers CancelOperation (a fault: an interrupted run must not wait for it)",
     CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
         "answers CancelOperation with INTERNAL",
     // --- CAS ---
