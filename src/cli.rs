@@ -438,12 +438,22 @@ pub async fn execute_run(
         .into_iter()
         .map(|(name, duration)| crate::verdict::StartupStep { name, duration })
         .collect();
-    let results = match Harness::connect(&connect, options, vars).await {
+    // Connecting asks for the capabilities, which a hanging server may never
+    // answer: interruptible like every other phase.
+    let connected = tokio::select! {
+        h = Harness::connect(&connect, options, vars) => h,
+        signal = &mut interrupt => {
+            eprintln!("interrupted while connecting: stopping the cluster");
+            cluster.stop().await;
+            return Ok(RunEnd::Interrupted(signal));
+        }
+    };
+    let results = match connected {
         Ok(h) => tokio::select! {
             r = h.run_all(checks, on_done) => r,
             signal = &mut interrupt => {
-                let n = h.inflight.cancel_all(h.clients()).await;
-                eprintln!("interrupted: cancelled {n} operation(s), stopping the cluster");
+                let cancelled = h.inflight.cancel_all(h.clients()).await;
+                eprintln!("interrupted: {cancelled}; stopping the cluster");
                 cluster.stop().await;
                 return Ok(RunEnd::Interrupted(signal));
             }
@@ -493,31 +503,9 @@ fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// Resolves when SIGINT, SIGTERM or SIGHUP arrives, with its number: CI
-/// systems cancel with SIGTERM, closed terminals send SIGHUP.
-async fn termination_signal() -> i32 {
-    use tokio::signal::unix::{signal, SignalKind};
-    let kinds = [
-        (SignalKind::interrupt(), libc::SIGINT),
-        (SignalKind::terminate(), libc::SIGTERM),
-        (SignalKind::hangup(), libc::SIGHUP),
-    ];
-    let mut waits = Vec::new();
-    for (kind, number) in kinds {
-        if let Ok(mut stream) = signal(kind) {
-            waits.push(Box::pin(async move {
-                stream.recv().await;
-                number
-            }));
-        }
-    }
-    if waits.is_empty() {
-        return std::future::pending().await;
-    }
-    futures_util::future::select_all(waits).await.0
-}
-
 async fn run(mut args: RunArgs) -> Result<i32, String> {
+    // Before anything touches the network or starts a process.
+    let interrupt = crate::signals::install();
     // An explicit --cluster or --buildstream-config wins over REAPI_ENDPOINT
     // in the environment (no clap conflict with a flag the user never gave).
     if args.endpoint.is_none() && args.cluster.is_none() && args.buildstream_config.is_none() {
@@ -583,7 +571,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         progress.inc(1);
         progress.set_message(format!("{} {}", r.verdict.kind, r.id));
     };
-    let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, termination_signal()).await;
+    let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, interrupt).await;
     progress.finish_and_clear();
     let mut summary = match ended? {
         RunEnd::Finished(summary) => summary,
@@ -632,7 +620,15 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     // The buildstream profile answers "does BuildStream build here": spec
     // deviations are reported but do not fail it. Other profiles gate on every FAIL.
     Ok(if gate_on_readiness {
-        crate::readiness::assess(&summary, &summary.needs).exit_code()
+        let gate = crate::readiness::assess(&summary, &summary.needs).exit_code();
+        // A run narrowed to some checks is about those checks: one that could
+        // not decide leaves the run undecided, even where the full profile's
+        // answer would not depend on it.
+        if gate == 0 && summary.partial && summary.count(crate::verdict::VerdictKind::Error) > 0 {
+            EXIT_HARNESS
+        } else {
+            gate
+        }
     } else {
         summary.exit_code()
     })
@@ -697,6 +693,9 @@ pub fn buildstream_config_for(target: &ConnectOptions) -> String {
 }
 
 async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> Result<i32, String> {
+    // One handler for the whole command: a signal during start-up or just
+    // before the wait below is kept, not lost between two handlers.
+    let mut interrupt = crate::signals::install();
     let mut cluster = named_cluster(&name, &template)?;
     if let Some(path) = &config_out {
         check_writable(path, "--buildstream-config-out")?;
@@ -704,7 +703,7 @@ async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> 
     eprintln!("starting {} …", cluster.name());
     let started = tokio::select! {
         s = cluster.start() => s,
-        signal = termination_signal() => {
+        signal = &mut interrupt => {
             cluster.stop().await;
             return Ok(128 + signal);
         }
@@ -728,7 +727,7 @@ async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> 
         cluster.name(),
         target.endpoint
     ));
-    let signal = termination_signal().await;
+    let signal = interrupt.await;
     eprintln!("stopping {} …", cluster.name());
     cluster.stop().await;
     Ok(128 + signal)

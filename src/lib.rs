@@ -11,6 +11,7 @@
 //! - [`readiness`]: whether BuildStream builds on the cluster, from verdicts and impacts;
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
 //!   is shown, and how a recognised server fixes what failed;
+//! - [`signals`]: termination signals, handled from a command's start;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
 //!   Remote Workers API bot that executes BuildGrid's leases.
 
@@ -30,6 +31,7 @@ pub mod probe;
 pub mod readiness;
 pub mod report;
 pub mod runner;
+pub mod signals;
 pub mod suite;
 pub mod tree;
 pub mod verdict;

@@ -253,6 +253,92 @@ fn mutual_tls_and_bearer_token_work_and_the_token_never_shows() {
 }
 
 #[test]
+fn execute_unavailable_is_error_after_retries_never_a_failure() {
+    let rt = runtime();
+    rt.block_on(async {
+        let server = DefectServer::start(&[Defect::ExecuteUnavailable]).await.unwrap();
+        let summary = run(&server, "platform.", quick_options()).await;
+        for (id, kind, reason) in kinds(&summary) {
+            assert!(matches!(kind, VerdictKind::Error | VerdictKind::Skip), "{id}: {kind} {reason}");
+        }
+        // The evidence says how many retries the verdict outlived.
+        let native = summary.results.iter().find(|r| r.id == "platform.native").unwrap();
+        assert!(native.verdict.reason.contains("after 4 retries"), "{:?}", native.verdict);
+        assert!(native.verdict.evidence.iter().any(|e| e.label == "retries" && e.observed.contains("UNAVAILABLE ×4")));
+        server.stop().await;
+    });
+}
+
+/// Spawns `run` with `args`, waits `after`, sends SIGINT, and returns the
+/// child for the caller to watch.
+fn interrupted_run(args: &[&str], after: Duration) -> std::process::Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .arg("run")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    // SAFETY: signalling a child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child
+}
+
+/// Waits for `child` at most `within`; its exit code and stderr.
+fn ended_within(mut child: std::process::Child, within: Duration) -> (Option<i32>, String) {
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            panic!("still running {within:?} after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status.code(), stderr)
+}
+
+#[test]
+fn interrupt_while_capabilities_hang_exits_at_once() {
+    let rt = runtime();
+    let server = rt.block_on(DefectServer::start(&[Defect::Hang])).unwrap();
+    // The server never answers GetCapabilities; --rpc-timeout is 20 s.
+    let child = interrupted_run(&["--endpoint", &server.endpoint()], Duration::from_millis(700));
+    let (code, stderr) = ended_within(child, Duration::from_secs(3));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted while connecting"), "{stderr}");
+    rt.block_on(server.stop());
+}
+
+#[test]
+fn interrupt_does_not_wait_for_a_cancel_that_never_answers() {
+    let rt = runtime();
+    let server = rt.block_on(DefectServer::start(&[Defect::UnmatchedPlatformQueued, Defect::CancelHangs])).unwrap();
+    let args = ["--endpoint", &server.endpoint(), "--filter", "platform.foreign-isa", "--queue-wait", "60"];
+    let child = interrupted_run(&args, Duration::from_millis(1500));
+    // CancelOperation gets 2 s in all, whatever --rpc-timeout says.
+    let (code, stderr) = ended_within(child, Duration::from_secs(5));
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stderr.contains("asked the server to cancel 1 operation(s); 0 confirmed"), "{stderr}");
+    // A second signal during that wait ends the process at once.
+    let child = interrupted_run(&args, Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling a child this test spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let (code, stderr) = ended_within(child, Duration::from_secs(2));
+    assert_eq!(code, Some(143), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(start.elapsed() < Duration::from_millis(1500), "{:?}", start.elapsed());
+    rt.block_on(server.stop());
+}
+
+#[test]
 fn interrupt_cancels_in_flight_operations_and_exits_130() {
     use bazel_remote_apis::google::longrunning::{operations_client::OperationsClient, ListOperationsRequest};
     let rt = runtime();

@@ -837,6 +837,9 @@ impl lr::operations_server::Operations for OperationsService {
         if self.shared.defects.has(Defect::CancelUnimplementedWrongly) {
             return Err(Status::internal("cancellation failed"));
         }
+        if self.shared.defects.has(Defect::CancelHangs) {
+            std::future::pending::<()>().await;
+        }
         let entry = self.shared.operation(&request.into_inner().name)?;
         if self.shared.defects.has(Defect::CancelIgnored) {
             return Ok(Response::new(Empty {}));

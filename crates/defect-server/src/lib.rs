@@ -20,6 +20,7 @@ mod execution;
 mod faults;
 mod outputs;
 mod platform;
+pub mod proxy;
 mod sandbox;
 
 use std::collections::HashMap;
