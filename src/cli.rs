@@ -156,9 +156,15 @@ pub struct RunArgs {
     /// PEM client key (mutual TLS); needs --client-cert.
     #[arg(long, value_name = "FILE")]
     pub client_key: Option<PathBuf>,
-    /// File holding a bearer token; its content never appears in reports.
+    /// File holding a bearer token; its content never appears in reports. It is sent
+    /// only over TLS (grpcs://, https://), a unix: socket or to a loopback address
+    /// (localhost, 127.0.0.0/8, ::1) unless --allow-cleartext-token is given.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Send the token (--token-file, or the access-token of --buildstream-config) over
+    /// cleartext grpc:// or http:// to another machine, where anyone on the path can read it.
+    #[arg(long)]
+    pub allow_cleartext_token: bool,
     /// Remote Workers API (Bots) endpoint of your cluster, for the scheduler suite's probe
     /// bots (plain http only). Clusters the harness starts set it themselves.
     #[arg(long, value_name = "URL")]
@@ -254,29 +260,6 @@ pub fn print_out(text: &str) {
     }
 }
 
-/// Fails early when a report file cannot be written where asked: the
-/// directory must exist and be writable, and the path must not be a directory.
-fn check_writable(path: &std::path::Path, flag: &str) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    if path.is_dir() {
-        return Err(format!("{flag} {}: is a directory", path.display()));
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(format!("{flag} {}: directory {} does not exist", path.display(), parent.display()));
-    }
-    let c =
-        std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
-    // Sound: `c` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        return Err(format!("{flag} {}: directory {} is not writable", path.display(), parent.display()));
-    }
-    Ok(())
-}
-
 /// Loads suites (bundled or from a directory) and applies suite and id filters.
 pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), String> {
     let suites = match &args.suites_dir {
@@ -312,7 +295,10 @@ pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), 
 /// Builds the cluster adapter a `run` asks for.
 pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
     if let Some(file) = &args.buildstream_config {
-        return Ok(Box::new(cluster::endpoint::Endpoint { options: crate::buildstream_config::load(file)? }));
+        let options = crate::buildstream_config::load(file)?;
+        return Ok(Box::new(cluster::endpoint::Endpoint {
+            options: ConnectOptions { allow_cleartext_token: args.allow_cleartext_token, ..options },
+        }));
     }
     if let Some(url) = &args.endpoint {
         return Ok(Box::new(cluster::endpoint::Endpoint {
@@ -328,6 +314,7 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
                 client_key: args.client_key.clone(),
                 token_file: args.token_file.clone(),
                 bots_endpoint: args.bots_endpoint.clone(),
+                allow_cleartext_token: args.allow_cleartext_token,
             },
         }));
     }
@@ -490,7 +477,7 @@ pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> 
 }
 
 fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    crate::files::write_report(path, text)
 }
 
 /// Resolves when SIGINT, SIGTERM or SIGHUP arrives, with its number: CI
@@ -561,7 +548,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         (&args.write_expectations, "--write-expectations"),
     ] {
         if let Some(path) = path {
-            check_writable(path, flag)?;
+            crate::files::check_report_path(path, flag)?;
         }
     }
     let (options, vars) = run_settings(&args)?;
@@ -641,7 +628,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
 fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
     let mut runs = Vec::with_capacity(reports.len());
     for path in reports {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = crate::files::read_text(path, crate::files::MAX_REPORT_BYTES)?;
         let run: RunSummary = serde_json::from_str(&text)
             .map_err(|e| format!("{}:{}: not a `run --json` report: {e}", path.display(), e.line()))?;
         runs.push(run);
@@ -699,7 +686,7 @@ pub fn buildstream_config_for(target: &ConnectOptions) -> String {
 async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> Result<i32, String> {
     let mut cluster = named_cluster(&name, &template)?;
     if let Some(path) = &config_out {
-        check_writable(path, "--buildstream-config-out")?;
+        crate::files::check_report_path(path, "--buildstream-config-out")?;
     }
     eprintln!("starting {} …", cluster.name());
     let started = tokio::select! {

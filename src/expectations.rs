@@ -71,7 +71,7 @@ fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Stri
 
 impl ExpectationFile {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)?;
         let mut file: ExpectationFile = serde_yaml_ng::from_str(&text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             format!("{}:{line}: {e}", path.display())

@@ -11,6 +11,7 @@
 //! - [`readiness`]: whether BuildStream builds on the cluster, from verdicts and impacts;
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
 //!   is shown, and how a recognised server fixes what failed;
+//! - [`files`]: files the user names, read bounded and written only when regular;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
 //!   Remote Workers API bot that executes BuildGrid's leases.
 
@@ -24,6 +25,7 @@ pub mod connection;
 pub mod evaluate;
 pub mod execute;
 pub mod expectations;
+pub mod files;
 pub mod harness;
 pub mod hints;
 pub mod probe;

@@ -650,8 +650,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Suite>, SuiteError> {
 
 /// Loads one suite file.
 pub fn load_file(file: &Path) -> Result<Suite, SuiteError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| SuiteError { location: file.display().to_string(), message: format!("cannot read: {e}") })?;
+    // A suite is configuration-sized; a FIFO or device among the files must not hang the load.
+    let text = crate::files::read_text(file, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|e| SuiteError { location: file.display().to_string(), message: e.why })?;
     parse_suite(file, &text)
 }
 
