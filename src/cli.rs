@@ -568,7 +568,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     };
     let on_done = |r: &crate::verdict::CheckResult| {
         progress.inc(1);
-        progress.set_message(format!("{} {}", r.verdict.kind, r.id));
+        progress.set_message(format!("{} {}", r.verdict.kind, report::printable(&r.id)));
     };
     let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, termination_signal()).await;
     progress.finish_and_clear();
@@ -600,7 +600,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     if let Some(path) = &args.write_expectations {
         let text = expectations::render(&summary, &target, previous.as_ref());
         match write_file(path, &text) {
-            Ok(()) => eprintln!("expectations written to {}", path.display()),
+            Ok(()) => eprintln!("expectations written to {}", report::printable(&path.display().to_string())),
             Err(e) => write_errors.push(e),
         }
     }
@@ -612,7 +612,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         print_out(&cmp.render());
         // Checks left out by --profile/--suite/--filter are fine; ids no suite has are typos.
         for id in cmp.unused.iter().filter(|id| !suites.iter().flat_map(|s| &s.checks).any(|c| &c.id == *id)) {
-            eprintln!("warning: expectation for `{id}` names no known check");
+            eprintln!("warning: expectation for `{}` names no known check", report::printable(id));
         }
         return Ok(if cmp.matches() { 0 } else { 1 });
     }
@@ -647,14 +647,15 @@ fn list(args: SelectArgs) -> Result<i32, String> {
             .filter(|(p, _)| p.includes(c))
             .map(|(_, n)| *n)
             .collect();
-        print_out(&format!(
+        // Suites may come from --suites-dir: their text is user text.
+        print_out(&report::printable(&format!(
             "{:<width$}  {:<17}  {:<6}  {:<28}  {}\n",
             c.id,
             if profiles.is_empty() { "all".to_string() } else { profiles.join(",") },
             c.severity.label(),
             c.impact.label(),
             c.source
-        ));
+        )));
     }
     Ok(0)
 }
@@ -780,7 +781,8 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote URLs, paths and server text: never raw on the terminal.
+            eprintln!("error: {}", report::printable(&e));
             EXIT_HARNESS
         }
     }

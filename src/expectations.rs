@@ -116,7 +116,13 @@ impl Comparison {
             if !list.is_empty() {
                 out.push_str(&format!("{} {title} against expectations:\n", list.len()));
                 for d in list {
-                    out.push_str(&format!("  {} expected {}, got {}: {}\n", d.id, d.expected, d.actual, d.reason));
+                    out.push_str(&format!(
+                        "  {} expected {}, got {}: {}\n",
+                        crate::report::printable(&d.id),
+                        d.expected,
+                        d.actual,
+                        crate::report::one_line(&d.reason, 200)
+                    ));
                 }
             }
         }

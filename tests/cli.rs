@@ -291,6 +291,22 @@ fn certificates_need_tls_and_a_token_needs_tls_or_a_local_endpoint() {
 }
 
 #[test]
+fn hostile_urls_are_shown_escaped_in_errors_and_reports() {
+    let hostile = "grpc://evil\u{202e}lmx.\x1b[2Jx:1";
+    // An endpoint that parses but cannot be dialled: ERROR verdicts quoting it, and the totals line.
+    let out = bin().args(["run", "--filter", "cas.empty-blob", "--endpoint", hostile]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains('\u{202e}') && !text.contains('\x1b'), "{text:?}");
+    assert!(text.contains("evil\\u{202e}lmx.\\u{1b}[2Jx"), "{text}");
+    // A usage error quoting it: the `error:` line.
+    let out = bin().args(["run", "--endpoint", "ftp://evil\u{2066}\x07"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: invalid endpoint `ftp://evil\\u{2066}\\u{7}`"), "{stderr:?}");
+}
+
+#[test]
 fn environment_endpoint_yields_to_an_explicit_cluster() {
     let out = bin().args(["run", "--cluster", "nosuch"]).env("REAPI_ENDPOINT", "grpc://127.0.0.1:1").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
