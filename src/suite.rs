@@ -565,8 +565,18 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
                     a.field
                 )));
             }
-            if let Err(e) = parse_field_path(&a.field) {
-                return Err(fail(format!("probe assertion {}: {e}", i + 1)));
+            match parse_field_path(&a.field) {
+                Err(e) => return Err(fail(format!("probe assertion {}: {e}", i + 1))),
+                // The report withholds other values (they may be the worker's secrets).
+                Ok(path) if path.len() > 1 && path[0] == "env" && !crate::probe::value_reported(&path[1]) => {
+                    return Err(fail(format!(
+                        "probe assertion {} on `{}`: the probe report keeps the values of BuildStream's variables only ({}); judge other variables by name (keys_include, keys_within on `env`)",
+                        i + 1,
+                        a.field,
+                        crate::action::BUILDSTREAM_ENV_NAMES.join(", ")
+                    )))
+                }
+                Ok(_) => {}
             }
         }
         if let Some(code) = &check.expect.code {
@@ -735,6 +745,16 @@ mod tests {
         let body = format!("  - id: s.a\n{CHECK}    expect:\n      probe:\n        - field: cwd\n          equals: /\n          contains: x\n");
         let err = parse(&body).unwrap_err();
         assert!(err.message.contains("exactly one operator"), "{err}");
+    }
+
+    #[test]
+    fn values_are_judged_only_of_variables_the_report_keeps() {
+        let body = |field: &str| {
+            format!("  - id: s.a\n{CHECK}    expect:\n      probe:\n        - field: {field}\n          equals: x\n")
+        };
+        let err = parse(&body("env.CI_JOB_TOKEN")).unwrap_err();
+        assert!(err.message.contains("keeps the values of BuildStream's variables only"), "{err}");
+        parse(&body("env.SOURCE_DATE_EPOCH")).unwrap();
     }
 
     #[test]
