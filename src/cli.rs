@@ -629,8 +629,7 @@ fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
     let mut runs = Vec::with_capacity(reports.len());
     for path in reports {
         let text = crate::files::read_text(path, crate::files::MAX_REPORT_BYTES)?;
-        let run: RunSummary = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}: not a `run --json` report: {e}", path.display(), e.line()))?;
+        let run = report::json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         runs.push(run);
     }
     print_out(&report::markdown::matrix(&runs));

@@ -171,6 +171,7 @@ fn usage_errors_come_before_any_work() {
         (&["run", "--cluster", "buildgrid", "--expect", "fixtures/expectations/local.yaml"], "target `local`"),
         (&["matrix", "/nonexistent-dir/report.json"], "cannot read"),
         (&["matrix", "Cargo.toml"], "not a `run --json` report"),
+        (&["matrix", "fixtures/reports/format-version-99.json"], "format version 99; this reapi-conformance"),
     ];
     for (args, want) in cases {
         let start = Instant::now();
