@@ -476,7 +476,7 @@ pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> 
         .collect()
 }
 
-fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
     crate::files::write_report(path, text)
 }
 

@@ -120,15 +120,16 @@ impl ConnectOptions {
 }
 
 /// The `authorization` header value for a token file: its content, trimmed.
-fn bearer(path: &PathBuf) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
+fn bearer(path: &std::path::Path) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
     let raw = read("token file", path, crate::files::MAX_TOKEN_BYTES)?;
-    let raw = String::from_utf8(raw).map_err(|_| ConnectError::Token(path.clone(), "it is not UTF-8 text".into()))?;
+    let raw =
+        String::from_utf8(raw).map_err(|_| ConnectError::Token(path.to_path_buf(), "it is not UTF-8 text".into()))?;
     let token = raw.trim();
     if token.is_empty() {
-        return Err(ConnectError::Token(path.clone(), "it is empty".into()));
+        return Err(ConnectError::Token(path.to_path_buf(), "it is empty".into()));
     }
     MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| ConnectError::Token(path.clone(), "it holds characters an HTTP header cannot carry".into()))
+        .map_err(|_| ConnectError::Token(path.to_path_buf(), "it holds characters an HTTP header cannot carry".into()))
 }
 
 /// Could not set up a connection; these are harness/infrastructure errors.
@@ -137,7 +138,11 @@ pub enum ConnectError {
     #[error("invalid endpoint `{0}`: {1}")]
     BadUrl(String, String),
     #[error("cannot read {what} `{}`: {}", .error.path.display(), .error.why)]
-    File { what: &'static str, #[source] error: crate::files::FileError },
+    File {
+        what: &'static str,
+        #[source]
+        error: crate::files::FileError,
+    },
     #[error("TLS setup for `{0}` failed: {1}")]
     Tls(String, String),
     #[error("`--client-cert` and `--client-key` go together")]
@@ -259,8 +264,8 @@ impl EndpointAddr {
             None => host_port.split(':').next().unwrap_or_default(),
         };
         // RFC 6761: `localhost` always resolves to a loopback address.
-        let loopback = host.eq_ignore_ascii_case("localhost")
-            || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         !loopback
     }
 }
@@ -305,7 +310,7 @@ pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
 
 /// Reads a certificate, key or token: a regular file of bounded size, so a
 /// FIFO or device given by mistake is an error instead of a hang.
-fn read(what: &'static str, path: &PathBuf, max_bytes: u64) -> Result<Vec<u8>, ConnectError> {
+fn read(what: &'static str, path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, ConnectError> {
     crate::files::read_regular_file(path, max_bytes).map_err(|error| ConnectError::File { what, error })
 }
 
@@ -338,12 +343,19 @@ fn channel(url: &str, opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Ch
             if tls {
                 let mut cfg = ClientTlsConfig::new();
                 cfg = match &opts.server_cert {
-                    Some(ca) => cfg.ca_certificate(Certificate::from_pem(read("server certificate", ca, crate::files::MAX_CONFIG_BYTES)?)),
+                    Some(ca) => cfg.ca_certificate(Certificate::from_pem(read(
+                        "server certificate",
+                        ca,
+                        crate::files::MAX_CONFIG_BYTES,
+                    )?)),
                     None => cfg.with_native_roots(),
                 };
                 match (&opts.client_cert, &opts.client_key) {
                     (Some(c), Some(k)) => {
-                        cfg = cfg.identity(Identity::from_pem(read("client certificate", c, crate::files::MAX_CONFIG_BYTES)?, read("client key", k, crate::files::MAX_CONFIG_BYTES)?))
+                        cfg = cfg.identity(Identity::from_pem(
+                            read("client certificate", c, crate::files::MAX_CONFIG_BYTES)?,
+                            read("client key", k, crate::files::MAX_CONFIG_BYTES)?,
+                        ))
                     }
                     (None, None) => {}
                     _ => return Err(ConnectError::HalfIdentity),

@@ -156,8 +156,8 @@ pub fn check_report_path(path: &Path, flag: &str) -> Result<(), String> {
     if !parent.is_dir() {
         return Err(format!("{flag} {shown}: directory {} does not exist", parent.display()));
     }
-    let c = std::ffi::CString::new(parent.as_os_str().as_bytes())
-        .map_err(|_| format!("{flag}: path holds a NUL byte"))?;
+    let c =
+        std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
     // Sound: `c` is a valid NUL-terminated path for the duration of the call.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
         return Err(format!("{flag} {shown}: directory {} is not writable", parent.display()));

@@ -275,11 +275,14 @@ fn certificates_need_tls_and_a_token_needs_tls_or_a_local_endpoint() {
     let conf = dir.path().join("buildstream.conf");
     std::fs::write(&conf, "remote-execution:\n  execution-service:\n    url: grpc://192.0.2.1:1\n    auth:\n      access-token: token\n  storage-service:\n    url: grpc://192.0.2.1:1\n").unwrap();
     usage_error(&["run", "--buildstream-config", conf.to_str().unwrap()], "in cleartext to `grpc://192.0.2.1:1`");
-    let args = ["run", "--endpoint", "grpcs://192.0.2.1:1", "--cas-endpoint", "http://192.0.2.2:1", "--token-file", token];
+    let args =
+        ["run", "--endpoint", "grpcs://192.0.2.1:1", "--cas-endpoint", "http://192.0.2.2:1", "--token-file", token];
     usage_error(&args, "in cleartext to `http://192.0.2.2:1`");
 
     // Loopback and unix sockets may carry it; so may anything when the user says so.
-    for extra in [&["--endpoint", "grpc://127.0.0.1:1"][..], &["--endpoint", "grpc://192.0.2.1:1", "--allow-cleartext-token"]] {
+    for extra in
+        [&["--endpoint", "grpc://127.0.0.1:1"][..], &["--endpoint", "grpc://192.0.2.1:1", "--allow-cleartext-token"]]
+    {
         let out = bin()
             .args(["run", "--filter", "cas.empty-blob", "--rpc-timeout", "1", "--token-file", token])
             .args(extra)

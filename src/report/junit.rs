@@ -159,8 +159,23 @@ mod tests {
         let piece = prop_oneof![
             any::<char>().prop_map(String::from),
             prop::sample::select(vec![
-                "]]>", "]]", "]", ">", "<", "&", "&amp;", "<![CDATA[", "\"'", "\u{fffe}", "\u{ffff}", "\r\n", "\u{85}",
-                "\u{202e}", "\x00", "\x1b[31m", " ",
+                "]]>",
+                "]]",
+                "]",
+                ">",
+                "<",
+                "&",
+                "&amp;",
+                "<![CDATA[",
+                "\"'",
+                "\u{fffe}",
+                "\u{ffff}",
+                "\r\n",
+                "\u{85}",
+                "\u{202e}",
+                "\x00",
+                "\x1b[31m",
+                " ",
             ])
             .prop_map(String::from),
             (0u32..0x20).prop_map(|c| char::from_u32(c).map(String::from).unwrap_or_default()),
@@ -198,7 +213,9 @@ mod tests {
                 }
                 Event::Start(e) if e.name().as_ref() == b"system-out" => in_out = true,
                 Event::End(e) if e.name().as_ref() == b"system-out" => in_out = false,
-                Event::Start(e) | Event::Empty(e) if [&b"failure"[..], b"error", b"skipped"].contains(&e.name().as_ref()) => {
+                Event::Start(e) | Event::Empty(e)
+                    if [&b"failure"[..], b"error", b"skipped"].contains(&e.name().as_ref()) =>
+                {
                     if let Some(case) = cases.last_mut() {
                         case.message = attr(&e, b"message")?;
                     }

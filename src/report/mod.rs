@@ -80,10 +80,7 @@ mod tests {
     fn bidi_overrides_and_controls_are_shown_escaped() {
         let hostile = "grpc://evil\u{202e}moc.elgoog\u{2066}\u{200f}\x1b[2J\r\u{85}\u{fffe}ok\n\tnext";
         let shown = super::printable(hostile);
-        assert_eq!(
-            shown,
-            "grpc://evil\\u{202e}moc.elgoog\\u{2066}\\u{200f}\\u{1b}[2J\\u{d}\\u{85}\\u{fffe}ok\n\tnext"
-        );
+        assert_eq!(shown, "grpc://evil\\u{202e}moc.elgoog\\u{2066}\\u{200f}\\u{1b}[2J\\u{d}\\u{85}\\u{fffe}ok\n\tnext");
         assert_eq!(super::printable(&shown), shown, "escaping twice changes nothing");
     }
 }

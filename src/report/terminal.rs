@@ -117,7 +117,8 @@ mod tests {
         run.target = format!("grpc://{hostile}:1");
         run.instance = hostile.into();
         run.server = Some(hostile.into());
-        run.startup_steps.push(crate::verdict::StartupStep { name: hostile.into(), duration: std::time::Duration::ZERO });
+        run.startup_steps
+            .push(crate::verdict::StartupStep { name: hostile.into(), duration: std::time::Duration::ZERO });
         let text = render(&run, false) + &timings(&run);
         assert_eq!(acts(&text), None, "{text}");
         assert!(text.contains("evil\\u{202e}gnp.exe\\u{2066}\\u{200f}\\u{61c}\\u{1b}]0;pwned\\u{7}"), "{text}");
