@@ -33,6 +33,13 @@ pub const DEFAULT_ENV: &[&str] = &[
     "TZ=UTC",
 ];
 
+/// Every variable BuildStream puts in an action's Command (docs/requirements.md
+/// §1: BuildStream 2.8's sandbox environment), and `PWD`, which it sends too
+/// and shells set. The probe report keeps the values of only these (see
+/// `probe::redact_environment`).
+pub const BUILDSTREAM_ENV_NAMES: &[&str] =
+    &["HOME", "LC_ALL", "LOGNAME", "PATH", "PWD", "SHELL", "SOURCE_DATE_EPOCH", "TERM", "TZ", "USER", "USERNAME"];
+
 /// Values substituted for `${name}` in check text.
 #[derive(Debug, Clone)]
 pub struct Vars {

@@ -140,12 +140,13 @@ pub fn parse(file: &Path, text: &str) -> Result<ConnectOptions, String> {
         client_key: exec.client_key.clone(),
         token_file: exec.access_token.clone(),
         bots_endpoint: None,
+        allow_cleartext_token: false,
     })
 }
 
 /// Reads a BuildStream user configuration file.
 pub fn load(file: &Path) -> Result<ConnectOptions, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: cannot read: {e}", file.display()))?;
+    let text = crate::files::read_text(file, crate::files::MAX_CONFIG_BYTES)?;
     parse(file, &text)
 }
 

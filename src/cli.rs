@@ -156,9 +156,15 @@ pub struct RunArgs {
     /// PEM client key (mutual TLS); needs --client-cert.
     #[arg(long, value_name = "FILE")]
     pub client_key: Option<PathBuf>,
-    /// File holding a bearer token; its content never appears in reports.
+    /// File holding a bearer token; its content never appears in reports. It is sent
+    /// only over TLS (grpcs://, https://), a unix: socket or to a loopback address
+    /// (localhost, 127.0.0.0/8, ::1) unless --allow-cleartext-token is given.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Send the token (--token-file, or the access-token of --buildstream-config) over
+    /// cleartext grpc:// or http:// to another machine, where anyone on the path can read it.
+    #[arg(long)]
+    pub allow_cleartext_token: bool,
     /// Remote Workers API (Bots) endpoint of your cluster, for the scheduler suite's probe
     /// bots (plain http only). Clusters the harness starts set it themselves.
     #[arg(long, value_name = "URL")]
@@ -254,29 +260,6 @@ pub fn print_out(text: &str) {
     }
 }
 
-/// Fails early when a report file cannot be written where asked: the
-/// directory must exist and be writable, and the path must not be a directory.
-fn check_writable(path: &std::path::Path, flag: &str) -> Result<(), String> {
-    use std::os::unix::ffi::OsStrExt;
-    if path.is_dir() {
-        return Err(format!("{flag} {}: is a directory", path.display()));
-    }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    if !parent.is_dir() {
-        return Err(format!("{flag} {}: directory {} does not exist", path.display(), parent.display()));
-    }
-    let c =
-        std::ffi::CString::new(parent.as_os_str().as_bytes()).map_err(|_| format!("{flag}: path holds a NUL byte"))?;
-    // Sound: `c` is a valid NUL-terminated path for the duration of the call.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
-        return Err(format!("{flag} {}: directory {} is not writable", path.display(), parent.display()));
-    }
-    Ok(())
-}
-
 /// Loads suites (bundled or from a directory) and applies suite and id filters.
 pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), String> {
     let suites = match &args.suites_dir {
@@ -312,7 +295,10 @@ pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), 
 /// Builds the cluster adapter a `run` asks for.
 pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
     if let Some(file) = &args.buildstream_config {
-        return Ok(Box::new(cluster::endpoint::Endpoint { options: crate::buildstream_config::load(file)? }));
+        let options = crate::buildstream_config::load(file)?;
+        return Ok(Box::new(cluster::endpoint::Endpoint {
+            options: ConnectOptions { allow_cleartext_token: args.allow_cleartext_token, ..options },
+        }));
     }
     if let Some(url) = &args.endpoint {
         return Ok(Box::new(cluster::endpoint::Endpoint {
@@ -328,6 +314,7 @@ pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
                 client_key: args.client_key.clone(),
                 token_file: args.token_file.clone(),
                 bots_endpoint: args.bots_endpoint.clone(),
+                allow_cleartext_token: args.allow_cleartext_token,
             },
         }));
     }
@@ -499,8 +486,8 @@ pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> 
         .collect()
 }
 
-fn write_file(path: &PathBuf, text: &str) -> Result<(), String> {
-    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
+    crate::files::write_report(path, text)
 }
 
 async fn run(mut args: RunArgs) -> Result<i32, String> {
@@ -549,7 +536,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         (&args.write_expectations, "--write-expectations"),
     ] {
         if let Some(path) = path {
-            check_writable(path, flag)?;
+            crate::files::check_report_path(path, flag)?;
         }
     }
     let (options, vars) = run_settings(&args)?;
@@ -569,7 +556,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     };
     let on_done = |r: &crate::verdict::CheckResult| {
         progress.inc(1);
-        progress.set_message(format!("{} {}", r.verdict.kind, r.id));
+        progress.set_message(format!("{} {}", r.verdict.kind, report::printable(&r.id)));
     };
     let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, interrupt).await;
     progress.finish_and_clear();
@@ -601,7 +588,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     if let Some(path) = &args.write_expectations {
         let text = expectations::render(&summary, &target, previous.as_ref());
         match write_file(path, &text) {
-            Ok(()) => eprintln!("expectations written to {}", path.display()),
+            Ok(()) => eprintln!("expectations written to {}", report::printable(&path.display().to_string())),
             Err(e) => write_errors.push(e),
         }
     }
@@ -613,7 +600,7 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         print_out(&cmp.render());
         // Checks left out by --profile/--suite/--filter are fine; ids no suite has are typos.
         for id in cmp.unused.iter().filter(|id| !suites.iter().flat_map(|s| &s.checks).any(|c| &c.id == *id)) {
-            eprintln!("warning: expectation for `{id}` names no known check");
+            eprintln!("warning: expectation for `{}` names no known check", report::printable(id));
         }
         return Ok(if cmp.matches() { 0 } else { 1 });
     }
@@ -637,9 +624,8 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
 fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
     let mut runs = Vec::with_capacity(reports.len());
     for path in reports {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let run: RunSummary = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}: not a `run --json` report: {e}", path.display(), e.line()))?;
+        let text = crate::files::read_text(path, crate::files::MAX_REPORT_BYTES)?;
+        let run = report::json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         runs.push(run);
     }
     print_out(&report::markdown::matrix(&runs));
@@ -656,14 +642,15 @@ fn list(args: SelectArgs) -> Result<i32, String> {
             .filter(|(p, _)| p.includes(c))
             .map(|(_, n)| *n)
             .collect();
-        print_out(&format!(
+        // Suites may come from --suites-dir: their text is user text.
+        print_out(&report::printable(&format!(
             "{:<width$}  {:<17}  {:<6}  {:<28}  {}\n",
             c.id,
             if profiles.is_empty() { "all".to_string() } else { profiles.join(",") },
             c.severity.label(),
             c.impact.label(),
             c.source
-        ));
+        )));
     }
     Ok(0)
 }
@@ -698,7 +685,7 @@ async fn serve(name: String, config_out: Option<PathBuf>, template: RunArgs) -> 
     let mut interrupt = crate::signals::install();
     let mut cluster = named_cluster(&name, &template)?;
     if let Some(path) = &config_out {
-        check_writable(path, "--buildstream-config-out")?;
+        crate::files::check_report_path(path, "--buildstream-config-out")?;
     }
     eprintln!("starting {} …", cluster.name());
     let started = tokio::select! {
@@ -792,7 +779,8 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote URLs, paths and server text: never raw on the terminal.
+            eprintln!("error: {}", report::printable(&e));
             EXIT_HARNESS
         }
     }

@@ -40,6 +40,10 @@ pub struct ConnectOptions {
     /// Remote Workers API (Bots) endpoint, where the scheduler suite registers
     /// its own probe bots; known for clusters the harness starts.
     pub bots_endpoint: Option<String>,
+    /// Send the token over a cleartext connection to another machine too
+    /// (`--allow-cleartext-token`); without it, only TLS, a unix socket or a
+    /// loopback address carry it.
+    pub allow_cleartext_token: bool,
 }
 
 impl ConnectOptions {
@@ -59,11 +63,12 @@ impl ConnectOptions {
         for url in urls.into_iter().flatten() {
             parse_endpoint(url)?;
         }
+        self.check_transport()?;
         let pem_error =
             |what: &'static str, path: &PathBuf, why: String| ConnectError::Pem { what, path: path.clone(), why };
         for (what, path) in [("server certificate", &self.server_cert), ("client certificate", &self.client_cert)] {
             if let Some(path) = path {
-                let pem = read(what, path)?;
+                let pem = read(what, path, crate::files::MAX_CONFIG_BYTES)?;
                 let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
                 match certs {
                     Ok(certs) if !certs.is_empty() => {}
@@ -73,7 +78,7 @@ impl ConnectOptions {
             }
         }
         if let Some(path) = &self.client_key {
-            let pem = read("client key", path)?;
+            let pem = read("client key", path, crate::files::MAX_CONFIG_BYTES)?;
             PrivateKeyDer::from_pem_slice(&pem).map_err(|e| pem_error("client key", path, e.to_string()))?;
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
@@ -86,19 +91,45 @@ impl ConnectOptions {
     }
 }
 
+impl ConnectOptions {
+    /// The services the certificates and the token are used with (the
+    /// scheduler's probe bots connect without either).
+    fn service_urls(&self) -> impl Iterator<Item = &String> {
+        [Some(&self.endpoint), self.cas_endpoint.as_ref(), self.ac_endpoint.as_ref()].into_iter().flatten()
+    }
+
+    /// Certificates given for connections that never use TLS would be
+    /// ignored without a word, and a token sent over cleartext TCP can be
+    /// read by anyone on the path: both are usage errors. A unix socket or
+    /// a loopback address never leaves the machine, so a token may go there
+    /// in cleartext; elsewhere only with `--allow-cleartext-token`.
+    fn check_transport(&self) -> Result<(), ConnectError> {
+        let services: Vec<(&String, EndpointAddr)> =
+            self.service_urls().map(|u| parse_endpoint(u).map(|a| (u, a))).collect::<Result<_, _>>()?;
+        let tls_material = [&self.server_cert, &self.client_cert, &self.client_key].iter().any(|p| p.is_some());
+        if tls_material && !services.iter().any(|(_, a)| matches!(a, EndpointAddr::Tcp { tls: true, .. })) {
+            return Err(ConnectError::TlsWithoutTls(self.endpoint.clone()));
+        }
+        if self.token_file.is_some() && !self.allow_cleartext_token {
+            if let Some((url, _)) = services.iter().find(|(_, a)| a.cleartext_off_host()) {
+                return Err(ConnectError::CleartextToken((*url).clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The `authorization` header value for a token file: its content, trimmed.
-fn bearer(path: &PathBuf) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
-    let raw = std::fs::read_to_string(path).map_err(|source| ConnectError::File {
-        what: "token file",
-        path: path.clone(),
-        source,
-    })?;
+fn bearer(path: &std::path::Path) -> Result<MetadataValue<tonic::metadata::Ascii>, ConnectError> {
+    let raw = read("token file", path, crate::files::MAX_TOKEN_BYTES)?;
+    let raw =
+        String::from_utf8(raw).map_err(|_| ConnectError::Token(path.to_path_buf(), "it is not UTF-8 text".into()))?;
     let token = raw.trim();
     if token.is_empty() {
-        return Err(ConnectError::Token(path.clone(), "it is empty".into()));
+        return Err(ConnectError::Token(path.to_path_buf(), "it is empty".into()));
     }
     MetadataValue::try_from(format!("Bearer {token}"))
-        .map_err(|_| ConnectError::Token(path.clone(), "it holds characters an HTTP header cannot carry".into()))
+        .map_err(|_| ConnectError::Token(path.to_path_buf(), "it holds characters an HTTP header cannot carry".into()))
 }
 
 /// Could not set up a connection; these are harness/infrastructure errors.
@@ -106,8 +137,12 @@ fn bearer(path: &PathBuf) -> Result<MetadataValue<tonic::metadata::Ascii>, Conne
 pub enum ConnectError {
     #[error("invalid endpoint `{0}`: {1}")]
     BadUrl(String, String),
-    #[error("cannot read {what} `{path}`: {source}")]
-    File { what: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("cannot read {what} `{}`: {}", .error.path.display(), .error.why)]
+    File {
+        what: &'static str,
+        #[source]
+        error: crate::files::FileError,
+    },
     #[error("TLS setup for `{0}` failed: {1}")]
     Tls(String, String),
     #[error("`--client-cert` and `--client-key` go together")]
@@ -116,6 +151,16 @@ pub enum ConnectError {
     Pem { what: &'static str, path: PathBuf, why: String },
     #[error("token file `{0}` is not usable: {1}")]
     Token(PathBuf, String),
+    #[error(
+        "TLS certificates or keys are given, but no endpoint uses TLS (`{0}`; they would be ignored): \
+         use grpcs:// or https://, or leave them out"
+    )]
+    TlsWithoutTls(String),
+    #[error(
+        "the access token would be sent in cleartext to `{0}`: use grpcs:// or https://, \
+         or pass --allow-cleartext-token"
+    )]
+    CleartextToken(String),
 }
 
 pub use reapi_client::auth::{Auth, AuthChannel};
@@ -227,6 +272,23 @@ pub enum EndpointAddr {
     Unix(PathBuf),
 }
 
+impl EndpointAddr {
+    /// Whether traffic to it is cleartext and may leave this machine: a
+    /// plain TCP endpoint whose host is not `localhost` or a loopback address.
+    pub fn cleartext_off_host(&self) -> bool {
+        let EndpointAddr::Tcp { uri, tls: false } = self else { return false };
+        let host_port = uri.split_once("://").map_or(uri.as_str(), |(_, rest)| rest);
+        let host = match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => host_port.split(':').next().unwrap_or_default(),
+        };
+        // RFC 6761: `localhost` always resolves to a loopback address.
+        let loopback =
+            host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        !loopback
+    }
+}
+
 /// Parses `http://`, `https://`, `grpc://`, `grpcs://` and `unix:PATH` URLs.
 pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl(url.to_string(), why.to_string());
@@ -265,8 +327,10 @@ pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
     Ok(EndpointAddr::Tcp { uri: format!("{scheme}://{host}"), tls })
 }
 
-fn read(what: &'static str, path: &PathBuf) -> Result<Vec<u8>, ConnectError> {
-    std::fs::read(path).map_err(|source| ConnectError::File { what, path: path.clone(), source })
+/// Reads a certificate, key or token: a regular file of bounded size, so a
+/// FIFO or device given by mistake is an error instead of a hang.
+fn read(what: &'static str, path: &std::path::Path, max_bytes: u64) -> Result<Vec<u8>, ConnectError> {
+    crate::files::read_regular_file(path, max_bytes).map_err(|error| ConnectError::File { what, error })
 }
 
 fn channel(url: &str, opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Channel, ConnectError> {
@@ -298,12 +362,19 @@ fn channel(url: &str, opts: &ConnectOptions, rpc_timeout: Duration) -> Result<Ch
             if tls {
                 let mut cfg = ClientTlsConfig::new();
                 cfg = match &opts.server_cert {
-                    Some(ca) => cfg.ca_certificate(Certificate::from_pem(read("server certificate", ca)?)),
+                    Some(ca) => cfg.ca_certificate(Certificate::from_pem(read(
+                        "server certificate",
+                        ca,
+                        crate::files::MAX_CONFIG_BYTES,
+                    )?)),
                     None => cfg.with_native_roots(),
                 };
                 match (&opts.client_cert, &opts.client_key) {
                     (Some(c), Some(k)) => {
-                        cfg = cfg.identity(Identity::from_pem(read("client certificate", c)?, read("client key", k)?))
+                        cfg = cfg.identity(Identity::from_pem(
+                            read("client certificate", c, crate::files::MAX_CONFIG_BYTES)?,
+                            read("client key", k, crate::files::MAX_CONFIG_BYTES)?,
+                        ))
                     }
                     (None, None) => {}
                     _ => return Err(ConnectError::HalfIdentity),
@@ -362,9 +433,66 @@ mod tests {
         assert!(matches!(opts.validate(), Err(ConnectError::Pem { .. })));
         let token = dir.path().join("token");
         std::fs::write(&token, "abc\ndef\n").unwrap();
-        let opts = ConnectOptions { token_file: Some(token), ..ConnectOptions::endpoint("grpc://h:1") };
+        let opts = ConnectOptions { token_file: Some(token), ..ConnectOptions::endpoint("grpcs://h:1") };
         let err = opts.validate().unwrap_err().to_string();
         assert!(err.starts_with("token file") && !err.contains("abc"), "{err}");
+    }
+
+    #[rstest]
+    #[case("grpc://cluster.example:1", false, true)]
+    #[case("http://10.0.0.1:80", false, true)]
+    #[case("grpc://cluster.example:1", true, false)]
+    #[case("grpcs://cluster.example:1", false, false)]
+    #[case("unix:/run/casd.sock", false, false)]
+    #[case("grpc://localhost:1", false, false)]
+    #[case("grpc://127.0.0.2:1", false, false)]
+    #[case("grpc://[::1]:1", false, false)]
+    #[case("grpc://[2001:db8::1]:1", false, true)]
+    fn a_token_goes_in_cleartext_only_when_allowed_or_local(
+        #[case] url: &str,
+        #[case] allow: bool,
+        #[case] refused: bool,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let opts =
+            ConnectOptions { token_file: Some(token), allow_cleartext_token: allow, ..ConnectOptions::endpoint(url) };
+        match opts.validate() {
+            Err(ConnectError::CleartextToken(shown)) => {
+                assert!(refused, "{url} refused");
+                assert_eq!(shown, url);
+            }
+            Err(e) => panic!("{url}: {e}"),
+            Ok(()) => assert!(!refused, "{url} accepted"),
+        }
+    }
+
+    #[test]
+    fn a_plaintext_storage_service_is_checked_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let opts = ConnectOptions {
+            token_file: Some(token),
+            cas_endpoint: Some("grpc://cas.example:1".into()),
+            ..ConnectOptions::endpoint("grpcs://exec.example:1")
+        };
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(err.contains("`grpc://cas.example:1`") && err.contains("--allow-cleartext-token"), "{err}");
+    }
+
+    #[rstest]
+    #[case("grpc://cluster.example:1")]
+    #[case("http://localhost:1")]
+    #[case("unix:/run/casd.sock")]
+    fn tls_material_without_a_tls_endpoint_is_refused(#[case] url: &str) {
+        let opts = ConnectOptions { server_cert: Some("/nonexistent/ca.pem".into()), ..ConnectOptions::endpoint(url) };
+        let err = opts.validate().unwrap_err().to_string();
+        assert!(err.contains("no endpoint uses TLS") && err.contains(url), "{err}");
+        // One TLS service among plain ones uses them: fine (the file is read next).
+        let opts = ConnectOptions { cas_endpoint: Some("grpcs://cas.example:1".into()), ..opts };
+        assert!(matches!(opts.validate(), Err(ConnectError::File { .. })));
     }
 
     #[test]

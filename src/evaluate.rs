@@ -247,8 +247,12 @@ pub fn judge(
     }
     let (field, exp, obs) = &failures[0];
     let mut v = Verdict::new(unmet, format!("probe `{field}` is {obs}, expected {exp}"));
+    let about_env = failures.iter().any(|(f, _, _)| f == "env" || f.starts_with("env."));
     for (field, exp, obs) in failures {
         v = v.with(format!("probe.{field}"), Some(exp), obs);
+    }
+    if about_env && crate::probe::withholds_values(report) {
+        v = v.with("note", None, crate::probe::ENV_NOTE);
     }
     v
 }
@@ -285,6 +289,19 @@ mod tests {
         let mut a = ProbeAssertion { field: field.into(), ..Default::default() };
         f(&mut a);
         a
+    }
+
+    #[test]
+    fn leaked_variables_are_judged_by_name_without_their_values() {
+        let stdout = br#"{"probe_version": 2, "env": {"HOME": "/tmp", "PATH": "/usr/bin", "CI_TOKEN": "s3cret"}}"#;
+        let report = crate::probe::parse_report(stdout).unwrap();
+        let v = vars();
+        let within = assert_on("env", |a| a.keys_within = Some(vec!["HOME".into(), "PATH".into()]));
+        let (_, obs) = check_assertion(&within, &report, &v).unwrap_err();
+        assert!(obs.contains("CI_TOKEN") && !obs.contains("s3cret"), "{obs}");
+        let include = assert_on("env", |a| a.keys_include = Some(vec!["CI_TOKEN".into()]));
+        assert!(check_assertion(&include, &report, &v).is_ok());
+        assert!(check_assertion(&assert_on("env.HOME", |a| a.equals = Some(json!("/tmp"))), &report, &v).is_ok());
     }
 
     #[test]

@@ -71,7 +71,7 @@ fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Stri
 
 impl ExpectationFile {
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)?;
         let mut file: ExpectationFile = serde_yaml_ng::from_str(&text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
             format!("{}:{line}: {e}", path.display())
@@ -116,7 +116,13 @@ impl Comparison {
             if !list.is_empty() {
                 out.push_str(&format!("{} {title} against expectations:\n", list.len()));
                 for d in list {
-                    out.push_str(&format!("  {} expected {}, got {}: {}\n", d.id, d.expected, d.actual, d.reason));
+                    out.push_str(&format!(
+                        "  {} expected {}, got {}: {}\n",
+                        crate::report::printable(&d.id),
+                        d.expected,
+                        d.actual,
+                        crate::report::one_line(&d.reason, 200)
+                    ));
                 }
             }
         }

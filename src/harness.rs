@@ -139,7 +139,7 @@ impl Harness {
         let stderr = self.log(&result.stderr_raw, result.stderr_digest.as_ref(), "stderr").await?;
         Ok(Some(ProbeOutput {
             report: crate::probe::parse_report(&stdout),
-            stdout_excerpt: text_excerpt(&stdout),
+            stdout_excerpt: text_excerpt(&crate::probe::stdout_for_evidence(&stdout)),
             stderr_excerpt: text_excerpt(&stderr),
         }))
     }

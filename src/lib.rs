@@ -12,6 +12,7 @@
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
 //!   is shown, and how a recognised server fixes what failed;
 //! - [`signals`]: termination signals, handled from a command's start;
+//! - [`files`]: files the user names, read bounded and written only when regular;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
 //!   Remote Workers API bot that executes BuildGrid's leases.
 
@@ -25,6 +26,7 @@ pub mod connection;
 pub mod evaluate;
 pub mod execute;
 pub mod expectations;
+pub mod files;
 pub mod harness;
 pub mod hints;
 pub mod probe;

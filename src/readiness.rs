@@ -288,7 +288,9 @@ impl Readiness {
         if !self.needed_unavailable.is_empty() {
             out.push_str(&format!("  needed (--needs) but unavailable: {}\n", self.needed_unavailable.join(", ")));
         }
-        out
+        // Ids, feature names and reasons may come from suite files or a JSON
+        // report: shown through the one sanitiser like every other text.
+        crate::report::printable(&out)
     }
 }
 

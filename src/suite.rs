@@ -565,8 +565,18 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
                     a.field
                 )));
             }
-            if let Err(e) = parse_field_path(&a.field) {
-                return Err(fail(format!("probe assertion {}: {e}", i + 1)));
+            match parse_field_path(&a.field) {
+                Err(e) => return Err(fail(format!("probe assertion {}: {e}", i + 1))),
+                // The report withholds other values (they may be the worker's secrets).
+                Ok(path) if path.len() > 1 && path[0] == "env" && !crate::probe::value_reported(&path[1]) => {
+                    return Err(fail(format!(
+                        "probe assertion {} on `{}`: the probe report keeps the values of BuildStream's variables only ({}); judge other variables by name (keys_include, keys_within on `env`)",
+                        i + 1,
+                        a.field,
+                        crate::action::BUILDSTREAM_ENV_NAMES.join(", ")
+                    )))
+                }
+                Ok(_) => {}
             }
         }
         if let Some(code) = &check.expect.code {
@@ -650,8 +660,9 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Suite>, SuiteError> {
 
 /// Loads one suite file.
 pub fn load_file(file: &Path) -> Result<Suite, SuiteError> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| SuiteError { location: file.display().to_string(), message: format!("cannot read: {e}") })?;
+    // A suite is configuration-sized; a FIFO or device among the files must not hang the load.
+    let text = crate::files::read_text(file, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|e| SuiteError { location: file.display().to_string(), message: e.why })?;
     parse_suite(file, &text)
 }
 
@@ -734,6 +745,16 @@ mod tests {
         let body = format!("  - id: s.a\n{CHECK}    expect:\n      probe:\n        - field: cwd\n          equals: /\n          contains: x\n");
         let err = parse(&body).unwrap_err();
         assert!(err.message.contains("exactly one operator"), "{err}");
+    }
+
+    #[test]
+    fn values_are_judged_only_of_variables_the_report_keeps() {
+        let body = |field: &str| {
+            format!("  - id: s.a\n{CHECK}    expect:\n      probe:\n        - field: {field}\n          equals: x\n")
+        };
+        let err = parse(&body("env.CI_JOB_TOKEN")).unwrap_err();
+        assert!(err.message.contains("keeps the values of BuildStream's variables only"), "{err}");
+        parse(&body("env.SOURCE_DATE_EPOCH")).unwrap();
     }
 
     #[test]

@@ -166,11 +166,12 @@ fn usage_errors_come_before_any_work() {
         (&["run", "--endpoint", "grpc://127.0.0.1:99999"], "port `99999`"),
         (&["run", "--endpoint", "grpcs://alice:s3cret@127.0.0.1:1"], "credentials in the URL"),
         (&["run", "--junit", "/nonexistent-dir/report.xml"], "does not exist"),
-        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", "/dev/null"], "no PEM certificate"),
+        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", "Cargo.toml"], "no PEM certificate"),
         (&["run", "--markdown", "/nonexistent-dir/report.md"], "does not exist"),
         (&["run", "--cluster", "buildgrid", "--expect", "fixtures/expectations/local.yaml"], "target `local`"),
         (&["matrix", "/nonexistent-dir/report.json"], "cannot read"),
         (&["matrix", "Cargo.toml"], "not a `run --json` report"),
+        (&["matrix", "fixtures/reports/format-version-99.json"], "format version 99; this reapi-conformance"),
     ];
     for (args, want) in cases {
         let start = Instant::now();
@@ -183,6 +184,130 @@ fn usage_errors_come_before_any_work() {
         assert!(start.elapsed() < Duration::from_secs(3), "{args:?} took {:?}", start.elapsed());
         assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "{args:?} left files in TMPDIR");
     }
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// Runs the binary with stdout and stderr piped (`/dev/stdout` is then a
+/// pipe) and asserts a usage error: exit 2, one `error` line, quickly.
+fn usage_error(args: &[&str], want: &str) -> String {
+    let start = Instant::now();
+    let mut child = bin()
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A FIFO nobody writes to hangs a reader for ever: bound the wait.
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("{args:?} hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(want), "{args:?}: want {want:?} in {stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {stderr}");
+    assert!(start.elapsed() < Duration::from_secs(3), "{args:?} took {:?}", start.elapsed());
+    stderr
+}
+
+#[test]
+fn special_files_are_usage_errors_and_never_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let conf = dir.path().join("buildstream.conf");
+    std::fs::write(&conf, "remote-execution:\n  execution-service:\n    url: grpcs://127.0.0.1:1\n    auth:\n      access-token: fifo\n  storage-service:\n    url: grpcs://127.0.0.1:1\n").unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; 5 * 1024 * 1024]).unwrap();
+    let regular = "expected a regular file";
+    let report = "reports are written to regular files";
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--junit", fifo], report),
+        (&["run", "--json", fifo], report),
+        (&["run", "--markdown", fifo], report),
+        (&["run", "--write-expectations", fifo], "a FIFO"),
+        (&["run", "--junit", "/dev/stdout"], report),
+        (&["run", "--json", "/dev/stderr"], report),
+        (&["run", "--markdown", "/dev/null"], "a character device"),
+        (&["run", "--expect", fifo], regular),
+        (&["run", "--expect", "/dev/zero"], regular),
+        (&["run", "--expect", big.to_str().unwrap()], "more than the 4 MiB"),
+        (&["run", "--buildstream-config", fifo], regular),
+        (&["run", "--buildstream-config", conf.to_str().unwrap()], regular),
+        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--token-file", fifo], regular),
+        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--token-file", "/dev/zero"], regular),
+        (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", fifo], regular),
+        (&["matrix", fifo], regular),
+        (&["matrix", "/dev/zero"], regular),
+        (&["serve", "--buildstream-config-out", fifo], report),
+    ];
+    for (args, want) in cases {
+        usage_error(args, want);
+    }
+}
+
+#[test]
+fn certificates_need_tls_and_a_token_needs_tls_or_a_local_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let token = token.to_str().unwrap();
+    for url in ["grpc://192.0.2.1:1", "http://127.0.0.1:1", "unix:/nonexistent/casd.sock"] {
+        for flag in ["--server-cert", "--client-cert", "--client-key"] {
+            usage_error(&["run", "--endpoint", url, flag, "Cargo.toml"], "no endpoint uses TLS");
+        }
+    }
+    let stderr = usage_error(&["run", "--endpoint", "grpc://192.0.2.1:1", "--token-file", token], "in cleartext");
+    assert!(stderr.contains("--allow-cleartext-token") && !stderr.contains("t0ken"), "{stderr}");
+    // The same from a BuildStream configuration, and for a separate storage service.
+    let conf = dir.path().join("buildstream.conf");
+    std::fs::write(&conf, "remote-execution:\n  execution-service:\n    url: grpc://192.0.2.1:1\n    auth:\n      access-token: token\n  storage-service:\n    url: grpc://192.0.2.1:1\n").unwrap();
+    usage_error(&["run", "--buildstream-config", conf.to_str().unwrap()], "in cleartext to `grpc://192.0.2.1:1`");
+    let args =
+        ["run", "--endpoint", "grpcs://192.0.2.1:1", "--cas-endpoint", "http://192.0.2.2:1", "--token-file", token];
+    usage_error(&args, "in cleartext to `http://192.0.2.2:1`");
+
+    // Loopback and unix sockets may carry it; so may anything when the user says so.
+    for extra in
+        [&["--endpoint", "grpc://127.0.0.1:1"][..], &["--endpoint", "grpc://192.0.2.1:1", "--allow-cleartext-token"]]
+    {
+        let out = bin()
+            .args(["run", "--filter", "cas.empty-blob", "--rpc-timeout", "1", "--token-file", token])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("error:"), "{extra:?}: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ERROR"), "{extra:?}: unreachable, so ERROR");
+    }
+}
+
+#[test]
+fn hostile_urls_are_shown_escaped_in_errors_and_reports() {
+    let hostile = "grpc://evil\u{202e}lmx.\x1b[2Jx:1";
+    // An endpoint that parses but cannot be dialled: ERROR verdicts quoting it, and the totals line.
+    let out = bin().args(["run", "--filter", "cas.empty-blob", "--endpoint", hostile]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(!text.contains('\u{202e}') && !text.contains('\x1b'), "{text:?}");
+    assert!(text.contains("evil\\u{202e}lmx.\\u{1b}[2Jx"), "{text}");
+    // A usage error quoting it: the `error:` line.
+    let out = bin().args(["run", "--endpoint", "ftp://evil\u{2066}\x07"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("error: invalid endpoint `ftp://evil\\u{2066}\\u{7}`"), "{stderr:?}");
 }
 
 #[test]

@@ -398,3 +398,27 @@ fn buildstream_config_points_the_run_at_its_services() {
     assert!(stdout.contains("(instance `main`)"), "{stdout}");
     rt.block_on(server.stop());
 }
+
+#[test]
+fn a_leaked_worker_environment_reaches_no_report_but_its_names_are_judged() {
+    let rt = runtime();
+    let server = rt.block_on(DefectServer::start(&[Defect::WorkerEnvLeak])).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("report.json"), dir.path().join("report.xml"));
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--endpoint", &server.endpoint(), "--filter", "sandbox.environment-exact", "--json"])
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .output()
+        .unwrap();
+    rt.block_on(server.stop());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("FAIL  sandbox.environment-exact"), "{stdout}");
+    // The worker's LANG=C.UTF-8 and WORKER_NAME=defect-server: names shown, values not.
+    for doc in [stdout, std::fs::read_to_string(&json).unwrap(), std::fs::read_to_string(&junit).unwrap()] {
+        assert!(doc.contains("WORKER_NAME") && doc.contains("LANG"), "{doc}");
+        assert!(!doc.contains("C.UTF-8") && !doc.contains("\"defect-server\""), "a value leaked: {doc}");
+        assert!(doc.contains("values of variables the action was not given are not reported"), "{doc}");
+    }
+}

@@ -17,6 +17,27 @@ struct Document<'a> {
     readiness: crate::readiness::Readiness,
 }
 
+/// Reads back a report [`render`] wrote (for `matrix`). A report of another
+/// `format_version` is refused rather than misread: its layout may differ
+/// in ways deserialisation alone would not notice.
+pub fn parse(text: &str) -> Result<RunSummary, String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format_version: Option<serde_json::Value>,
+    }
+    // serde_json's message names the line and column.
+    let not_a_report = |e: serde_json::Error| format!("not a `run --json` report: {e}");
+    let header: Header = serde_json::from_str(text).map_err(not_a_report)?;
+    match header.format_version {
+        Some(v) if v == FORMAT_VERSION => serde_json::from_str(text).map_err(not_a_report),
+        Some(v) => Err(format!(
+            "a `run --json` report of format version {v}; this reapi-conformance ({}) reads version {FORMAT_VERSION}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        None => Err("not a `run --json` report: it has no format_version".into()),
+    }
+}
+
 /// Pretty-printed JSON document.
 pub fn render(summary: &RunSummary) -> String {
     let doc = Document {
@@ -28,4 +49,23 @@ pub fn render(summary: &RunSummary) -> String {
     };
     // Serialising plain data structures cannot fail.
     serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_read_back_and_other_versions_are_refused() {
+        let run = crate::verdict::fixtures::summary(Vec::new());
+        let text = render(&run);
+        assert_eq!(parse(&text).unwrap().target, run.target);
+        let newer = text.replacen("\"format_version\": 1", "\"format_version\": 2", 1);
+        let err = parse(&newer).unwrap_err();
+        assert!(err.contains("format version 2") && err.contains("reads version 1"), "{err}");
+        let odd = text.replacen("\"format_version\": 1", "\"format_version\": \"1\"", 1);
+        assert!(parse(&odd).unwrap_err().contains("format version \"1\""));
+        assert!(parse("{}").unwrap_err().contains("no format_version"));
+        assert!(parse("[1]").unwrap_err().contains("not a `run --json` report"));
+    }
 }

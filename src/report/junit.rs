@@ -6,6 +6,20 @@ use junit_report::{Duration, OffsetDateTime, ReportBuilder, TestCase, TestSuiteB
 
 use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 
+/// Text for an attribute or element name: what XML 1.0 does not allow
+/// (controls but tab and newline, U+FFFE, U+FFFF) is shown escaped, like
+/// everything `printable` escapes; junit-report escapes markup itself.
+fn text(s: &str) -> String {
+    super::printable(s)
+}
+
+/// Text for a CDATA section (junit-report writes `system-out` as one,
+/// verbatim): as [`text`], and every `]]>`, which would end the section
+/// early, split across two sections so the reader gets it back whole.
+fn cdata(s: &str) -> String {
+    text(s).replace("]]>", "]]]]><![CDATA[>")
+}
+
 fn details(r: &CheckResult) -> String {
     let mut text = format!(
         "{} {} [{}; {}]\n{}\nsource: {}\n",
@@ -28,15 +42,16 @@ fn details(r: &CheckResult) -> String {
 
 fn testcase(r: &CheckResult) -> TestCase {
     let time = Duration::seconds_f64(r.duration.as_secs_f64());
+    // Server text may hold anything; XML 1.0 does not allow everything.
+    let (id, reason) = (text(&r.id), text(&r.verdict.reason));
     let mut tc = match r.verdict.kind {
-        VerdictKind::Pass | VerdictKind::Warn => TestCase::success(&r.id, time),
-        VerdictKind::Fail => TestCase::failure(&r.id, time, "FAIL", &super::printable(&r.verdict.reason)),
-        VerdictKind::Error => TestCase::error(&r.id, time, "ERROR", &super::printable(&r.verdict.reason)),
-        VerdictKind::Skip => TestCase::skipped_with_cause(&r.id, "SKIP", &super::printable(&r.verdict.reason)),
+        VerdictKind::Pass | VerdictKind::Warn => TestCase::success(&id, time),
+        VerdictKind::Fail => TestCase::failure(&id, time, "FAIL", &reason),
+        VerdictKind::Error => TestCase::error(&id, time, "ERROR", &reason),
+        VerdictKind::Skip => TestCase::skipped_with_cause(&id, "SKIP", &reason),
     };
-    tc.set_classname(&r.suite);
-    // Control characters are not allowed in XML 1.0, whoever sent them.
-    tc.set_system_out(&super::printable(&details(r)));
+    tc.set_classname(&text(&r.suite));
+    tc.set_system_out(&cdata(&details(r)));
     tc
 }
 
@@ -48,7 +63,7 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     use crate::readiness::BuildsHere;
     let r = crate::readiness::assess(summary, &summary.needs);
     let zero = Duration::ZERO;
-    let text = super::printable(&r.render());
+    let readiness = cdata(&r.render());
     let mut builds = match r.builds_here {
         BuildsHere::No => TestCase::failure("builds-here", zero, "FAIL", "BuildStream does not build here"),
         BuildsHere::Undecided => TestCase::error("builds-here", zero, "ERROR", "a blocker check could not decide"),
@@ -56,19 +71,19 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
         BuildsHere::Yes => TestCase::success("builds-here", zero),
     };
     builds.set_classname("buildstream-readiness");
-    builds.set_system_out(&text);
+    builds.set_system_out(&readiness);
     let mut cases = vec![builds];
     for (name, f) in &r.features {
-        let id = format!("feature.{name}");
+        let id = text(&format!("feature.{name}"));
         let mut tc = if f.state == crate::readiness::FeatureState::NotAssessed {
             TestCase::skipped_with_cause(&id, "SKIP", "no check of the feature ran")
         } else if summary.needs.contains(name) && !f.state.usable() {
-            TestCase::failure(&id, zero, "FAIL", &format!("needed feature {name} is {}", f.state.label()))
+            TestCase::failure(&id, zero, "FAIL", &text(&format!("needed feature {name} is {}", f.state.label())))
         } else {
             TestCase::success(&id, zero)
         };
         tc.set_classname("buildstream-readiness");
-        tc.set_system_out(&format!("{name}: {}", f.state.label()));
+        tc.set_system_out(&cdata(&format!("{name}: {}", f.state.label())));
         cases.push(tc);
     }
     cases
@@ -89,7 +104,7 @@ pub fn render(summary: &RunSummary) -> String {
         OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut report = ReportBuilder::new();
     for (name, cases) in suites {
-        report.add_testsuite(TestSuiteBuilder::new(&name).set_timestamp(timestamp).add_testcases(cases).build());
+        report.add_testsuite(TestSuiteBuilder::new(&text(&name)).set_timestamp(timestamp).add_testcases(cases).build());
     }
     let mut out = Vec::new();
     match report.build().write_xml(&mut out) {
@@ -128,5 +143,144 @@ mod tests {
         assert!(xml.contains("cwd: observed /tmp/w (expected /w)"), "{xml}");
         assert!(xml.contains("2023-11-14"), "{xml}");
         assert!(!xml.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'), "{xml:?}");
+    }
+
+    use proptest::prelude::*;
+    use quick_xml::events::Event;
+
+    /// XML 1.0's `Char` production: what a well-formed document may hold.
+    fn xml_char(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..='\u{10ffff}')
+    }
+
+    /// Any text, with more than its share of what breaks XML: `]]>` (and its
+    /// halves), U+FFFE, U+FFFF, C0 and C1 controls, markup and bidi overrides.
+    fn hostile() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            any::<char>().prop_map(String::from),
+            prop::sample::select(vec![
+                "]]>",
+                "]]",
+                "]",
+                ">",
+                "<",
+                "&",
+                "&amp;",
+                "<![CDATA[",
+                "\"'",
+                "\u{fffe}",
+                "\u{ffff}",
+                "\r\n",
+                "\u{85}",
+                "\u{202e}",
+                "\x00",
+                "\x1b[31m",
+                " ",
+            ])
+            .prop_map(String::from),
+            (0u32..0x20).prop_map(|c| char::from_u32(c).map(String::from).unwrap_or_default()),
+        ];
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+    }
+
+    /// What a reader sees of one test case: its name, the `message` of its
+    /// failure/error/skipped element, and its `system-out`.
+    #[derive(Debug, Default)]
+    struct Parsed {
+        name: String,
+        message: Option<String>,
+        system_out: String,
+    }
+
+    /// Parses a JUnit document, failing on anything not well-formed.
+    fn parse(xml: &str) -> Result<Vec<Parsed>, String> {
+        let attr = |e: &quick_xml::events::BytesStart, key: &[u8]| -> Result<Option<String>, String> {
+            for a in e.attributes() {
+                let a = a.map_err(|e| e.to_string())?;
+                if a.key.as_ref() == key {
+                    let v = a.normalized_value(quick_xml::XmlVersion::Explicit1_0).map_err(|e| e.to_string())?;
+                    return Ok(Some(v.into_owned()));
+                }
+            }
+            Ok(None)
+        };
+        let mut reader = quick_xml::Reader::from_str(xml);
+        let (mut cases, mut in_out) = (Vec::new(), false);
+        loop {
+            match reader.read_event().map_err(|e| format!("not well-formed: {e}"))? {
+                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
+                    cases.push(Parsed { name: attr(&e, b"name")?.unwrap_or_default(), ..Default::default() });
+                }
+                Event::Start(e) if e.name().as_ref() == b"system-out" => in_out = true,
+                Event::End(e) if e.name().as_ref() == b"system-out" => in_out = false,
+                Event::Start(e) | Event::Empty(e)
+                    if [&b"failure"[..], b"error", b"skipped"].contains(&e.name().as_ref()) =>
+                {
+                    if let Some(case) = cases.last_mut() {
+                        case.message = attr(&e, b"message")?;
+                    }
+                }
+                Event::CData(t) if in_out => {
+                    if let Some(case) = cases.last_mut() {
+                        case.system_out.push_str(&t.decode().map_err(|e| e.to_string())?);
+                    }
+                }
+                Event::Text(t) if in_out && !t.decode().map_err(|e| e.to_string())?.trim().is_empty() => {
+                    return Err(format!("text outside CDATA in system-out: {t:?}"));
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        Ok(cases)
+    }
+
+    /// Attribute-value normalisation: a reader sees tabs and newlines as spaces.
+    fn as_attribute(s: &str) -> String {
+        s.replace(['\t', '\n'], " ")
+    }
+
+    proptest! {
+        // No regression files in the source tree: failures print their input.
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_server_text_gives_well_formed_junit_that_reads_back(
+            id in hostile(),
+            reason in hostile(),
+            label in hostile(),
+            expected in hostile(),
+            observed in hostile(),
+            hint in hostile(),
+            kind in prop::sample::select(vec![
+                VerdictKind::Pass, VerdictKind::Fail, VerdictKind::Warn, VerdictKind::Error, VerdictKind::Skip,
+            ]),
+        ) {
+            let verdict = Verdict::new(kind, reason.clone()).with(label, Some(expected), observed);
+            let mut r = result(&format!("s.{id}"), verdict);
+            r.hint = Some(hint);
+            let xml = render(&crate::verdict::fixtures::summary(vec![r.clone()]));
+            let bad: Vec<char> = xml.chars().filter(|&c| !xml_char(c)).collect();
+            prop_assert!(bad.is_empty(), "characters XML 1.0 forbids: {:?}", bad);
+            let cases = parse(&xml).map_err(TestCaseError::fail)?;
+            let case = &cases[0];
+            // Everything comes back as written, only the escaped characters changed.
+            prop_assert_eq!(&case.name, &as_attribute(&text(&r.id)));
+            prop_assert_eq!(&case.system_out, &text(&details(&r)));
+            match kind {
+                VerdictKind::Pass | VerdictKind::Warn => prop_assert_eq!(&case.message, &None),
+                _ => prop_assert_eq!(&case.message, &Some(as_attribute(&text(&r.verdict.reason)))),
+            }
+            prop_assert!(cases.iter().any(|c| c.name == "builds-here"), "the readiness suite follows");
+        }
+    }
+
+    #[test]
+    fn cdata_terminators_are_split_and_noncharacters_escaped() {
+        let r = result("s.x", Verdict::new(VerdictKind::Fail, "a]]>b\u{fffe}\u{ffff}"));
+        let xml = render(&crate::verdict::fixtures::summary(vec![r.clone()]));
+        assert!(xml.contains("a]]]]><![CDATA[>b\\u{fffe}\\u{ffff}"), "{xml}");
+        let cases = parse(&xml).unwrap();
+        assert!(cases[0].system_out.contains("a]]>b\\u{fffe}\\u{ffff}"), "{:?}", cases[0]);
     }
 }

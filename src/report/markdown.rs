@@ -6,9 +6,31 @@ use std::collections::BTreeMap;
 
 use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 
-/// Text safe inside a Markdown table cell.
+/// Text safe inside a Markdown table cell: one line (a newline ends the
+/// row), `|` (which ends the cell), and the backtick, backslash and `<` that
+/// would start a code span, an escape or HTML, each backslash-escaped.
 fn cell(text: &str, max: usize) -> String {
-    super::one_line(text, max).replace('|', "\\|")
+    let mut out = String::new();
+    for c in super::one_line(text, max).chars() {
+        if matches!(c, '|' | '`' | '\\' | '<') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Text shown as code in a table cell (check ids, instance names). Inside a
+/// code span only `|` can be escaped (tables take `\|` apart before the span
+/// is read); a backtick or backslash cannot, so text holding one is shown
+/// as a plain cell instead.
+fn code(text: &str, max: usize) -> String {
+    let line = super::one_line(text, max);
+    if line.is_empty() || line.contains(['`', '\\']) {
+        cell(text, max)
+    } else {
+        format!("`{}`", line.replace('|', "\\|"))
+    }
 }
 
 fn mark(kind: VerdictKind) -> &'static str {
@@ -40,7 +62,7 @@ pub fn render(summary: &RunSummary) -> String {
         count(r, VerdictKind::Skip),
     ));
     if !summary.instance.is_empty() {
-        out.push_str(&format!("Instance name: `{}`.\n", cell(&summary.instance, 100)));
+        out.push_str(&format!("Instance name: {}.\n", code(&summary.instance, 100)));
     }
     let mut suites: BTreeMap<&str, Vec<&CheckResult>> = BTreeMap::new();
     for result in r {
@@ -48,7 +70,8 @@ pub fn render(summary: &RunSummary) -> String {
     }
     for (suite, results) in suites {
         out.push_str(&format!(
-            "\n## {suite}\n\n| check | level | verdict | requirement source | detail |\n|---|---|---|---|---|\n"
+            "\n## {}\n\n| check | level | verdict | requirement source | detail |\n|---|---|---|---|---|\n",
+            cell(suite, 100)
         ));
         for result in results {
             let detail = if result.verdict.kind == VerdictKind::Pass {
@@ -57,8 +80,8 @@ pub fn render(summary: &RunSummary) -> String {
                 cell(&result.verdict.reason, 200)
             };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
-                result.id,
+                "| {} | {} | {} | {} | {} |\n",
+                code(&result.id, 200),
                 result.severity.label(),
                 mark(result.verdict.kind),
                 cell(&result.source, 200),
@@ -86,7 +109,7 @@ pub fn matrix(runs: &[RunSummary]) -> String {
     out.push_str(&"---|".repeat(runs.len()));
     out.push('\n');
     for (id, cells) in rows {
-        out.push_str(&format!("| `{id}` |"));
+        out.push_str(&format!("| {} |", code(id, 200)));
         for verdict in cells {
             out.push_str(&format!(" {} |", verdict.map_or("—", mark)));
         }
@@ -114,5 +137,39 @@ mod tests {
         let table = matrix(&[run, other]);
         assert!(table.contains("| `cas.a` | PASS | — |"), "{table}");
         assert!(table.contains("| `cas.c` | — | PASS |"), "{table}");
+    }
+
+    /// The cells of a table row as GFM reads them: split at unescaped `|`.
+    fn cells(row: &str) -> Vec<String> {
+        let (mut out, mut cur, mut escaped) = (Vec::new(), String::new(), false);
+        for c in row.trim().trim_start_matches('|').chars() {
+            match c {
+                '|' if !escaped => out.push(std::mem::take(&mut cur)),
+                _ => cur.push(c),
+            }
+            escaped = c == '\\' && !escaped;
+        }
+        out
+    }
+
+    #[test]
+    fn server_text_cannot_break_a_table() {
+        let hostile = "a|b\nc`d\\|e\r\n<img src=x>\u{202e}";
+        let mut run = summary(vec![
+            result(&format!("cas.{hostile}"), "spec", Verdict::new(VerdictKind::Fail, hostile)),
+            result("cas.with|pipe", "spec", Verdict::pass("ok")),
+        ]);
+        run.target = hostile.into();
+        run.instance = hostile.into();
+        let other = summary(vec![result("cas.z", "spec", Verdict::pass("fine"))]);
+        for text in [render(&run), matrix(&[run.clone(), other])] {
+            let rows: Vec<&str> = text.lines().filter(|l| l.starts_with('|')).collect();
+            let width = cells(rows[0]).len();
+            for row in &rows {
+                assert_eq!(cells(row).len(), width, "{row}\n{text}");
+            }
+            assert!(!text.contains('\u{202e}') && !text.replace("\\<img", "").contains("<img"), "{text}");
+            assert!(text.contains("`cas.with\\|pipe`"), "{text}");
+        }
     }
 }

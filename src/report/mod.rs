@@ -24,13 +24,39 @@ pub fn evidence_lines(evidence: &[Evidence]) -> Vec<String> {
         .collect()
 }
 
-/// Server-supplied text made safe for a terminal and for XML: control
-/// characters (ANSI/OSC escapes, NUL, …) become U+FFFD; newlines and tabs stay.
-pub fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect()
+/// Whether a character must not reach a terminal or an XML report as it is:
+/// control characters (ANSI/OSC escapes, NUL, DEL, C1 controls); Unicode's
+/// Bidi_Control characters, which reorder what a reader sees ("Trojan
+/// Source": U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069); the line
+/// and paragraph separators, which break lines in some terminals; and
+/// U+FFFE and U+FFFF, which XML 1.0 does not allow.
+fn needs_escape(c: char) -> bool {
+    match c {
+        '\n' | '\t' => false,
+        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}' => true,
+        c => c.is_control(),
+    }
 }
 
-/// Flattens to one line, strips control characters and shortens with an ellipsis.
+/// Server- or user-supplied text (reasons, evidence, URLs, error messages)
+/// made safe for a terminal and for XML: every character [`needs_escape`]
+/// names is shown escaped (`\u{1b}`, `\u{202e}`), so it is visible instead of
+/// acting; newlines and tabs stay. The one sanitiser every report and
+/// message uses.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if needs_escape(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Flattens to one line, escapes what [`printable`] escapes and shortens with an ellipsis.
 pub fn one_line(s: &str, max: usize) -> String {
     let flat: String = printable(s).split_whitespace().collect::<Vec<_>>().join(" ");
     if flat.chars().count() > max {
@@ -48,5 +74,13 @@ mod tests {
         let line = super::one_line(hostile, 200);
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
         assert!(line.starts_with("boom") && line.ends_with("end"));
+    }
+
+    #[test]
+    fn bidi_overrides_and_controls_are_shown_escaped() {
+        let hostile = "grpc://evil\u{202e}moc.elgoog\u{2066}\u{200f}\x1b[2J\r\u{85}\u{fffe}ok\n\tnext";
+        let shown = super::printable(hostile);
+        assert_eq!(shown, "grpc://evil\\u{202e}moc.elgoog\\u{2066}\\u{200f}\\u{1b}[2J\\u{d}\\u{85}\\u{fffe}ok\n\tnext");
+        assert_eq!(super::printable(&shown), shown, "escaping twice changes nothing");
     }
 }
