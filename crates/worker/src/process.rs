@@ -8,8 +8,41 @@
 //! groups anyway.
 
 use std::process::ExitStatus;
+use std::sync::RwLock;
 
 use tokio::process::{Child, Command};
+
+/// Forks take turns with writes of files that may be executed.
+///
+/// A forked child holds a copy of every descriptor of the process until it
+/// execs (O_CLOEXEC closes them only then). If one lease forks while another
+/// is writing its input root, the child briefly holds that file open for
+/// writing; when the other lease then execs the file it has just closed, the
+/// kernel refuses with ETXTBSY ("Text file busy") and the command "exits"
+/// 127. Writers of executables hold this lock shared while their descriptor
+/// is open; every spawn of this crate and of the harness holds it exclusively
+/// from fork to exec, so no child can hold such a descriptor at exec time.
+static FORK_LOCK: RwLock<()> = RwLock::new(());
+
+/// Runs `fork_and_exec` (a `spawn`) with no executable being written meanwhile.
+pub fn forking<T>(fork_and_exec: impl FnOnce() -> T) -> T {
+    let _turn = FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+    fork_and_exec()
+}
+
+/// Writes `data` to a new file at `path` with `mode`, not overlapping a fork
+/// when the file is executable (see [`forking`]).
+pub fn write_file(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _turn = (mode & 0o111 != 0).then(|| FORK_LOCK.read().unwrap_or_else(|p| p.into_inner()));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+    file.write_all(data)?;
+    // The mode given to open() is masked by the umask: set it exactly.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    drop(file);
+    Ok(())
+}
 
 /// A running child and its process group; dropping it kills the group.
 pub struct GroupChild {
@@ -31,7 +64,7 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = forking(|| cmd.spawn())?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(GroupChild { child, pgid, reaped: false })
 }
@@ -162,4 +195,48 @@ fn make_writable(dir: &std::path::Path) {
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leases staging executables while other leases fork: each writes a
+    /// script and runs it at once. Without [`FORK_LOCK`] a child forked by
+    /// another thread may still hold the script open for writing when it is
+    /// executed, and the spawn fails with ETXTBSY (seen as exit 127).
+    #[test]
+    fn executables_written_while_others_fork_are_never_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        let failures: Vec<String> = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..4 {
+                let dir = dir.path().to_path_buf();
+                tasks.push(tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    for i in 0..150 {
+                        let path = dir.join(format!("run-{t}-{i}"));
+                        // A larger file keeps the descriptor open longer, as a probe does.
+                        let mut script = b"#!/bin/sh\nexit 0\n".to_vec();
+                        script.extend(std::iter::repeat_n(b'#', 256 * 1024));
+                        write_file(&path, &script, 0o755).unwrap();
+                        match spawn(Command::new(&path)) {
+                            Ok(mut child) => {
+                                let _ = child.wait().await;
+                            }
+                            Err(e) => failures.push(format!("{}: {e}", path.display())),
+                        }
+                    }
+                    failures
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.unwrap());
+            }
+            all
+        });
+        assert!(failures.is_empty(), "{} spawns failed, e.g. {}", failures.len(), failures[0]);
+    }
 }
