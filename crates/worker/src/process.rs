@@ -24,10 +24,24 @@ use tokio::process::{Child, Command};
 /// from fork to exec, so no child can hold such a descriptor at exec time.
 static FORK_LOCK: RwLock<()> = RwLock::new(());
 
-/// Runs `fork_and_exec` (a `spawn`) with no executable being written meanwhile.
-pub fn forking<T>(fork_and_exec: impl FnOnce() -> T) -> T {
+/// Children this process spawned itself in process groups of their own
+/// (their owners wait for them); see [`reap_orphans`].
+static OWN_CHILDREN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `spawn` with no executable being written meanwhile (see
+/// [`FORK_LOCK`]), and records the child's pid (`pid` of the result) so that
+/// [`reap_orphans`] leaves it to its owner. Every spawn into a process group
+/// of its own goes through here.
+pub fn forking<C>(
+    spawn: impl FnOnce() -> std::io::Result<C>,
+    pid: impl FnOnce(&C) -> Option<u32>,
+) -> std::io::Result<C> {
     let _turn = FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
-    fork_and_exec()
+    let child = spawn()?;
+    if let Some(pid) = pid(&child) {
+        OWN_CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid as i32);
+    }
+    Ok(child)
 }
 
 /// Writes `data` to a new file at `path` with `mode`, not overlapping a fork
@@ -64,7 +78,7 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
             Ok(())
         });
     }
-    let child = forking(|| cmd.spawn())?;
+    let child = forking(|| cmd.spawn(), Child::id)?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(GroupChild { child, pgid, reaped: false })
 }
@@ -134,9 +148,55 @@ pub fn kill_all(pids: &[i32]) {
 /// Makes this process the reaper of every orphan below it: a process whose
 /// parent died (bwrap under a buildbox-run or buildbox-casd that was killed)
 /// is re-parented here instead of to init, where nobody would stop it.
+/// Orphans that exit are reaped by a thread of their own (see
+/// [`reap_orphans`]): nothing else waits for them, and bwrap leaves one per
+/// action, so a long `serve` would otherwise gather zombies until it ends.
 pub fn adopt_orphans() {
     // SAFETY: prctl with an integer argument only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    static REAPER: std::sync::Once = std::sync::Once::new();
+    REAPER.call_once(|| {
+        let _ = std::thread::Builder::new().name("reapi-reaper".into()).spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            reap_orphans();
+        });
+    });
+}
+
+/// Reaps the exited children of this process that nobody else will wait
+/// for, and returns how many. Those are adopted orphans: children neither
+/// spawned through [`forking`] nor in this process's own process group
+/// (where `Command::output()` and the like put theirs, and wait for them).
+pub fn reap_orphans() -> usize {
+    // No spawn between the scan and the reaping: a fresh child is recorded first.
+    let _turn = FORK_LOCK.read().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp has no preconditions.
+    let my_group = unsafe { libc::getpgrp() };
+    let mut own = OWN_CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut children = Vec::new();
+    let mut reaped = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // `pid (comm) state ppid pgrp …`
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
+        let [state, ppid, pgrp] = fields[..] else { continue };
+        if ppid.parse::<i32>().ok() != Some(me) {
+            continue;
+        }
+        children.push(pid);
+        if state == "Z" && pgrp.parse::<i32>().ok() != Some(my_group) && !own.contains(&pid) {
+            // SAFETY: reaps this one exited child, without blocking.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == pid {
+                reaped += 1;
+            }
+        }
+    }
+    // Children their owners have reaped are no longer ours: forget them.
+    own.retain(|pid| children.contains(pid));
+    reaped
 }
 
 /// Kills every process still below this one and reaps it. For the end of a
