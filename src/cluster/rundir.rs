@@ -142,12 +142,14 @@ pub fn pid_in_name(name: &str) -> Option<u32> {
 /// until the returned file is dropped), or, for a directory without a lock
 /// file, `Some(None)` when it is old and its pid is gone.
 fn stale(dir: &Path, name: &str) -> Option<Option<std::fs::File>> {
-    match std::fs::OpenOptions::new().write(true).open(dir.join(LOCK)) {
+    match std::fs::File::open(dir.join(LOCK)) {
         Ok(file) => {
             // SAFETY: flock on a descriptor this function owns; never blocks.
             let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
             taken.then_some(Some(file))
         }
+        // Another user's run, say: not ours to judge.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => None,
         Err(_) => {
             let old = std::fs::metadata(dir)
                 .and_then(|m| m.modified())
