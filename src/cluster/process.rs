@@ -30,7 +30,8 @@ fn spawn_from_lasting_thread(cmd: Command) -> std::io::Result<Child> {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
         let thread = std::thread::Builder::new().name("reapi-spawner".into()).spawn(move || {
             for (mut cmd, reply) in rx {
-                let _ = reply.send(cmd.spawn());
+                // Not while the worker writes a file it may execute (see `forking`).
+                let _ = reply.send(crate::worker::forking(|| cmd.spawn(), |c| Some(c.id())));
             }
         });
         thread.ok().map(|_| Mutex::new(tx))

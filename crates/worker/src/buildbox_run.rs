@@ -49,6 +49,9 @@ pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
         .arg("--disable-localcas")
         .arg(format!("--workspace-path={}", workspace.display()))
         .arg("--log-level=warning")
+        // Its temporary files (`buildboxXXXXXX`) go in the lease directory and
+        // leave with it, also when the worker is killed before it can clean up.
+        .env("TMPDIR", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.0))
         .stderr(Stdio::from(log.1));

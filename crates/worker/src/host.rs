@@ -194,10 +194,8 @@ async fn stage(ctx: &Ctx, root: &Digest, dir: &Path) -> Result<(), CasFailure> {
         let contents = ctx.cas.read_many(&digests).await?;
         for (d, targets) in &all[start..end] {
             for (path, executable) in targets {
-                std::fs::write(path, &contents[&d.hash]).map_err(|e| CasFailure::io("staging a file", e))?;
                 let mode = if *executable { 0o755 } else { 0o644 };
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|e| CasFailure::io("staging a file", e))?;
+                process::write_file(path, &contents[&d.hash], mode).map_err(|e| CasFailure::io("staging a file", e))?;
             }
         }
         start = end;

@@ -29,7 +29,9 @@ mod host;
 mod process;
 mod session;
 
-pub use process::{adopt_orphans, descendants, kill_all, kill_leftovers, ScratchDir};
+pub use process::{
+    adopt_orphans, descendants, forking, kill_all, kill_leftovers, reap_orphans, write_file, ScratchDir,
+};
 pub use session::{spawn, WorkerHandle, WorkerState};
 
 /// Generated Remote Workers API types and client (from `proto/google/devtools/remoteworkers`).

@@ -8,8 +8,55 @@
 //! groups anyway.
 
 use std::process::ExitStatus;
+use std::sync::RwLock;
 
 use tokio::process::{Child, Command};
+
+/// Forks take turns with writes of files that may be executed.
+///
+/// A forked child holds a copy of every descriptor of the process until it
+/// execs (O_CLOEXEC closes them only then). If one lease forks while another
+/// is writing its input root, the child briefly holds that file open for
+/// writing; when the other lease then execs the file it has just closed, the
+/// kernel refuses with ETXTBSY ("Text file busy") and the command "exits"
+/// 127. Writers of executables hold this lock shared while their descriptor
+/// is open; every spawn of this crate and of the harness holds it exclusively
+/// from fork to exec, so no child can hold such a descriptor at exec time.
+static FORK_LOCK: RwLock<()> = RwLock::new(());
+
+/// Children this process spawned itself in process groups of their own
+/// (their owners wait for them); see [`reap_orphans`].
+static OWN_CHILDREN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs `spawn` with no executable being written meanwhile (see
+/// [`FORK_LOCK`]), and records the child's pid (`pid` of the result) so that
+/// [`reap_orphans`] leaves it to its owner. Every spawn into a process group
+/// of its own goes through here.
+pub fn forking<C>(
+    spawn: impl FnOnce() -> std::io::Result<C>,
+    pid: impl FnOnce(&C) -> Option<u32>,
+) -> std::io::Result<C> {
+    let _turn = FORK_LOCK.write().unwrap_or_else(|p| p.into_inner());
+    let child = spawn()?;
+    if let Some(pid) = pid(&child) {
+        OWN_CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid as i32);
+    }
+    Ok(child)
+}
+
+/// Writes `data` to a new file at `path` with `mode`, not overlapping a fork
+/// when the file is executable (see [`forking`]).
+pub fn write_file(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _turn = (mode & 0o111 != 0).then(|| FORK_LOCK.read().unwrap_or_else(|p| p.into_inner()));
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(path)?;
+    file.write_all(data)?;
+    // The mode given to open() is masked by the umask: set it exactly.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    drop(file);
+    Ok(())
+}
 
 /// A running child and its process group; dropping it kills the group.
 pub struct GroupChild {
@@ -31,7 +78,7 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = forking(|| cmd.spawn(), Child::id)?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(GroupChild { child, pgid, reaped: false })
 }
@@ -101,9 +148,55 @@ pub fn kill_all(pids: &[i32]) {
 /// Makes this process the reaper of every orphan below it: a process whose
 /// parent died (bwrap under a buildbox-run or buildbox-casd that was killed)
 /// is re-parented here instead of to init, where nobody would stop it.
+/// Orphans that exit are reaped by a thread of their own (see
+/// [`reap_orphans`]): nothing else waits for them, and bwrap leaves one per
+/// action, so a long `serve` would otherwise gather zombies until it ends.
 pub fn adopt_orphans() {
     // SAFETY: prctl with an integer argument only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    static REAPER: std::sync::Once = std::sync::Once::new();
+    REAPER.call_once(|| {
+        let _ = std::thread::Builder::new().name("reapi-reaper".into()).spawn(|| loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            reap_orphans();
+        });
+    });
+}
+
+/// Reaps the exited children of this process that nobody else will wait
+/// for, and returns how many. Those are adopted orphans: children neither
+/// spawned through [`forking`] nor in this process's own process group
+/// (where `Command::output()` and the like put theirs, and wait for them).
+pub fn reap_orphans() -> usize {
+    // No spawn between the scan and the reaping: a fresh child is recorded first.
+    let _turn = FORK_LOCK.read().unwrap_or_else(|p| p.into_inner());
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp has no preconditions.
+    let my_group = unsafe { libc::getpgrp() };
+    let mut own = OWN_CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut children = Vec::new();
+    let mut reaped = 0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // `pid (comm) state ppid pgrp …`
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().take(3).collect();
+        let [state, ppid, pgrp] = fields[..] else { continue };
+        if ppid.parse::<i32>().ok() != Some(me) {
+            continue;
+        }
+        children.push(pid);
+        if state == "Z" && pgrp.parse::<i32>().ok() != Some(my_group) && !own.contains(&pid) {
+            // SAFETY: reaps this one exited child, without blocking.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == pid {
+                reaped += 1;
+            }
+        }
+    }
+    // Children their owners have reaped are no longer ours: forget them.
+    own.retain(|pid| children.contains(pid));
+    reaped
 }
 
 /// Kills every process still below this one and reaps it. For the end of a
@@ -162,4 +255,48 @@ fn make_writable(dir: &std::path::Path) {
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leases staging executables while other leases fork: each writes a
+    /// script and runs it at once. Without [`FORK_LOCK`] a child forked by
+    /// another thread may still hold the script open for writing when it is
+    /// executed, and the spawn fails with ETXTBSY (seen as exit 127).
+    #[test]
+    fn executables_written_while_others_fork_are_never_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        let failures: Vec<String> = rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..4 {
+                let dir = dir.path().to_path_buf();
+                tasks.push(tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    for i in 0..150 {
+                        let path = dir.join(format!("run-{t}-{i}"));
+                        // A larger file keeps the descriptor open longer, as a probe does.
+                        let mut script = b"#!/bin/sh\nexit 0\n".to_vec();
+                        script.extend(std::iter::repeat_n(b'#', 256 * 1024));
+                        write_file(&path, &script, 0o755).unwrap();
+                        match spawn(Command::new(&path)) {
+                            Ok(mut child) => {
+                                let _ = child.wait().await;
+                            }
+                            Err(e) => failures.push(format!("{}: {e}", path.display())),
+                        }
+                    }
+                    failures
+                }));
+            }
+            let mut all = Vec::new();
+            for task in tasks {
+                all.extend(task.await.unwrap());
+            }
+            all
+        });
+        assert!(failures.is_empty(), "{} spawns failed, e.g. {}", failures.len(), failures[0]);
+    }
 }
