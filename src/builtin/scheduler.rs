@@ -28,7 +28,9 @@ impl ProbeBot {
         name: &str,
         platform: Vec<(String, String)>,
     ) -> Result<ProbeBot, Verdict> {
-        let dir = std::env::temp_dir().join(format!("reapi-conformance-probe-bot-{}", uuid::Uuid::new_v4().simple()));
+        // A run directory (locked while it lives), so a killed run's bot
+        // directory is swept by the next run like every other.
+        let dir = crate::cluster::rundir::create("probe-bot", false).map_err(|e| Verdict::error(e.to_string()))?;
         let config = WorkerConfig {
             endpoint: endpoint.to_string(),
             instance: h.clients().instance.clone(),
