@@ -33,12 +33,9 @@ pub const DEFAULT_ENV: &[&str] = &[
     "TZ=UTC",
 ];
 
-/// Every variable BuildStream puts in an action's Command (docs/requirements.md
-/// §1: BuildStream 2.8's sandbox environment), and `PWD`, which it sends too
-/// and shells set. The probe report keeps the values of only these (see
-/// `probe::redact_environment`).
-pub const BUILDSTREAM_ENV_NAMES: &[&str] =
-    &["HOME", "LC_ALL", "LOGNAME", "PATH", "PWD", "SHELL", "SOURCE_DATE_EPOCH", "TERM", "TZ", "USER", "USERNAME"];
+/// The variables BuildStream puts in a Command (a fact of the suites' data
+/// layer, where suite files are checked against it).
+pub use crate::suite::BUILDSTREAM_ENV_NAMES;
 
 /// Values substituted for `${name}` in check text.
 #[derive(Debug, Clone)]
@@ -53,7 +50,7 @@ pub struct Vars {
 impl Vars {
     /// Defaults for a cluster of the harness host's ISA.
     pub fn for_host() -> Vars {
-        let isa = crate::probe::host_isa().to_string();
+        let isa = reapi_client::isa::host().to_string();
         let foreign_isa = if isa == "x86-64" { "aarch64" } else { "x86-64" }.to_string();
         Vars { isa, foreign_isa, os: "linux".into() }
     }

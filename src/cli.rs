@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,26 +11,16 @@ use crate::cluster::{self, Cluster};
 use crate::connection::ConnectOptions;
 use crate::expectations::{self, ExpectationFile};
 use crate::report;
-use crate::runner::{self, Harness, RunOptions};
-use crate::suite::{self, CheckSpec, Suite};
+use crate::runner::RunOptions;
+use crate::session::{self, Error, Plan, Profile, RunEnd, Selection};
 use crate::verdict::RunSummary;
-
-/// Exit status when the harness itself could not run.
-pub const EXIT_HARNESS: i32 = 2;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "reapi-conformance",
     version,
     about = "Check, requirement by requirement, whether a REAPI v2 cluster gives BuildStream what it needs",
-    long_about = "Runs suites of checks against a Remote Execution API v2 cluster — platform properties, \
-                  the input root staged as `/`, the sandbox BuildStream expects, the REAPI behaviour it relies on — \
-                  and reports each verdict (PASS, FAIL, WARN, ERROR, SKIP) with its evidence.\n\n\
-                  Exit status of `run` with the default `buildstream` profile: 0 when BuildStream builds on the \
-                  cluster (and every --needs feature is available), 1 when it does not, 2 when that could not be \
-                  decided (ERROR) or the harness could not run; deviations from the REAPI spec that BuildStream does \
-                  not rely on are reported but do not fail it. Other profiles: 0 when no check FAILs, 1 when one \
-                  does, 2 when one is ERROR. With --expect: 0 when every verdict is as expected, 1 otherwise."
+    long_about = crate::exit::help_text()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -44,7 +34,7 @@ pub enum Command {
     /// List the checks of a profile (default: buildstream), one a line: id, the profiles
     /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
     /// feature:NAME) and the source of the requirement.
-    List(SelectArgs),
+    List(Selection),
     /// Start a cluster the harness can start, print its endpoint and a BuildStream
     /// `remote-execution` configuration for it, and keep it up until Ctrl-C (or SIGTERM).
     Serve {
@@ -84,45 +74,6 @@ pub enum Command {
         #[arg(long)]
         bst: bool,
     },
-}
-
-/// A named selection of checks by tag.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Profile {
-    /// Everything tagged `buildstream`: what decides whether BuildStream builds on the cluster.
-    #[default]
-    Buildstream,
-    /// Everything tagged `reapi`: REAPI spec conformance.
-    Reapi,
-    /// Every check.
-    All,
-}
-
-impl Profile {
-    pub fn includes(self, check: &CheckSpec) -> bool {
-        match self {
-            Profile::Buildstream => check.tags.iter().any(|t| t == "buildstream"),
-            Profile::Reapi => check.tags.iter().any(|t| t == "reapi"),
-            Profile::All => true,
-        }
-    }
-}
-
-/// Which checks to run or list.
-#[derive(Args, Debug, Clone, Default)]
-pub struct SelectArgs {
-    /// Which checks: `buildstream` (tagged buildstream), `reapi` (tagged reapi) or `all`.
-    #[arg(long, value_enum, default_value_t = Profile::Buildstream)]
-    pub profile: Profile,
-    /// Run only this suite (repeatable; overrides --profile).
-    #[arg(long = "suite", value_name = "NAME")]
-    pub suites: Vec<String>,
-    /// Run only checks whose id contains TEXT (repeatable: any of them).
-    #[arg(long = "filter", value_name = "TEXT")]
-    pub filters: Vec<String>,
-    /// Load suites from this directory instead of the ones built in.
-    #[arg(long, value_name = "DIR", env = "REAPI_SUITES_DIR")]
-    pub suites_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -170,7 +121,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL")]
     pub bots_endpoint: Option<String>,
     #[command(flatten)]
-    pub select: SelectArgs,
+    pub select: Selection,
     /// Write a JUnit XML report here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -260,38 +211,6 @@ pub fn print_out(text: &str) {
     }
 }
 
-/// Loads suites (bundled or from a directory) and applies suite and id filters.
-pub fn select_checks(args: &SelectArgs) -> Result<(Vec<Suite>, Vec<CheckSpec>), String> {
-    let suites = match &args.suites_dir {
-        Some(dir) => suite::load_dir(dir),
-        None => suite::builtin_suites(),
-    }
-    .map_err(|e| e.to_string())?;
-    for name in &args.suites {
-        if !suites.iter().any(|s| &s.name == name) {
-            let known: Vec<&str> = suites.iter().map(|s| s.name.as_str()).collect();
-            return Err(format!("unknown suite `{name}` (known: {})", known.join(", ")));
-        }
-    }
-    for check in suites.iter().flat_map(|s| &s.checks) {
-        if let Some(b) = &check.builtin {
-            if crate::builtin::find(b).is_none() {
-                return Err(format!("{}: no built-in check named `{b}`", check.location));
-            }
-        }
-    }
-    let checks = suites
-        .iter()
-        .filter(|s| args.suites.is_empty() || args.suites.contains(&s.name))
-        .flat_map(|s| s.checks.iter())
-        // Naming a suite is explicit: the profile does not narrow it further.
-        .filter(|c| !args.suites.is_empty() || args.profile.includes(c))
-        .filter(|c| args.filters.is_empty() || args.filters.iter().any(|f| c.id.contains(f.as_str())))
-        .cloned()
-        .collect();
-    Ok((suites, checks))
-}
-
 /// Builds the cluster adapter a `run` asks for.
 pub fn cluster_for(args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
     if let Some(file) = &args.buildstream_config {
@@ -377,120 +296,11 @@ pub fn run_settings(args: &RunArgs) -> Result<(RunOptions, Vars), String> {
     Ok((options, vars))
 }
 
-/// How a run ended.
-#[derive(Debug)]
-pub enum RunEnd {
-    /// Every check has its verdict.
-    Finished(RunSummary),
-    /// Interrupted by this signal; operations cancelled, cluster stopped.
-    Interrupted(i32),
-}
-
-/// Starts the cluster, runs the checks and stops the cluster again. A cluster
-/// that cannot start is an error; a target that does not answer gives ERROR
-/// verdicts. `on_done` sees each result as it lands. When `interrupt`
-/// completes first (with a signal number), in-flight operations are
-/// cancelled and the cluster is stopped, also during start-up.
-pub async fn execute_run(
-    cluster: &mut dyn Cluster,
-    checks: &[CheckSpec],
-    options: RunOptions,
-    vars: Vars,
-    on_done: impl Fn(&crate::verdict::CheckResult),
-    interrupt: impl std::future::Future<Output = i32>,
-) -> Result<RunEnd, String> {
-    tokio::pin!(interrupt);
-    let start = Instant::now();
-    let started_at =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-    let target = cluster.name();
-    let started = tokio::select! {
-        s = cluster.start() => s,
-        signal = &mut interrupt => {
-            eprintln!("interrupted during cluster start-up: stopping it");
-            cluster.stop().await;
-            return Ok(RunEnd::Interrupted(signal));
-        }
-    };
-    let connect = match started {
-        Ok(c) => c,
-        Err(e) => {
-            cluster.stop().await;
-            return Err(format!("cannot start cluster {target}: {e}"));
-        }
-    };
-    let startup_time = start.elapsed();
-    let startup_steps = cluster
-        .startup_steps()
-        .into_iter()
-        .map(|(name, duration)| crate::verdict::StartupStep { name, duration })
-        .collect();
-    // Connecting asks for the capabilities, which a hanging server may never
-    // answer: interruptible like every other phase.
-    let connected = tokio::select! {
-        h = Harness::connect(&connect, options, vars) => h,
-        signal = &mut interrupt => {
-            eprintln!("interrupted while connecting: stopping the cluster");
-            cluster.stop().await;
-            return Ok(RunEnd::Interrupted(signal));
-        }
-    };
-    let results = match connected {
-        Ok(h) => tokio::select! {
-            r = h.run_all(checks, on_done) => r,
-            signal = &mut interrupt => {
-                let cancelled = h.inflight.cancel_all(h.clients()).await;
-                eprintln!("interrupted: {cancelled}; stopping the cluster");
-                cluster.stop().await;
-                return Ok(RunEnd::Interrupted(signal));
-            }
-        },
-        Err(e) => runner::all_error(checks, &e.to_string()),
-    };
-    let results = match cluster.died() {
-        Some(death) => blame_harness(results, &death),
-        None => results,
-    };
-    cluster.stop().await;
-    let mut summary = RunSummary {
-        target,
-        instance: connect.instance,
-        server: None,
-        needs: Vec::new(),
-        partial: false,
-        results,
-        started_at,
-        startup_time,
-        startup_steps,
-        wall_time: start.elapsed(),
-    };
-    crate::hints::attach(&mut summary, cluster.server());
-    Ok(RunEnd::Finished(summary))
-}
-
-/// When a process the harness started died during the run, no FAIL or WARN
-/// can be pinned on the server: they become ERROR, saying why.
-pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> Vec<crate::verdict::CheckResult> {
-    use crate::verdict::{Verdict, VerdictKind};
-    results
-        .into_iter()
-        .map(|mut r| {
-            if matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn | VerdictKind::Error) {
-                let was = format!("{}: {}", r.verdict.kind, r.verdict.reason);
-                let mut v = Verdict::error(format!("{death} during the run; undecided (was {was})"));
-                v.evidence = std::mem::take(&mut r.verdict.evidence);
-                r.verdict = v;
-            }
-            r
-        })
-        .collect()
-}
-
 fn write_file(path: &std::path::Path, text: &str) -> Result<(), String> {
     crate::files::write_report(path, text)
 }
 
-async fn run(mut args: RunArgs) -> Result<i32, String> {
+async fn run(mut args: RunArgs) -> Result<i32, Error> {
     // Before anything touches the network or starts a process.
     let interrupt = crate::signals::install();
     // An explicit --cluster or --buildstream-config wins over REAPI_ENDPOINT
@@ -498,35 +308,14 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
     if args.endpoint.is_none() && args.cluster.is_none() && args.buildstream_config.is_none() {
         args.endpoint = std::env::var("REAPI_ENDPOINT").ok().filter(|s| !s.is_empty());
     }
-    let (suites, checks) = select_checks(&args.select)?;
-    if checks.is_empty() {
-        return Err(if args.select.suites.is_empty() && args.select.filters.is_empty() {
-            "the suites hold no check for this profile".into()
-        } else {
-            "no check matches the given --suite/--filter".into()
-        });
-    }
-    let features: std::collections::BTreeSet<&str> =
-        suites.iter().flat_map(|s| &s.checks).filter_map(|c| c.impact.feature()).collect();
-    for need in &args.needs {
-        if !features.contains(need.as_str()) {
-            let known: Vec<&str> = features.iter().copied().collect();
-            return Err(format!("--needs {need}: no such feature (known: {})", known.join(", ")));
-        }
-    }
-    let expect = args.expect.as_deref().map(ExpectationFile::load).transpose()?;
+    let expect = match &args.expect {
+        Some(path) => Some((ExpectationFile::load(path).map_err(Error::Usage)?, path.display().to_string())),
+        None => None,
+    };
+    let plan = Plan::new(args.select.clone(), args.needs.clone(), expect, named_target(&args).as_deref())?;
     let target = run_target(&args);
-    if let (Some(file), Some(path), Some(cluster)) = (&expect, &args.expect, named_target(&args)) {
-        if !file.applies_to(&cluster) {
-            return Err(format!(
-                "{}: expectations for target `{}`, but this run is against `--cluster {cluster}`",
-                path.display(),
-                file.target
-            ));
-        }
-    }
     let previous = match &args.write_expectations {
-        Some(path) if path.exists() => Some(ExpectationFile::load(path)?),
+        Some(path) if path.exists() => Some(ExpectationFile::load(path).map_err(Error::Usage)?),
         _ => None,
     };
     for (path, flag) in [
@@ -536,14 +325,14 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         (&args.write_expectations, "--write-expectations"),
     ] {
         if let Some(path) = path {
-            crate::files::check_report_path(path, flag)?;
+            crate::files::check_report_path(path, flag).map_err(Error::Usage)?;
         }
     }
-    let (options, vars) = run_settings(&args)?;
-    let mut cluster = cluster_for(&args)?;
-    cluster.validate().map_err(|e| e.to_string())?;
+    let (options, vars) = run_settings(&args).map_err(Error::Usage)?;
+    let mut cluster = cluster_for(&args).map_err(Error::Usage)?;
+    cluster.validate().map_err(|e| Error::Usage(e.to_string()))?;
     let progress = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(checks.len() as u64);
+        let bar = indicatif::ProgressBar::new(plan.checks.len() as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -558,19 +347,18 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         progress.inc(1);
         progress.set_message(format!("{} {}", r.verdict.kind, report::printable(&r.id)));
     };
-    let ended = execute_run(cluster.as_mut(), &checks, options, vars, on_done, interrupt).await;
+    let ended = session::execute(cluster.as_mut(), &plan.checks, options, vars, on_done, interrupt).await;
     progress.finish_and_clear();
-    let mut summary = match ended? {
+    let summary = match ended? {
         RunEnd::Finished(summary) => summary,
-        RunEnd::Interrupted(signal) => return Ok(128 + signal),
+        RunEnd::Interrupted(signal) => return Ok(crate::exit::signalled(signal)),
     };
-    summary.needs = args.needs.clone();
-    let gate_on_readiness = args.select.profile == Profile::Buildstream;
-    summary.partial = !gate_on_readiness || !args.select.suites.is_empty() || !args.select.filters.is_empty();
+    let concluded = session::conclude(&plan, summary);
+    let summary = &concluded.summary;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    print_out(&report::terminal::render(&summary, color));
+    print_out(&report::terminal::render(summary, color));
     if args.timings {
-        print_out(&report::terminal::timings(&summary));
+        print_out(&report::terminal::timings(summary));
     }
     // Each report on its own: one that cannot be written does not lose the other.
     let mut write_errors = Vec::new();
@@ -580,45 +368,29 @@ async fn run(mut args: RunArgs) -> Result<i32, String> {
         (&args.markdown, report::markdown::render),
     ] {
         if let Some(path) = path {
-            if let Err(e) = write_file(path, &text(&summary)) {
+            if let Err(e) = write_file(path, &text(summary)) {
                 write_errors.push(e);
             }
         }
     }
     if let Some(path) = &args.write_expectations {
-        let text = expectations::render(&summary, &target, previous.as_ref());
+        let text = expectations::render(summary, &target, previous.as_ref());
         match write_file(path, &text) {
             Ok(()) => eprintln!("expectations written to {}", report::printable(&path.display().to_string())),
             Err(e) => write_errors.push(e),
         }
     }
     if !write_errors.is_empty() {
-        return Err(write_errors.join("; "));
+        return Err(Error::Report(write_errors.join("; ")));
     }
-    if let Some(file) = &expect {
-        let cmp = expectations::compare(&summary, file);
+    if let Some(cmp) = &concluded.comparison {
         print_out(&cmp.render());
         // Checks left out by --profile/--suite/--filter are fine; ids no suite has are typos.
-        for id in cmp.unused.iter().filter(|id| !suites.iter().flat_map(|s| &s.checks).any(|c| &c.id == *id)) {
+        for id in &concluded.unknown_expectations {
             eprintln!("warning: expectation for `{}` names no known check", report::printable(id));
         }
-        return Ok(if cmp.matches() { 0 } else { 1 });
     }
-    // The buildstream profile answers "does BuildStream build here": spec
-    // deviations are reported but do not fail it. Other profiles gate on every FAIL.
-    Ok(if gate_on_readiness {
-        let gate = crate::readiness::assess(&summary, &summary.needs).exit_code();
-        // A run narrowed to some checks is about those checks: one that could
-        // not decide leaves the run undecided, even where the full profile's
-        // answer would not depend on it.
-        if gate == 0 && summary.partial && summary.count(crate::verdict::VerdictKind::Error) > 0 {
-            EXIT_HARNESS
-        } else {
-            gate
-        }
-    } else {
-        summary.exit_code()
-    })
+    Ok(concluded.exit_code)
 }
 
 fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
@@ -632,8 +404,8 @@ fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
     Ok(0)
 }
 
-fn list(args: SelectArgs) -> Result<i32, String> {
-    let (_, checks) = select_checks(&args)?;
+fn list(args: Selection) -> Result<i32, Error> {
+    let (_, checks) = session::select_checks(&args)?;
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
     print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<28}  {}\n", "CHECK", "PROFILES", "LEVEL", "IMPACT", "SOURCE"));
     for c in &checks {
@@ -735,7 +507,7 @@ pub fn main() -> i32 {
     crate::worker::adopt_orphans();
     let result = match cli.command {
         Command::List(args) => list(args),
-        Command::Matrix { reports } => matrix(&reports),
+        Command::Matrix { reports } => matrix(&reports).map_err(Error::Usage),
         // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
         // half-made directories removed, and the exit status is 128 + signal.
         Command::Setup { buildbox_dir, buildgrid, bst } => cluster::local::interruptible(move || {
@@ -756,24 +528,25 @@ pub fn main() -> i32 {
                 let bst = cluster::local::find_bst().map_err(|e| e.to_string())?;
                 print_out(&format!("BuildStream's bst is {}\n", bst.display()));
             }
-            Ok(0)
+            Ok(crate::exit::SUCCESS)
         })
-        .unwrap_or_else(|signal| Ok(128 + signal)),
+        .unwrap_or_else(|signal| Ok(crate::exit::signalled(signal)))
+        .map_err(Error::Cluster),
         Command::Serve { cluster, buildstream_config_out, jobs, bgd, buildbox_dir } => {
             match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
                 (Ok(mut template), Ok(rt)) => {
                     template.jobs = jobs;
                     template.bgd = bgd;
                     template.buildbox_dir = buildbox_dir;
-                    rt.block_on(serve(cluster, buildstream_config_out, template))
+                    rt.block_on(serve(cluster, buildstream_config_out, template)).map_err(Error::Cluster)
                 }
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => Err(format!("cannot start the async runtime: {e}")),
+                (Err(e), _) => Err(Error::Usage(e)),
+                (_, Err(e)) => Err(Error::Usage(format!("cannot start the async runtime: {e}"))),
             }
         }
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(run(*args)),
-            Err(e) => Err(format!("cannot start the async runtime: {e}")),
+            Err(e) => Err(Error::Usage(format!("cannot start the async runtime: {e}"))),
         },
     };
     // Every cluster is stopped by now; whatever still runs below us (orphans
@@ -783,8 +556,8 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             // Errors quote URLs, paths and server text: never raw on the terminal.
-            eprintln!("error: {}", report::printable(&e));
-            EXIT_HARNESS
+            eprintln!("error: {}", report::printable(&e.to_string()));
+            e.exit_code()
         }
     }
 }

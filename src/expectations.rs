@@ -118,10 +118,10 @@ impl Comparison {
                 for d in list {
                     out.push_str(&format!(
                         "  {} expected {}, got {}: {}\n",
-                        crate::report::printable(&d.id),
+                        crate::text::printable(&d.id),
                         d.expected,
                         d.actual,
-                        crate::report::one_line(&d.reason, 200)
+                        crate::text::one_line(&d.reason, 200)
                     ));
                 }
             }

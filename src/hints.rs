@@ -81,7 +81,7 @@ pub fn attach(summary: &mut RunSummary, known: Option<&str>) {
                 .iter()
                 .filter(|h| h.when_failed.as_ref().is_none_or(|id| failed.contains(id)))
                 .find(|h| h.applies_to(&r.id))
-                .map(|h| crate::report::one_line(&h.hint, 400));
+                .map(|h| crate::text::one_line(&h.hint, 400));
         }
     }
 }
@@ -129,8 +129,8 @@ mod tests {
     #[test]
     fn bundled_hints_load_and_name_known_checks() {
         let file = load().expect("hints load");
-        let (_, checks) = crate::cli::select_checks(&crate::cli::SelectArgs {
-            profile: crate::cli::Profile::All,
+        let (_, checks) = crate::session::select_checks(&crate::session::Selection {
+            profile: crate::session::Profile::All,
             ..Default::default()
         })
         .expect("suites load");

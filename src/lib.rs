@@ -8,9 +8,12 @@
 //! - [`probe`]: the static program that reports from inside an action;
 //! - [`harness`]: a connected target and the calls checks make on it;
 //! - [`evaluate`], [`builtin`], [`runner`]: from outcomes to verdicts;
+//! - [`session`]: a run as one session (selection, target, run, conclusions,
+//!   exit policy); [`exit`]: the exit statuses by name; [`cli`]: arguments and printing;
 //! - [`readiness`]: whether BuildStream builds on the cluster, from verdicts and impacts;
 //! - [`verdict`], [`report`], [`expectations`], [`hints`]: what a run concluded, how it
 //!   is shown, and how a recognised server fixes what failed;
+//! - [`text`]: the one sanitiser for server and user text on terminals and in reports;
 //! - [`signals`]: termination signals, handled from a command's start;
 //! - [`files`]: files the user names, read bounded and written only when regular;
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
@@ -25,6 +28,7 @@ pub mod cluster;
 pub mod connection;
 pub mod evaluate;
 pub mod execute;
+pub mod exit;
 pub mod expectations;
 pub mod files;
 pub mod harness;
@@ -33,8 +37,10 @@ pub mod probe;
 pub mod readiness;
 pub mod report;
 pub mod runner;
+pub mod session;
 pub mod signals;
 pub mod suite;
+pub mod text;
 pub mod tree;
 pub mod verdict;
 /// SHA-256 digests as REAPI uses them (shared with the worker and the defect server).

@@ -39,7 +39,7 @@ pub const ENV_NOTE: &str = "values of variables the action was not given are not
 /// Whether the report keeps the value of a variable: only of those
 /// BuildStream sets in the Command (plus `PWD`, which shells set).
 pub fn value_reported(name: &str) -> bool {
-    crate::action::BUILDSTREAM_ENV_NAMES.contains(&name)
+    crate::suite::BUILDSTREAM_ENV_NAMES.contains(&name)
 }
 
 /// Replaces the value of every variable but BuildStream's with
@@ -84,18 +84,7 @@ pub fn stdout_for_evidence(stdout: &[u8]) -> Vec<u8> {
 
 /// The host ISA in BuildStream's naming (used as the default `${isa}`).
 pub fn host_isa() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "x86-64",
-        "x86" => "x86-32",
-        "aarch64" => "aarch64",
-        "arm" => "aarch32",
-        "powerpc64" if cfg!(target_endian = "little") => "power-isa-le",
-        "powerpc64" => "power-isa-be",
-        "riscv64" => "rv64g",
-        "sparc64" => "sparc-v9",
-        "loongarch64" => "la64v100",
-        other => other,
-    }
+    reapi_client::isa::host()
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ impl Finding {
         Finding {
             id: r.id.clone(),
             verdict: r.verdict.kind,
-            reason: crate::report::one_line(&r.verdict.reason, 160),
+            reason: crate::text::one_line(&r.verdict.reason, 160),
             follows_from: None,
         }
     }
@@ -290,7 +290,7 @@ impl Readiness {
         }
         // Ids, feature names and reasons may come from suite files or a JSON
         // report: shown through the one sanitiser like every other text.
-        crate::report::printable(&out)
+        crate::text::printable(&out)
     }
 }
 

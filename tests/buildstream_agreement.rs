@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use reapi_conformance::cli::{
-    buildstream_config_for, default_run_args, execute_run, named_cluster, run_settings, select_checks, RunEnd,
-    SelectArgs,
-};
+use reapi_conformance::cli::{buildstream_config_for, default_run_args, named_cluster, run_settings};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
+use reapi_conformance::session::{execute, select_checks, RunEnd, Selection};
 
 const CLUSTERS: &[&str] = &["local", "buildgrid:bwrap", "buildgrid:host"];
 /// How long a `bst build` may take before it counts as hanging.
@@ -175,7 +173,7 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
     };
     let elements = ["hello.bst", "uid.bst", "foreign.bst", "readonly.bst", "workspace.bst"];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let (_, checks) = select_checks(&SelectArgs::default()).expect("bundled suites");
+    let (_, checks) = select_checks(&Selection::default()).expect("bundled suites");
     let mut table = Vec::new();
     let mut disagreements = Vec::new();
     for name in &clusters {
@@ -187,8 +185,7 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         // The buildstream profile against the running cluster.
         let (options, vars) = run_settings(&args).unwrap();
         let mut endpoint = Endpoint { options: target.clone() };
-        let ended =
-            rt.block_on(execute_run(&mut endpoint, &checks, options, vars, |_| {}, std::future::pending::<i32>()));
+        let ended = rt.block_on(execute(&mut endpoint, &checks, options, vars, |_| {}, std::future::pending::<i32>()));
         let summary = match ended {
             Ok(RunEnd::Finished(s)) => s,
             other => panic!("{name}: the run did not finish: {other:?}"),

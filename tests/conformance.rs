@@ -12,12 +12,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use reapi_conformance::cli::{
-    cluster_for, default_run_args, run_settings, select_checks, Profile, RunArgs, SelectArgs,
-};
+use reapi_conformance::cli::{cluster_for, default_run_args, run_settings, RunArgs};
 use reapi_conformance::cluster::Cluster;
 use reapi_conformance::expectations::ExpectationFile;
 use reapi_conformance::runner::Harness;
+use reapi_conformance::session::{select_checks, Profile, Selection};
 use reapi_conformance::verdict::VerdictKind;
 
 struct Shared {
@@ -71,7 +70,7 @@ fn main() {
         Ok("reapi") => Profile::Reapi,
         _ => Profile::All,
     };
-    let (_, checks) = select_checks(&SelectArgs { profile, ..Default::default() }).unwrap_or_else(|e| {
+    let (_, checks) = select_checks(&Selection { profile, ..Default::default() }).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
@@ -114,7 +113,7 @@ fn main() {
             let kind = check.suite.clone();
             Trial::test(name, move || {
                 let harness = shared.harness().map_err(|e| Failed::from(format!("ERROR: {e}")))?;
-                let verdict = shared.runtime.block_on(harness.run_check(&check));
+                let verdict = shared.runtime.block_on(reapi_conformance::runner::run_check(&harness, &check));
                 let detail = || {
                     let mut s = format!("{} {}: {}", verdict.kind, check.id, verdict.reason);
                     for e in &verdict.evidence {

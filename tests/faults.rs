@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 use defect_server::proxy::{Fault, FaultProxy, Upstream};
 use libtest_mimic::{Arguments, Failed, Trial};
 use reapi_conformance::action::Vars;
-use reapi_conformance::cli::{
-    default_run_args, execute_run, named_cluster, select_checks, Profile, RunEnd, SelectArgs,
-};
+use reapi_conformance::cli::{default_run_args, named_cluster};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::cluster::Cluster;
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::runner::RunOptions;
+use reapi_conformance::session::{execute, select_checks, Profile, RunEnd, Selection};
 use reapi_conformance::suite::CheckSpec;
 use reapi_conformance::verdict::VerdictKind;
 
@@ -76,15 +75,10 @@ impl Shared {
         self.runtime.block_on(async {
             let proxy = FaultProxy::start(upstream, fault, SLOW_READ).await.map_err(|e| format!("proxy: {e}"))?;
             let mut target = Endpoint { options: ConnectOptions::endpoint(proxy.endpoint()) };
-            let ended = execute_run(
-                &mut target,
-                &self.checks,
-                options(),
-                Vars::for_host(),
-                |_| {},
-                std::future::pending::<i32>(),
-            )
-            .await?;
+            let ended =
+                execute(&mut target, &self.checks, options(), Vars::for_host(), |_| {}, std::future::pending::<i32>())
+                    .await
+                    .map_err(|e| e.to_string())?;
             proxy.stop();
             match ended {
                 RunEnd::Finished(summary) => Ok(summary
@@ -218,7 +212,7 @@ fn main() {
     let mut args = Arguments::from_args();
     // One fault at a time: each run has the machine to itself.
     args.test_threads.get_or_insert(1);
-    let (_, checks) = select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).unwrap_or_else(|e| {
+    let (_, checks) = select_checks(&Selection { profile: Profile::All, ..Default::default() }).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(2)
     });

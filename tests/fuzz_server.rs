@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use reapi_conformance::action::Vars;
-use reapi_conformance::cli::{execute_run, select_checks, Profile, RunEnd, SelectArgs};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::report;
 use reapi_conformance::runner::RunOptions;
+use reapi_conformance::session::{execute, select_checks, Profile, RunEnd, Selection};
 use reapi_conformance::verdict::VerdictKind;
 
 /// xorshift64*: small, seedable, good enough to pick bytes.
@@ -245,7 +245,7 @@ fn a_server_answering_garbage_never_crashes_or_hangs_the_harness() {
         Some(seed) => vec![seed],
         None => (1..=std::env::var("REAPI_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(16u64)).collect(),
     };
-    let (_, checks) = select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("suites load");
+    let (_, checks) = select_checks(&Selection { profile: Profile::All, ..Default::default() }).expect("suites load");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let options = RunOptions {
         timeout: Duration::from_secs(2),
@@ -262,7 +262,7 @@ fn a_server_answering_garbage_never_crashes_or_hangs_the_harness() {
         let summary = rt.block_on(async {
             let (url, _stop) = serve(seed).await;
             let mut cluster = Endpoint { options: ConnectOptions::endpoint(url) };
-            let run = execute_run(
+            let run = execute(
                 &mut cluster,
                 &checks,
                 options.clone(),

@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use defect_server::{Defect, DefectServer};
+use defect_server::{Defect, DefectServer, Role};
 use reapi_conformance::action::Vars;
-use reapi_conformance::cli::{select_checks, Profile, SelectArgs};
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::expectations::{ExpectationFile, Expected};
 use reapi_conformance::runner::{Harness, RunOptions};
+use reapi_conformance::session::{select_checks, Profile, Selection};
 use reapi_conformance::suite::CheckSpec;
 use reapi_conformance::verdict::{Verdict, VerdictKind};
 
@@ -28,25 +28,12 @@ use reapi_conformance::verdict::{Verdict, VerdictKind};
 /// is a gap in the suites, shown in the test output; keep it short.
 const NOT_YET_NOTICED: &[(&str, &str)] = &[];
 
-/// Defects that make the server unusable rather than non-conformant: checks
-/// must report ERROR on them (tested in `robustness.rs`), so they are not
-/// expected in any `killed_by`.
-const FAULTS: &[&str] = &[
-    "hang",
-    "slow",
-    "stream-cut",
-    "garbage",
-    "wrong-digests",
-    "executes-nothing",
-    "execute-unavailable",
-    "cancel-hangs",
-];
-
-/// Behaviours real servers have that BuildStream does not mind, each with the
-/// checks that SKIP because of it: every other check must PASS with it
-/// switched on, so the harness's own action shape never turns it into a
-/// finding (e.g. Buildbarn's runner needs `/usr/bin/env`).
-const BENIGN: &[(&str, &[&str])] = &[
+/// The checks that SKIP on each benign behaviour (`as Benign` on its row in
+/// `defects!`): every other check must PASS with it switched on, so the
+/// harness's own action shape never turns it into a finding (e.g.
+/// Buildbarn's runner needs `/usr/bin/env`). Faults (`as Fault`) are ERROR
+/// for every check (robustness.rs, faults.rs) and in no `killed_by`.
+const BENIGN_SKIPS: &[(&str, &[&str])] = &[
     ("runner-execs-env", &[]),
     (
         "get-tree-unimplemented",
@@ -136,7 +123,11 @@ impl Shared {
             let harness = Harness::connect(&target, options(), Vars::for_host())
                 .await
                 .map_err(|e| format!("defect server answers GetCapabilities: {e}"))?;
-            Ok(harness.run_all(checks, |_| {}).await.into_iter().map(|r| r.verdict).collect())
+            Ok(reapi_conformance::runner::run_all(&harness, checks, |_| {})
+                .await
+                .into_iter()
+                .map(|r| r.verdict)
+                .collect())
         })
     }
 
@@ -176,11 +167,7 @@ fn shared() -> &'static Shared {
 
 /// The defects a check must be killed by, in the kill matrix's sense.
 fn matrix_defects() -> Vec<Defect> {
-    Defect::ALL
-        .iter()
-        .copied()
-        .filter(|d| !FAULTS.contains(&d.name()) && !BENIGN.iter().any(|(n, _)| *n == d.name()))
-        .collect()
+    Defect::ALL.iter().copied().filter(|d| d.role() == Role::Finding).collect()
 }
 
 /// Every check on one server must get the verdict `expectations` gives it.
@@ -212,7 +199,7 @@ fn main() {
         args.test_threads = Some(6);
     }
     let (_, checks) =
-        select_checks(&SelectArgs { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
+        select_checks(&Selection { profile: Profile::All, ..Default::default() }).expect("bundled suites load");
     let checks: Arc<Vec<CheckSpec>> = Arc::new(checks);
     let mut trials = Vec::new();
 
@@ -287,15 +274,16 @@ fn main() {
 
     // Benign behaviours and models: every verdict as the faithful server's or
     // as the model's expectation file says.
-    for (name, skips) in BENIGN {
+    for defect in Defect::ALL.iter().filter(|d| d.role() == Role::Benign) {
+        let name = defect.name();
+        let skips: &[&str] = BENIGN_SKIPS.iter().find(|(n, _)| *n == name).map_or(&[], |(_, s)| s);
         let all = checks.clone();
         trials.push(Trial::test(format!("benign::{name}"), move || {
             let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
             let expectations = skips.iter().chain(FAITHFUL_SKIPS).map(|id| (id.to_string(), skipped.clone())).collect();
             let file =
                 ExpectationFile { target: name.to_string(), also: Vec::new(), expectations, header: String::new() };
-            let defect: Defect = name.parse().map_err(|e| format!("benign behaviour is a defect: {e}"))?;
-            whole_run(name, &[defect], &file, &all)
+            whole_run(name, &[*defect], &file, &all)
         }));
     }
     for (name, defects, file) in MODELS {

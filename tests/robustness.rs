@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use defect_server::{Defect, DefectServer, ServerOptions};
 use reapi_conformance::action::Vars;
-use reapi_conformance::cli::{execute_run, select_checks, Profile, RunEnd, SelectArgs};
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::runner::RunOptions;
+use reapi_conformance::session::{execute, select_checks, Profile, RunEnd, Selection};
 use reapi_conformance::verdict::{RunSummary, VerdictKind};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -30,11 +30,11 @@ fn quick_options() -> RunOptions {
 
 /// Runs the checks whose id contains `filter` against `server` in-process.
 async fn run(server: &DefectServer, filter: &str, options: RunOptions) -> RunSummary {
-    let select = SelectArgs { profile: Profile::All, filters: vec![filter.into()], ..Default::default() };
+    let select = Selection { profile: Profile::All, filters: vec![filter.into()], ..Default::default() };
     let (_, checks) = select_checks(&select).unwrap();
     assert!(!checks.is_empty(), "no check matches {filter}");
     let mut cluster = Endpoint { options: ConnectOptions::endpoint(server.endpoint()) };
-    match execute_run(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending::<i32>())
+    match execute(&mut cluster, &checks, options, Vars::for_host(), |_| {}, std::future::pending::<i32>())
         .await
         .expect("run")
     {
@@ -68,7 +68,7 @@ fn refusals_prove_nothing_on_a_cluster_that_runs_nothing() {
         // Every Execute refused: a negative check alone would PASS ("rejected").
         let server = DefectServer::start(&[Defect::ExecutesNothing]).await.unwrap();
         let summary = run(&server, "platform.", quick_options()).await;
-        let (_, checks) = select_checks(&SelectArgs {
+        let (_, checks) = select_checks(&Selection {
             profile: Profile::All,
             filters: vec!["platform.".into()],
             ..Default::default()

@@ -16,7 +16,7 @@
 //! waits until GetCapabilities answers and a trivial action completes.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use testcontainers::compose::DockerCompose;
@@ -368,34 +368,9 @@ async fn engine_available() -> Result<(), ClusterError> {
 /// Waits until the stack answers GetCapabilities and runs a trivial action
 /// to completion (the server may start before its workers register).
 async fn wait_ready(target: &ConnectOptions) -> Result<(), ClusterError> {
-    use crate::action::Vars;
-    use crate::harness::{Harness, RunOptions};
-    let start = Instant::now();
-    let options =
-        RunOptions { timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), ..Default::default() };
-    let mut last = String::from("no answer yet");
-    while start.elapsed() < READY_LIMIT {
-        match Harness::connect(target, options.clone(), Vars::for_host()).await {
-            Err(e) => last = e.to_string(),
-            Ok(h) => match h.upload("compose-readiness", &crate::suite::ActionSpec::default()).await {
-                Err(e) => last = e.to_string(),
-                Ok(prepared) => {
-                    let (outcome, _) = h.execute(&prepared, options.timeout).await;
-                    match outcome {
-                        Ok(o) if o.class() == crate::suite::OutcomeClass::Completed => return Ok(()),
-                        Ok(o) => last = format!("a trivial action: {}", o.describe()),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-            },
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    Err(ClusterError(format!(
-        "the compose stack was not ready within {} s: {}",
-        READY_LIMIT.as_secs(),
-        one_line(&last)
-    )))
+    super::ready::wait(target, READY_LIMIT).await.map(|_| ()).map_err(|last| {
+        ClusterError(format!("the compose stack was not ready within {} s: {}", READY_LIMIT.as_secs(), one_line(&last)))
+    })
 }
 
 fn one_line(text: &str) -> String {

@@ -11,6 +11,7 @@ mod disk;
 pub mod endpoint;
 pub mod local;
 mod process;
+pub mod ready;
 pub mod rundir;
 
 pub use crate::worker::{descendants, kill_all};

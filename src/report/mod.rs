@@ -8,6 +8,10 @@ pub mod terminal;
 
 use crate::verdict::Evidence;
 
+/// The one sanitiser, a leaf module of its own so that what reports show
+/// (readiness, expectations, hints) needs no arrow back into `report`.
+pub use crate::text::{one_line, printable};
+
 /// Evidence as indented `label: observed (expected …)` lines.
 pub fn evidence_lines(evidence: &[Evidence]) -> Vec<String> {
     evidence
@@ -22,48 +26,6 @@ pub fn evidence_lines(evidence: &[Evidence]) -> Vec<String> {
             None => format!("{}: {}", one_line(&e.label, 80), one_line(&e.observed, 300)),
         })
         .collect()
-}
-
-/// Whether a character must not reach a terminal or an XML report as it is:
-/// control characters (ANSI/OSC escapes, NUL, DEL, C1 controls); Unicode's
-/// Bidi_Control characters, which reorder what a reader sees ("Trojan
-/// Source": U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069); the line
-/// and paragraph separators, which break lines in some terminals; and
-/// U+FFFE and U+FFFF, which XML 1.0 does not allow.
-fn needs_escape(c: char) -> bool {
-    match c {
-        '\n' | '\t' => false,
-        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
-        '\u{2028}' | '\u{2029}' | '\u{fffe}' | '\u{ffff}' => true,
-        c => c.is_control(),
-    }
-}
-
-/// Server- or user-supplied text (reasons, evidence, URLs, error messages)
-/// made safe for a terminal and for XML: every character [`needs_escape`]
-/// names is shown escaped (`\u{1b}`, `\u{202e}`), so it is visible instead of
-/// acting; newlines and tabs stay. The one sanitiser every report and
-/// message uses.
-pub fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if needs_escape(c) {
-            out.extend(c.escape_unicode());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Flattens to one line, escapes what [`printable`] escapes and shortens with an ellipsis.
-pub fn one_line(s: &str, max: usize) -> String {
-    let flat: String = printable(s).split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > max {
-        format!("{}…", flat.chars().take(max).collect::<String>())
-    } else {
-        flat
-    }
 }
 
 #[cfg(test)]

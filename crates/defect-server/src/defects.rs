@@ -5,8 +5,25 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
+/// What a defect stands for in the kill matrix: its row says it, so the
+/// matrix reads it instead of keeping lists of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A requirement broken: some check's `killed_by` names it and FAILs (or
+    /// WARNs) on it.
+    Finding,
+    /// The server unusable rather than wrong (hangs, garbage, transient
+    /// answers): every check is ERROR or unchanged, never FAIL.
+    Fault,
+    /// A behaviour real servers have that BuildStream does not mind: checks
+    /// PASS or SKIP with it, never FAIL.
+    Benign,
+}
+
 macro_rules! defects {
-    ($($(#[$meta:meta])* $variant:ident = $name:literal : $describe:literal,)*) => {
+    (@role) => { Role::Finding };
+    (@role $role:ident) => { Role::$role };
+    ($($(#[$meta:meta])* $variant:ident = $name:literal $(as $role:ident)? : $describe:literal,)*) => {
         /// One way the server can be wrong. See [`Defect::describe`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Defect {
@@ -25,6 +42,12 @@ macro_rules! defects {
             /// One line: what the server gets wrong with this defect.
             pub fn describe(self) -> &'static str {
                 match self { $(Defect::$variant => $describe,)* }
+            }
+
+            /// What it stands for in the kill matrix (`as Fault`, `as Benign`
+            /// on its row; a finding otherwise).
+            pub fn role(self) -> Role {
+                match self { $(Defect::$variant => defects!(@role $($role)?),)* }
             }
         }
     };
@@ -72,7 +95,7 @@ defects! {
         "runs one action at a time, each with the same worker directory as /tmp, never cleaned between actions",
     TmpNotWritable = "tmp-not-writable":
         "mounts /tmp read-only",
-    RunnerExecsEnv = "runner-execs-env":
+    RunnerExecsEnv = "runner-execs-env" as Benign:
         "starts every command as `/usr/bin/env -- argv...` inside the input root, as Buildbarn's chroot runner does (benign: every BuildStream root has /usr/bin/env)",
     // --- platform ---
     PlatformIgnored = "platform-ignored":
@@ -173,7 +196,7 @@ defects! {
         "keeps the first action cache entry of an action: a re-execution with skip_cache_lookup does not replace it",
     CacheIgnoresSkipLookup = "cache-ignores-skip-lookup":
         "serves a cached result even when skip_cache_lookup is set",
-    ExecuteUnavailable = "execute-unavailable":
+    ExecuteUnavailable = "execute-unavailable" as Fault:
         "answers every Execute with UNAVAILABLE, retried or not, as a front end does whose backend scheduler is gone (a fault: ERROR, never FAIL)",
     CachedResultUnflagged = "cached-result-unflagged":
         "always answers from the action cache when it can, skip_cache_lookup or not, and never sets cached_result on a hit",
@@ -189,7 +212,7 @@ defects! {
         "ignores Action.timeout, letting commands run to completion",
     CancelIgnored = "cancel-ignored":
         "answers CancelOperation with OK and lets the operation run on",
-    CancelHangs = "cancel-hangs":
+    CancelHangs = "cancel-hangs" as Fault:
         "never answers CancelOperation (a fault: an interrupted run must not wait for it)",
     CancelUnimplementedWrongly = "cancel-unimplemented-wrongly":
         "answers CancelOperation with INTERNAL",
@@ -218,7 +241,7 @@ defects! {
         "answers a ByteStream.Read whose read_offset is past the end with no data instead of OUT_OF_RANGE",
     QueryWriteStatusWrong = "query-write-status-wrong":
         "answers QueryWriteStatus for an unknown upload with committed_size 0 instead of NOT_FOUND",
-    GetTreeUnimplemented = "get-tree-unimplemented":
+    GetTreeUnimplemented = "get-tree-unimplemented" as Benign:
         "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
     GetTreeMissingRootEmpty = "get-tree-missing-root-empty":
         "answers GetTree of a root that is not in the CAS with an empty page instead of NOT_FOUND",
@@ -236,22 +259,22 @@ defects! {
         "answers a compressed upload of a blob the CAS holds early with committed_size the blob's uncompressed size instead of -1",
     BatchCompressorUnacceptable = "batch-compressor-unacceptable":
         "answers BatchReadBlobs in ZSTD whatever acceptable_compressors the client listed",
-    NoCompression = "no-compression":
+    NoCompression = "no-compression" as Benign:
         "advertises no compressor and serves no compressed-blobs, as buildbox-casd and BuildGrid 0.4.4 do (benign: compression is optional)",
-    QueryWriteStatusUnimplemented = "query-write-status-unimplemented":
+    QueryWriteStatusUnimplemented = "query-write-status-unimplemented" as Benign:
         "answers ByteStream.QueryWriteStatus with UNIMPLEMENTED, as buildbox-casd and Buildbarn do (benign: BuildStream never resumes uploads)",
     // --- faults ---
-    Hang = "hang":
+    Hang = "hang" as Fault:
         "accepts every RPC and never answers",
-    Slow = "slow":
+    Slow = "slow" as Fault:
         "answers every RPC only after 2 seconds",
-    StreamCut = "stream-cut":
+    StreamCut = "stream-cut" as Fault:
         "cuts the connection after the first Execute message, without a gRPC status",
-    Garbage = "garbage":
+    Garbage = "garbage" as Fault:
         "finishes operations with a response Any typed as ExecuteResponse but holding random bytes",
-    ExecutesNothing = "executes-nothing":
+    ExecutesNothing = "executes-nothing" as Fault:
         "refuses every Execute with FAILED_PRECONDITION, whatever the platform: a cluster with no usable worker",
-    WrongDigests = "wrong-digests":
+    WrongDigests = "wrong-digests" as Fault:
         "returns blob data that does not match the digest from BatchReadBlobs and ByteStream.Read",
 }
 

@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::StreamExt;
 
-pub use defects::Defect;
+pub use defects::{Defect, Role};
 // The error of `Defect::from_str`; not every test names it.
 #[allow(unused_imports)]
 pub use defects::UnknownDefect;

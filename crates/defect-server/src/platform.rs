@@ -31,21 +31,7 @@ pub(crate) enum Placement {
 
 /// The host's ISA in BuildStream's naming (`x86_64` → `x86-64`, ...).
 pub(crate) fn host_isa() -> String {
-    let isa = match std::env::consts::ARCH {
-        "x86_64" => "x86-64",
-        "x86" => "x86-32",
-        "aarch64" if cfg!(target_endian = "big") => "aarch64-be",
-        "aarch64" => "aarch64",
-        "arm" => "aarch32",
-        "powerpc64" if cfg!(target_endian = "little") => "power-isa-le",
-        "powerpc64" => "power-isa-be",
-        "riscv64" => "rv64g",
-        "riscv32" => "rv32g",
-        "sparc64" => "sparc-v9",
-        "loongarch64" => "la64v100",
-        other => other,
-    };
-    isa.to_string()
+    reapi_client::isa::host().to_string()
 }
 
 /// The platform the server reads: the Action's, else the Command's (v2.2).

@@ -108,14 +108,14 @@ impl SandboxRegistry {
             Some((_, inner)) => inner,
             None => {
                 use std::os::unix::process::CommandExt;
-                let mut child = std::process::Command::new(BWRAP)
-                    .args(["--die-with-parent", "--unshare-user", "--unshare-pid", "--uid", "0", "--gid", "0"])
+                let mut cmd = std::process::Command::new(BWRAP);
+                cmd.args(["--die-with-parent", "--unshare-user", "--unshare-pid", "--uid", "0", "--gid", "0"])
                     .args(["--ro-bind", "/", "/", "--proc", "/proc", "--", "sleep", "86400"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
-                    .process_group(0)
-                    .spawn()?;
+                    .process_group(0);
+                let mut child = reapi_worker::forking(|| cmd.spawn(), |c| Some(c.id()))?;
                 let pgid = child.id() as i32;
                 // Killed with its group when the server stops; reaped here then.
                 std::thread::spawn(move || child.wait());
@@ -319,6 +319,9 @@ pub(crate) fn materialise(
                     mode &= !0o111;
                 }
                 let host_path = root.join(path);
+                // No fork may inherit an executable's open descriptor, or its
+                // exec meets ETXTBSY (see reapi_worker::forking).
+                let _turn = (mode & 0o111 != 0).then(reapi_worker::executable_write_turn);
                 let file = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&host_path)?;
                 io::Write::write_all(&mut &file, &content)?;
                 // The umask may have narrowed the mode given to open().
@@ -602,7 +605,7 @@ pub(crate) async fn run_bwrap(
             });
         }
     }
-    let mut child = command.spawn()?;
+    let mut child = reapi_worker::forking(|| command.spawn(), |c| c.id())?;
     drop(namespace_files);
     let pgid = child.id().map(|id| id as i32).unwrap_or(0);
     if !shared.sandboxes.register(pgid) {

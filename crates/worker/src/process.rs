@@ -44,6 +44,12 @@ pub fn forking<C>(
     Ok(child)
 }
 
+/// A turn to write an executable file: hold it while the file's descriptor
+/// is open (see [`forking`]), for writers that cannot use [`write_file`].
+pub fn executable_write_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORK_LOCK.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Writes `data` to a new file at `path` with `mode`, not overlapping a fork
 /// when the file is executable (see [`forking`]).
 pub fn write_file(path: &std::path::Path, data: &[u8], mode: u32) -> std::io::Result<()> {

@@ -1,0 +1,59 @@
+//! When a cluster is ready: it answers GetCapabilities and runs a trivial
+//! action (BuildStream's default shape) to completion — a server may answer
+//! before its workers have registered. Shared by every adapter that waits
+//! for that, and built on the layers below the harness (connection, CAS,
+//! executor), so no cluster reaches up into the harness.
+
+use std::time::{Duration, Instant};
+
+use crate::action::{self, Vars};
+use crate::cas::Cas;
+use crate::connection::{Clients, ConnectOptions};
+use crate::execute::{self, ExecuteParams, Inflight};
+use crate::suite::{ActionSpec, OutcomeClass};
+
+/// One try: `Ok` when a trivial action completed, else why not.
+pub async fn trivial_action_completes(
+    target: &ConnectOptions,
+    rpc_timeout: Duration,
+    budget: Duration,
+) -> Result<(), String> {
+    let clients = Clients::new(target, rpc_timeout).map_err(|e| e.to_string())?;
+    let msg = bazel_remote_apis::build::bazel::remote::execution::v2::GetCapabilitiesRequest {
+        instance_name: clients.instance.clone(),
+    };
+    let caps = clients
+        .call(clients.capabilities.clone().get_capabilities(clients.request(msg)))
+        .await
+        .map_err(|s| format!("GetCapabilities: {:?}: {}", s.code(), s.message()))?;
+    let max_batch = caps.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
+    let salt = format!("reapi-conformance/readiness/{}", uuid::Uuid::new_v4()).into_bytes();
+    let prepared = action::prepare(&ActionSpec::default(), &Vars::for_host(), &crate::probe::probe_blob(), &salt)
+        .map_err(|e| e.to_string())?;
+    let cas = Cas::new(clients.clone(), max_batch);
+    cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading a trivial action: {e}"))?;
+    let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
+    let inflight = Inflight::default();
+    let (outcome, _) = execute::execute(&clients, &params, &inflight).await;
+    inflight.cancel_all(&clients).await;
+    match outcome {
+        Ok(o) if o.class() == OutcomeClass::Completed => Ok(()),
+        Ok(o) => Err(format!("a trivial action: {}", o.describe())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Tries every second until a trivial action completes or `limit` passes;
+/// the error says what the last try saw.
+pub async fn wait(target: &ConnectOptions, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < limit {
+        match trivial_action_completes(target, Duration::from_secs(5), Duration::from_secs(20)).await {
+            Ok(()) => return Ok(start.elapsed()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Err(last)
+}
