@@ -1,14 +1,18 @@
-// bb_scheduler: the platform is read from Action.platform (BuildStream sends
-// it on both Action and Command), the whole platform must equal a worker's,
-// and an action no worker can take is answered, not queued for ever.
+// bb_scheduler: the platform is read from Action.platform only
+// (BuildStream sends it on both Action and Command) and must equal a
+// worker's exactly; a platform no worker has is answered, not queued, once
+// platformQueueWithNoWorkersTimeout after the start has passed.
 local common = import 'common.libsonnet';
 {
-  clientGrpcServers: [{ listenAddresses: [':8982'], authenticationPolicy: common.allow }],
-  workerGrpcServers: [{ listenAddresses: [':8983'], authenticationPolicy: common.allow }],
+  clientGrpcServers: [{ listenPaths: [common.listen.schedulerClients], authenticationPolicy: common.allow }],
+  workerGrpcServers: [{ listenPaths: [common.listen.schedulerWorkers], authenticationPolicy: common.allow }],
   browserUrl: 'http://localhost:7984',
-  contentAddressableStorage: common.storage,
+  contentAddressableStorage: { grpc: { client: { address: common.address(common.listen.storage) } } },
   maximumMessageSizeBytes: common.maximumMessageSizeBytes,
   executeAuthorizer: common.allow,
+  modifyDrainsAuthorizer: common.allow,
+  killOperationsAuthorizer: common.allow,
+  synchronizeAuthorizer: common.allow,
   actionRouter: {
     simple: {
       platformKeyExtractor: { action: {} },
