@@ -1,7 +1,9 @@
 // bb_scheduler: the platform is read from Action.platform only
 // (BuildStream sends it on both Action and Command) and must equal a
-// worker's exactly; a platform no worker has is answered, not queued, once
-// platformQueueWithNoWorkersTimeout after the start has passed.
+// worker's exactly. A platform no worker has is answered FAILED_PRECONDITION,
+// except during platformQueueWithNoWorkersTimeout after the scheduler starts
+// (UNAVAILABLE then, so that clients retry while workers connect): kept
+// short, and waited out before the cluster counts as ready.
 local common = import 'common.libsonnet';
 {
   clientGrpcServers: [{ listenPaths: [common.listen.schedulerClients], authenticationPolicy: common.allow }],
@@ -24,5 +26,5 @@ local common = import 'common.libsonnet';
       },
     },
   },
-  platformQueueWithNoWorkersTimeout: '60s',
+  platformQueueWithNoWorkersTimeout: '2s',
 }

@@ -31,6 +31,12 @@ const CONFIG: [(&str, &str); 5] = [
     ("worker.jsonnet", include_str!("../../compose/buildbarn/worker.jsonnet")),
 ];
 
+/// bb_scheduler's `platformQueueWithNoWorkersTimeout` (scheduler.jsonnet):
+/// for this long after its start it answers a platform no worker has with
+/// UNAVAILABLE instead of FAILED_PRECONDITION, so the cluster is ready only
+/// once it has passed.
+const NO_WORKERS_GRACE: Duration = Duration::from_secs(2);
+
 /// How users get the programs, for the one line saying they are missing.
 const HOW_TO_GET: &str = "Buildbarn publishes no release binaries: take them from its container images \
      (ghcr.io/buildbarn/bb-storage, bb-scheduler, bb-worker, bb-runner-installer) or build them with Bazel \
@@ -132,11 +138,15 @@ impl Buildbarn {
             std::fs::write(&path, text).map_err(|e| ClusterError(format!("cannot write {}: {e}", path.display())))?;
         }
         let env = self.config_env(&dir);
+        let mut scheduler_started = Instant::now();
         for program in self.options.programs.clone() {
             let step = Instant::now();
             let short = program.name.trim_start_matches("bb_");
             let mut cmd = std::process::Command::new(&program.path);
             cmd.arg(config.join(format!("{short}.jsonnet"))).current_dir(&dir).envs(env.iter().cloned());
+            if program.name == "bb_scheduler" {
+                scheduler_started = Instant::now();
+            }
             let process = ManagedProcess::spawn(program.name, cmd, &dir.join(format!("{short}.log")))
                 .map_err(|e| ClusterError(format!("cannot start {}: {e}", program.path.display())))?;
             run.processes.push(process);
@@ -160,6 +170,10 @@ impl Buildbarn {
         };
         wait_action(&connect, &self.options.isa, run).await?;
         self.timings.push(("a trivial action completed".into(), step.elapsed()));
+        let step = Instant::now();
+        let grace_over = scheduler_started + NO_WORKERS_GRACE + Duration::from_millis(200);
+        tokio::time::sleep_until(grace_over.into()).await;
+        self.timings.push(("bb_scheduler's start-up grace over".into(), step.elapsed()));
         Ok(connect)
     }
 }
@@ -340,6 +354,13 @@ mod tests {
         for (name, text) in CONFIG {
             assert_eq!(std::fs::read_to_string(dir.join(name)).unwrap(), text, "{name}");
         }
+    }
+
+    #[test]
+    fn the_grace_waited_out_is_the_schedulers() {
+        let (_, scheduler) = CONFIG.iter().find(|(n, _)| *n == "scheduler.jsonnet").unwrap();
+        let setting = format!("platformQueueWithNoWorkersTimeout: '{}s',", NO_WORKERS_GRACE.as_secs());
+        assert!(scheduler.contains(&setting), "scheduler.jsonnet must say {setting}");
     }
 
     #[test]
