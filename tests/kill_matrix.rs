@@ -48,6 +48,7 @@ const FAULTS: &[&str] = &[
 /// finding (e.g. Buildbarn's runner needs `/usr/bin/env`).
 const BENIGN: &[(&str, &[&str])] = &[
     ("runner-execs-env", &[]),
+    ("operation-names-routed", &[]),
     (
         "get-tree-unimplemented",
         &["cas.get-tree-missing-root", "cas.get-tree-paged", "cas.get-tree-resumable", "cas.get-tree-partial"],
@@ -79,6 +80,7 @@ const MODELS: &[(&str, &[&str], &str)] = &[
             "get-tree-unimplemented",
             "query-write-status-unimplemented",
             "exact-platform-match",
+            "operation-names-routed",
         ],
         "fixtures/models/buildbarn-chroot.yaml",
     ),
