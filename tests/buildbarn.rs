@@ -111,7 +111,9 @@ fn missing_programs_are_one_line_and_exit_2() -> Result<(), Failed> {
         .map_err(|e| e.to_string())?;
     let err = String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(2) || err.trim().lines().count() != 1 || !err.contains("bb_storage") {
-        return Err(format!("expected exit 2 and one line naming bb_storage, got {:?}: {err}", out.status.code()).into());
+        return Err(
+            format!("expected exit 2 and one line naming bb_storage, got {:?}: {err}", out.status.code()).into()
+        );
     }
     Ok(())
 }

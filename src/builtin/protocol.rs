@@ -488,7 +488,10 @@ pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Re
         (Some(name), _) => name,
         (None, Err(e)) => return Err(Verdict::error(format!("no operation name to take the form from: {e}"))),
         (None, Ok(o)) => {
-            return Err(Verdict::error(format!("Execute gave no operation name to take the form from ({})", o.describe())))
+            return Err(Verdict::error(format!(
+                "Execute gave no operation name to take the form from ({})",
+                o.describe()
+            )))
         }
     };
     let name = unknown_like(&given);
@@ -514,7 +517,8 @@ fn unknown_like(given: &str) -> String {
         None => (String::new(), given),
     };
     let id = uuid::Uuid::new_v4();
-    let fresh = if last.contains('-') || last.is_empty() { id.hyphenated().to_string() } else { id.simple().to_string() };
+    let fresh =
+        if last.contains('-') || last.is_empty() { id.hyphenated().to_string() } else { id.simple().to_string() };
     format!("{head}{fresh}")
 }
 

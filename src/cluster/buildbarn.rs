@@ -51,10 +51,13 @@ pub struct Program {
     pub sha256: String,
 }
 
-/// Finds the four programs in `dir`, else on PATH; one line naming the
-/// missing ones (and how to get them) when any is missing.
+/// Finds the four programs in `dir`, else in `REAPI_BUILDBARN_DIR` (also for
+/// `serve` and `cargo test`, which take no `--buildbarn-dir`), else on PATH;
+/// one line naming the missing ones (and how to get them) when any is missing.
 pub fn find_programs(dir: Option<&Path>) -> Result<Vec<Program>, String> {
     use sha2::{Digest, Sha256};
+    let from_env = std::env::var_os("REAPI_BUILDBARN_DIR").filter(|d| !d.is_empty()).map(PathBuf::from);
+    let dir = dir.or(from_env.as_deref());
     let mut found = Vec::new();
     let mut missing = Vec::new();
     for name in PROGRAMS {

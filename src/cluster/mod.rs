@@ -78,7 +78,8 @@ pub const REGISTRY: &[ClusterEntry] = &[
     ClusterEntry {
         name: "buildbarn",
         aliases: &["buildbarn:chroot"],
-        description: "Buildbarn (bb_storage, bb_scheduler, bb_worker, bb_runner with chrootIntoInputRoot and /dev nodes): \
+        description:
+            "Buildbarn (bb_storage, bb_scheduler, bb_worker, bb_runner with chrootIntoInputRoot and /dev nodes): \
                       what BuildStream deployments run; the programs come from --buildbarn-dir or PATH",
         expectations: Some("fixtures/expectations/buildbarn-chroot.yaml"),
         make: |s| buildbarn_cluster(s, true),
@@ -86,7 +87,8 @@ pub const REGISTRY: &[ClusterEntry] = &[
     ClusterEntry {
         name: "buildbarn:plain",
         aliases: &[],
-        description: "Buildbarn with bb_runner's defaults (no chroot: actions run in a directory on the worker's filesystem)",
+        description:
+            "Buildbarn with bb_runner's defaults (no chroot: actions run in a directory on the worker's filesystem)",
         expectations: Some("fixtures/expectations/buildbarn-plain.yaml"),
         make: |s| buildbarn_cluster(s, false),
     },
