@@ -177,6 +177,10 @@ pub struct RunArgs {
     /// Directory with buildbox-casd and buildbox-run for --cluster local (default: provisioned cache).
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
     pub buildbox_dir: Option<PathBuf>,
+    /// Directory with Buildbarn's bb_storage, bb_scheduler, bb_worker and bb_runner for
+    /// --cluster buildbarn[:chroot|:plain] (default: PATH).
+    #[arg(long, value_name = "DIR", env = "REAPI_BUILDBARN_DIR")]
+    pub buildbarn_dir: Option<PathBuf>,
 }
 
 /// How long `--long` keeps an action silent: past the 60 s idle timeout
@@ -262,6 +266,7 @@ pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, Str
     let settings = cluster::ClusterSettings {
         buildbox_dir: args.buildbox_dir.clone(),
         bgd: args.bgd.clone(),
+        buildbarn_dir: args.buildbarn_dir.clone(),
         jobs: args.jobs,
         isa: args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string()),
         instance: args.instance.clone(),

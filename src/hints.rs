@@ -105,7 +105,7 @@ mod tests {
                 "rejected: FailedPrecondition: No workers exist for instance name prefix \"\"",
             ),
             result("sandbox.proc-own-processes", VerdictKind::Fail, "/proc is not a procfs"),
-            result("sandbox.subtree-read-only", VerdictKind::Warn, "writable"),
+            result("sandbox.environment-exact", VerdictKind::Warn, "extra variables"),
         ]);
         attach(&mut s, None);
         assert!(s.server.as_deref().unwrap_or_default().starts_with("buildbarn"));
@@ -113,10 +113,13 @@ mod tests {
         assert_eq!(s.results[0].hint, None, "no hint on a PASS");
         assert_eq!(s.results[2].hint, None, "no hint that does not fix it");
 
-        // With the input root not staged as /, the root cause's hint wins.
+        // With the input root not staged as /, the root cause's hint goes to
+        // the checks a chroot fixes, and only to them.
         s.results.push(result("input-root.root-entries", VerdictKind::Fail, "host"));
+        s.results.push(result("sandbox.tmp-writable-empty", VerdictKind::Fail, "host files"));
         attach(&mut s, None);
-        assert!(s.results[1].hint.as_deref().unwrap_or_default().contains("chrootIntoInputRoot"));
+        assert!(s.results[4].hint.as_deref().unwrap_or_default().contains("chrootIntoInputRoot"));
+        assert!(s.results[1].hint.as_deref().unwrap_or_default().contains("issue 115"), "a chroot gives no /proc");
     }
 
     #[test]

@@ -35,6 +35,7 @@ const NOT_YET_NOTICED: &[(&str, &str)] = &[];
 /// for every check (robustness.rs, faults.rs) and in no `killed_by`.
 const BENIGN_SKIPS: &[(&str, &[&str])] = &[
     ("runner-execs-env", &[]),
+    ("operation-names-routed", &[]),
     (
         "get-tree-unimplemented",
         &["cas.get-tree-missing-root", "cas.get-tree-paged", "cas.get-tree-resumable", "cas.get-tree-partial"],
@@ -66,6 +67,7 @@ const MODELS: &[(&str, &[&str], &str)] = &[
             "get-tree-unimplemented",
             "query-write-status-unimplemented",
             "exact-platform-match",
+            "operation-names-routed",
         ],
         "fixtures/models/buildbarn-chroot.yaml",
     ),

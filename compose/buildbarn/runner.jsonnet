@@ -1,11 +1,13 @@
-// bb_runner: chroot into each input root, as BuildStream requires. Buildbarn
-// mounts nothing in it (no /proc, no /dev/shm): the suites report what that
-// breaks (docs/buildbarn.md).
+// bb_runner: with REAPI_BB_CHROOT, chroot(2) into each input root as
+// BuildStream requires (Buildbarn mounts nothing there: no /proc, no
+// /dev/shm); without it, Buildbarn's default: commands run in the build
+// directory on the worker's own filesystem.
+local common = import 'common.libsonnet';
 {
-  buildDirectoryPath: '/worker/build',
+  buildDirectoryPath: common.dir + '/build',
   grpcServers: [{
-    listenPaths: ['/worker/runner'],
-    authenticationPolicy: { allow: {} },
+    listenPaths: [common.listen.runner],
+    authenticationPolicy: common.allow,
   }],
-  chrootIntoInputRoot: true,
+  chrootIntoInputRoot: common.chroot,
 }

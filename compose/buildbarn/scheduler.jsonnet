@@ -1,14 +1,20 @@
-// bb_scheduler: the platform is read from Action.platform (BuildStream sends
-// it on both Action and Command), the whole platform must equal a worker's,
-// and an action no worker can take is answered, not queued for ever.
+// bb_scheduler: the platform is read from Action.platform only
+// (BuildStream sends it on both Action and Command) and must equal a
+// worker's exactly. A platform no worker has is answered FAILED_PRECONDITION,
+// except during platformQueueWithNoWorkersTimeout after the scheduler starts
+// (UNAVAILABLE then, so that clients retry while workers connect): kept
+// short, and waited out before the cluster counts as ready.
 local common = import 'common.libsonnet';
 {
-  clientGrpcServers: [{ listenAddresses: [':8982'], authenticationPolicy: common.allow }],
-  workerGrpcServers: [{ listenAddresses: [':8983'], authenticationPolicy: common.allow }],
+  clientGrpcServers: [{ listenPaths: [common.listen.schedulerClients], authenticationPolicy: common.allow }],
+  workerGrpcServers: [{ listenPaths: [common.listen.schedulerWorkers], authenticationPolicy: common.allow }],
   browserUrl: 'http://localhost:7984',
-  contentAddressableStorage: common.storage,
+  contentAddressableStorage: { grpc: { client: { address: common.address(common.listen.storage) } } },
   maximumMessageSizeBytes: common.maximumMessageSizeBytes,
   executeAuthorizer: common.allow,
+  modifyDrainsAuthorizer: common.allow,
+  killOperationsAuthorizer: common.allow,
+  synchronizeAuthorizer: common.allow,
   actionRouter: {
     simple: {
       platformKeyExtractor: { action: {} },
@@ -20,5 +26,5 @@ local common = import 'common.libsonnet';
       },
     },
   },
-  platformQueueWithNoWorkersTimeout: '60s',
+  platformQueueWithNoWorkersTimeout: '2s',
 }

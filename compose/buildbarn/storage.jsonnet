@@ -1,10 +1,10 @@
-// bb_storage: CAS and action cache in memory (a throwaway test cluster), one
-// port for clients (8980, Execute forwarded to the scheduler) and one for
-// the scheduler and worker (8981).
+// bb_storage: CAS and action cache in memory (a throwaway cluster) and the
+// clients' frontend, which forwards Execute to bb_scheduler for every
+// instance name.
 local common = import 'common.libsonnet';
 local inMemory(blocks, blockSize) = {
   'local': {
-    keyLocationMapInMemory: { entries: 1024 * 1024 },
+    keyLocationMapInMemory: { entries: 256 * 1024 },
     keyLocationMapMaximumGetAttempts: 8,
     keyLocationMapMaximumPutAttempts: 32,
     oldBlocks: 1,
@@ -15,22 +15,23 @@ local inMemory(blocks, blockSize) = {
 };
 {
   grpcServers: [{
-    listenAddresses: [':8980', ':8981'],
+    listenPaths: [common.listen.storage],
+    listenAddresses: if common.public == '' then [] else [common.public],
     authenticationPolicy: common.allow,
   }],
   maximumMessageSizeBytes: common.maximumMessageSizeBytes,
   contentAddressableStorage: {
-    backend: inMemory(8, 256 * 1024 * 1024),
+    backend: inMemory(4, 64 * 1024 * 1024),
     getAuthorizer: common.allow,
     putAuthorizer: common.allow,
     findMissingAuthorizer: common.allow,
   },
   actionCache: {
-    backend: inMemory(4, 16 * 1024 * 1024),
+    backend: inMemory(4, 4 * 1024 * 1024),
     getAuthorizer: common.allow,
     putAuthorizer: common.allow,
   },
-  // The empty instance name, as BuildStream's default configuration uses.
-  schedulers: { '': { endpoint: { address: 'scheduler:8982' } } },
+  // The empty prefix: every instance name, BuildStream's default '' included.
+  schedulers: { '': { endpoint: { address: common.address(common.listen.schedulerClients) } } },
   executeAuthorizer: common.allow,
 }

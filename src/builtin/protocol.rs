@@ -477,18 +477,49 @@ pub(super) async fn missing_command(h: &Harness, check: &CheckSpec) -> Result<Ve
 }
 
 /// WaitExecution for an operation name the server never gave out answers
-/// NOT_FOUND, the code that tells a client to Execute again.
+/// NOT_FOUND, the code that tells a client to Execute again. The name is in
+/// the server's own form (the one it gave a trivial action, last part
+/// replaced): a server may route names by their form and rightly refuse one
+/// it could never have given (Buildbarn: INVALID_ARGUMENT).
 pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    let prepared = h.upload(&check.id, &check.action).await.map_err(StepError::precondition)?;
+    let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
+    let given = match (trace.operation, outcome) {
+        (Some(name), _) => name,
+        (None, Err(e)) => return Err(Verdict::error(format!("no operation name to take the form from: {e}"))),
+        (None, Ok(o)) => {
+            return Err(Verdict::error(format!(
+                "Execute gave no operation name to take the form from ({})",
+                o.describe()
+            )))
+        }
+    };
+    let name = unknown_like(&given);
     let clients = h.clients();
-    let name = format!("{}reapi-conformance-unknown-{}", super::cas::instance_prefix(h), uuid::Uuid::new_v4().simple());
     let req = clients.request(WaitExecutionRequest { name: name.clone() });
     match super::cas::first_status(h, "WaitExecution", clients.execution.clone().wait_execution(req)).await? {
-        Code::NotFound => Ok(Verdict::pass("NOT_FOUND")),
-        code => {
-            Ok(Verdict::new(unmet(check), format!("WaitExecution of unknown operation {name:?} answered {code:?}"))
-                .with("code", Some("NOT_FOUND".into()), crate::suite::status_code_name(code)))
-        }
+        Code::NotFound => Ok(Verdict::pass(format!("NOT_FOUND for {name:?} (the server named an operation {given:?})"))),
+        code => Ok(Verdict::new(
+            unmet(check),
+            format!(
+                "WaitExecution of unknown operation {name:?} (in the form of the server's own {given:?}) answered {code:?}"
+            ),
+        )
+        .with("code", Some("NOT_FOUND".into()), crate::suite::status_code_name(code))),
     }
+}
+
+/// An operation name the server never gave out, in the form of `given`: its
+/// last path segment replaced by a fresh UUID (hyphenated or not, as given).
+fn unknown_like(given: &str) -> String {
+    let (head, last) = match given.rsplit_once('/') {
+        Some((head, last)) => (format!("{head}/"), last),
+        None => (String::new(), given),
+    };
+    let id = uuid::Uuid::new_v4();
+    let fresh =
+        if last.contains('-') || last.is_empty() { id.hyphenated().to_string() } else { id.simple().to_string() };
+    format!("{head}{fresh}")
 }
 
 /// A second Execute of a completed action: served from the action cache
@@ -765,5 +796,22 @@ pub(super) async fn stream_ends_at_done(h: &Harness, check: &CheckSpec) -> Resul
             Some("end of stream".into()),
             format!("open after {}s", GRACE.as_secs()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unknown_like;
+
+    #[test]
+    fn unknown_names_keep_the_servers_form() {
+        let given = "main/operations/0d1c6e4e-5d6a-4e0b-9b8e-3f2a1c0d9e8f";
+        let name = unknown_like(given);
+        assert!(name.starts_with("main/operations/") && name != given, "{name}");
+        assert!(uuid::Uuid::try_parse(name.rsplit('/').next().unwrap()).is_ok(), "{name}");
+        assert_eq!(name.len(), given.len());
+        let simple = unknown_like("4f1b2c3d4e5f60718293a4b5c6d7e8f9");
+        assert_eq!(simple.len(), 32);
+        assert!(!simple.contains('-') && !simple.contains('/'));
     }
 }

@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 
 use crate::connection::ConnectOptions;
 
+pub mod buildbarn;
 pub mod buildgrid;
 pub mod compose;
 mod disk;
@@ -24,6 +25,8 @@ pub struct ClusterSettings {
     pub buildbox_dir: Option<std::path::PathBuf>,
     /// BuildGrid's `bgd` (default: provisioned into the cache).
     pub bgd: Option<std::path::PathBuf>,
+    /// Directory with Buildbarn's programs (default: PATH).
+    pub buildbarn_dir: Option<std::path::PathBuf>,
     /// Checks run at once, so the cluster can take that many actions.
     pub jobs: usize,
     /// The ISA workers advertise, in BuildStream's naming.
@@ -75,16 +78,33 @@ pub const REGISTRY: &[ClusterEntry] = &[
     },
     ClusterEntry {
         name: "buildbarn",
-        aliases: &["buildbarn:chroot", "buildbarn:plain"],
-        description: "Buildbarn (not available: its Go modules are not served here; docs/buildbarn.md)",
-        expectations: None,
-        make: |_| {
-            Err("the harness cannot build Buildbarn here (its Go modules are not served by the module proxy \
-                 these machines reach; see docs/buildbarn.md); run it against yours with --endpoint URL"
-                .into())
-        },
+        aliases: &["buildbarn:chroot"],
+        description:
+            "Buildbarn (bb_storage, bb_scheduler, bb_worker, bb_runner with chrootIntoInputRoot and /dev nodes): \
+                      what BuildStream deployments run; the programs come from --buildbarn-dir or PATH",
+        expectations: Some("fixtures/expectations/buildbarn-chroot.yaml"),
+        make: |s| buildbarn_cluster(s, true),
+    },
+    ClusterEntry {
+        name: "buildbarn:plain",
+        aliases: &[],
+        description:
+            "Buildbarn with bb_runner's defaults (no chroot: actions run in a directory on the worker's filesystem)",
+        expectations: Some("fixtures/expectations/buildbarn-plain.yaml"),
+        make: |s| buildbarn_cluster(s, false),
     },
 ];
+
+fn buildbarn_cluster(s: &ClusterSettings, chroot: bool) -> Result<Box<dyn Cluster>, String> {
+    let programs = buildbarn::find_programs(s.buildbarn_dir.as_deref())?;
+    Ok(Box::new(buildbarn::Buildbarn::new(buildbarn::BuildbarnOptions {
+        programs,
+        chroot,
+        jobs: s.jobs.max(4),
+        isa: s.isa.clone(),
+        instance: s.instance.clone(),
+    })))
+}
 
 fn buildgrid_options(s: &ClusterSettings, mode: buildgrid::WorkerMode) -> buildgrid::BuildGridOptions {
     buildgrid::BuildGridOptions {

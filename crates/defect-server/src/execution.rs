@@ -418,7 +418,11 @@ impl re::execution_server::Execution for ExecutionService {
         if self.shared.defects.has(Defect::StreamClosedEarly) {
             return Err(Status::unimplemented("WaitExecution is not implemented"));
         }
-        let entry = self.shared.operation(&request.into_inner().name).map_err(|not_found| {
+        let name = request.into_inner().name;
+        if self.shared.defects.has(Defect::OperationNamesRouted) && !own_form(&name) {
+            return Err(Status::invalid_argument(format!("cannot route operation name {name:?}")));
+        }
+        let entry = self.shared.operation(&name).map_err(|not_found| {
             if self.shared.defects.has(Defect::WaitUnknownInvalid) {
                 Status::invalid_argument(not_found.message().to_string())
             } else {
@@ -428,6 +432,11 @@ impl re::execution_server::Execution for ExecutionService {
         let states = entry.follow_states();
         Ok(Response::new(follow(self.shared.clone(), entry, states, None, Caller::WaitExecution)))
     }
+}
+
+/// Whether `name` has the form of the names this server gives out.
+fn own_form(name: &str) -> bool {
+    name.strip_prefix("operations/").is_some_and(|id| uuid::Uuid::try_parse(id).is_ok())
 }
 
 /// Drives one operation from queued to done.
