@@ -170,7 +170,7 @@ defects! {
         "accepts output node properties it does not know and silently returns nothing for them",
     WaitUnknownInvalid = "wait-unknown-invalid":
         "answers WaitExecution for an operation it does not know with INVALID_ARGUMENT instead of NOT_FOUND",
-    OperationNamesRouted = "operation-names-routed":
+    OperationNamesRouted = "operation-names-routed" as Benign:
         "answers WaitExecution of a name not in its own form (`operations/<uuid>`) with INVALID_ARGUMENT, as Buildbarn does (benign: only names it could have given are unknown operations; those get NOT_FOUND)",
     LogsInlinedUnasked = "logs-inlined-unasked":
         "inlines small stdout and stderr in every ActionResult (stdout_raw, stderr_raw) although no client asked",
