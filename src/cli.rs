@@ -263,15 +263,19 @@ fn run_target(args: &RunArgs) -> String {
 }
 
 pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
-    let settings = cluster::ClusterSettings {
+    cluster::named(name, &cluster_settings(args))
+}
+
+/// What the clusters the harness starts take from the run's arguments.
+pub fn cluster_settings(args: &RunArgs) -> cluster::ClusterSettings {
+    cluster::ClusterSettings {
         buildbox_dir: args.buildbox_dir.clone(),
         bgd: args.bgd.clone(),
         buildbarn_dir: args.buildbarn_dir.clone(),
         jobs: args.jobs,
         isa: args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string()),
         instance: args.instance.clone(),
-    };
-    cluster::named(name, &settings)
+    }
 }
 
 fn secs(v: f64, name: &str) -> Result<Duration, String> {

@@ -16,7 +16,6 @@ use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
 use reapi_conformance::session::{execute, select_checks, RunEnd, Selection};
 
-const CLUSTERS: &[&str] = &["local", "buildgrid:bwrap", "buildgrid:host"];
 /// How long a `bst build` may take before it counts as hanging.
 const HANG_AFTER: Duration = Duration::from_secs(25);
 /// The tools the sysroot's shell provides, as busybox applets.
@@ -167,9 +166,26 @@ fn bst_build(bst: &Path, config: &Path, project: &Path, element: &str, log: &Pat
 #[test]
 fn readiness_predicts_real_bst_builds_on_every_cluster() {
     let bst = reapi_conformance::cluster::local::find_bst().expect("bst (reapi-conformance setup --bst)");
+    // Every cluster whose registry row asks for agreement and which this
+    // machine can start (Buildbarn only where its programs are found).
     let clusters: Vec<String> = match std::env::var("REAPI_AGREEMENT_CLUSTERS") {
         Ok(list) => list.split(',').map(str::to_string).collect(),
-        Err(_) => CLUSTERS.iter().map(|s| s.to_string()).collect(),
+        Err(_) => {
+            let args = default_run_args().unwrap();
+            let settings = reapi_conformance::cli::cluster_settings(&args);
+            reapi_conformance::cluster::REGISTRY
+                .iter()
+                .filter(|e| e.agreement)
+                .filter(|e| match (e.make)(&settings) {
+                    Ok(_) => true,
+                    Err(why) => {
+                        eprintln!("agreement: {} not available here, left out: {why}", e.name);
+                        false
+                    }
+                })
+                .map(|e| e.name.to_string())
+                .collect()
+        }
     };
     let elements = ["hello.bst", "uid.bst", "foreign.bst", "readonly.bst", "workspace.bst"];
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

@@ -49,6 +49,9 @@ pub struct ClusterEntry {
     pub expectations: Option<&'static str>,
     /// Builds the adapter; an `Err` says in one line why it is not available.
     pub make: fn(&ClusterSettings) -> Result<Box<dyn Cluster>, String>,
+    /// Whether tests/buildstream_agreement.rs builds the fixture project on
+    /// it with real `bst` (where `make` succeeds on the machine).
+    pub agreement: bool,
 }
 
 /// Every cluster the harness can start. Adding one: an adapter module and a
@@ -60,6 +63,7 @@ pub const REGISTRY: &[ClusterEntry] = &[
         description: "buildbox-casd with local execution through buildbox-run (bubblewrap): BuildStream's own executor",
         expectations: Some("fixtures/expectations/local.yaml"),
         make: |s| Ok(Box::new(local::Local::new(s.buildbox_dir.clone(), s.jobs.max(4)))),
+        agreement: true,
     },
     ClusterEntry {
         name: "buildgrid",
@@ -67,6 +71,7 @@ pub const REGISTRY: &[ClusterEntry] = &[
         description: "BuildGrid + PostgreSQL, bots running buildbox-run (bubblewrap): BuildStream's CI topology",
         expectations: Some("fixtures/expectations/buildgrid-bwrap.yaml"),
         make: |s| Ok(Box::new(buildgrid::BuildGrid::new(buildgrid_options(s, buildgrid::WorkerMode::BuildboxRun)))),
+        agreement: true,
     },
     ClusterEntry {
         name: "buildgrid:host",
@@ -75,6 +80,7 @@ pub const REGISTRY: &[ClusterEntry] = &[
             "BuildGrid + PostgreSQL, bots running actions on the host with no sandbox: a misconfigured cluster",
         expectations: Some("fixtures/expectations/buildgrid-host.yaml"),
         make: |s| Ok(Box::new(buildgrid::BuildGrid::new(buildgrid_options(s, buildgrid::WorkerMode::Host)))),
+        agreement: true,
     },
     ClusterEntry {
         name: "buildbarn",
@@ -84,6 +90,7 @@ pub const REGISTRY: &[ClusterEntry] = &[
                       what BuildStream deployments run; the programs come from --buildbarn-dir or PATH",
         expectations: Some("fixtures/expectations/buildbarn-chroot.yaml"),
         make: |s| buildbarn_cluster(s, true),
+        agreement: true,
     },
     ClusterEntry {
         name: "buildbarn:plain",
@@ -92,6 +99,7 @@ pub const REGISTRY: &[ClusterEntry] = &[
             "Buildbarn with bb_runner's defaults (no chroot: actions run in a directory on the worker's filesystem)",
         expectations: Some("fixtures/expectations/buildbarn-plain.yaml"),
         make: |s| buildbarn_cluster(s, false),
+        agreement: true,
     },
 ];
 
