@@ -66,9 +66,16 @@ pub enum Command {
         /// Directory with buildbox-casd and buildbox-run to use instead of provisioning.
         #[arg(long, env = "REAPI_BUILDBOX_DIR")]
         buildbox_dir: Option<PathBuf>,
-        /// Also provision BuildGrid 0.4.4 (for --cluster buildgrid) into the cache, unless `bgd` is on PATH.
+        /// Also provision BuildGrid (for --cluster buildgrid) into the cache: every release
+        /// this machine can run (0.9.1 with a Python >= 3.13, and 0.4.4), or the one pinned.
         #[arg(long)]
         buildgrid: bool,
+        /// With --buildgrid: provision only this release (0.9.1 or 0.4.4).
+        #[arg(long, value_name = "VERSION", env = "REAPI_BUILDGRID_VERSION")]
+        buildgrid_version: Option<String>,
+        /// With --buildgrid: the Python interpreter to install BuildGrid with (default: PATH, then pyenv's versions).
+        #[arg(long, value_name = "FILE", env = "REAPI_PYTHON")]
+        python: Option<PathBuf>,
         /// Also provision BuildStream 2.8.1's `bst` into the cache, unless it is on PATH
         /// (for trying a cluster from `serve`, and the agreement test).
         #[arg(long)]
@@ -174,6 +181,13 @@ pub struct RunArgs {
     /// BuildGrid's `bgd` for --cluster buildgrid[:bwrap|:host] (default: on PATH, else provisioned into the cache).
     #[arg(long, value_name = "FILE", env = "REAPI_BGD")]
     pub bgd: Option<PathBuf>,
+    /// BuildGrid release to provision for --cluster buildgrid (0.9.1 or 0.4.4; default: the
+    /// newest this machine has a Python for).
+    #[arg(long, value_name = "VERSION", env = "REAPI_BUILDGRID_VERSION")]
+    pub buildgrid_version: Option<String>,
+    /// Python interpreter to provision BuildGrid with (0.9.x needs >= 3.13; default: PATH, then pyenv's versions).
+    #[arg(long, value_name = "FILE", env = "REAPI_PYTHON")]
+    pub python: Option<PathBuf>,
     /// Directory with buildbox-casd and buildbox-run for --cluster local (default: provisioned cache).
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
     pub buildbox_dir: Option<PathBuf>,
@@ -271,6 +285,8 @@ pub fn cluster_settings(args: &RunArgs) -> cluster::ClusterSettings {
     cluster::ClusterSettings {
         buildbox_dir: args.buildbox_dir.clone(),
         bgd: args.bgd.clone(),
+        buildgrid_version: args.buildgrid_version.clone(),
+        python: args.python.clone(),
         buildbarn_dir: args.buildbarn_dir.clone(),
         jobs: args.jobs,
         isa: args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string()),
@@ -510,6 +526,26 @@ pub fn default_run_args() -> Result<RunArgs, String> {
     }
 }
 
+/// `setup --buildgrid`: the pinned release, else every release this machine
+/// has an interpreter for (saying why one is left out).
+fn setup_buildgrid(pinned: Option<&str>, python: Option<&std::path::Path>) -> Result<(), String> {
+    use cluster::buildgrid;
+    let versions: Vec<&str> = match pinned {
+        Some(v) => vec![v],
+        None => buildgrid::RELEASES.iter().map(|r| r.version).collect(),
+    };
+    for version in versions {
+        match buildgrid::provision_release(version, python) {
+            Ok((_, bgd)) => print_out(&format!("BuildGrid {version}'s bgd is {}\n", bgd.display())),
+            Err(e) if pinned.is_none() && version != buildgrid::RELEASES[buildgrid::RELEASES.len() - 1].version => {
+                print_out(&format!("BuildGrid {version} left out: {e}\n"))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
+
 /// Entry point; returns the process exit status.
 pub fn main() -> i32 {
     let cli = Cli::parse();
@@ -519,28 +555,29 @@ pub fn main() -> i32 {
         Command::Matrix { reports } => matrix(&reports).map_err(Error::Usage),
         // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
         // half-made directories removed, and the exit status is 128 + signal.
-        Command::Setup { buildbox_dir, buildgrid, bst } => cluster::local::interruptible(move || {
-            let dir = match buildbox_dir.as_deref() {
-                Some(explicit) => cluster::local::provision(Some(explicit)),
-                None => cluster::local::verify_or_reprovision(),
-            }
-            .map_err(|e| e.to_string())?;
-            print_out(&format!("buildbox-casd and buildbox-run are in {}\n", dir.display()));
-            if cluster::local::which("bwrap").is_none() {
-                print_out("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)\n");
-            }
-            if buildgrid {
-                let bgd = cluster::buildgrid::find_bgd(None).map_err(|e| e.to_string())?;
-                print_out(&format!("BuildGrid's bgd is {}\n", bgd.display()));
-            }
-            if bst {
-                let bst = cluster::local::find_bst().map_err(|e| e.to_string())?;
-                print_out(&format!("BuildStream's bst is {}\n", bst.display()));
-            }
-            Ok(crate::exit::SUCCESS)
-        })
-        .unwrap_or_else(|signal| Ok(crate::exit::signalled(signal)))
-        .map_err(Error::Cluster),
+        Command::Setup { buildbox_dir, buildgrid, buildgrid_version, python, bst } => {
+            cluster::local::interruptible(move || {
+                let dir = match buildbox_dir.as_deref() {
+                    Some(explicit) => cluster::local::provision(Some(explicit)),
+                    None => cluster::local::verify_or_reprovision(),
+                }
+                .map_err(|e| e.to_string())?;
+                print_out(&format!("buildbox-casd and buildbox-run are in {}\n", dir.display()));
+                if cluster::local::which("bwrap").is_none() {
+                    print_out("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)\n");
+                }
+                if buildgrid {
+                    setup_buildgrid(buildgrid_version.as_deref(), python.as_deref())?;
+                }
+                if bst {
+                    let bst = cluster::local::find_bst().map_err(|e| e.to_string())?;
+                    print_out(&format!("BuildStream's bst is {}\n", bst.display()));
+                }
+                Ok(crate::exit::SUCCESS)
+            })
+            .unwrap_or_else(|signal| Ok(crate::exit::signalled(signal)))
+            .map_err(Error::Cluster)
+        }
         Command::Serve { cluster, buildstream_config_out, jobs, bgd, buildbox_dir } => {
             match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
                 (Ok(mut template), Ok(rt)) => {

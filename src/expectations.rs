@@ -9,9 +9,13 @@
 //!     reason: buildbox-casd's local execution ignores platform properties
 //! ```
 //! Checks not listed are expected to PASS.
+//!
+//! A file may extend another (`extends: buildgrid-bwrap.yaml`, relative to
+//! its own directory): it starts from that file's expectations and lists
+//! only where it differs, so entries two targets share are written once.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -33,8 +37,16 @@ pub struct ExpectationFile {
     /// (e.g. `compose:buildgrid:local` for `buildgrid`).
     #[serde(default)]
     pub also: Vec<String>,
+    /// The file this one extends, relative to this file's directory.
+    #[serde(default)]
+    pub extends: Option<String>,
+    /// This file's own entries, with those of the file it extends beneath
+    /// them once loaded (an entry here replaces the inherited one).
     #[serde(default, deserialize_with = "no_duplicates")]
     pub expectations: BTreeMap<String, Expected>,
+    /// The expectations inherited through `extends`, as loaded.
+    #[serde(skip)]
+    pub inherited: BTreeMap<String, Expected>,
     /// The comment lines the file starts with, kept when it is rewritten.
     #[serde(skip)]
     pub header: String,
@@ -71,6 +83,28 @@ fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Stri
 
 impl ExpectationFile {
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::load_chain(path, &mut Vec::new())
+    }
+
+    fn load_chain(path: &Path, seen: &mut Vec<PathBuf>) -> Result<Self, String> {
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if seen.contains(&canonical) {
+            return Err(format!("{}: `extends` goes round in a circle", path.display()));
+        }
+        seen.push(canonical);
+        let mut file = Self::load_one(path)?;
+        if let Some(base) = &file.extends {
+            let base_path = path.parent().unwrap_or(Path::new(".")).join(base);
+            let base = Self::load_chain(&base_path, seen).map_err(|e| format!("{} extends {e}", path.display()))?;
+            file.inherited = base.expectations;
+            for (id, e) in &file.inherited {
+                file.expectations.entry(id.clone()).or_insert_with(|| e.clone());
+            }
+        }
+        Ok(file)
+    }
+
+    fn load_one(path: &Path) -> Result<Self, String> {
         let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES)?;
         let mut file: ExpectationFile = serde_yaml_ng::from_str(&text).map_err(|e| {
             let line = e.location().map(|l| l.line()).unwrap_or(1);
@@ -185,6 +219,10 @@ pub fn render(summary: &RunSummary, target: &str, previous: Option<&ExpectationF
     if !also.is_empty() {
         out.push_str(&format!("also: [{}]\n", also.join(", ")));
     }
+    let inherited = previous.map(|p| &p.inherited);
+    if let Some(base) = previous.and_then(|p| p.extends.as_ref()) {
+        out.push_str(&format!("extends: {}\n", yaml_scalar(base)));
+    }
     let mut entries: BTreeMap<&str, (VerdictKind, String)> = BTreeMap::new();
     for (id, e) in previous.iter().flat_map(|p| &p.expectations) {
         if !summary.results.iter().any(|r| &r.id == id) {
@@ -195,6 +233,19 @@ pub fn render(summary: &RunSummary, target: &str, previous: Option<&ExpectationF
         let kept = previous.and_then(|p| p.expectations.get(&r.id)).filter(|e| e.verdict == r.verdict.kind);
         let reason = kept.map_or_else(|| format!("observed: {}", r.verdict.reason), |e| e.reason.clone());
         entries.insert(&r.id, (r.verdict.kind, reason));
+    }
+    // With `extends`, only where this target differs from the file extended:
+    // a verdict it shares is left to that file, a PASS where it expects
+    // otherwise is written out.
+    if let Some(inherited) = inherited.filter(|_| previous.is_some_and(|p| p.extends.is_some())) {
+        entries.retain(|id, (verdict, _)| inherited.get(*id).is_none_or(|e| e.verdict != *verdict));
+        for (id, e) in inherited {
+            if e.verdict != VerdictKind::Pass
+                && summary.results.iter().any(|r| &r.id == id && r.verdict.kind == VerdictKind::Pass)
+            {
+                entries.insert(id, (VerdictKind::Pass, "passes on this target".into()));
+            }
+        }
     }
     if entries.is_empty() {
         out.push_str("expectations: {}\n");
@@ -270,7 +321,9 @@ mod tests {
         let mut previous = ExpectationFile {
             target: "old".into(),
             also: Vec::new(),
+            extends: None,
             expectations: BTreeMap::new(),
+            inherited: BTreeMap::new(),
             header: "# mine\n".into(),
         };
         previous.expectations.insert("a.warn".into(), Expected { verdict: VerdictKind::Warn, reason: "known".into() });
@@ -285,5 +338,45 @@ mod tests {
         assert_eq!(file.expectations["a.warn"].reason.trim(), "known");
         assert!(file.expectations["a.fail"].reason.starts_with("observed: broke: \"quoted\" next line"));
         assert!(compare(&run, &file).matches());
+    }
+
+    #[test]
+    fn a_file_extends_another_and_overrides_only_what_it_lists() {
+        use crate::verdict::fixtures::{result, summary};
+        use crate::verdict::Verdict;
+        let dir = tempfile::tempdir().unwrap();
+        let entry = |id: &str, verdict: &str| format!("  {id}:\n    verdict: {verdict}\n    reason: r\n");
+        let base = format!("target: t\nexpectations:\n{}{}", entry("a.fail", "FAIL"), entry("a.warn", "WARN"));
+        std::fs::write(dir.path().join("base.yaml"), base).unwrap();
+        let child = format!(
+            "# child\ntarget: t\nextends: base.yaml\nexpectations:\n{}{}",
+            entry("a.warn", "PASS"),
+            entry("a.skip", "SKIP")
+        );
+        std::fs::write(dir.path().join("child.yaml"), &child).unwrap();
+        let file = ExpectationFile::load(&dir.path().join("child.yaml")).unwrap();
+        assert_eq!(file.expected("a.fail"), VerdictKind::Fail, "inherited");
+        assert_eq!(file.expected("a.warn"), VerdictKind::Pass, "overridden");
+        assert_eq!(file.expected("a.skip"), VerdictKind::Skip, "its own");
+        assert_eq!(file.expected("a.other"), VerdictKind::Pass);
+
+        // Rewritten from a run, it still lists only where it differs.
+        let run = summary(vec![
+            result("a.fail", "blocker", Verdict::new(VerdictKind::Fail, "x")),
+            result("a.warn", "spec", Verdict::new(VerdictKind::Warn, "now warns")),
+            result("a.skip", "spec", Verdict::new(VerdictKind::Skip, "y")),
+        ]);
+        let text = render(&run, "t", Some(&file));
+        assert!(text.starts_with("# child\ntarget: t\nextends: base.yaml\n"), "{text}");
+        assert!(!text.contains("a.fail") && !text.contains("a.warn") && text.contains("a.skip"), "{text}");
+        std::fs::write(dir.path().join("child.yaml"), &text).unwrap();
+        assert!(compare(&run, &ExpectationFile::load(&dir.path().join("child.yaml")).unwrap()).matches());
+
+        // A missing base and a circle are errors naming the file.
+        std::fs::write(dir.path().join("lost.yaml"), "target: t\nextends: nowhere.yaml\n").unwrap();
+        let err = ExpectationFile::load(&dir.path().join("lost.yaml")).unwrap_err();
+        assert!(err.contains("lost.yaml extends") && err.contains("nowhere.yaml"), "{err}");
+        std::fs::write(dir.path().join("loop.yaml"), "target: t\nextends: loop.yaml\n").unwrap();
+        assert!(ExpectationFile::load(&dir.path().join("loop.yaml")).unwrap_err().contains("circle"));
     }
 }

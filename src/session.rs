@@ -198,6 +198,12 @@ pub async fn execute(
         wall_time: start.elapsed(),
     };
     crate::hints::attach(&mut summary, cluster.server());
+    if let Some(detail) = cluster.server_detail() {
+        summary.server = Some(match summary.server.take() {
+            Some(server) => format!("{server} ({detail})"),
+            None => detail,
+        });
+    }
     Ok(RunEnd::Finished(summary))
 }
 

@@ -292,8 +292,14 @@ fn main() {
         trials.push(Trial::test(format!("benign::{name}"), move || {
             let skipped = Expected { verdict: VerdictKind::Skip, reason: format!("does not apply on {name}") };
             let expectations = skips.iter().chain(FAITHFUL_SKIPS).map(|id| (id.to_string(), skipped.clone())).collect();
-            let file =
-                ExpectationFile { target: name.to_string(), also: Vec::new(), expectations, header: String::new() };
+            let file = ExpectationFile {
+                target: name.to_string(),
+                also: Vec::new(),
+                extends: None,
+                expectations,
+                inherited: Default::default(),
+                header: String::new(),
+            };
             whole_run(name, &[*defect], &file, &all)
         }));
     }

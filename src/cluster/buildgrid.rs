@@ -1,5 +1,7 @@
-//! `--cluster buildgrid`: a throwaway BuildGrid 0.4.4 with its PostgreSQL,
-//! and the harness's own Remote Workers API bot(s) executing the work.
+//! `--cluster buildgrid`: a throwaway BuildGrid with its PostgreSQL, and the
+//! harness's own Remote Workers API bot(s) executing the work. The adapter
+//! reads the version of the `bgd` it runs and renders the connection string
+//! for it: 0.4.x speaks psycopg2, 0.9.x psycopg 3.
 //!
 //! Topology, all on loopback and under one temporary directory:
 //! `postgres` (own data directory, free port, run as the `postgres` user when
@@ -23,11 +25,269 @@ use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};
 /// The server configuration; `{{bind}}`, `{{database}}` and `{{instance}}` are filled in.
 const CONFIG_TEMPLATE: &str = include_str!("buildgrid.yml.tmpl");
 
-/// What is installed into the harness's own virtualenv when `bgd` is missing.
-pub const BUILDGRID_PACKAGE: &str = "buildgrid[database]==0.4.4";
-const INSTALL_BGD: &str =
-    "python3 -m venv DIR && DIR/bin/pip install 'buildgrid[database]==0.4.4', then pass DIR/bin/bgd";
+/// A BuildGrid release the harness provisions from PyPI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub version: &'static str,
+    /// What pip installs (0.9.x has no `database` extra: psycopg is a base dependency).
+    pub package: &'static str,
+    /// The oldest Python it installs on.
+    pub python: (u32, u32),
+}
+
+/// The releases the harness provisions, newest first: 0.9.1 is current and
+/// needs Python >= 3.13; 0.4.4 is the last release for Python 3.11.
+pub const RELEASES: &[Release] = &[
+    Release { version: "0.9.1", package: "buildgrid==0.9.1", python: (3, 13) },
+    Release { version: "0.4.4", package: "buildgrid[database]==0.4.4", python: (3, 9) },
+];
+
 const INSTALL_POSTGRES: &str = "apt-get install postgresql";
+
+fn install_hint(release: &Release) -> String {
+    format!(
+        "python3.{} -m venv DIR && DIR/bin/pip install '{}', then pass DIR/bin/bgd",
+        release.python.1, release.package
+    )
+}
+
+/// The release named by `--buildgrid-version`.
+pub fn release(version: &str) -> Result<&'static Release, ClusterError> {
+    RELEASES.iter().find(|r| r.version == version).ok_or_else(|| {
+        let known: Vec<&str> = RELEASES.iter().map(|r| r.version).collect();
+        ClusterError(format!(
+            "--buildgrid-version {version}: the harness provisions {} (or give any bgd with --bgd)",
+            known.join(" and ")
+        ))
+    })
+}
+
+/// Whether a BuildGrid version is of the psycopg 3 series (0.9.0 on).
+pub fn speaks_psycopg3(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (0, 9)
+}
+
+/// The database connection string for a BuildGrid version. 0.4.x is written
+/// against psycopg2 (its LISTEN/NOTIFY loop, which wakes bots and Execute
+/// streams, uses psycopg2 API; SQLAlchemy 2.1 maps a bare `postgresql://` to
+/// psycopg 3), so the driver is named; 0.9.x moved to psycopg 3 and refuses
+/// `+psycopg2` ("Cannot use database").
+pub fn connection_string(version: &str, host_port: &str) -> String {
+    if speaks_psycopg3(version) {
+        format!("postgresql://bgd@{host_port}/postgres")
+    } else {
+        format!("postgresql+psycopg2://bgd@{host_port}/postgres")
+    }
+}
+
+/// The version of the BuildGrid a `bgd` belongs to: from the package
+/// metadata beside it (`lib/python3.X/site-packages/buildgrid-V.dist-info`),
+/// else by asking the interpreter of its `#!` line.
+pub fn bgd_version(bgd: &Path) -> Result<String, ClusterError> {
+    let real = std::fs::canonicalize(bgd).unwrap_or_else(|_| bgd.to_path_buf());
+    let from_dist_info = |bin: &Path| -> Option<String> {
+        let lib = bin.parent()?.join("lib");
+        for py in std::fs::read_dir(lib).ok()?.flatten() {
+            for entry in std::fs::read_dir(py.path().join("site-packages")).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(v) = name.strip_prefix("buildgrid-").and_then(|n| n.strip_suffix(".dist-info")) {
+                    return Some(v.to_string());
+                }
+            }
+        }
+        None
+    };
+    if let Some(v) = [bgd.parent(), real.parent()].into_iter().flatten().find_map(from_dist_info) {
+        return Ok(v);
+    }
+    let text = std::fs::read(&real).unwrap_or_default();
+    let first = String::from_utf8_lossy(&text[..text.len().min(512)]).lines().next().unwrap_or("").to_string();
+    if let Some(python) = first.strip_prefix("#!").map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        if let Some((interp, args)) = python.split_first() {
+            let out = std::process::Command::new(interp)
+                .args(args)
+                .args(["-c", "import importlib.metadata as m; print(m.version('buildgrid'))"])
+                .output();
+            if let Some(out) = out.ok().filter(|o| o.status.success()) {
+                let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                if !v.is_empty() {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    Err(ClusterError(format!(
+        "cannot tell which BuildGrid {} is (no buildgrid package metadata beside it)",
+        bgd.display()
+    )))
+}
+
+/// A Python interpreter and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Python {
+    pub path: PathBuf,
+    pub version: (u32, u32),
+}
+
+fn python_version(path: &Path) -> Option<(u32, u32)> {
+    let out = std::process::Command::new(path)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (major, minor) = text.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// Interpreters to try, in order: `python3.N` and `python3` on PATH, then
+/// pyenv's versions directory (`$PYENV_ROOT`, else `~/.pyenv`), newest first.
+/// pyenv's `python3.13` shim refuses while the global version is another one,
+/// which the version probe finds out.
+fn python_candidates() -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> =
+        ["python3.15", "python3.14", "python3.13", "python3"].iter().filter_map(|n| which(n)).collect();
+    let root = std::env::var_os("PYENV_ROOT").map(PathBuf::from).or_else(|| dirs::home_dir().map(|h| h.join(".pyenv")));
+    if let Some(root) = root {
+        let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(root.join("versions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let key: Vec<u32> = name.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+                Some((key, e.path().join("bin/python3")))
+            })
+            .filter(|(_, p)| p.is_file())
+            .collect();
+        versions.sort();
+        found.extend(versions.into_iter().rev().map(|(_, p)| p));
+    }
+    found
+}
+
+/// An interpreter of at least `at_least`: `explicit` (`--python`) if given,
+/// else the first of [`python_candidates`]. `Err` says why none fits.
+pub fn find_python(explicit: Option<&Path>, at_least: (u32, u32)) -> Result<Python, String> {
+    let need = format!("{}.{}", at_least.0, at_least.1);
+    if let Some(path) = explicit {
+        return match python_version(path) {
+            Some(version) if version >= at_least => Ok(Python { path: path.to_path_buf(), version }),
+            Some((a, b)) => Err(format!("--python {} is Python {a}.{b}, not >= {need}", path.display())),
+            None => Err(format!("--python {} does not run as a Python interpreter", path.display())),
+        };
+    }
+    python_candidates()
+        .into_iter()
+        .find_map(|path| python_version(&path).filter(|v| *v >= at_least).map(|version| Python { path, version }))
+        .ok_or_else(|| format!("no Python >= {need} found"))
+}
+
+/// Where the `bgd` of a run comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// An existing `bgd` (`--bgd` or PATH).
+    Given(PathBuf),
+    /// A release provisioned into the cache with this interpreter (`None`: `python3`).
+    Provision(&'static Release, Option<PathBuf>),
+}
+
+/// Which BuildGrid a run uses, and why (said at start-up and in the report).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub source: Source,
+    pub version: String,
+    pub why: String,
+}
+
+impl Choice {
+    /// One line, e.g. "BuildGrid 0.4.4: no Python >= 3.13 found; --python to choose".
+    pub fn line(&self) -> String {
+        format!("BuildGrid {}: {}", self.version, self.why)
+    }
+}
+
+/// Chooses the BuildGrid: `--bgd`; else a pinned `--buildgrid-version`; else
+/// `bgd` on PATH; else the newest release an interpreter here can install.
+pub fn choose(bgd: Option<&Path>, pinned: Option<&str>, python: Option<&Path>) -> Result<Choice, ClusterError> {
+    if let Some(p) = bgd {
+        if !p.is_file() {
+            return Err(ClusterError(format!(
+                "{} does not exist; install BuildGrid: {}",
+                p.display(),
+                install_hint(&RELEASES[0])
+            )));
+        }
+        let version = bgd_version(p)?;
+        return Ok(Choice { source: Source::Given(p.to_path_buf()), version, why: "the bgd given by --bgd".into() });
+    }
+    if let Some(v) = pinned {
+        let release = release(v)?;
+        return pinned_choice(release, python, "pinned by --buildgrid-version");
+    }
+    if let Some(p) = which("bgd") {
+        let version = bgd_version(&p)?;
+        return Ok(Choice { source: Source::Given(p), version, why: "the bgd on PATH".into() });
+    }
+    let newest = &RELEASES[0];
+    match find_python(python, newest.python) {
+        Ok(py) => Ok(Choice {
+            version: newest.version.into(),
+            why: format!("the newest release, installed with Python {}.{}", py.version.0, py.version.1),
+            source: Source::Provision(newest, Some(py.path)),
+        }),
+        Err(why) => {
+            let fallback = &RELEASES[RELEASES.len() - 1];
+            Ok(Choice {
+                version: fallback.version.into(),
+                why: format!("{why}; --python to choose"),
+                source: Source::Provision(fallback, python.map(Path::to_path_buf)),
+            })
+        }
+    }
+}
+
+/// A release the user asked for by version: it needs an interpreter of its own.
+fn pinned_choice(release: &'static Release, python: Option<&Path>, why: &str) -> Result<Choice, ClusterError> {
+    let py = if release.python >= (3, 12) {
+        let found = find_python(python, release.python).map_err(|e| {
+            ClusterError(format!(
+                "BuildGrid {} needs Python >= 3.{}: {e}; --python FILE to choose",
+                release.version, release.python.1
+            ))
+        })?;
+        Some(found.path)
+    } else {
+        python.map(Path::to_path_buf)
+    };
+    Ok(Choice { source: Source::Provision(release, py), version: release.version.into(), why: why.into() })
+}
+
+/// Provisions (once) or returns the `bgd` of a choice.
+pub fn provide(choice: &Choice) -> Result<PathBuf, ClusterError> {
+    match &choice.source {
+        Source::Given(p) => Ok(p.clone()),
+        Source::Provision(release, python) => local::pip_tool(
+            &format!("buildgrid-{}", release.version),
+            release.package,
+            "bgd",
+            python.as_deref(),
+            &format!("install BuildGrid yourself: {}", install_hint(release)),
+        ),
+    }
+}
+
+/// The `bgd` of one release, provisioned into the cache (for `setup`).
+pub fn provision_release(version: &str, python: Option<&Path>) -> Result<(Choice, PathBuf), ClusterError> {
+    let choice = pinned_choice(release(version)?, python, "provisioned by setup")?;
+    let bgd = provide(&choice)?;
+    Ok((choice, bgd))
+}
 
 /// How executed actions are run by the cluster's workers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +300,13 @@ pub enum WorkerMode {
 
 #[derive(Clone, Debug)]
 pub struct BuildGridOptions {
-    /// The `bgd` executable; default: `bgd` on PATH.
+    /// The `bgd` executable; default: `bgd` on PATH, else a provisioned release.
     pub bgd: Option<PathBuf>,
+    /// The release to provision (`--buildgrid-version`); default: the newest
+    /// an interpreter here can install.
+    pub version: Option<String>,
+    /// The interpreter to provision with (`--python`).
+    pub python: Option<PathBuf>,
     /// Directory with PostgreSQL's `initdb`, `postgres` and `pg_isready`;
     /// default: the newest `/usr/lib/postgresql/*/bin`, else PATH.
     pub postgres_bin: Option<PathBuf>,
@@ -64,6 +329,8 @@ impl Default for BuildGridOptions {
     fn default() -> Self {
         BuildGridOptions {
             bgd: None,
+            version: None,
+            python: None,
             postgres_bin: None,
             buildbox_dir: None,
             mode: WorkerMode::BuildboxRun,
@@ -87,6 +354,9 @@ struct Running {
 
 pub struct BuildGrid {
     pub options: BuildGridOptions,
+    /// Which BuildGrid runs (decided when the adapter is made, so that the
+    /// start-up line and the report's target name its version).
+    pub choice: Result<Choice, ClusterError>,
     running: Option<Running>,
     /// Duration of each start-up step of the last start.
     pub timings: Vec<(&'static str, Duration)>,
@@ -94,14 +364,17 @@ pub struct BuildGrid {
 
 impl BuildGrid {
     pub fn new(options: BuildGridOptions) -> Self {
-        BuildGrid { options, running: None, timings: Vec::new() }
+        let choice = choose(options.bgd.as_deref(), options.version.as_deref(), options.python.as_deref());
+        BuildGrid { options, choice, running: None, timings: Vec::new() }
     }
 
     async fn launch(&mut self, run: &mut Running) -> Result<ConnectOptions, ClusterError> {
         let opts = self.options.clone();
         let step = Instant::now();
-        let explicit = opts.bgd.clone();
-        let bgd = tokio::task::spawn_blocking(move || find_bgd(explicit.as_deref()))
+        let choice = self.choice.as_ref().map_err(|e| ClusterError(e.0.clone()))?.clone();
+        eprintln!("{}", choice.line());
+        let version = choice.version.clone();
+        let bgd = tokio::task::spawn_blocking(move || provide(&choice))
             .await
             .map_err(|e| ClusterError(format!("provisioning task failed: {e}")))??;
         let pg_bin = find_postgres(opts.postgres_bin.as_deref())?;
@@ -160,10 +433,7 @@ impl BuildGrid {
         self.timings.push(("postgres start", step.elapsed()));
 
         let step = Instant::now();
-        // BuildGrid 0.4.4 is written against psycopg2 (its LISTEN/NOTIFY loop,
-        // which wakes bots and Execute streams, uses psycopg2 API); SQLAlchemy
-        // 2.1 maps a bare `postgresql://` to psycopg 3, so name the driver.
-        let database = format!("postgresql+psycopg2://bgd@127.0.0.1:{pg_port}/postgres");
+        let database = connection_string(&version, &format!("127.0.0.1:{pg_port}"));
         let mut migrate = std::process::Command::new(&bgd);
         migrate.args(["migrate", "apply", &database]).current_dir(&run.dir);
         run_once("bgd migrate apply", migrate, &run.dir.join("migrate.log"), Duration::from_secs(120)).await?;
@@ -237,23 +507,6 @@ impl<T> PushGet<T> for Vec<T> {
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> ClusterError {
     ClusterError(format!("{what} {}: {e}", path.display()))
-}
-
-/// Finds `bgd`: given explicitly, on PATH, or in the harness's own
-/// virtualenv, which is created on first use (idempotent; a marker file says
-/// the install finished, since a virtualenv cannot be moved into place).
-pub fn find_bgd(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
-    match explicit {
-        Some(p) if p.is_file() => return Ok(p.to_path_buf()),
-        Some(p) => {
-            return Err(ClusterError(format!("{} does not exist; install BuildGrid: {INSTALL_BGD}", p.display())))
-        }
-        None => {}
-    }
-    if let Some(bgd) = which("bgd") {
-        return Ok(bgd);
-    }
-    local::pip_tool("buildgrid-0.4.4", BUILDGRID_PACKAGE, "bgd", &format!("bgd is not on PATH: {INSTALL_BGD}"))
 }
 
 fn find_postgres(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
@@ -407,14 +660,20 @@ impl Cluster for BuildGrid {
     }
 
     fn name(&self) -> String {
+        let grid = match &self.choice {
+            Ok(choice) => format!("BuildGrid {}", choice.version),
+            Err(_) => "BuildGrid".into(),
+        };
         match self.options.mode {
-            WorkerMode::BuildboxRun => {
-                "buildgrid (BuildGrid 0.4.4 + PostgreSQL, bots running buildbox-run bubblewrap)".into()
-            }
+            WorkerMode::BuildboxRun => format!("buildgrid ({grid} + PostgreSQL, bots running buildbox-run bubblewrap)"),
             WorkerMode::Host => {
-                "buildgrid:host (BuildGrid 0.4.4 + PostgreSQL, bots running actions on the host, no sandbox)".into()
+                format!("buildgrid:host ({grid} + PostgreSQL, bots running actions on the host, no sandbox)")
             }
         }
+    }
+
+    fn server_detail(&self) -> Option<String> {
+        self.choice.as_ref().ok().map(Choice::line)
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
@@ -494,9 +753,45 @@ mod tests {
     #[test]
     fn missing_prerequisites_say_how_to_install() {
         let nowhere = Path::new("/nonexistent/reapi-conformance");
-        let bgd = find_bgd(Some(&nowhere.join("bgd"))).unwrap_err().0;
-        assert!(bgd.contains("pip install 'buildgrid[database]==0.4.4'"), "{bgd}");
+        let bgd = choose(Some(&nowhere.join("bgd")), None, None).unwrap_err().0;
+        assert!(bgd.contains("pip install 'buildgrid==0.9.1'"), "{bgd}");
         let pg = find_postgres(Some(nowhere)).unwrap_err().0;
         assert!(pg.contains("apt-get install postgresql"), "{pg}");
+    }
+
+    #[test]
+    fn the_connection_string_follows_the_psycopg_series() {
+        assert_eq!(connection_string("0.4.4", "h:1"), "postgresql+psycopg2://bgd@h:1/postgres");
+        assert_eq!(connection_string("0.8.16", "h:1"), "postgresql+psycopg2://bgd@h:1/postgres");
+        assert_eq!(connection_string("0.9.1", "h:1"), "postgresql://bgd@h:1/postgres");
+        assert_eq!(connection_string("0.10.0.dev3", "h:1"), "postgresql://bgd@h:1/postgres");
+        assert_eq!(connection_string("1.0", "h:1"), "postgresql://bgd@h:1/postgres");
+    }
+
+    #[test]
+    fn the_version_is_read_from_the_package_metadata_beside_bgd() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(dir.path().join("lib/python3.13/site-packages/buildgrid-0.9.1.dist-info")).unwrap();
+        std::fs::write(bin.join("bgd"), "#!/nonexistent/python\n").unwrap();
+        assert_eq!(bgd_version(&bin.join("bgd")).unwrap(), "0.9.1");
+        let choice = choose(Some(&bin.join("bgd")), Some("0.4.4"), None).unwrap();
+        assert_eq!((choice.version.as_str(), choice.why.as_str()), ("0.9.1", "the bgd given by --bgd"));
+        std::fs::remove_dir(dir.path().join("lib/python3.13/site-packages/buildgrid-0.9.1.dist-info")).unwrap();
+        assert!(bgd_version(&bin.join("bgd")).unwrap_err().0.contains("cannot tell which BuildGrid"));
+    }
+
+    #[test]
+    fn an_interpreter_too_old_for_a_pinned_release_is_refused_with_why() {
+        let err = choose(None, Some("0.9.1"), Some(Path::new("/nonexistent/python3"))).unwrap_err().0;
+        assert!(err.contains("BuildGrid 0.9.1 needs Python >= 3.13") && err.contains("--python"), "{err}");
+        assert!(choose(None, Some("0.5.0"), None).unwrap_err().0.contains("provisions 0.9.1 and 0.4.4"));
+        let fallback = Choice {
+            source: Source::Provision(&RELEASES[1], None),
+            version: "0.4.4".into(),
+            why: "no Python >= 3.13 found; --python to choose".into(),
+        };
+        assert_eq!(fallback.line(), "BuildGrid 0.4.4: no Python >= 3.13 found; --python to choose");
     }
 }

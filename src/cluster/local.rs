@@ -139,8 +139,15 @@ pub fn lock_file(path: &Path) -> Result<std::fs::File, ClusterError> {
 /// A command-line tool from PyPI in its own virtualenv under the cache
 /// (`<cache>/<dir>/bin/<binary>`), installed on first use. Idempotent; a
 /// marker file says the install finished (a virtualenv cannot be moved into
-/// place), and a lock lets concurrent first runs take turns.
-pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Result<PathBuf, ClusterError> {
+/// place), and a lock lets concurrent first runs take turns. `python` makes
+/// the virtualenv (default: `python3` on PATH).
+pub fn pip_tool(
+    dir: &str,
+    package: &str,
+    binary: &str,
+    python: Option<&Path>,
+    how_else: &str,
+) -> Result<PathBuf, ClusterError> {
     let venv = cache_root().join(dir);
     let tool = venv.join("bin").join(binary);
     let done = venv.join(".reapi-conformance-complete");
@@ -151,8 +158,11 @@ pub fn pip_tool(dir: &str, package: &str, binary: &str, how_else: &str) -> Resul
     if done.is_file() && tool.is_file() {
         return Ok(tool);
     }
-    let python =
-        which("python3").ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?;
+    let python = match python {
+        Some(p) => p.to_path_buf(),
+        None => which("python3")
+            .ok_or_else(|| ClusterError(format!("python3 is missing to install {package}; {how_else}")))?,
+    };
     eprintln!("provisioning {package} from PyPI into {} (once; about 30 s)", venv.display());
     // A half-made virtualenv (failed or interrupted) is removed; `done` keeps a finished one.
     let mut partial = Partial::new(venv.clone());
@@ -190,7 +200,7 @@ pub fn find_bst() -> Result<PathBuf, ClusterError> {
     if let Some(bst) = which("bst") {
         return Ok(bst);
     }
-    pip_tool("bst-2.8.1", BUILDSTREAM_WHEEL, "bst", "or install BuildStream 2.8.1 so that `bst` is on PATH")
+    pip_tool("bst-2.8.1", BUILDSTREAM_WHEEL, "bst", None, "or install BuildStream 2.8.1 so that `bst` is on PATH")
 }
 
 /// Finds the executable `name` on PATH.

@@ -25,6 +25,10 @@ pub struct ClusterSettings {
     pub buildbox_dir: Option<std::path::PathBuf>,
     /// BuildGrid's `bgd` (default: provisioned into the cache).
     pub bgd: Option<std::path::PathBuf>,
+    /// The BuildGrid release to provision (default: the newest this machine can run).
+    pub buildgrid_version: Option<String>,
+    /// The Python interpreter BuildGrid is provisioned with (default: found).
+    pub python: Option<std::path::PathBuf>,
     /// Directory with Buildbarn's programs (default: PATH).
     pub buildbarn_dir: Option<std::path::PathBuf>,
     /// Checks run at once, so the cluster can take that many actions.
@@ -117,6 +121,8 @@ fn buildbarn_cluster(s: &ClusterSettings, chroot: bool) -> Result<Box<dyn Cluste
 fn buildgrid_options(s: &ClusterSettings, mode: buildgrid::WorkerMode) -> buildgrid::BuildGridOptions {
     buildgrid::BuildGridOptions {
         bgd: s.bgd.clone(),
+        version: s.buildgrid_version.clone(),
+        python: s.python.clone(),
         buildbox_dir: s.buildbox_dir.clone(),
         mode,
         capacity: s.jobs.max(2),
@@ -189,6 +195,11 @@ pub trait Cluster: Send {
     }
     /// The server it runs, as named in `suites/servers/hints.yaml`, when known.
     fn server(&self) -> Option<&'static str> {
+        None
+    }
+    /// Which release of that server runs, and why that one, for the report
+    /// (e.g. "BuildGrid 0.9.1: the newest release, installed with Python 3.13").
+    fn server_detail(&self) -> Option<String> {
         None
     }
     /// How long each step of the last start took, for `--timings`.
