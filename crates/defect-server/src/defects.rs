@@ -235,6 +235,10 @@ defects! {
         "reports an interrupted upload's progress in QueryWriteStatus but refuses a Write that resumes at that offset",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
+    BatchLimitReset = "batch-limit-reset":
+        "advertises max_batch_total_size_bytes of 4 MiB but, as Buildfarm with gRPC's default 4 MiB inbound limit, answers a batch that large with RESOURCE_EXHAUSTED (the status gRPC-Java's limit sends, often lost to a stream reset) while smaller batches go through",
+    HalfClosedWriteUnanswered = "half-closed-write-unanswered":
+        "never answers a ByteStream Write stream the client closes without finish_write, as Buildfarm does (the spec says the service responds when the client closes the request channel)",
     EmptyBlobMissing = "empty-blob-missing":
         "reports the empty blob missing from FindMissingBlobs until someone uploads it",
     BatchAcceptsMismatch = "batch-accepts-mismatch":
@@ -243,6 +247,8 @@ defects! {
         "answers a ByteStream.Read whose read_offset is past the end with no data instead of OUT_OF_RANGE",
     QueryWriteStatusWrong = "query-write-status-wrong":
         "answers QueryWriteStatus for an unknown upload with committed_size 0 instead of NOT_FOUND",
+    WorkingDirOutputEmptyPath = "working-dir-output-empty-path" as Benign:
+        "reports the output directory `.` with the path \"\", as Buildfarm does (benign: REAPI allows \"\" for the working directory, and BuildStream places an output directory at normpath(working directory / path), the same place)",
     GetTreeUnimplemented = "get-tree-unimplemented" as Benign:
         "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
     GetTreeMissingRootEmpty = "get-tree-missing-root-empty":
