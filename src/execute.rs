@@ -36,6 +36,10 @@ pub enum Outcome {
     Queued { waited: Duration, cancel: String },
     /// Running on a worker when the budget ran out; the operation was cancelled.
     Executing { waited: Duration, cancel: String },
+    /// Went back to QUEUED after EXECUTING again and again (a worker failed
+    /// it and the server queued it anew): given up at once, and cancelled,
+    /// instead of waiting out the budget.
+    Requeued { waited: Duration, requeues: usize, cancel: String },
     /// Finished with an OK status and an ActionResult.
     Completed { response: Box<ExecuteResponse> },
 }
@@ -46,7 +50,7 @@ impl Outcome {
             Outcome::Rejected { .. } => OutcomeClass::Rejected,
             Outcome::Failed { .. } => OutcomeClass::Failed,
             Outcome::Queued { .. } => OutcomeClass::Queued,
-            Outcome::Executing { .. } => OutcomeClass::Executing,
+            Outcome::Executing { .. } | Outcome::Requeued { .. } => OutcomeClass::Executing,
             Outcome::Completed { .. } => OutcomeClass::Completed,
         }
     }
@@ -64,6 +68,11 @@ impl Outcome {
             Outcome::Executing { waited, cancel } => {
                 format!("still executing after {:.1}s, {cancel}", waited.as_secs_f64())
             }
+            Outcome::Requeued { waited, requeues, cancel } => format!(
+                "requeued {requeues} times (EXECUTING, then QUEUED again: the worker did not finish it and the \
+                 server queued it anew), {cancel} after {:.1}s",
+                waited.as_secs_f64()
+            ),
             Outcome::Completed { response } => {
                 let r = response.result.as_ref();
                 format!(
@@ -308,6 +317,9 @@ async fn follow(
                         inflight.set().insert(op.name.clone());
                     }
                     match observe(op, trace)? {
+                        None if requeues(trace) >= REQUEUE_LIMIT => {
+                            return Ok(requeued(clients, trace, start).await);
+                        }
                         None => continue,
                         Some(done) => match done.transient_code() {
                             Some(code) if retries < RETRY_LIMIT => {
@@ -525,6 +537,27 @@ pub async fn cancel(clients: &Clients, name: &str) -> Result<(), tonic::Status> 
     }
     let req = clients.request(CancelOperationRequest { name: name.to_string() });
     clients.call(clients.operations.clone().cancel_operation(req)).await.map(|_| ())
+}
+
+/// Times an operation may go from EXECUTING back to QUEUED before the
+/// harness calls it a requeue loop. One is a server retrying elsewhere after
+/// losing a worker; a second is a pattern (Buildfarm requeues for ever an
+/// operation its worker fails), and waiting out the budget would add nothing.
+pub const REQUEUE_LIMIT: usize = 2;
+
+/// How often the stages went EXECUTING → QUEUED.
+pub fn requeues(trace: &Trace) -> usize {
+    trace.stages.windows(2).filter(|w| w[0] == "EXECUTING" && w[1] == "QUEUED").count()
+}
+
+/// A requeue loop: cancel and report it.
+async fn requeued(clients: &Clients, trace: &Trace, start: Instant) -> Outcome {
+    let name = trace.operation.clone().unwrap_or_default();
+    let cancel = match cancel(clients, &name).await {
+        Ok(()) => "cancelled".to_string(),
+        Err(s) => format!("CancelOperation answered {:?}", s.code()),
+    };
+    Outcome::Requeued { waited: start.elapsed(), requeues: requeues(trace), cancel }
 }
 
 /// The budget is spent: cancel and report where the operation was.

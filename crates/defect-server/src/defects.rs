@@ -235,6 +235,8 @@ defects! {
         "reports an interrupted upload's progress in QueryWriteStatus but refuses a Write that resumes at that offset",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
+    RequeueLoop = "requeue-loop":
+        "when an action leaves an output symlink, fails uploading its outputs and queues the operation again for ever (EXECUTING, QUEUED, EXECUTING, ...), as Buildfarm does when its worker throws while uploading outputs",
     BatchLimitReset = "batch-limit-reset":
         "advertises max_batch_total_size_bytes of 4 MiB but, as Buildfarm with gRPC's default 4 MiB inbound limit, answers a batch that large with RESOURCE_EXHAUSTED (the status gRPC-Java's limit sends, often lost to a stream reset) while smaller batches go through",
     HalfClosedWriteUnanswered = "half-closed-write-unanswered":

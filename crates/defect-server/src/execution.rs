@@ -458,7 +458,13 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
         (Some(_), _) if *cancel.borrow() => failed(Code::Cancelled, "cancelled"),
         (Some(run_as), _) => {
             entry.publish(re::execution_stage::Value::Executing);
-            run_action(&shared, &job, run_as, &mut cancel).await
+            let response = run_action(&shared, &job, run_as, &mut cancel).await;
+            let symlink_output = response.result.as_ref().is_some_and(|r| !r.output_symlinks.is_empty());
+            if symlink_output && shared.defects.has(Defect::RequeueLoop) {
+                requeue_for_ever(&entry, &mut cancel).await
+            } else {
+                response
+            }
         }
         (None, Placement::Queue(reason)) => wait_for_a_bot(&shared, &entry, &mut cancel, &job, reason).await,
         (None, Placement::Run(_)) => failed(Code::Internal, "a runnable job was not run"),
@@ -481,6 +487,26 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
         }
     }
     entry.finish(response, &shared.defects);
+}
+
+/// `requeue-loop`: the worker fails uploading the outputs and the server
+/// queues the operation again, and again, until it is cancelled or nobody
+/// follows it.
+async fn requeue_for_ever(entry: &OperationEntry, cancel: &mut watch::Receiver<bool>) -> re::ExecuteResponse {
+    let mut unwatched = 0;
+    loop {
+        for stage in [re::execution_stage::Value::Queued, re::execution_stage::Value::Executing] {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled"),
+            }
+            entry.publish(stage);
+        }
+        unwatched = if entry.follower_count() == 0 { unwatched + 1 } else { 0 };
+        if unwatched >= 10 {
+            return failed(Code::Cancelled, "abandoned while requeued");
+        }
+    }
 }
 
 /// Results are cached when the action ran to an OK status with exit code 0
