@@ -463,16 +463,49 @@ pub(super) async fn timeout_status(h: &Harness, check: &CheckSpec) -> Result<Ver
              a timeout cannot be judged"
         )));
     }
-    match &outcome {
-        Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
-            Ok(Verdict::pass(outcome.describe()))
-        }
-        _ => Ok(Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
-            "outcome",
-            Some("failed in operation: DeadlineExceeded".into()),
-            outcome.describe(),
-        )),
+    let deadline_exceeded = |o: &Outcome| {
+        matches!(o, Outcome::Failed { code, operation_error: false, .. }
+            if Code::from_i32(*code) == Code::DeadlineExceeded)
+    };
+    if deadline_exceeded(&outcome) {
+        return Ok(Verdict::pass(outcome.describe()));
     }
+    let verdict = Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
+        "outcome",
+        Some("failed in operation: DeadlineExceeded".into()),
+        outcome.describe(),
+    );
+    if outcome.class() != OutcomeClass::Completed {
+        return Ok(verdict);
+    }
+    // The control: 15 s against the same 1 s timeout tells a timeout enforced
+    // late (padded) from one ignored.
+    let mut spec = spec_with(check, &["--sleep", "15000"]);
+    spec.timeout = Some(1.0);
+    let prepared = h.upload(&format!("{}/padding", check.id), &spec).await.map_err(StepError::precondition)?;
+    let started = Instant::now();
+    let (control, _) = h.execute(&prepared, h.options.timeout.max(Duration::from_secs(30))).await;
+    let took = started.elapsed().as_secs_f64();
+    Ok(match control {
+        Ok(c) if deadline_exceeded(&c) => Verdict::new(
+            unmet(check),
+            format!(
+                "the timeout is enforced late: a 5 s command with a 1 s timeout completed, a 15 s one ended \
+                 DEADLINE_EXCEEDED after {took:.1} s (the timeout padded by about {:.0} s)",
+                (took - 1.0).max(0.0)
+            ),
+        )
+        .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe())
+        .with("a 15 s command, 1 s timeout (control)", None, format!("{} after {took:.1} s", c.describe())),
+        Ok(c) if c.class() == OutcomeClass::Completed => Verdict::new(
+            unmet(check),
+            format!("the timeout is ignored: a 15 s command with a 1 s timeout completed too ({took:.1} s)"),
+        )
+        .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe())
+        .with("a 15 s command, 1 s timeout (control)", None, c.describe()),
+        Ok(c) => verdict.with("a 15 s command, 1 s timeout (control)", None, c.describe()),
+        Err(e) => verdict.with("a 15 s command, 1 s timeout (control)", None, e.to_string()),
+    })
 }
 
 /// A result with a non-OK status is not cached: GetActionResult misses afterwards.

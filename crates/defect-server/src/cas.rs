@@ -768,7 +768,8 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
         check_digest_function(request.digest_function)?;
         let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
         let result = request.action_result.ok_or_else(|| Status::invalid_argument("action_result missing"))?;
-        if !self.shared.defects.has(Defect::AcUpdateDropped) {
+        let failing_dropped = self.shared.defects.has(Defect::AcFailingUpdatesDropped) && result.exit_code != 0;
+        if !self.shared.defects.has(Defect::AcUpdateDropped) && !failing_dropped {
             lock(&self.shared.action_cache).insert(digest.hash, result.clone());
         }
         Ok(Response::new(result))

@@ -188,6 +188,8 @@ defects! {
         "sends ExecuteOperationMetadata without the action_digest of the action it is about",
     AcUpdateDropped = "ac-update-dropped":
         "answers UpdateActionResult with OK but does not store the result",
+    AcFailingUpdatesDropped = "ac-failing-updates-dropped":
+        "answers UpdateActionResult with OK but stores only results with exit code 0, as Buildfarm's NodeInstance.putActionResult does",
     AcHitBlobsEvicted = "ac-hit-blobs-evicted":
         "evicts the stdout blob of a cached result from the CAS while the action cache keeps serving the result",
     MissingCommandInternal = "missing-command-internal":
@@ -210,6 +212,8 @@ defects! {
         "puts results of commands that exited non-zero in the action cache and serves them on the next Execute",
     CachesNonOk = "caches-non-ok":
         "puts results whose ExecuteResponse status is not OK (e.g. DEADLINE_EXCEEDED) in the action cache",
+    TimeoutPadded = "timeout-padded":
+        "enforces Action.timeout only some seconds late (Buildfarm's worker pads every timeout by 10 s), so a command a little over its timeout completes",
     TimeoutIgnored = "timeout-ignored":
         "ignores Action.timeout, letting commands run to completion",
     CancelIgnored = "cancel-ignored":
