@@ -53,7 +53,11 @@ pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeM
         add_dir(&mut entries, &prefix, &dir, |name, child| next.push((name, child.clone())));
         for (name, d) in next {
             let child = children.get(&d.hash).ok_or_else(|| {
-                StepError::Server(format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))
+                StepError::Server(if d.hash.is_empty() {
+                    format!("the Tree of `{}` has a DirectoryNode `{name}` with no digest", od.path)
+                } else {
+                    format!("the Tree of `{}` lacks directory `{name}` ({})", od.path, digest::show(&d))
+                })
             })?;
             pending.push((name, child.clone()));
         }
