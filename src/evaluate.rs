@@ -185,10 +185,15 @@ pub fn judge(
         // would have finished, so the harness did not decide.
         if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed)
         {
+            let observed = if stages.is_empty() {
+                outcome.describe()
+            } else {
+                format!("stages {}; {}", stages.join(" → "), outcome.describe())
+            };
             return Verdict::error(format!("undecided: {}", outcome.describe())).with(
                 "outcome",
                 Some(expected.describe()),
-                outcome.describe(),
+                observed,
             );
         }
         return Verdict::new(unmet, format!("expected {}, got {}", expected.describe(), outcome.describe())).with(
