@@ -240,7 +240,7 @@ defects! {
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     RequeueLoop = "requeue-loop":
-        "when an action leaves an output symlink, fails uploading its outputs and queues the operation again for ever (EXECUTING, QUEUED, EXECUTING, ...), as Buildfarm does when its worker throws while uploading outputs",
+        "when an action leaves an output symlink, fails uploading its outputs, queues the operation again (EXECUTING, CACHE_CHECK, QUEUED, EXECUTING) and never finishes the next attempt, as Buildfarm does when its worker throws while uploading outputs",
     BatchLimitReset = "batch-limit-reset":
         "advertises max_batch_total_size_bytes of 4 MiB but, as Buildfarm with gRPC's default 4 MiB inbound limit, answers a batch that large with RESOURCE_EXHAUSTED (the status gRPC-Java's limit sends, often lost to a stream reset) while smaller batches go through",
     HalfClosedWriteUnanswered = "half-closed-write-unanswered":

@@ -489,21 +489,31 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
     entry.finish(response, &shared.defects);
 }
 
-/// `requeue-loop`: the worker fails uploading the outputs and the server
-/// queues the operation again, and again, until it is cancelled or nobody
-/// follows it.
+/// `requeue-loop`, as Buildfarm shows it: the worker fails uploading the
+/// outputs, the server checks the cache and queues the operation again
+/// (EXECUTING → CACHE_CHECK → QUEUED → EXECUTING), and the next attempt
+/// never finishes, until the operation is cancelled or nobody follows it.
 async fn requeue_for_ever(entry: &OperationEntry, cancel: &mut watch::Receiver<bool>) -> re::ExecuteResponse {
+    for stage in [
+        re::execution_stage::Value::CacheCheck,
+        re::execution_stage::Value::Queued,
+        re::execution_stage::Value::Executing,
+    ] {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled"),
+        }
+        entry.publish(stage);
+    }
     let mut unwatched = 0;
     loop {
-        for stage in [re::execution_stage::Value::Queued, re::execution_stage::Value::Executing] {
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-                _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled"),
-            }
-            entry.publish(stage);
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = cancel.wait_for(|cancelled| *cancelled) => return failed(Code::Cancelled, "cancelled"),
         }
+        entry.publish(re::execution_stage::Value::Executing);
         unwatched = if entry.follower_count() == 0 { unwatched + 1 } else { 0 };
-        if unwatched >= 10 {
+        if unwatched >= 3 {
             return failed(Code::Cancelled, "abandoned while requeued");
         }
     }
