@@ -195,6 +195,13 @@ pub struct RunArgs {
     /// --cluster buildbarn[:chroot|:plain] (default: PATH).
     #[arg(long, value_name = "DIR", env = "REAPI_BUILDBARN_DIR")]
     pub buildbarn_dir: Option<PathBuf>,
+    /// Directory with Buildfarm's buildfarm-server_deploy.jar and
+    /// buildfarm-shard-worker_deploy.jar for --cluster buildfarm.
+    #[arg(long, value_name = "DIR", env = "REAPI_BUILDFARM_DIR")]
+    pub buildfarm_dir: Option<PathBuf>,
+    /// Java 21 or newer for --cluster buildfarm (default: PATH, then /usr/lib/jvm/*).
+    #[arg(long, value_name = "FILE", env = "REAPI_JAVA")]
+    pub java: Option<PathBuf>,
 }
 
 /// How long `--long` keeps an action silent: past the 60 s idle timeout
@@ -288,6 +295,8 @@ pub fn cluster_settings(args: &RunArgs) -> cluster::ClusterSettings {
         buildgrid_version: args.buildgrid_version.clone(),
         python: args.python.clone(),
         buildbarn_dir: args.buildbarn_dir.clone(),
+        buildfarm_dir: args.buildfarm_dir.clone(),
+        java: args.java.clone(),
         jobs: args.jobs,
         isa: args.isa.clone().unwrap_or_else(|| crate::probe::host_isa().to_string()),
         instance: args.instance.clone(),

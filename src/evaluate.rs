@@ -171,14 +171,29 @@ pub fn judge(
                 outcome.describe(),
             );
         }
+        // Requeued again and again: the server does not finish an action it
+        // dispatched and will not (a client waiting on it hangs). A finding,
+        // reported at once rather than at the budget.
+        if matches!(outcome, Outcome::Requeued { .. }) && expected.contains(OutcomeClass::Completed) {
+            return Verdict::new(unmet, format!("the server keeps requeueing it: {}", outcome.describe())).with(
+                "outcome",
+                Some(expected.describe()),
+                format!("stages {}; {}", stages.join(" → "), outcome.describe()),
+            );
+        }
         // Out of budget while expecting completion: nobody can tell whether it
         // would have finished, so the harness did not decide.
         if matches!(class, OutcomeClass::Queued | OutcomeClass::Executing) && expected.contains(OutcomeClass::Completed)
         {
+            let observed = if stages.is_empty() {
+                outcome.describe()
+            } else {
+                format!("stages {}; {}", stages.join(" → "), outcome.describe())
+            };
             return Verdict::error(format!("undecided: {}", outcome.describe())).with(
                 "outcome",
                 Some(expected.describe()),
-                outcome.describe(),
+                observed,
             );
         }
         return Verdict::new(unmet, format!("expected {}, got {}", expected.describe(), outcome.describe())).with(

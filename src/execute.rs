@@ -36,6 +36,10 @@ pub enum Outcome {
     Queued { waited: Duration, cancel: String },
     /// Running on a worker when the budget ran out; the operation was cancelled.
     Executing { waited: Duration, cancel: String },
+    /// Went back to QUEUED after EXECUTING again and again (a worker failed
+    /// it and the server queued it anew): given up at once, and cancelled,
+    /// instead of waiting out the budget.
+    Requeued { waited: Duration, requeues: usize, cancel: String },
     /// Finished with an OK status and an ActionResult.
     Completed { response: Box<ExecuteResponse> },
 }
@@ -46,7 +50,7 @@ impl Outcome {
             Outcome::Rejected { .. } => OutcomeClass::Rejected,
             Outcome::Failed { .. } => OutcomeClass::Failed,
             Outcome::Queued { .. } => OutcomeClass::Queued,
-            Outcome::Executing { .. } => OutcomeClass::Executing,
+            Outcome::Executing { .. } | Outcome::Requeued { .. } => OutcomeClass::Executing,
             Outcome::Completed { .. } => OutcomeClass::Completed,
         }
     }
@@ -64,6 +68,12 @@ impl Outcome {
             Outcome::Executing { waited, cancel } => {
                 format!("still executing after {:.1}s, {cancel}", waited.as_secs_f64())
             }
+            Outcome::Requeued { waited, requeues, cancel } => format!(
+                "requeued {requeues} time(s) (EXECUTING, then back in the queue: the worker did not finish it and \
+                 the server queued it anew) and not finished {}s after the first, {cancel} after {:.1}s",
+                REQUEUE_GRACE.as_secs(),
+                waited.as_secs_f64()
+            ),
             Outcome::Completed { response } => {
                 let r = response.result.as_ref();
                 format!(
@@ -167,6 +177,8 @@ pub struct Trace {
     /// Operations whose `done` disagrees with their stage (done exactly
     /// when COMPLETED), one line each.
     pub done_problems: Vec<String>,
+    /// When the operation first went back from EXECUTING (see `requeues`).
+    pub requeued_at: Option<tokio::time::Instant>,
 }
 
 /// Names of operations started and not yet finished, so an interrupted run
@@ -299,15 +311,28 @@ async fn follow(
         };
         let mut resumes = 0;
         loop {
-            let next = tokio::time::timeout_at(deadline, stream.message()).await;
+            // Once requeued, it has REQUEUE_GRACE to finish.
+            let requeue_deadline = trace.requeued_at.map(|at| (at + REQUEUE_GRACE).min(deadline));
+            let next = tokio::time::timeout_at(requeue_deadline.unwrap_or(deadline), stream.message()).await;
             let interrupted = match next {
+                Err(_) if requeue_deadline.is_some_and(|r| r < deadline) => {
+                    return Ok(requeued(clients, trace, start).await)
+                }
                 Err(_) => return out_of_budget(clients, trace, start).await.map_err(ExecError),
                 Ok(Ok(Some(op))) => {
                     trace.messages += 1;
                     if trace.operation.is_none() && !op.name.is_empty() {
                         inflight.set().insert(op.name.clone());
                     }
-                    match observe(op, trace)? {
+                    let before = requeues(trace);
+                    let observed = observe(op, trace)?;
+                    if requeues(trace) > before && trace.requeued_at.is_none() {
+                        trace.requeued_at = Some(tokio::time::Instant::now());
+                    }
+                    match observed {
+                        None if requeues(trace) >= REQUEUE_LIMIT => {
+                            return Ok(requeued(clients, trace, start).await);
+                        }
                         None => continue,
                         Some(done) => match done.transient_code() {
                             Some(code) if retries < RETRY_LIMIT => {
@@ -422,6 +447,7 @@ fn forget_operation(trace: &mut Trace, inflight: &Inflight) {
         inflight.untrack(&name);
     }
     trace.stages.clear();
+    trace.requeued_at = None;
 }
 
 fn undecided_words(status: &tonic::Status) -> String {
@@ -525,6 +551,34 @@ pub async fn cancel(clients: &Clients, name: &str) -> Result<(), tonic::Status> 
     }
     let req = clients.request(CancelOperationRequest { name: name.to_string() });
     clients.call(clients.operations.clone().cancel_operation(req)).await.map(|_| ())
+}
+
+/// Times an operation may go from EXECUTING back to an earlier stage before
+/// the harness calls it a requeue loop. One is a server retrying elsewhere
+/// after losing a worker; a second is a pattern (Buildfarm requeues for ever
+/// an operation its worker fails), and waiting out the budget would add
+/// nothing.
+pub const REQUEUE_LIMIT: usize = 2;
+
+/// How long an operation may take to finish after its first requeue before
+/// it counts as a requeue loop (Buildfarm's second attempt hangs for longer
+/// than its first requeue took).
+pub const REQUEUE_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the stages went from EXECUTING back to CACHE_CHECK or QUEUED
+/// (Buildfarm: EXECUTING → CACHE_CHECK → QUEUED → EXECUTING).
+pub fn requeues(trace: &Trace) -> usize {
+    trace.stages.windows(2).filter(|w| w[0] == "EXECUTING" && (w[1] == "QUEUED" || w[1] == "CACHE_CHECK")).count()
+}
+
+/// A requeue loop: cancel and report it.
+async fn requeued(clients: &Clients, trace: &Trace, start: Instant) -> Outcome {
+    let name = trace.operation.clone().unwrap_or_default();
+    let cancel = match cancel(clients, &name).await {
+        Ok(()) => "cancelled".to_string(),
+        Err(s) => format!("CancelOperation answered {:?}", s.code()),
+    };
+    Outcome::Requeued { waited: start.elapsed(), requeues: requeues(trace), cancel }
 }
 
 /// The budget is spent: cancel and report where the operation was.

@@ -123,6 +123,24 @@ mod tests {
     }
 
     #[test]
+    fn buildfarm_is_recognised_by_its_operation_names_and_hinted() {
+        let mut s = summary(vec![
+            result("input-root.root-entries", VerdictKind::Fail, "host"),
+            result("sandbox.tmp-writable-empty", VerdictKind::Fail, "host files"),
+            result("protocol.timeout-status", VerdictKind::Fail, "completed"),
+        ]);
+        s.results[2].verdict.evidence.push(crate::verdict::Evidence {
+            label: "operation".into(),
+            expected: None,
+            observed: "shard/executions/6d8922d4".into(),
+        });
+        attach(&mut s, None);
+        assert!(s.server.as_deref().unwrap_or_default().starts_with("buildfarm"), "{:?}", s.server);
+        assert!(s.results[1].hint.as_deref().unwrap_or_default().contains("execution wrapper"));
+        assert!(s.results[2].hint.as_deref().unwrap_or_default().contains("pads every action timeout"));
+    }
+
+    #[test]
     fn unrecognised_servers_get_no_hints() {
         let mut s = summary(vec![result("sandbox.no-network", VerdictKind::Fail, "eth0")]);
         attach(&mut s, None);

@@ -64,16 +64,16 @@ pub(super) async fn update_roundtrip(h: &Harness, check: &CheckSpec) -> Result<V
     h.cas.upload(&blobs).await.map_err(|e| Verdict::error(format!("uploading stdout: {e}")))?;
     let stored = ActionResult { exit_code: 7, stdout_digest: Some(stdout_digest.clone()), ..Default::default() };
     let c = h.clients();
-    let msg = UpdateActionResultRequest {
-        instance_name: c.ac_instance.clone(),
-        action_digest: Some(prepared.action_digest.clone()),
-        action_result: Some(stored.clone()),
-        ..Default::default()
+    let update = |result: ActionResult| {
+        let msg = UpdateActionResultRequest {
+            instance_name: c.ac_instance.clone(),
+            action_digest: Some(prepared.action_digest.clone()),
+            action_result: Some(result),
+            ..Default::default()
+        };
+        c.unary("UpdateActionResult", &c.action_cache, msg, |mut s, r| async move { s.update_action_result(r).await })
     };
-    if let Err(s) = c
-        .unary("UpdateActionResult", &c.action_cache, msg, |mut s, r| async move { s.update_action_result(r).await })
-        .await
-    {
+    if let Err(s) = update(stored.clone()).await {
         if crate::execute::is_undecided(&s) {
             return Ok(Verdict::error(format!("UpdateActionResult: {}", s.message())));
         }
@@ -94,11 +94,44 @@ pub(super) async fn update_roundtrip(h: &Harness, check: &CheckSpec) -> Result<V
                     back.stdout_digest.as_ref().map_or_else(|| "none".into(), digest::show)
                 ),
             )),
-        None => Ok(Verdict::new(unmet(check), "UpdateActionResult answered OK, then GetActionResult NOT_FOUND").with(
-            "GetActionResult",
-            Some("the stored result".into()),
-            "NOT_FOUND",
-        )),
+        None => {
+            // The control: the same action with exit code 0. Buildfarm stores
+            // only successful results; another server may store none at all.
+            let success = ActionResult { exit_code: 0, ..stored.clone() };
+            let control = match update(success).await {
+                Err(s) if crate::execute::is_undecided(&s) => None,
+                Err(s) => Some(format!("UpdateActionResult answered {:?}", s.code())),
+                Ok(_) => match get(h, &prepared.action_digest).await? {
+                    Some(back) if back.exit_code == 0 && back.stdout_digest == stored.stdout_digest => {
+                        Some("stored and read back".into())
+                    }
+                    Some(_) => Some("another result read back".into()),
+                    None => Some("NOT_FOUND too".into()),
+                },
+            };
+            let reason = match control.as_deref() {
+                Some("stored and read back") => {
+                    "UpdateActionResult answered OK for a result with exit code 7 and \
+                     dropped it, while the same result with exit code 0 reads back: the server silently drops \
+                     failing results"
+                }
+                Some("NOT_FOUND too") => {
+                    "UpdateActionResult answered OK, then GetActionResult NOT_FOUND, for a \
+                     failing and for a successful result alike: the server drops every update"
+                }
+                _ => "UpdateActionResult answered OK, then GetActionResult NOT_FOUND",
+            };
+            let mut verdict = Verdict::new(unmet(check), reason).with(
+                "GetActionResult after storing exit code 7",
+                Some("the stored result".into()),
+                "NOT_FOUND",
+            );
+            if let Some(control) = control {
+                verdict =
+                    verdict.with("the same with exit code 0 (control)", Some("stored and read back".into()), control);
+            }
+            Ok(verdict)
+        }
     }
 }
 

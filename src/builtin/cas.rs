@@ -2,6 +2,7 @@
 //! BuildStream's behalf.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::{
     batch_update_blobs_request, BatchReadBlobsRequest, BatchUpdateBlobsRequest, Digest, FindMissingBlobsRequest,
@@ -681,13 +682,41 @@ pub(super) async fn batch_limit_usable(h: &Harness, check: &CheckSpec) -> Result
         requests.push(batch_update_blobs_request::Request { digest: Some(d), data, compressor: 0 });
     }
     let c = h.clients();
-    let msg = BatchUpdateBlobsRequest { instance_name: c.cas_instance.clone(), requests, digest_function: 0 };
+    let batch = |requests: Vec<batch_update_blobs_request::Request>| {
+        let msg = BatchUpdateBlobsRequest { instance_name: c.cas_instance.clone(), requests, digest_function: 0 };
+        c.unary("BatchUpdateBlobs", &c.cas, msg, |mut s, r| async move { s.batch_update_blobs(r).await })
+    };
     let expected = format!("OK for blobs totalling {limit} bytes");
-    let resp =
-        match c.unary("BatchUpdateBlobs", &c.cas, msg, |mut s, r| async move { s.batch_update_blobs(r).await }).await {
-            Ok(r) => r,
-            Err(s) => return Ok(answered(check, "BatchUpdateBlobs", &expected, s)),
-        };
+    let resp = match batch(requests.clone()).await {
+        Ok(r) => r,
+        Err(s) if execute::is_undecided(&s) => {
+            // A reset stream or RESOURCE_EXHAUSTED says nothing by itself; the
+            // control does: the same blobs in two batches of half the size.
+            let (first, second) = requests.split_at(parts / 2);
+            let (a, b) = (batch(first.to_vec()).await, batch(second.to_vec()).await);
+            let ok = |r: &Result<
+                bazel_remote_apis::build::bazel::remote::execution::v2::BatchUpdateBlobsResponse,
+                tonic::Status,
+            >| {
+                r.as_ref().is_ok_and(|r| r.responses.iter().all(|b| b.status.as_ref().is_none_or(|s| s.code == 0)))
+            };
+            if !(ok(&a) && ok(&b)) {
+                return Ok(answered(check, "BatchUpdateBlobs", &expected, s));
+            }
+            return Ok(Verdict::new(
+                unmet(check),
+                format!(
+                    "a batch of the advertised {limit} bytes fails ({:?}: {}) while the same blobs in two batches \
+                     of half that go through: the server cannot carry the limit it advertises",
+                    s.code(),
+                    s.message()
+                ),
+            )
+            .with("BatchUpdateBlobs", Some(expected), format!("{:?}: {} (after retries)", s.code(), s.message()))
+            .with("the same blobs in two batches", Some("OK (control)".into()), "OK"));
+        }
+        Err(s) => return Ok(answered(check, "BatchUpdateBlobs", &expected, s)),
+    };
     if let Some(r) = resp.responses.iter().find(|r| r.status.as_ref().is_some_and(|s| s.code != 0)) {
         let s = r.status.clone().unwrap_or_default();
         return Ok(Verdict::new(
@@ -758,10 +787,15 @@ pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -
         async move { c.call(client.write(req)).await }
     };
     // The first half, then the stream ends without finish_write; whatever
-    // the server answers, the upload is unfinished.
-    match write(0, half, false).await {
-        Err(s) if execute::is_undecided(&s) => return Ok(Verdict::error(format!("ByteStream.Write: {}", s.message()))),
-        _ => {}
+    // the server answers, the upload is unfinished. It must answer: "when
+    // the client closes the request channel, the service will respond".
+    let wait = HALF_CLOSE_WAIT.min(c.rpc_timeout);
+    match tokio::time::timeout(wait, write(0, half, false)).await {
+        Err(_) => return half_close_unanswered(h, check, wait).await,
+        Ok(Err(s)) if execute::is_undecided(&s) => {
+            return Ok(Verdict::error(format!("ByteStream.Write: {}", s.message())))
+        }
+        Ok(_) => {}
     }
     let msg = QueryWriteStatusRequest { resource_name: resource.clone() };
     let status = match c
@@ -807,6 +841,44 @@ pub(super) async fn bytestream_resumable_write(h: &Harness, check: &CheckSpec) -
             Some("readable".into()),
             e.to_string(),
         )),
+    }
+}
+
+/// How long a Write stream closed without finish_write may go unanswered.
+const HALF_CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// A half-closed Write got no answer within `wait`: a FAIL when a complete
+/// Write of a fresh blob is answered within the same wait (the control),
+/// else undecided.
+async fn half_close_unanswered(h: &Harness, check: &CheckSpec, wait: Duration) -> Result<Verdict, Verdict> {
+    let mut data = unique_bytes(h, check, "half-close-control");
+    data.resize(1024, b'.');
+    let d = digest::of_bytes(&data);
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(wait, h.cas.write_bytestream(&d, &Arc::new(data))).await {
+        Ok(Ok(())) => Ok(Verdict::new(
+            unmet(check),
+            format!(
+                "a Write stream closed without finish_write got no WriteResponse within {:.0} s, while a complete \
+                 Write was answered in {:.2} s",
+                wait.as_secs_f64(),
+                start.elapsed().as_secs_f64()
+            ),
+        )
+        .with(
+            "ByteStream.Write, half a blob, stream closed",
+            Some("a WriteResponse (or an error) once the client closes the stream".into()),
+            format!("no answer within {:.0} s", wait.as_secs_f64()),
+        )
+        .with("ByteStream.Write, a whole blob (control)", Some("OK".into()), "OK")),
+        Ok(Err(e)) => Ok(Verdict::error(format!(
+            "a half-closed Write went unanswered for {:.0} s, and the control Write failed too: {e}",
+            wait.as_secs_f64()
+        ))),
+        Err(_) => Ok(Verdict::error(format!(
+            "a half-closed Write went unanswered for {:.0} s, and so did the control Write",
+            wait.as_secs_f64()
+        ))),
     }
 }
 

@@ -140,12 +140,12 @@ pub(crate) async fn run_to_completion(
     spec: &crate::suite::ActionSpec,
 ) -> Result<(PreparedAction, Outcome), Verdict> {
     let prepared = h.upload(key, spec).await.map_err(StepError::precondition)?;
-    let (outcome, _trace) = h.execute(&prepared, h.options.timeout).await;
+    let (outcome, trace) = h.execute(&prepared, h.options.timeout).await;
     let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
     if outcome.class() != OutcomeClass::Completed {
         let mut completed = check.clone();
         completed.expect = Default::default();
-        return Err(evaluate::judge(&completed, &outcome, &[], None, &h.vars).with_outcome(outcome.class()));
+        return Err(evaluate::judge(&completed, &outcome, &trace.stages, None, &h.vars).with_outcome(outcome.class()));
     }
     Ok((prepared, outcome))
 }

@@ -53,7 +53,11 @@ pub async fn list_output_dir(h: &Harness, od: &OutputDirectory) -> Result<BTreeM
         add_dir(&mut entries, &prefix, &dir, |name, child| next.push((name, child.clone())));
         for (name, d) in next {
             let child = children.get(&d.hash).ok_or_else(|| {
-                StepError::Server(format!("the Tree of `{}` lacks directory {}", od.path, digest::show(&d)))
+                StepError::Server(if d.hash.is_empty() {
+                    format!("the Tree of `{}` has a DirectoryNode `{name}` with no digest", od.path)
+                } else {
+                    format!("the Tree of `{}` lacks directory `{name}` ({})", od.path, digest::show(&d))
+                })
             })?;
             pending.push((name, child.clone()));
         }
@@ -112,8 +116,9 @@ fn writes(probe: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Every output path comes back as an OutputDirectory with exactly the
-/// requested path, no `output_files`, and holds what the command wrote there.
+/// Every output path comes back as an OutputDirectory at the requested place
+/// (its path resolved against the working directory, as BuildStream does),
+/// no `output_files`, and holds what the command wrote there.
 pub(super) async fn outputs_match_writes(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let (prepared, outcome) = run_to_completion(h, &check.id, check, &check.action).await?;
     let Some(result) = outcome.result() else { return Ok(Verdict::error("completed without a result")) };
@@ -136,18 +141,22 @@ pub(super) async fn outputs_match_writes(h: &Harness, check: &CheckSpec) -> Resu
         ));
     }
     let got: Vec<&String> = result.output_directories.iter().map(|d| &d.path).collect();
-    let mut got_sorted = got.clone();
-    got_sorted.sort();
-    let mut want_sorted = requested.clone();
-    want_sorted.sort();
-    if got_sorted != want_sorted {
+    // Judged as BuildStream reads them: it places each output directory at
+    // normpath(working directory / path), so "" for `.` (which REAPI allows
+    // for the working directory) lands where `.` does.
+    let workdir = &prepared.command.working_directory;
+    let placed = |paths: &[&String]| {
+        let mut v: Vec<String> = paths.iter().map(|p| resolve(workdir, p)).collect();
+        v.sort();
+        v
+    };
+    if placed(&got) != placed(&requested) {
         return Ok(Verdict::new(unmet(check), format!("output directories {got:?}, requested {requested:?}")).with(
             "output_directories",
             Some(format!("{requested:?}")),
             format!("{got:?}"),
         ));
     }
-    let workdir = &prepared.command.working_directory;
     let mut found = Vec::new();
     for (path, content) in writes(&check.action.probe) {
         // Relative writes are relative to the working directory, where the probe runs.

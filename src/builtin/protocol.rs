@@ -85,6 +85,28 @@ fn spec_with(check: &CheckSpec, probe: &[&str]) -> ActionSpec {
 
 /// Starts Execute and returns the name from the first Operation, dropping the stream.
 async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> Result<(String, bool), Verdict> {
+    operation_at(h, check, spec, Duration::ZERO).await
+}
+
+/// Whether an Operation's metadata says EXECUTING.
+fn executing(op: &bazel_remote_apis::google::longrunning::Operation) -> bool {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::{execution_stage, ExecuteOperationMetadata};
+    op.metadata
+        .as_ref()
+        .and_then(|m| ExecuteOperationMetadata::decode(&m.value[..]).ok())
+        .is_some_and(|m| m.stage == execution_stage::Value::Executing as i32)
+}
+
+/// Starts `spec` and returns its operation's name and whether it is done,
+/// once the operation reports EXECUTING or `executing_within` has passed
+/// (at the first Operation for `Duration::ZERO`): a server may treat a queued
+/// operation differently from one a worker runs.
+async fn operation_at(
+    h: &Harness,
+    check: &CheckSpec,
+    spec: &ActionSpec,
+    executing_within: Duration,
+) -> Result<(String, bool), Verdict> {
     let prepared = h.upload(&check.id, spec).await.map_err(StepError::precondition)?;
     let clients = h.clients();
     let msg = ExecuteRequest {
@@ -106,7 +128,18 @@ async fn first_operation(h: &Harness, check: &CheckSpec, spec: &ActionSpec) -> R
         }
         Ok(stream) => stream,
     };
-    match tokio::time::timeout_at(deadline, stream.message()).await {
+    let first = tokio::time::timeout_at(deadline, stream.message()).await;
+    if let Ok(Ok(Some(op))) = &first {
+        if !op.name.is_empty() && !op.done && !executing(op) && !executing_within.is_zero() {
+            let until = (Instant::now() + executing_within).min(deadline);
+            while let Ok(Ok(Some(next))) = tokio::time::timeout_at(until, stream.message()).await {
+                if next.done || executing(&next) {
+                    return Ok((op.name.clone(), next.done));
+                }
+            }
+        }
+    }
+    match first {
         Ok(Ok(Some(op))) if !op.name.is_empty() => Ok((op.name, op.done)),
         Ok(Ok(Some(_))) => Err(Verdict::new(unmet(check), "the first Operation has no name").with(
             "Operation.name",
@@ -200,7 +233,9 @@ pub(super) async fn wait_execution_resumes(h: &Harness, check: &CheckSpec) -> Re
 /// UNIMPLEMENTED / INVALID_ARGUMENT (what BuildStream tolerates).
 pub(super) async fn cancel_operation(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let spec = spec_with(check, &["--sleep", "20000"]);
-    let (name, done) = first_operation(h, check, &spec).await?;
+    // Cancelled once a worker runs it (Buildfarm cancels a queued operation
+    // but not an executing one), or after 5 s where no EXECUTING is reported.
+    let (name, done) = operation_at(h, check, &spec, Duration::from_secs(5)).await?;
     if done {
         return Ok(Verdict::error("the operation finished before it could be cancelled"));
     }
@@ -428,16 +463,49 @@ pub(super) async fn timeout_status(h: &Harness, check: &CheckSpec) -> Result<Ver
              a timeout cannot be judged"
         )));
     }
-    match &outcome {
-        Outcome::Failed { code, operation_error: false, .. } if Code::from_i32(*code) == Code::DeadlineExceeded => {
-            Ok(Verdict::pass(outcome.describe()))
-        }
-        _ => Ok(Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
-            "outcome",
-            Some("failed in operation: DeadlineExceeded".into()),
-            outcome.describe(),
-        )),
+    let deadline_exceeded = |o: &Outcome| {
+        matches!(o, Outcome::Failed { code, operation_error: false, .. }
+            if Code::from_i32(*code) == Code::DeadlineExceeded)
+    };
+    if deadline_exceeded(&outcome) {
+        return Ok(Verdict::pass(outcome.describe()));
     }
+    let verdict = Verdict::new(unmet(check), format!("a timed-out action ended {}", outcome.describe())).with(
+        "outcome",
+        Some("failed in operation: DeadlineExceeded".into()),
+        outcome.describe(),
+    );
+    if outcome.class() != OutcomeClass::Completed {
+        return Ok(verdict);
+    }
+    // The control: 15 s against the same 1 s timeout tells a timeout enforced
+    // late (padded) from one ignored.
+    let mut spec = spec_with(check, &["--sleep", "15000"]);
+    spec.timeout = Some(1.0);
+    let prepared = h.upload(&format!("{}/padding", check.id), &spec).await.map_err(StepError::precondition)?;
+    let started = Instant::now();
+    let (control, _) = h.execute(&prepared, h.options.timeout.max(Duration::from_secs(30))).await;
+    let took = started.elapsed().as_secs_f64();
+    Ok(match control {
+        Ok(c) if deadline_exceeded(&c) => Verdict::new(
+            unmet(check),
+            format!(
+                "the timeout is enforced late: a 5 s command with a 1 s timeout completed, a 15 s one ended \
+                 DEADLINE_EXCEEDED after {took:.1} s (the timeout padded by about {:.0} s)",
+                (took - 1.0).max(0.0)
+            ),
+        )
+        .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe())
+        .with("a 15 s command, 1 s timeout (control)", None, format!("{} after {took:.1} s", c.describe())),
+        Ok(c) if c.class() == OutcomeClass::Completed => Verdict::new(
+            unmet(check),
+            format!("the timeout is ignored: a 15 s command with a 1 s timeout completed too ({took:.1} s)"),
+        )
+        .with("outcome", Some("failed in operation: DeadlineExceeded".into()), outcome.describe())
+        .with("a 15 s command, 1 s timeout (control)", None, c.describe()),
+        Ok(c) => verdict.with("a 15 s command, 1 s timeout (control)", None, c.describe()),
+        Err(e) => verdict.with("a 15 s command, 1 s timeout (control)", None, e.to_string()),
+    })
 }
 
 /// A result with a non-OK status is not cached: GetActionResult misses afterwards.

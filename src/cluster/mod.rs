@@ -6,11 +6,13 @@ use futures_util::future::BoxFuture;
 use crate::connection::ConnectOptions;
 
 pub mod buildbarn;
+pub mod buildfarm;
 pub mod buildgrid;
 pub mod compose;
 mod disk;
 pub mod endpoint;
 pub mod local;
+pub mod netns;
 mod process;
 pub mod ready;
 pub mod rundir;
@@ -31,6 +33,10 @@ pub struct ClusterSettings {
     pub python: Option<std::path::PathBuf>,
     /// Directory with Buildbarn's programs (default: PATH).
     pub buildbarn_dir: Option<std::path::PathBuf>,
+    /// Directory with Buildfarm's deploy jars (default: REAPI_BUILDFARM_DIR).
+    pub buildfarm_dir: Option<std::path::PathBuf>,
+    /// The Java runtime for Buildfarm (default: REAPI_JAVA, else found).
+    pub java: Option<std::path::PathBuf>,
     /// Checks run at once, so the cluster can take that many actions.
     pub jobs: usize,
     /// The ISA workers advertise, in BuildStream's naming.
@@ -104,6 +110,17 @@ pub const REGISTRY: &[ClusterEntry] = &[
         expectations: Some("fixtures/expectations/buildbarn-plain.yaml"),
         make: |s| buildbarn_cluster(s, false),
         agreement: true,
+    },
+    ClusterEntry {
+        name: "buildfarm",
+        aliases: &[],
+        description: "Buildfarm (server, one shard worker, Redis) in a private network namespace with loopback only: \
+                      no chroot; the deploy jars come from --buildfarm-dir, Java 21+ from --java or found",
+        expectations: Some("fixtures/expectations/buildfarm.yaml"),
+        make: |s| {
+            let options = buildfarm::options(s.buildfarm_dir.as_deref(), s.java.as_deref(), &s.isa, &s.instance)?;
+            Ok(Box::new(buildfarm::Buildfarm::new(options)))
+        },
     },
 ];
 

@@ -188,6 +188,15 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
                 "batch of {total} bytes exceeds max_batch_total_size_bytes {MAX_BATCH_TOTAL_SIZE_BYTES}"
             )));
         }
+        // Buildfarm's gRPC-Java server with its default 4 MiB inbound limit:
+        // the message of a batch as large as advertised (framing included) is
+        // over it.
+        let encoded = prost::Message::encoded_len(&request) as i64;
+        if self.shared.defects.has(Defect::BatchLimitReset) && encoded > MAX_BATCH_TOTAL_SIZE_BYTES {
+            return Err(Status::resource_exhausted(format!(
+                "gRPC message exceeds maximum size {MAX_BATCH_TOTAL_SIZE_BYTES}: {encoded}"
+            )));
+        }
         let mut responses = Vec::with_capacity(request.requests.len());
         for blob in request.requests {
             let status = match check_digest(blob.digest.as_ref(), "requests.digest") {
@@ -576,6 +585,10 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let Some(digest) = digest else {
             return Err(Status::invalid_argument("empty write stream"));
         };
+        if !finished && self.shared.defects.has(Defect::HalfClosedWriteUnanswered) {
+            // Buildfarm's write handler waits for more data that never comes.
+            std::future::pending::<()>().await;
+        }
         if !finished {
             // Kept for a Write that resumes it (a few at a time: it is a test server).
             let committed_size = buffer.len() as i64;
@@ -755,7 +768,8 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
         check_digest_function(request.digest_function)?;
         let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
         let result = request.action_result.ok_or_else(|| Status::invalid_argument("action_result missing"))?;
-        if !self.shared.defects.has(Defect::AcUpdateDropped) {
+        let failing_dropped = self.shared.defects.has(Defect::AcFailingUpdatesDropped) && result.exit_code != 0;
+        if !self.shared.defects.has(Defect::AcUpdateDropped) && !failing_dropped {
             lock(&self.shared.action_cache).insert(digest.hash, result.clone());
         }
         Ok(Response::new(result))

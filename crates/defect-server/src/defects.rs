@@ -188,6 +188,8 @@ defects! {
         "sends ExecuteOperationMetadata without the action_digest of the action it is about",
     AcUpdateDropped = "ac-update-dropped":
         "answers UpdateActionResult with OK but does not store the result",
+    AcFailingUpdatesDropped = "ac-failing-updates-dropped":
+        "answers UpdateActionResult with OK but stores only results with exit code 0, as Buildfarm's NodeInstance.putActionResult does",
     AcHitBlobsEvicted = "ac-hit-blobs-evicted":
         "evicts the stdout blob of a cached result from the CAS while the action cache keeps serving the result",
     MissingCommandInternal = "missing-command-internal":
@@ -210,6 +212,8 @@ defects! {
         "puts results of commands that exited non-zero in the action cache and serves them on the next Execute",
     CachesNonOk = "caches-non-ok":
         "puts results whose ExecuteResponse status is not OK (e.g. DEADLINE_EXCEEDED) in the action cache",
+    TimeoutPadded = "timeout-padded":
+        "enforces Action.timeout only some seconds late (Buildfarm's worker pads every timeout by 10 s), so a command a little over its timeout completes",
     TimeoutIgnored = "timeout-ignored":
         "ignores Action.timeout, letting commands run to completion",
     CancelIgnored = "cancel-ignored":
@@ -235,6 +239,12 @@ defects! {
         "reports an interrupted upload's progress in QueryWriteStatus but refuses a Write that resumes at that offset",
     BatchLimitOverstated = "batch-limit-overstated":
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
+    RequeueLoop = "requeue-loop":
+        "when an action leaves an output symlink, fails uploading its outputs, queues the operation again (EXECUTING, CACHE_CHECK, QUEUED, EXECUTING) and never finishes the next attempt, as Buildfarm does when its worker throws while uploading outputs",
+    BatchLimitReset = "batch-limit-reset":
+        "advertises max_batch_total_size_bytes of 4 MiB but, as Buildfarm with gRPC's default 4 MiB inbound limit, answers a batch that large with RESOURCE_EXHAUSTED (the status gRPC-Java's limit sends, often lost to a stream reset) while smaller batches go through",
+    HalfClosedWriteUnanswered = "half-closed-write-unanswered":
+        "never answers a ByteStream Write stream the client closes without finish_write, as Buildfarm does (the spec says the service responds when the client closes the request channel)",
     EmptyBlobMissing = "empty-blob-missing":
         "reports the empty blob missing from FindMissingBlobs until someone uploads it",
     BatchAcceptsMismatch = "batch-accepts-mismatch":
@@ -243,6 +253,8 @@ defects! {
         "answers a ByteStream.Read whose read_offset is past the end with no data instead of OUT_OF_RANGE",
     QueryWriteStatusWrong = "query-write-status-wrong":
         "answers QueryWriteStatus for an unknown upload with committed_size 0 instead of NOT_FOUND",
+    WorkingDirOutputEmptyPath = "working-dir-output-empty-path" as Benign:
+        "reports the output directory `.` with the path \"\", as Buildfarm does (benign: REAPI allows \"\" for the working directory, and BuildStream places an output directory at normpath(working directory / path), the same place)",
     GetTreeUnimplemented = "get-tree-unimplemented" as Benign:
         "answers GetTree with UNIMPLEMENTED, as Buildbarn does (benign: the spec does not require GetTree and BuildStream fetches trees through buildbox-casd)",
     GetTreeMissingRootEmpty = "get-tree-missing-root-empty":

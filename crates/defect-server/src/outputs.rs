@@ -200,6 +200,8 @@ pub(crate) fn collect_outputs(
                     ..Default::default()
                 });
             } else {
+                let path =
+                    if path == "." && defects.has(Defect::WorkingDirOutputEmptyPath) { String::new() } else { path };
                 result.output_directories.push(re::OutputDirectory {
                     path,
                     tree_digest: if defects.has(Defect::TreeDigestOmitted) { None } else { Some(tree_digest) },
