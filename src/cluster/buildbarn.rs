@@ -206,12 +206,8 @@ async fn wait_socket(path: &Path, process: &mut ManagedProcess, limit: Duration)
         if path.exists() {
             return Ok(());
         }
-        if let Some(status) = process.exited() {
-            return Err(ClusterError(format!(
-                "{} exited ({status}) during start-up:\n{}",
-                process.name,
-                process.log_tail()
-            )));
+        if let Some(exit) = process.startup_exit() {
+            return Err(exit);
         }
         if start.elapsed() > limit {
             return Err(ClusterError(format!(
@@ -282,9 +278,7 @@ impl Cluster for Buildbarn {
 
     fn died(&mut self) -> Option<String> {
         let run = self.running.as_mut()?;
-        let death = run.processes.iter_mut().find_map(|p| p.death());
-        let logs: Vec<&Path> = run.processes.iter().map(|p| p.log_path()).collect();
-        death.or_else(|| super::disk::trouble(&run.dir, &logs))
+        super::disk::harness_fault(&run.dir, run.processes.iter_mut())
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {

@@ -326,9 +326,7 @@ impl Cluster for Buildfarm {
 
     fn died(&mut self) -> Option<String> {
         let run = self.running.as_mut()?;
-        let death = run.processes.iter_mut().find_map(|p| p.death());
-        let logs: Vec<&Path> = run.processes.iter().map(|p| p.log_path()).collect();
-        death.or_else(|| super::disk::trouble(&run.dir, &logs))
+        super::disk::harness_fault(&run.dir, run.processes.iter_mut())
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {

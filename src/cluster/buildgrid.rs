@@ -653,10 +653,7 @@ impl Cluster for BuildGrid {
 
     fn died(&mut self) -> Option<String> {
         let run = self.running.as_mut()?;
-        let death = [run.postgres.as_mut(), run.bgd.as_mut()].into_iter().flatten().find_map(|p| p.death());
-        let logs: Vec<&std::path::Path> =
-            [run.postgres.as_ref(), run.bgd.as_ref()].into_iter().flatten().map(|p| p.log_path()).collect();
-        death.or_else(|| super::disk::trouble(&run.dir, &logs))
+        super::disk::harness_fault(&run.dir, [run.postgres.as_mut(), run.bgd.as_mut()].into_iter().flatten())
     }
 
     fn name(&self) -> String {

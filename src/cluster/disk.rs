@@ -36,6 +36,22 @@ pub fn trouble(dir: &Path, logs: &[&Path]) -> Option<String> {
     None
 }
 
+/// Why no finding of a run can stand on a cluster whose processes are
+/// `processes` and whose run directory is `dir`: the first process that
+/// exited on its own, else the disk running out ([`trouble`], their logs
+/// read). The one answer every adapter's `Cluster::died` gives.
+pub fn harness_fault<'a>(
+    dir: &Path,
+    processes: impl IntoIterator<Item = &'a mut super::ManagedProcess>,
+) -> Option<String> {
+    let mut processes: Vec<&mut super::ManagedProcess> = processes.into_iter().collect();
+    if let Some(death) = processes.iter_mut().find_map(|p| p.death()) {
+        return Some(death);
+    }
+    let logs: Vec<&Path> = processes.iter().map(|p| p.log_path()).collect();
+    trouble(dir, &logs)
+}
+
 fn free_bytes(dir: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;

@@ -460,12 +460,8 @@ pub async fn wait_ready(
         if clients.call(clients.capabilities.clone().get_capabilities(req)).await.is_ok() {
             return Ok(start.elapsed());
         }
-        if let Some(status) = process.exited() {
-            return Err(ClusterError(format!(
-                "{} exited ({status}) during start-up:\n{}",
-                process.name,
-                process.log_tail()
-            )));
+        if let Some(exit) = process.startup_exit() {
+            return Err(exit);
         }
         if start.elapsed() > limit {
             return Err(ClusterError(format!(
@@ -490,9 +486,8 @@ impl Cluster for Local {
 
     fn died(&mut self) -> Option<String> {
         let run = self.running.as_mut()?;
-        let casd = run.casd.as_mut()?;
         // casd and buildbox-run log a failed write for want of space.
-        casd.death().or_else(|| super::disk::trouble(&run.dir, &[casd.log_path()]))
+        super::disk::harness_fault(&run.dir, run.casd.as_mut())
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {

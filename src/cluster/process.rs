@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::ClusterError;
 use crate::worker::{descendants, kill_all};
 
 /// A started server process and its process group.
@@ -74,6 +75,13 @@ impl ManagedProcess {
     /// "the harness's NAME exited (STATUS)" when it has ended.
     pub fn death(&mut self) -> Option<String> {
         self.exited().map(|status| format!("the harness's {} exited ({status})", self.name))
+    }
+
+    /// "NAME exited (STATUS) during start-up:" with its log's last lines,
+    /// once it has exited: what an adapter waiting for it to listen says.
+    pub fn startup_exit(&mut self) -> Option<ClusterError> {
+        let status = self.exited()?;
+        Some(ClusterError(format!("{} exited ({status}) during start-up:\n{}", self.name, self.log_tail())))
     }
 
     /// Where the process writes its output.
