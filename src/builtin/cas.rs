@@ -35,22 +35,54 @@ pub(super) fn instance_prefix(h: &Harness) -> String {
 }
 
 /// The status a server-streaming call answers with: its error, or OK once a
-/// first message arrives. Transport problems and silence are ERROR verdicts.
-pub(super) async fn first_status<T>(
+/// first message arrives. `make` starts the call; it is made again while the
+/// answer is transient (a broken link, UNAVAILABLE, RESOURCE_EXHAUSTED), as
+/// every call is, and what stays undecided or silent is an ERROR verdict.
+pub(super) async fn first_status<T, Fut>(
     h: &Harness,
     what: &str,
-    call: impl std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
-) -> Result<Code, Verdict> {
+    mut make: impl FnMut() -> Fut,
+) -> Result<Code, Verdict>
+where
+    Fut: std::future::Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+{
     let c = h.clients();
-    match c.call(call).await {
-        Err(s) if execute::is_undecided(&s) => Err(Verdict::error(format!("{what}: {}", s.message()))),
-        Err(s) => Ok(s.code()),
-        Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
-            Err(_) => Err(Verdict::error(format!("{what} stream did not answer in time"))),
-            Ok(Err(s)) => Ok(s.code()),
-            Ok(Ok(_)) => Ok(Code::Ok),
-        },
+    let mut retries = 0;
+    loop {
+        let status = match c.call(make()).await {
+            Err(s) => s,
+            Ok(mut stream) => match tokio::time::timeout(c.rpc_timeout, stream.message()).await {
+                Err(_) => return Err(Verdict::error(format!("{what} stream did not answer in time"))),
+                Ok(Err(s)) => s,
+                Ok(Ok(_)) => return Ok(Code::Ok),
+            },
+        };
+        if reapi_client::retry::is_retryable(&status) && retries < reapi_client::retry::RETRIES {
+            retries += 1;
+            reapi_client::retry::record_status(what, &status);
+            tokio::time::sleep(reapi_client::retry::pause(retries)).await;
+            continue;
+        }
+        if execute::is_undecided(&status) {
+            return Err(Verdict::error(format!("{what}: {:?}: {}", status.code(), status.message())));
+        }
+        return Ok(status.code());
     }
+}
+
+/// Starts a ByteStream Read of `msg` (for [`first_status`]).
+pub(super) fn bytestream_read(
+    h: &Harness,
+    msg: &ReadRequest,
+) -> impl std::future::Future<
+    Output = Result<
+        tonic::Response<tonic::Streaming<bazel_remote_apis::google::bytestream::ReadResponse>>,
+        tonic::Status,
+    >,
+> {
+    let c = h.clients();
+    let (mut bytestream, req) = (c.bytestream.clone(), c.request(msg.clone()));
+    async move { bytestream.read(req).await }
 }
 
 /// An RPC failure: transport problems are ERROR, server answers are evidence.
@@ -205,13 +237,12 @@ pub(super) async fn bytestream_read_past_end(h: &Harness, check: &CheckSpec) -> 
     if let Err(e) = h.cas.upload(&blobs).await {
         return Ok(Verdict::error(format!("uploading the blob: {e}")));
     }
-    let c = h.clients();
-    let req = c.request(ReadRequest {
+    let msg = ReadRequest {
         resource_name: format!("{}blobs/{}/{}", instance_prefix(h), d.hash, d.size_bytes),
         read_offset: d.size_bytes + 1,
         read_limit: 0,
-    });
-    match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await {
+    };
+    match first_status(h, "ByteStream.Read", || bytestream_read(h, &msg)).await {
         Err(v) => Ok(v),
         Ok(Code::OutOfRange) => Ok(Verdict::pass("OUT_OF_RANGE")),
         Ok(code) => Ok(Verdict::new(unmet(check), format!("read_offset past the end answered {code:?}")).with(
@@ -254,9 +285,12 @@ pub(super) async fn query_write_status_unknown(h: &Harness, check: &CheckSpec) -
 pub(super) async fn get_tree_missing_root(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let d = digest::of_bytes(&unique_bytes(h, check, "no-such-root"));
     let c = h.clients();
-    let req =
-        c.request(GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() });
-    match first_status(h, "GetTree", c.cas.clone().get_tree(req)).await {
+    let msg = GetTreeRequest { instance_name: c.cas_instance.clone(), root_digest: Some(d), ..Default::default() };
+    let get_tree = || {
+        let (mut cas, req) = (c.cas.clone(), c.request(msg.clone()));
+        async move { cas.get_tree(req).await }
+    };
+    match first_status(h, "GetTree", get_tree).await {
         Err(v) => Ok(v),
         Ok(Code::NotFound) => Ok(Verdict::pass("NOT_FOUND")),
         // Buildbarn does not implement GetTree; BuildStream fetches trees through buildbox-casd.
@@ -381,13 +415,12 @@ pub(super) async fn bytestream_partial_read(h: &Harness, check: &CheckSpec) -> R
 /// A negative read_offset answers OUT_OF_RANGE.
 pub(super) async fn bytestream_negative_offset(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let (d, _) = uploaded_blob(h, check, "negative", 0).await?;
-    let c = h.clients();
-    let req = c.request(ReadRequest {
+    let msg = ReadRequest {
         resource_name: format!("{}blobs/{}/{}", instance_prefix(h), d.hash, d.size_bytes),
         read_offset: -1,
         read_limit: 0,
-    });
-    match first_status(h, "ByteStream.Read", c.bytestream.clone().read(req)).await? {
+    };
+    match first_status(h, "ByteStream.Read", || bytestream_read(h, &msg)).await? {
         Code::OutOfRange => Ok(Verdict::pass("OUT_OF_RANGE")),
         code => Ok(Verdict::new(unmet(check), format!("read_offset -1 answered {code:?}")).with(
             "code",

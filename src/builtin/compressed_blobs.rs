@@ -111,10 +111,21 @@ async fn read_compressed(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<u8>, tonic::Status> {
+    // A stream broken by a transient condition is read again, as every read is.
+    reapi_client::retry::retrying("ByteStream.Read", || read_compressed_once(h, c, d, offset, limit)).await
+}
+
+async fn read_compressed_once(
+    h: &Harness,
+    c: Compressor,
+    d: &Digest,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<u8>, tonic::Status> {
     let cl = h.clients();
     let msg = ReadRequest { resource_name: resource(h, c, d, false), read_offset: offset, read_limit: limit };
     let bound = (d.size_bytes.max(0) as usize).saturating_mul(2).saturating_add(64 * 1024);
-    let mut stream = cl.unary("Read", &cl.bytestream, msg, |mut s, r| async move { s.read(r).await }).await?;
+    let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg))).await?;
     let mut wire = Vec::new();
     loop {
         match tokio::time::timeout(cl.rpc_timeout, stream.message()).await {
@@ -224,10 +235,9 @@ pub(super) async fn compressed_read_limit(h: &Harness, check: &CheckSpec) -> Res
     for c in testable(h, false)? {
         let (d, data) = compressible(h, check, c.as_str_name(), 8 * 1024);
         upload_plain(h, &d, data).await?;
-        let cl = h.clients();
-        let req = cl.request(ReadRequest { resource_name: resource(h, c, &d, false), read_offset: 0, read_limit: 16 });
+        let msg = ReadRequest { resource_name: resource(h, c, &d, false), read_offset: 0, read_limit: 16 };
         let what = format!("compressed-blobs/{} read with read_limit 16", compression::resource_segment(c));
-        let code = first_status(h, &what, cl.bytestream.clone().read(req)).await?;
+        let code = first_status(h, &what, || super::cas::bytestream_read(h, &msg)).await?;
         if code != Code::InvalidArgument {
             return Ok(Verdict::new(unmet(check), format!("{what} answered {code:?}")).with(
                 "code",

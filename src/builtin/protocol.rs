@@ -564,8 +564,12 @@ pub(super) async fn wait_unknown_operation(h: &Harness, check: &CheckSpec) -> Re
     };
     let name = unknown_like(&given);
     let clients = h.clients();
-    let req = clients.request(WaitExecutionRequest { name: name.clone() });
-    match super::cas::first_status(h, "WaitExecution", clients.execution.clone().wait_execution(req)).await? {
+    let msg = WaitExecutionRequest { name: name.clone() };
+    let wait = || {
+        let (mut execution, req) = (clients.execution.clone(), clients.request(msg.clone()));
+        async move { execution.wait_execution(req).await }
+    };
+    match super::cas::first_status(h, "WaitExecution", wait).await? {
         Code::NotFound => Ok(Verdict::pass(format!("NOT_FOUND for {name:?} (the server named an operation {given:?})"))),
         code => Ok(Verdict::new(
             unmet(check),
