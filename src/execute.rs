@@ -177,7 +177,8 @@ pub struct Trace {
     /// Operations whose `done` disagrees with their stage (done exactly
     /// when COMPLETED), one line each.
     pub done_problems: Vec<String>,
-    /// When the operation first went back from EXECUTING (see `requeues`).
+    /// When the operation, once sent back from EXECUTING (see `requeues`),
+    /// was executing again.
     pub requeued_at: Option<tokio::time::Instant>,
 }
 
@@ -311,7 +312,7 @@ async fn follow(
         };
         let mut resumes = 0;
         loop {
-            // Once requeued, it has REQUEUE_GRACE to finish.
+            // Once requeued and executing again, it has REQUEUE_GRACE to finish.
             let requeue_deadline = trace.requeued_at.map(|at| (at + REQUEUE_GRACE).min(deadline));
             let next = tokio::time::timeout_at(requeue_deadline.unwrap_or(deadline), stream.message()).await;
             let interrupted = match next {
@@ -324,9 +325,12 @@ async fn follow(
                     if trace.operation.is_none() && !op.name.is_empty() {
                         inflight.set().insert(op.name.clone());
                     }
-                    let before = requeues(trace);
                     let observed = observe(op, trace)?;
-                    if requeues(trace) > before && trace.requeued_at.is_none() {
+                    // The grace starts when the retry runs again, not when it
+                    // is queued: on a busy cluster a requeued action may wait
+                    // its turn for long, and that is no finding.
+                    let retry_running = requeues(trace) > 0 && trace.stages.last().is_some_and(|s| s == "EXECUTING");
+                    if retry_running && trace.requeued_at.is_none() {
                         trace.requeued_at = Some(tokio::time::Instant::now());
                     }
                     match observed {
@@ -560,9 +564,9 @@ pub async fn cancel(clients: &Clients, name: &str) -> Result<(), tonic::Status> 
 /// nothing.
 pub const REQUEUE_LIMIT: usize = 2;
 
-/// How long an operation may take to finish after its first requeue before
-/// it counts as a requeue loop (Buildfarm's second attempt hangs for longer
-/// than its first requeue took).
+/// How long an operation may take to finish once it runs again after its
+/// first requeue before it counts as a requeue loop (Buildfarm's second
+/// attempt hangs; the suites' actions take milliseconds).
 pub const REQUEUE_GRACE: Duration = Duration::from_secs(5);
 
 /// How often the stages went from EXECUTING back to CACHE_CHECK or QUEUED
