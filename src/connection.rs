@@ -263,6 +263,23 @@ impl Clients {
     {
         reapi_client::retry::retrying(call, || self.call(f(client.clone(), self.request(msg.clone())))).await
     }
+
+    /// [`Clients::unary`] retried for as long as `window` lasts (see
+    /// `reapi_client::retry::retrying_within`).
+    pub async fn unary_within<S: Clone, M: Clone, T, Fut>(
+        &self,
+        call: &'static str,
+        window: Duration,
+        client: &S,
+        msg: M,
+        f: impl Fn(S, tonic::Request<M>) -> Fut,
+    ) -> Result<T, tonic::Status>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        reapi_client::retry::retrying_within(call, window, || self.call(f(client.clone(), self.request(msg.clone()))))
+            .await
+    }
 }
 
 /// The scheme-independent part of an endpoint URL.

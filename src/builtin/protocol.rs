@@ -245,8 +245,16 @@ pub(super) async fn cancel_operation(h: &Harness, check: &CheckSpec) -> Result<V
     }
     let clients = h.clients();
     let msg = CancelOperationRequest { name: name.clone() };
+    // BuildGrid answers UNAVAILABLE ("failed to lock the bot") while the
+    // worker's row is locked, which a busy bot keeps it for seconds at a
+    // time: casd's 1.5 s of retries left the verdict to chance (ERROR in
+    // one run of four). The command sleeps 20 s, so there is time to ask
+    // until the lock is free; the evidence counts the retries.
+    const CANCEL_WITHIN: Duration = Duration::from_secs(8);
     match clients
-        .unary("CancelOperation", &clients.operations, msg, |mut s, r| async move { s.cancel_operation(r).await })
+        .unary_within("CancelOperation", CANCEL_WITHIN, &clients.operations, msg, |mut s, r| async move {
+            s.cancel_operation(r).await
+        })
         .await
     {
         Ok(_) => Ok(cancelled_operation_ends(h, check, &name).await),

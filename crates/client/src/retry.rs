@@ -116,6 +116,38 @@ where
     }
 }
 
+/// [`retrying`] for a call whose transient answer is expected to last
+/// longer than casd's retries wait (1.5 s in all): retried with the same
+/// growing pause, capped at the longest of those, until `window` has passed.
+/// For a call that may meet a lock the server holds while it is busy (e.g.
+/// BuildGrid answers CancelOperation UNAVAILABLE while its bot's row is
+/// locked), where casd's budget would leave the outcome to chance.
+pub async fn retrying_within<T, Fut>(
+    call: &str,
+    window: Duration,
+    mut attempt: impl FnMut() -> Fut,
+) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + window;
+    let mut n = 0;
+    loop {
+        match attempt().await {
+            Err(status) if is_retryable(&status) => {
+                let wait = pause((n + 1).min(RETRIES));
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err(status);
+                }
+                n += 1;
+                record_status(call, &status);
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +191,34 @@ mod tests {
         .await;
         assert_eq!(got.unwrap_err().code(), Code::NotFound);
         assert_eq!(calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_outlasts_the_count_and_then_the_answer_stands() {
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let got: Result<(), _> = retrying_within("CancelOperation", Duration::from_secs(8), || {
+            calls += 1;
+            async { Err(tonic::Status::unavailable("failed to lock the bot")) }
+        })
+        .await;
+        assert_eq!(got.unwrap_err().code(), Code::Unavailable);
+        // 0.1 + 0.2 + 0.4 + 0.8 s, then 0.8 s pauses while they fit in 8 s.
+        assert_eq!(calls, 1 + 4 + 8);
+        assert!(start.elapsed() <= Duration::from_secs(8));
+        let mut calls = 0;
+        let got = retrying_within("CancelOperation", Duration::from_secs(8), || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 7 {
+                    Err(tonic::Status::unavailable("busy"))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 7);
     }
 }
