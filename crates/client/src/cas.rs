@@ -35,25 +35,41 @@ pub enum CasError {
     /// The call failed as a whole.
     #[error("{op} failed: {code:?}: {message}")]
     Rpc {
+        /// The call, e.g. `BatchReadBlobs`.
         op: &'static str,
+        /// The status that stood after the retries.
         code: Code,
+        /// Its message, as the server (or transport) gave it.
         message: String,
         /// Made on our side (transport, deadline, undecodable answer): says nothing about the server.
         undecided: bool,
     },
     /// The blob is not in the CAS.
     #[error("{op}: blob {} is missing", digest::show(.digest))]
-    Missing { op: &'static str, digest: Digest },
+    Missing {
+        /// The call that found it missing.
+        op: &'static str,
+        /// The missing blob.
+        digest: Digest,
+    },
     /// Nothing was learnt about the server: a transient per-blob status that
     /// outlived the retries, or an impossible claim (a negative size, or one
     /// larger than this client downloads).
     #[error("{op}: {why}")]
-    Undecided { op: &'static str, why: String },
+    Undecided {
+        /// The call.
+        op: &'static str,
+        /// What could not be decided, in words.
+        why: String,
+    },
     /// The call worked but this blob did not: refused or corrupt.
     #[error("{op}: blob {digest} {why}")]
     Blob {
+        /// The call.
         op: &'static str,
+        /// The blob, as `hash/size`.
         digest: String,
+        /// What was wrong with it.
         why: String,
         /// The gRPC code a worker reports for it.
         code: Code,
@@ -89,7 +105,9 @@ impl CasError {
 /// Where the bytes of a blob to upload are.
 #[derive(Debug, Clone)]
 pub enum Source {
+    /// Held in memory (shared, so retries need no copy).
     Bytes(Arc<Vec<u8>>),
+    /// Read from this file when sent (large outputs are never held whole).
     File(PathBuf),
 }
 
@@ -133,6 +151,8 @@ pub struct CasClient {
 }
 
 impl CasClient {
+    /// A client of the CAS (and ByteStream) of `instance` on `channel`,
+    /// batching within `limits`.
     pub fn new(channel: AuthChannel, instance: &str, limits: Limits) -> CasClient {
         CasClient {
             instance: instance.to_string(),
@@ -144,6 +164,7 @@ impl CasClient {
         }
     }
 
+    /// The limits it batches within.
     pub fn limits(&self) -> Limits {
         self.limits
     }

@@ -9,6 +9,8 @@
 //! - [`cas`]: reading and writing blobs within deadlines and size limits;
 //! - [`compression`]: the compressors of compressed-blobs (ZSTD, DEFLATE).
 
+#![warn(missing_docs)]
+
 pub mod auth;
 pub mod cas;
 pub mod compression;

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use bazel_remote_apis::build::bazel::remote::execution::v2::{Action, ActionResult, Digest};
 use prost::Message;
 
-use super::cas::CasFailure;
 use super::ctx::Ctx;
+use super::lease_cas::CasFailure;
 use super::process::{self, ScratchDir};
-use super::Outcome;
+use super::LeaseOutcome;
 
 /// buildbox-run's exit status when it stopped a command at its timeout
 /// (128 + SIGALRM); it still writes the ActionResult.
@@ -26,7 +26,7 @@ const RUNNER_TIMED_OUT: i32 = 142;
 /// Extra time the runner gets past the action's own timeout before it is killed.
 const RUNNER_GRACE: Duration = Duration::from_secs(60);
 
-pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
+pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> LeaseOutcome {
     let scratch = match ScratchDir::create(&ctx.config.work_dir) {
         Ok(s) => s,
         Err(e) => return CasFailure::io("creating the lease directory", e).into(),
@@ -59,7 +59,7 @@ pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
     let mut child = match process::spawn(cmd) {
         Ok(c) => c,
         Err(e) => {
-            return Outcome::error(tonic::Code::Internal, format!("cannot start {}: {e}", runner.display()));
+            return LeaseOutcome::error(tonic::Code::Internal, format!("cannot start {}: {e}", runner.display()));
         }
     };
     let timeout = action.timeout.as_ref().map(|t| Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32));
@@ -71,9 +71,9 @@ pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
     child.kill_group();
     let status = match waited {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Outcome::error(tonic::Code::Internal, format!("waiting for buildbox-run: {e}")),
+        Ok(Err(e)) => return LeaseOutcome::error(tonic::Code::Internal, format!("waiting for buildbox-run: {e}")),
         Err(_) => {
-            return Outcome::error(
+            return LeaseOutcome::error(
                 tonic::Code::DeadlineExceeded,
                 "buildbox-run did not finish after the action timeout",
             )
@@ -83,13 +83,16 @@ pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
     let log_text = std::fs::read_to_string(&log_file).unwrap_or_default();
     let code = status.code().unwrap_or(-1);
     match result {
-        Some(result) if status.success() => Outcome::ok(result),
+        Some(result) if status.success() => LeaseOutcome::ok(result),
         Some(result) if code == RUNNER_TIMED_OUT || timeout.is_some_and(|t| !t.is_zero() && started.elapsed() >= t) => {
-            Outcome { result: Some(result), ..Outcome::error(tonic::Code::DeadlineExceeded, "the action timed out") }
+            LeaseOutcome {
+                result: Some(result),
+                ..LeaseOutcome::error(tonic::Code::DeadlineExceeded, "the action timed out")
+            }
         }
-        Some(result) => Outcome {
+        Some(result) => LeaseOutcome {
             result: Some(result),
-            ..Outcome::error(
+            ..LeaseOutcome::error(
                 tonic::Code::Internal,
                 format!("buildbox-run failed ({status}): {}", last_error(&log_text)),
             )
@@ -100,7 +103,7 @@ pub async fn execute(ctx: &Ctx, runner: &Path, action: &Action) -> Outcome {
                 ..CasFailure::new(tonic::Code::FailedPrecondition, last_error(&log_text))
             }
             .into(),
-            None => Outcome::error(
+            None => LeaseOutcome::error(
                 tonic::Code::Internal,
                 format!("buildbox-run failed ({status}): {}", last_error(&log_text)),
             ),

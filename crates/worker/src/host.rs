@@ -17,10 +17,10 @@ use bazel_remote_apis::build::bazel::remote::execution::v2::{
 use bazel_remote_apis::google::protobuf::Timestamp;
 use prost::Message;
 
-use super::cas::{digest_of, CasFailure, Source};
 use super::ctx::Ctx;
+use super::lease_cas::{digest_of, CasFailure, Source};
 use super::process::{self, ScratchDir};
-use super::Outcome;
+use super::LeaseOutcome;
 
 /// Bytes of file content fetched per round while staging.
 const STAGE_CHUNK: i64 = 64 * 1024 * 1024;
@@ -34,14 +34,14 @@ fn invalid(msg: impl Into<String>) -> CasFailure {
     CasFailure::new(tonic::Code::InvalidArgument, msg)
 }
 
-pub async fn execute(ctx: &Ctx, action: &Action) -> Outcome {
+pub async fn execute(ctx: &Ctx, action: &Action) -> LeaseOutcome {
     match run(ctx, action).await {
         Ok(o) => o,
         Err(f) => f.into(),
     }
 }
 
-async fn run(ctx: &Ctx, action: &Action) -> Result<Outcome, CasFailure> {
+async fn run(ctx: &Ctx, action: &Action) -> Result<LeaseOutcome, CasFailure> {
     let mut meta = ExecutedActionMetadata { worker: ctx.config.bot_id.clone(), ..Default::default() };
     let scratch =
         ScratchDir::create(&ctx.config.work_dir).map_err(|e| CasFailure::io("creating the lease directory", e))?;
@@ -127,9 +127,12 @@ async fn run(ctx: &Ctx, action: &Action) -> Result<Outcome, CasFailure> {
     result.exit_code = exit_code;
     result.execution_metadata = Some(meta);
     Ok(if timed_out {
-        Outcome { result: Some(result), ..Outcome::error(tonic::Code::DeadlineExceeded, "the action timed out") }
+        LeaseOutcome {
+            result: Some(result),
+            ..LeaseOutcome::error(tonic::Code::DeadlineExceeded, "the action timed out")
+        }
     } else {
-        Outcome::ok(result)
+        LeaseOutcome::ok(result)
     })
 }
 

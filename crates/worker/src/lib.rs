@@ -14,6 +14,8 @@
 //!   command on the host, with no chroot — a deliberately misconfigured
 //!   cluster, so the suites can show what they catch.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2::ActionResult;
@@ -21,8 +23,8 @@ use bazel_remote_apis::google::rpc::Status;
 use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 mod buildbox_run;
-mod cas;
 mod ctx;
+mod lease_cas;
 /// SHA-256 digests (the shared definition).
 pub use reapi_client::digest;
 mod host;
@@ -36,6 +38,7 @@ pub use process::{
 pub use session::{spawn, WorkerHandle, WorkerState};
 
 /// Generated Remote Workers API types and client (from `proto/google/devtools/remoteworkers`).
+#[allow(missing_docs)] // generated code
 pub mod proto {
     tonic::include_proto!("google.devtools.remoteworkers.v1test2");
 }
@@ -44,12 +47,16 @@ pub mod proto {
 #[derive(Clone, Debug)]
 pub enum Mode {
     /// Through `buildbox-run` (bubblewrap): input root as `/`.
-    BuildboxRun { runner: PathBuf },
+    BuildboxRun {
+        /// The `buildbox-run` executable.
+        runner: PathBuf,
+    },
     /// Directly on the host in a per-action directory (no sandbox).
     Host,
 }
 
 impl Mode {
+    /// The mode's name in logs and configuration: `buildbox-run` or `host`.
     pub fn name(&self) -> &'static str {
         match self {
             Mode::BuildboxRun { .. } => "buildbox-run",
@@ -69,6 +76,7 @@ pub struct WorkerConfig {
     pub bot_id: String,
     /// Properties of the primary device, e.g. `OSFamily=linux`, `ISA=x86-64`.
     pub platform: Vec<(String, String)>,
+    /// How its leases are executed.
     pub mode: Mode,
     /// Leases run at once (BuildGrid reads it from the worker config `capacity`).
     pub capacity: usize,
@@ -79,26 +87,30 @@ pub struct WorkerConfig {
 /// What a lease produced: the status BuildGrid copies into
 /// `ExecuteResponse.status`, and the result when the command ran.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub struct LeaseOutcome {
+    /// OK when the command ran (whatever its exit code), else why it did not.
     pub status: Status,
+    /// The command's result, when it ran.
     pub result: Option<ActionResult>,
 }
 
-impl Outcome {
-    pub fn ok(result: ActionResult) -> Outcome {
-        Outcome { status: Status { code: 0, message: String::new(), details: vec![] }, result: Some(result) }
+impl LeaseOutcome {
+    /// The command ran and produced `result`.
+    pub fn ok(result: ActionResult) -> LeaseOutcome {
+        LeaseOutcome { status: Status { code: 0, message: String::new(), details: vec![] }, result: Some(result) }
     }
 
-    pub fn error(code: tonic::Code, message: impl Into<String>) -> Outcome {
-        Outcome { status: Status { code: code as i32, message: message.into(), details: vec![] }, result: None }
+    /// The command did not run (or its result is lost): `code` and why.
+    pub fn error(code: tonic::Code, message: impl Into<String>) -> LeaseOutcome {
+        LeaseOutcome { status: Status { code: code as i32, message: message.into(), details: vec![] }, result: None }
     }
 }
 
-impl From<cas::CasFailure> for Outcome {
+impl From<lease_cas::CasFailure> for LeaseOutcome {
     /// A missing input becomes FAILED_PRECONDITION with a `MISSING`
     /// violation for `blobs/{hash}/{size}`, as REAPI asks of Execute.
-    fn from(f: cas::CasFailure) -> Outcome {
-        let mut outcome = Outcome::error(f.code, f.message);
+    fn from(f: lease_cas::CasFailure) -> LeaseOutcome {
+        let mut outcome = LeaseOutcome::error(f.code, f.message);
         if let Some(d) = f.missing {
             let detail = PreconditionFailure {
                 violations: vec![Violation {

@@ -226,6 +226,7 @@ pub fn kill_leftovers() {
 pub struct ScratchDir(pub std::path::PathBuf);
 
 impl ScratchDir {
+    /// A new, uniquely named directory under `parent`.
     pub fn create(parent: &std::path::Path) -> std::io::Result<ScratchDir> {
         let dir = parent.join(uuid::Uuid::new_v4().simple().to_string());
         std::fs::create_dir_all(&dir)?;

@@ -26,13 +26,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-use super::cas::Cas;
 use super::ctx::Ctx;
+use super::lease_cas::LeaseCas;
 use super::proto::{
     bots_client::BotsClient, device, BotSession, BotStatus, CreateBotSessionRequest, Device, Lease, LeaseState,
     UpdateBotSessionRequest, Worker,
 };
-use super::{buildbox_run, host, Mode, Outcome, WorkerConfig};
+use super::{buildbox_run, host, LeaseOutcome, Mode, WorkerConfig};
 
 /// Below BuildGrid's threshold for waiting, so the session is created at once.
 const CREATE_DEADLINE: Duration = Duration::from_secs(3);
@@ -72,6 +72,7 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// The bot's state now.
     pub fn state(&self) -> WorkerState {
         self.state.borrow().clone()
     }
@@ -130,7 +131,7 @@ pub fn spawn(config: WorkerConfig) -> Result<WorkerHandle, String> {
 /// A lease this bot holds.
 enum Slot {
     Running(Task),
-    Done(Box<Outcome>),
+    Done(Box<LeaseOutcome>),
 }
 
 /// A lease task, aborted (killing its processes) when dropped.
@@ -219,8 +220,8 @@ struct Bot {
     ctx: Arc<Ctx>,
     state: watch::Sender<WorkerState>,
     shutdown: watch::Receiver<bool>,
-    done_tx: mpsc::UnboundedSender<(String, Outcome)>,
-    done_rx: mpsc::UnboundedReceiver<(String, Outcome)>,
+    done_tx: mpsc::UnboundedSender<(String, LeaseOutcome)>,
+    done_rx: mpsc::UnboundedReceiver<(String, LeaseOutcome)>,
     backoff: Backoff,
 }
 
@@ -239,7 +240,7 @@ async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let mut bot = Bot {
         bots: BotsClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024),
-        ctx: Arc::new(Ctx { cas: Cas::new(channel, &config.instance), config: config.clone() }),
+        ctx: Arc::new(Ctx { cas: LeaseCas::new(channel, &config.instance), config: config.clone() }),
         config,
         state,
         shutdown,
@@ -285,7 +286,7 @@ async fn run(
 }
 
 impl Bot {
-    fn record(leases: &mut HashMap<String, Slot>, (id, outcome): (String, Outcome)) {
+    fn record(leases: &mut HashMap<String, Slot>, (id, outcome): (String, LeaseOutcome)) {
         if let Some(slot) = leases.get_mut(&id) {
             *slot = Slot::Done(Box::new(outcome));
         }
@@ -417,7 +418,7 @@ impl Bot {
                 Slot::Done(o) => *o,
                 Slot::Running(task) => {
                     drop(task);
-                    Outcome::error(tonic::Code::Unavailable, "the worker was stopped while running this action")
+                    LeaseOutcome::error(tonic::Code::Unavailable, "the worker was stopped while running this action")
                 }
             };
             wire.push(completed_lease(&id, &outcome));
@@ -431,7 +432,7 @@ impl Bot {
     }
 }
 
-fn completed_lease(id: &str, o: &Outcome) -> Lease {
+fn completed_lease(id: &str, o: &LeaseOutcome) -> Lease {
     Lease {
         id: id.to_string(),
         state: LeaseState::Completed as i32,
@@ -442,21 +443,23 @@ fn completed_lease(id: &str, o: &Outcome) -> Lease {
 }
 
 /// Decodes the payload and executes the Action.
-async fn run_lease(ctx: &Ctx, payload: Option<Any>) -> Outcome {
+async fn run_lease(ctx: &Ctx, payload: Option<Any>) -> LeaseOutcome {
     let Some(payload) = payload else {
-        return Outcome::error(tonic::Code::InvalidArgument, "lease without payload");
+        return LeaseOutcome::error(tonic::Code::InvalidArgument, "lease without payload");
     };
     let type_name = payload.type_url.rsplit('/').next().unwrap_or_default().to_string();
     let action = match type_name.as_str() {
         ACTION_TYPE => match Action::decode(payload.value.as_ref()) {
             Ok(a) => a,
-            Err(e) => return Outcome::error(tonic::Code::InvalidArgument, format!("lease payload: bad Action: {e}")),
+            Err(e) => {
+                return LeaseOutcome::error(tonic::Code::InvalidArgument, format!("lease payload: bad Action: {e}"))
+            }
         },
         DIGEST_TYPE => {
             let digest = match Digest::decode(payload.value.as_ref()) {
                 Ok(d) => d,
                 Err(e) => {
-                    return Outcome::error(tonic::Code::InvalidArgument, format!("lease payload: bad Digest: {e}"))
+                    return LeaseOutcome::error(tonic::Code::InvalidArgument, format!("lease payload: bad Digest: {e}"))
                 }
             };
             match ctx.cas.read_message::<Action>(&digest, "Action").await {
@@ -465,7 +468,10 @@ async fn run_lease(ctx: &Ctx, payload: Option<Any>) -> Outcome {
             }
         }
         other => {
-            return Outcome::error(tonic::Code::InvalidArgument, format!("lease payload of unknown type `{other}`"))
+            return LeaseOutcome::error(
+                tonic::Code::InvalidArgument,
+                format!("lease payload of unknown type `{other}`"),
+            )
         }
     };
     match &ctx.config.mode {

@@ -49,11 +49,11 @@ impl From<CasError> for CasFailure {
 
 /// The CAS of the server that handed out the lease.
 #[derive(Clone)]
-pub struct Cas(CasClient);
+pub struct LeaseCas(CasClient);
 
-impl Cas {
-    pub fn new(channel: Channel, instance: &str) -> Cas {
-        Cas(CasClient::new(reapi_client::auth::anonymous(channel), instance, LIMITS))
+impl LeaseCas {
+    pub fn new(channel: Channel, instance: &str) -> LeaseCas {
+        LeaseCas(CasClient::new(reapi_client::auth::anonymous(channel), instance, LIMITS))
     }
 
     /// Blobs keyed by hash, each verified.
