@@ -22,6 +22,8 @@ mod outputs;
 mod protocol;
 mod sandbox;
 mod scheduler;
+#[cfg(test)]
+mod writing_checks_example;
 
 /// Signature of a built-in check, as the runner calls it.
 pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
