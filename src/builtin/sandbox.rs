@@ -204,14 +204,31 @@ const ISOLATION_ROUNDS: usize = 3;
 /// one machine; a pair that did not is tried again, then left undecided.
 pub(super) async fn actions_isolated(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let mut last_reason = String::new();
+    let mut serial = None;
     for round in 0..ISOLATION_ROUNDS {
         let (writer, reader) = isolation_pair(h, check, round).await?;
         match judge_isolation(check, &writer, &reader) {
-            Ok(verdict) => return Ok(verdict),
-            Err(reason) => last_reason = reason,
+            Pair::Judged(verdict) => return Ok(verdict),
+            // A pair run one after the other proves the files were not left
+            // behind, but not that running actions are apart (a shared PID
+            // namespace only shows while both run): a worker that can run
+            // two at once is given the chance to, and one that never does
+            // has its serial pass.
+            Pair::Serial(verdict) => serial = Some(verdict),
+            Pair::ProvesNothing(reason) => last_reason = reason,
         }
     }
-    Ok(Verdict::error(format!("undecided after {ISOLATION_ROUNDS} tries: {last_reason}")))
+    Ok(serial.unwrap_or_else(|| Verdict::error(format!("undecided after {ISOLATION_ROUNDS} tries: {last_reason}"))))
+}
+
+/// What one isolation pair shows.
+enum Pair {
+    /// A verdict that stands: something leaked, or the two overlapped apart.
+    Judged(Verdict),
+    /// They ran one after the other and nothing was left behind.
+    Serial(Verdict),
+    /// Nothing: the pair cannot be compared (why).
+    ProvesNothing(String),
 }
 
 /// The reports of a writer and a reader started together: the writer writes
@@ -253,48 +270,49 @@ impl IsolationProbe {
     }
 }
 
-/// The verdict on one pair, or why the pair proves nothing.
-fn judge_isolation(check: &CheckSpec, writer: &IsolationProbe, reader: &IsolationProbe) -> Result<Verdict, String> {
+/// What one pair shows.
+fn judge_isolation(check: &CheckSpec, writer: &IsolationProbe, reader: &IsolationProbe) -> Pair {
     let seen: Vec<&String> =
         reader.paths.iter().filter(|p| reader.report["paths"][p.as_str()]["exists"] != Value::Bool(false)).collect();
     if !seen.is_empty() {
         // Whenever the reader ran, another action's files must not be there.
-        return Ok(Verdict::new(unmet(check), format!("files written by another action are visible: {seen:?}")).with(
-            "reader",
-            Some("absent".into()),
-            evaluate::excerpt(&reader.report["paths"]),
-        ));
+        return Pair::Judged(
+            Verdict::new(unmet(check), format!("files written by another action are visible: {seen:?}")).with(
+                "reader",
+                Some("absent".into()),
+                evaluate::excerpt(&reader.report["paths"]),
+            ),
+        );
     }
     let (boot_w, boot_r) = (writer.report["boot_id"].as_str(), reader.report["boot_id"].as_str());
     if let (Some(w), Some(r)) = (boot_w, boot_r) {
         if w != r {
-            return Err("the two actions ran on different machines (their boot ids differ)".into());
+            return Pair::ProvesNothing("the two actions ran on different machines (their boot ids differ)".into());
         }
     }
     let (Some(wrote), Some(writer_end), Some(read)) =
         (writer.clock("start_ms"), writer.clock("end_ms"), reader.clock("end_ms"))
     else {
-        return Err("the probe reports carry no clock".into());
+        return Pair::ProvesNothing("the probe reports carry no clock".into());
     };
     if read < wrote {
-        return Err(format!("the reader read {} ms before the writer wrote", wrote - read));
+        return Pair::ProvesNothing(format!("the reader read {} ms before the writer wrote", wrote - read));
     }
     // One machine (or no boot ids to tell): the clocks are comparable.
     let caveat = if boot_w.is_none() || boot_r.is_none() { " (no boot ids: one machine assumed)" } else { "" };
     if read > writer_end {
-        return Ok(Verdict::pass(format!(
+        return Pair::Serial(Verdict::pass(format!(
             "the worker ran the two actions one after the other; the second saw nothing of the first{caveat}"
         )));
     }
     let (ns_w, ns_r) = (&writer.report["namespaces"]["pid"], &reader.report["namespaces"]["pid"]);
     if ns_w.is_i64() && ns_w == ns_r && boot_w.is_some() {
-        return Ok(Verdict::new(
-            unmet(check),
-            format!("two actions running at the same time share PID namespace {ns_w}"),
-        )
-        .with("reader.namespaces.pid", Some(format!("not {ns_w} (the writer's)")), ns_r.to_string()));
+        return Pair::Judged(
+            Verdict::new(unmet(check), format!("two actions running at the same time share PID namespace {ns_w}"))
+                .with("reader.namespaces.pid", Some(format!("not {ns_w} (the writer's)")), ns_r.to_string()),
+        );
     }
-    Ok(Verdict::pass(format!(
+    Pair::Judged(Verdict::pass(format!(
         "while running at the same time ({} ms overlap), neither action saw the other's files{caveat}",
         writer_end - read
     )))
