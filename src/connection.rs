@@ -309,6 +309,14 @@ impl EndpointAddr {
 /// Parses `http://`, `https://`, `grpc://`, `grpcs://` and `unix:PATH` URLs.
 pub fn parse_endpoint(url: &str) -> Result<EndpointAddr, ConnectError> {
     let bad = |why: &str| ConnectError::BadUrl(url.to_string(), why.to_string());
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        // Shown escaped: a pasted URL's stray newline or escape sequence
+        // must neither reach the terminal raw nor be dialled.
+        return Err(ConnectError::BadUrl(
+            url.escape_debug().to_string(),
+            "contains a space or control character".into(),
+        ));
+    }
     if let Some(path) = url.strip_prefix("unix://").or_else(|| url.strip_prefix("unix:")) {
         if path.is_empty() {
             return Err(bad("the socket path is empty"));
@@ -428,9 +436,14 @@ mod tests {
     #[case("grpc://host:99999")]
     #[case("grpc://host:0")]
     #[case("grpc://host:port")]
+    #[case("grpc://host:8980\n")]
+    #[case("grpc://ho st:8980")]
+    #[case("unix:/run/\u{1b}[2Jcasd.sock")]
     fn rejects_bad_endpoints(#[case] url: &str) {
         let err = parse_endpoint(url).unwrap_err().to_string();
-        assert!(err.contains(url), "{err}");
+        // Named as given, control characters escaped, never raw.
+        assert!(err.contains(&url.escape_debug().to_string()), "{err}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
     }
 
     #[test]
