@@ -38,8 +38,8 @@ pub enum Command {
     /// Start a cluster the harness can start, print its endpoint and a BuildStream
     /// `remote-execution` configuration for it, and keep it up until Ctrl-C (or SIGTERM).
     Serve {
-        /// Which cluster: local, buildgrid, buildgrid:bwrap or buildgrid:host.
-        #[arg(long, value_name = "NAME", default_value = "local")]
+        /// Which cluster (default: local).
+        #[arg(long, value_name = "NAME", default_value = "local", long_help = cluster::registry_help("Which cluster to start"))]
         cluster: String,
         /// Also write the BuildStream configuration (a buildstream.conf) to this file.
         #[arg(long, value_name = "FILE")]
@@ -53,6 +53,21 @@ pub enum Command {
         /// Directory with buildbox-casd and buildbox-run (default: provisioned cache).
         #[arg(long, value_name = "DIR", env = "REAPI_BUILDBOX_DIR")]
         buildbox_dir: Option<PathBuf>,
+        /// BuildGrid release to provision (0.9.1 or 0.4.4; default: the newest this machine has a Python for).
+        #[arg(long, value_name = "VERSION", env = "REAPI_BUILDGRID_VERSION")]
+        buildgrid_version: Option<String>,
+        /// Python interpreter to provision BuildGrid with (0.9.x needs >= 3.13).
+        #[arg(long, value_name = "FILE", env = "REAPI_PYTHON")]
+        python: Option<PathBuf>,
+        /// Directory with Buildbarn's bb_storage, bb_scheduler, bb_worker and bb_runner (default: PATH).
+        #[arg(long, value_name = "DIR", env = "REAPI_BUILDBARN_DIR")]
+        buildbarn_dir: Option<PathBuf>,
+        /// Directory with Buildfarm's server and shard-worker deploy jars.
+        #[arg(long, value_name = "DIR", env = "REAPI_BUILDFARM_DIR")]
+        buildfarm_dir: Option<PathBuf>,
+        /// Java 21 or newer for Buildfarm (default: PATH, then /usr/lib/jvm/*).
+        #[arg(long, value_name = "FILE", env = "REAPI_JAVA")]
+        java: Option<PathBuf>,
     },
     /// Put the verdicts of several `run --json` reports side by side, as a Markdown
     /// table (a row per check, a column per report), e.g. to compare servers.
@@ -86,7 +101,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Cluster to start and test (default: `local` unless --endpoint is given).
-    #[arg(long, value_name = "NAME", conflicts_with = "endpoint", long_help = cluster::registry_help())]
+    #[arg(long, value_name = "NAME", conflicts_with = "endpoint", long_help = cluster::registry_help("Cluster to start and test (default: `local` unless --endpoint is given)"))]
     pub cluster: Option<String>,
     /// Execution endpoint of an existing cluster: http://, https://, grpc://, grpcs:// or unix:PATH.
     /// Default: $REAPI_ENDPOINT when neither --cluster nor --buildstream-config is given.
@@ -587,18 +602,32 @@ pub fn main() -> i32 {
             .unwrap_or_else(|signal| Ok(crate::exit::signalled(signal)))
             .map_err(Error::Cluster)
         }
-        Command::Serve { cluster, buildstream_config_out, jobs, bgd, buildbox_dir } => {
-            match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
-                (Ok(mut template), Ok(rt)) => {
-                    template.jobs = jobs;
-                    template.bgd = bgd;
-                    template.buildbox_dir = buildbox_dir;
-                    rt.block_on(serve(cluster, buildstream_config_out, template)).map_err(Error::Cluster)
-                }
-                (Err(e), _) => Err(Error::Usage(e)),
-                (_, Err(e)) => Err(Error::Usage(format!("cannot start the async runtime: {e}"))),
+        Command::Serve {
+            cluster,
+            buildstream_config_out,
+            jobs,
+            bgd,
+            buildbox_dir,
+            buildgrid_version,
+            python,
+            buildbarn_dir,
+            buildfarm_dir,
+            java,
+        } => match (default_run_args(), tokio::runtime::Builder::new_multi_thread().enable_all().build()) {
+            (Ok(mut template), Ok(rt)) => {
+                template.jobs = jobs;
+                template.bgd = bgd;
+                template.buildbox_dir = buildbox_dir;
+                template.buildgrid_version = buildgrid_version;
+                template.python = python;
+                template.buildbarn_dir = buildbarn_dir;
+                template.buildfarm_dir = buildfarm_dir;
+                template.java = java;
+                rt.block_on(serve(cluster, buildstream_config_out, template)).map_err(Error::Cluster)
             }
-        }
+            (Err(e), _) => Err(Error::Usage(e)),
+            (_, Err(e)) => Err(Error::Usage(format!("cannot start the async runtime: {e}"))),
+        },
         Command::Run(args) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(rt) => rt.block_on(run(*args)),
             Err(e) => Err(Error::Usage(format!("cannot start the async runtime: {e}"))),

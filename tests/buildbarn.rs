@@ -9,6 +9,8 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod common;
+
 const PROGRAMS: [&str; 4] = ["bb_storage", "bb_scheduler", "bb_worker", "bb_runner"];
 
 /// Where the programs are, or why they are not there.
@@ -35,45 +37,17 @@ fn fixture(path: &str) -> String {
 }
 
 fn run_against(cluster: &str, expectations: &str, json: &std::path::Path) -> Result<String, Failed> {
-    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
-        .args(["run", "--cluster", cluster, "--profile", "all", "--expect", &fixture(expectations), "--json"])
-        .arg(json)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = common::output(
+        Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+            .args(["run", "--cluster", cluster, "--profile", "all", "--expect", &fixture(expectations), "--json"])
+            .arg(json),
+    )
+    .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(0) || !text.contains("all verdicts as expected") {
         return Err(format!("{cluster}: exit {:?}\n{text}", out.status.code()).into());
     }
     Ok(text)
-}
-
-/// Processes and run directories of this harness's Buildbarn clusters.
-fn leftovers() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("reapi-conformance-buildbarn-") {
-                found.push(cmd);
-            }
-        }
-    }
-    for base in [std::env::temp_dir(), PathBuf::from("/tmp")] {
-        for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("reapi-conformance-buildbarn-") && owner_gone(&name) {
-                found.push(entry.path().display().to_string());
-            }
-        }
-    }
-    found
-}
-
-/// Whether a run directory's process is no longer running (so a finished
-/// run left it behind); live ones belong to runs still going.
-fn owner_gone(name: &str) -> bool {
-    let pid = name.trim_start_matches("reapi-conformance-buildbarn-").split('-').next().unwrap_or_default();
-    pid.parse::<u32>().is_ok_and(|pid| !std::path::Path::new("/proc").join(pid.to_string()).exists())
 }
 
 fn chroot_and_plain() -> Result<(), Failed> {
@@ -97,7 +71,7 @@ fn chroot_and_plain() -> Result<(), Failed> {
         return Err(format!("input-root.root-entries on :plain does not show the worker's /: {root}").into());
     }
 
-    let left = leftovers();
+    let left = common::leftovers("buildbarn");
     if !left.is_empty() {
         return Err(format!("left behind: {left:?}").into());
     }

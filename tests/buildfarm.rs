@@ -10,6 +10,8 @@ use std::process::Command;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
+mod common;
+
 const JARS: [&str; 2] = ["buildfarm-server_deploy.jar", "buildfarm-shard-worker_deploy.jar"];
 
 /// Whether a `java -version` of `path` says 21 or newer.
@@ -45,42 +47,31 @@ fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
-/// Processes and run directories of this harness's Buildfarm clusters.
-fn leftovers() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("reapi-conformance-buildfarm-") {
-                found.push(cmd);
-            }
-        }
-    }
-    for base in [std::env::temp_dir(), PathBuf::from("/tmp")] {
-        for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.strip_prefix("reapi-conformance-buildfarm-").and_then(|r| r.split('-').next());
-            if pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| !PathBuf::from(format!("/proc/{p}")).exists()) {
-                found.push(entry.path().display().to_string());
-            }
-        }
-    }
-    found
-}
-
 fn expected_verdicts_and_nothing_left() -> Result<(), Failed> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let json = dir.path().join("buildfarm.json");
     let expectations = format!("{}/fixtures/expectations/buildfarm.yaml", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
-        // One check at a time: Buildfarm's worker answers UNKNOWN to the
-        // loser of two concurrent uploads of one blob (WriteCompleteException
-        // in CASFileCache), so with parallel checks an unrelated check's
-        // preparation is ERROR at random (docs/buildfarm.md).
-        .args(["run", "--cluster", "buildfarm", "--profile", "all", "--jobs", "1", "--expect", &expectations, "--json"])
-        .arg(&json)
-        .output()
-        .map_err(|e| e.to_string())?;
+    let out = common::output(
+        Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+            // One check at a time: Buildfarm's worker answers UNKNOWN to the
+            // loser of two concurrent uploads of one blob (WriteCompleteException
+            // in CASFileCache), so with parallel checks an unrelated check's
+            // preparation is ERROR at random (docs/buildfarm.md).
+            .args([
+                "run",
+                "--cluster",
+                "buildfarm",
+                "--profile",
+                "all",
+                "--jobs",
+                "1",
+                "--expect",
+                &expectations,
+                "--json",
+            ])
+            .arg(&json),
+    )
+    .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(0) || !text.contains("all verdicts as expected") {
         return Err(format!("exit {:?}\n{text}", out.status.code()).into());
@@ -101,7 +92,7 @@ fn expected_verdicts_and_nothing_left() -> Result<(), Failed> {
     if !text.contains("sha256:") || !text.contains("version") {
         return Err(format!("the report does not name the jars' sha256s and the Java version:\n{text}").into());
     }
-    let left = leftovers();
+    let left = common::leftovers("buildfarm");
     if !left.is_empty() {
         return Err(format!("left behind: {left:?}").into());
     }

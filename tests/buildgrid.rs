@@ -7,6 +7,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn fixture(path: &str) -> String {
     format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))
 }
@@ -15,27 +17,15 @@ fn fixture(path: &str) -> String {
 const VERSIONS: &[(&str, &str)] = &[("0.9.1", "buildgrid"), ("0.4.4", "buildgrid-v0.4")];
 
 fn run_against(cluster: &str, version: &str, expectations: &str, json: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
-        .args(["run", "--cluster", cluster, "--buildgrid-version", version, "--profile", "all"])
-        .args(["--expect", &fixture(expectations), "--json"])
-        .arg(json)
-        .output()
-        .unwrap();
+    let out = common::output(
+        Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+            .args(["run", "--cluster", cluster, "--buildgrid-version", version, "--profile", "all"])
+            .args(["--expect", &fixture(expectations), "--json"])
+            .arg(json),
+    )
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
-}
-
-fn leftovers() -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains("reapi-conformance-buildgrid-") {
-                found.push(cmd);
-            }
-        }
-    }
-    found
 }
 
 #[test]
@@ -78,5 +68,6 @@ fn buildgrid_with_buildbox_run_and_on_the_host_get_their_expected_verdicts() {
     eprintln!("BuildGrid releases tested: {ran:?}");
     assert!(ran.contains(&"0.4.4"), "0.4.4 runs wherever python3 does");
 
-    assert!(leftovers().is_empty(), "processes left running: {:?}", leftovers());
+    let left = common::leftovers("buildgrid");
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -152,9 +152,9 @@ fn buildgrid_options(s: &ClusterSettings, mode: buildgrid::WorkerMode) -> buildg
     }
 }
 
-/// `--cluster`'s long help: every registered cluster with its description.
-pub fn registry_help() -> String {
-    let mut text = String::from("Cluster to start and test (default: `local` unless --endpoint is given):");
+/// `--cluster`'s long help: `first_line`, then every registered cluster with its description.
+pub fn registry_help(first_line: &str) -> String {
+    let mut text = format!("{first_line}:");
     for e in REGISTRY {
         let aliases = if e.aliases.is_empty() { String::new() } else { format!(" (also {})", e.aliases.join(", ")) };
         text.push_str(&format!("\n  {}{aliases}: {}", e.name, e.description));
