@@ -44,6 +44,7 @@ pub struct Vars {
     pub isa: String,
     /// An ISA the cluster is expected to lack.
     pub foreign_isa: String,
+    /// The OS family the cluster should run (`OSFamily`), e.g. `linux`.
     pub os: String,
 }
 
@@ -55,6 +56,7 @@ impl Vars {
         Vars { isa, foreign_isa, os: "linux".into() }
     }
 
+    /// Replaces `${isa}`, `${foreign_isa}` and `${os}` in `text`.
     pub fn expand(&self, text: &str) -> String {
         text.replace("${isa}", &self.isa).replace("${foreign_isa}", &self.foreign_isa).replace("${os}", &self.os)
     }
@@ -73,8 +75,11 @@ impl Vars {
 /// An action ready to upload and execute.
 #[derive(Debug, Clone)]
 pub struct PreparedAction {
+    /// The Action: digests of the Command and input root, salt, platform, timeout.
     pub action: Action,
+    /// The Command the Action names: arguments, environment, outputs, working directory.
     pub command: Command,
+    /// Digest of the encoded Action: what Execute is asked to run.
     pub action_digest: Digest,
     /// Every blob the action needs, Action and Command included.
     pub blobs: Blobs,

@@ -28,6 +28,8 @@ pub struct Cas {
 }
 
 impl Cas {
+    /// A CAS on the target's clients, packing batches up to `max_batch_total_size_bytes` (the
+    /// server's advertised limit; 0 or less: 4 MiB, gRPC's default message size).
     pub fn new(clients: Clients, max_batch_total_size_bytes: i64) -> Self {
         // 0 means "no server limit"; gRPC's default message size (4 MiB) still applies.
         let max_batch =
@@ -37,6 +39,7 @@ impl Cas {
         Cas { clients, client, present: Arc::default() }
     }
 
+    /// The clients it was made with.
     pub fn clients(&self) -> &Clients {
         &self.clients
     }

@@ -33,7 +33,9 @@ pub struct ConnectOptions {
     pub ac_instance: Option<String>,
     /// PEM file of the CA that signed the server certificate.
     pub server_cert: Option<PathBuf>,
+    /// PEM file of the client certificate, for a server that requires mutual TLS (with `client_key`).
     pub client_cert: Option<PathBuf>,
+    /// PEM file of the private key of `client_cert`.
     pub client_key: Option<PathBuf>,
     /// File holding a bearer token (sent as `authorization: Bearer …`).
     pub token_file: Option<PathBuf>,
@@ -135,27 +137,48 @@ fn bearer(path: &std::path::Path) -> Result<MetadataValue<tonic::metadata::Ascii
 /// Could not set up a connection; these are harness/infrastructure errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// An endpoint URL that does not parse: the URL (credentials left out), and what is wrong.
     #[error("invalid endpoint `{0}`: {1}")]
     BadUrl(String, String),
+    /// A certificate, key or token file that cannot be read: missing, too large, not a regular file.
     #[error("cannot read {what} `{}`: {}", .error.path.display(), .error.why)]
     File {
+        /// What the file was given as: `server certificate`, `client certificate`, `client key` or
+        /// `token file`.
         what: &'static str,
+        /// Which path, and why it could not be read.
         #[source]
         error: crate::files::FileError,
     },
+    /// tonic refused the TLS configuration of an endpoint: the URL, and why.
     #[error("TLS setup for `{0}` failed: {1}")]
     Tls(String, String),
+    /// Only one of `--client-cert` and `--client-key` is given; a client identity needs both.
     #[error("`--client-cert` and `--client-key` go together")]
     HalfIdentity,
+    /// A certificate or key file with no usable PEM in it.
     #[error("{what} `{path}` is not usable: {why}")]
-    Pem { what: &'static str, path: PathBuf, why: String },
+    Pem {
+        /// What the file was given as: `server certificate`, `client certificate` or `client key`.
+        what: &'static str,
+        /// The file as given.
+        path: PathBuf,
+        /// What the PEM parser found wrong, or that there is no certificate in it.
+        why: String,
+    },
+    /// A token file that cannot be sent as a bearer token (not UTF-8, empty, or holding characters
+    /// an HTTP header cannot carry): its path, and why.
     #[error("token file `{0}` is not usable: {1}")]
     Token(PathBuf, String),
+    /// TLS certificates or keys are given but no service endpoint uses TLS, so they would be
+    /// ignored without a word; holds the execution endpoint.
     #[error(
         "TLS certificates or keys are given, but no endpoint uses TLS (`{0}`; they would be ignored): \
          use grpcs:// or https://, or leave them out"
     )]
     TlsWithoutTls(String),
+    /// The token would travel in cleartext to another machine (plain TCP, not loopback) and
+    /// `--allow-cleartext-token` was not given; holds that service's URL.
     #[error(
         "the access token would be sent in cleartext to `{0}`: use grpcs:// or https://, \
          or pass --allow-cleartext-token"
@@ -174,11 +197,17 @@ pub struct Clients {
     pub cas_instance: String,
     /// Instance name for action cache calls.
     pub ac_instance: String,
+    /// GetCapabilities, on the execution endpoint.
     pub capabilities: CapabilitiesClient<AuthChannel>,
+    /// Execute and WaitExecution, on the execution endpoint.
     pub execution: ExecutionClient<AuthChannel>,
+    /// The Operations service (CancelOperation), on the execution endpoint.
     pub operations: OperationsClient<AuthChannel>,
+    /// FindMissingBlobs and the batch calls, on the CAS endpoint.
     pub cas: ContentAddressableStorageClient<AuthChannel>,
+    /// ByteStream reads and writes of CAS blobs, on the CAS endpoint.
     pub bytestream: ByteStreamClient<AuthChannel>,
+    /// GetActionResult and UpdateActionResult, on the action cache endpoint.
     pub action_cache: ActionCacheClient<AuthChannel>,
     /// The channel of the CAS and ByteStream services.
     pub cas_channel: AuthChannel,
@@ -285,7 +314,15 @@ impl Clients {
 /// The scheme-independent part of an endpoint URL.
 #[derive(Debug, PartialEq, Eq)]
 pub enum EndpointAddr {
-    Tcp { uri: String, tls: bool },
+    /// A TCP endpoint, with or without TLS.
+    Tcp {
+        /// `http://` or `https://` and the host (with its port, if given), as tonic dials it:
+        /// `grpc` schemes mapped to `http`, no trailing `/`.
+        uri: String,
+        /// Whether the connection uses TLS (`https://` or `grpcs://`).
+        tls: bool,
+    },
+    /// A unix socket, by its path (`unix:PATH` or `unix://PATH`).
     Unix(PathBuf),
 }
 

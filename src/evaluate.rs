@@ -109,6 +109,7 @@ pub struct ProbeOutput {
     pub report: Result<Value, String>,
     /// Start of stdout and stderr, for evidence when there is no report.
     pub stdout_excerpt: String,
+    /// Start of stderr, likewise (its first 2 KiB).
     pub stderr_excerpt: String,
 }
 

@@ -22,29 +22,63 @@ use crate::suite::OutcomeClass;
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// Execute (or WaitExecution) answered with a gRPC error status.
-    Rejected { code: Code, message: String, details: Vec<StatusDetail> },
+    Rejected {
+        /// The status code of the answer.
+        code: Code,
+        /// Its message; after a resumed stream, prefixed with why the stream was resumed.
+        message: String,
+        /// Its `google.rpc.Status` details (`grpc-status-details-bin`).
+        details: Vec<StatusDetail>,
+    },
     /// The operation finished with a non-OK status, or with `Operation.error`
     /// (which the spec forbids).
     Failed {
+        /// The numeric gRPC code of the operation's status.
         code: i32,
+        /// The status message.
         message: String,
+        /// The status came as `Operation.error` rather than in the ExecuteResponse.
         operation_error: bool,
+        /// The ActionResult the ExecuteResponse carried beside the status, if any (e.g. of a timed-out
+        /// action); never with `Operation.error`.
         result: Option<Box<ActionResult>>,
+        /// The status details.
         details: Vec<StatusDetail>,
     },
     /// Still queued when the budget ran out; the operation was cancelled.
-    Queued { waited: Duration, cancel: String },
+    Queued {
+        /// Time from the first Execute call to giving up.
+        waited: Duration,
+        /// How the CancelOperation went: `cancelled`, or the code it answered.
+        cancel: String,
+    },
     /// Running on a worker when the budget ran out; the operation was cancelled.
-    Executing { waited: Duration, cancel: String },
+    Executing {
+        /// Time from the first Execute call to giving up.
+        waited: Duration,
+        /// How the CancelOperation went: `cancelled`, or the code it answered.
+        cancel: String,
+    },
     /// Went back to QUEUED after EXECUTING again and again (a worker failed
     /// it and the server queued it anew): given up at once, and cancelled,
     /// instead of waiting out the budget.
-    Requeued { waited: Duration, requeues: usize, cancel: String },
+    Requeued {
+        /// Time from the first Execute call to giving up.
+        waited: Duration,
+        /// Times the stages went from EXECUTING back to CACHE_CHECK or QUEUED (see [`requeues`]).
+        requeues: usize,
+        /// How the CancelOperation went: `cancelled`, or the code it answered.
+        cancel: String,
+    },
     /// Finished with an OK status and an ActionResult.
-    Completed { response: Box<ExecuteResponse> },
+    Completed {
+        /// The ExecuteResponse, whose status is OK and whose result is set.
+        response: Box<ExecuteResponse>,
+    },
 }
 
 impl Outcome {
+    /// The outcome class suites state their expectations in (a requeue loop is `Executing`).
     pub fn class(&self) -> OutcomeClass {
         match self {
             Outcome::Rejected { .. } => OutcomeClass::Rejected,
@@ -98,7 +132,9 @@ impl Outcome {
 /// One `google.rpc.Status` detail: its type URL and encoded message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusDetail {
+    /// Type URL of the detail message, e.g. `type.googleapis.com/google.rpc.PreconditionFailure`.
     pub type_url: String,
+    /// The detail message, protobuf-encoded.
     pub value: Vec<u8>,
 }
 
@@ -156,7 +192,10 @@ pub struct ExecError(pub String);
 /// Execution parameters for one action.
 #[derive(Debug, Clone)]
 pub struct ExecuteParams {
+    /// Digest of the Action to run, uploaded beforehand with everything it names.
     pub action_digest: Digest,
+    /// Sent as `ExecuteRequest.skip_cache_lookup`: run the action even if the action cache
+    /// holds a result for it.
     pub skip_cache_lookup: bool,
     /// Time allowed from the Execute call to a finished operation.
     pub budget: Duration,
@@ -165,9 +204,15 @@ pub struct ExecuteParams {
 /// What was seen while following the operation, for evidence.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
+    /// Name of the operation being followed, once a message named one (cleared when a
+    /// transient final status makes the harness call Execute anew).
     pub operation: Option<String>,
+    /// Execution stages the operation reported, in order, a stage repeated in a row listed once
+    /// (e.g. `QUEUED`, `EXECUTING`, `COMPLETED`); those of the last Execute only.
     pub stages: Vec<String>,
+    /// Operation messages received, over every stream and every Execute.
     pub messages: usize,
+    /// WaitExecution calls made to resume a stream that ended or broke early.
     pub wait_calls: usize,
     /// The action asked for, which every Operation's metadata must name.
     pub action: Option<Digest>,

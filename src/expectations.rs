@@ -21,17 +21,22 @@ use serde::Deserialize;
 
 use crate::verdict::{RunSummary, VerdictKind};
 
+/// One entry of an expectation file: the verdict a check gets on the target, and why.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expected {
+    /// The verdict the check gets today.
     pub verdict: VerdictKind,
     /// Why this target gets this verdict; required so the file documents itself.
     pub reason: String,
 }
 
+/// An expectation file, with the entries of the file it `extends` merged in once loaded.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectationFile {
+    /// The `--cluster` the file is about, e.g. `local`; a run against one that neither it nor `also`
+    /// names is refused.
     pub target: String,
     /// Other clusters of the same topology that must get the same verdicts
     /// (e.g. `compose:buildgrid:local` for `buildgrid`).
@@ -82,6 +87,8 @@ fn no_duplicates<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<Stri
 }
 
 impl ExpectationFile {
+    /// Reads a file and, through `extends`, every file it builds on; an error names the file and
+    /// line, or the `extends` cycle.
     pub fn load(path: &Path) -> Result<Self, String> {
         Self::load_chain(path, &mut Vec::new())
     }
@@ -123,22 +130,29 @@ impl ExpectationFile {
 /// A check whose verdict differs from the expectation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deviation {
+    /// The check's id.
     pub id: String,
+    /// The verdict the file expects (PASS where it lists none).
     pub expected: VerdictKind,
+    /// The verdict this run reached.
     pub actual: VerdictKind,
+    /// The reason this run gave for its verdict.
     pub reason: String,
 }
 
 /// Regressions (worse than expected) and improvements (better).
 #[derive(Debug, Default)]
 pub struct Comparison {
+    /// Checks with a worse verdict than expected (from best: PASS, SKIP, WARN, FAIL, ERROR).
     pub regressions: Vec<Deviation>,
+    /// Checks with a better verdict than expected: a deviation too, until the file is updated.
     pub improvements: Vec<Deviation>,
     /// Expectations naming checks that did not run (typos, removed checks, filters).
     pub unused: Vec<String>,
 }
 
 impl Comparison {
+    /// Whether every verdict is as expected; expectations of checks that did not run do not count.
     pub fn matches(&self) -> bool {
         self.regressions.is_empty() && self.improvements.is_empty()
     }

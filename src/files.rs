@@ -55,7 +55,9 @@ fn human(bytes: u64) -> String {
 /// A file that could not be read: which, and why.
 #[derive(Debug)]
 pub struct FileError {
+    /// The file as the user named it.
     pub path: PathBuf,
+    /// What is wrong with it, in words: unreadable, too large, not a regular file, not UTF-8.
     pub why: String,
 }
 

@@ -53,9 +53,13 @@ pub struct TargetError(pub String);
 /// A connected target with what every check shares.
 #[derive(Debug, Clone)]
 pub struct Harness {
+    /// The target's CAS, which also holds its clients (see [`Harness::clients`]).
     pub cas: Cas,
+    /// Values for `${isa}`, `${foreign_isa}` and `${os}` in check text.
     pub vars: Vars,
+    /// The run's budgets, deadlines and concurrency.
     pub options: RunOptions,
+    /// What GetCapabilities answered when connecting.
     pub capabilities: ServerCapabilities,
     /// Per-run salt: no two runs share action digests, so a real action cache
     /// is never served results of another run, nor polluted for one.
@@ -101,6 +105,7 @@ impl Harness {
         })
     }
 
+    /// The typed clients of the target.
     pub fn clients(&self) -> &Clients {
         self.cas.clients()
     }

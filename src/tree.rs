@@ -37,14 +37,18 @@ pub struct InputTree {
 #[derive(Debug, thiserror::Error)]
 #[error("input root path `{path}`: {why}")]
 pub struct TreeError {
+    /// The path as given.
     pub path: String,
+    /// Why it cannot be placed, e.g. `given twice`.
     pub why: String,
 }
 
 /// The finished tree: root digest and every blob it references.
 #[derive(Debug, Clone)]
 pub struct BuiltTree {
+    /// Digest of the root `Directory`, for `Action.input_root_digest`.
     pub root_digest: Digest,
+    /// Every file and `Directory` blob of the tree, by hash: what to upload.
     pub blobs: Blobs,
 }
 
@@ -57,6 +61,7 @@ fn components(path: &str) -> Result<Vec<&str>, TreeError> {
 }
 
 impl InputTree {
+    /// An empty input root.
     pub fn new() -> Self {
         Self::default()
     }

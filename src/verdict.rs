@@ -83,9 +83,11 @@ pub struct Evidence {
 /// A verdict with its one-line reason and supporting evidence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
+    /// The conclusion: PASS, FAIL, WARN, ERROR or SKIP.
     pub kind: VerdictKind,
     /// One line, shown next to the check id on the terminal.
     pub reason: String,
+    /// What was expected and observed, in the order the check recorded it.
     pub evidence: Vec<Evidence>,
     /// How the check's main action ended, when it ran one: the readiness
     /// summary tells a feature refused cleanly (rejected, failed) from one
@@ -95,6 +97,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A verdict of `kind` with its reason and no evidence yet.
     pub fn new(kind: VerdictKind, reason: impl Into<String>) -> Self {
         Verdict { kind, reason: reason.into(), evidence: Vec::new(), outcome: None }
     }
@@ -103,12 +106,15 @@ impl Verdict {
         self.outcome = Some(class);
         self
     }
+    /// A PASS, with its reason.
     pub fn pass(reason: impl Into<String>) -> Self {
         Self::new(VerdictKind::Pass, reason)
     }
+    /// An ERROR: what kept the harness or the infrastructure from deciding.
     pub fn error(reason: impl Into<String>) -> Self {
         Self::new(VerdictKind::Error, reason)
     }
+    /// A SKIP: why the check does not apply.
     pub fn skip(reason: impl Into<String>) -> Self {
         Self::new(VerdictKind::Skip, reason)
     }
@@ -190,14 +196,21 @@ impl From<reapi_client::cas::CasError> for StepError {
 /// A check's verdict together with what identifies the check in reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckResult {
+    /// The check's id, `<suite>.<name>`.
     pub id: String,
+    /// The suite the check belongs to.
     pub suite: String,
+    /// One line naming what is checked.
     pub title: String,
+    /// The requirement's MUST, SHOULD or MAY: whether unmet means FAIL, WARN or SKIP.
     pub severity: Severity,
     /// What failing it means for a BuildStream build.
     pub impact: crate::suite::Impact,
+    /// The check's labels; `buildstream` and `reapi` choose the profiles it runs in.
     pub tags: Vec<String>,
+    /// Where the requirement comes from (a spec clause or a BuildStream document).
     pub source: String,
+    /// What the check concluded, with its reason and evidence.
     pub verdict: Verdict,
     /// How to fix a FAIL or WARN on the recognised server (see `hints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,9 +229,11 @@ pub struct CheckResult {
 pub mod duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
+    /// Writes a duration as a number of seconds (`f64`).
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
     }
+    /// Reads a number of seconds back; a negative or non-finite one is an error.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
@@ -228,7 +243,9 @@ pub mod duration_secs {
 /// One step of starting a cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StartupStep {
+    /// What the step did, e.g. `postgres start`.
     pub name: String,
+    /// How long it took.
     #[serde(with = "duration_secs")]
     pub duration: Duration,
 }
@@ -238,6 +255,7 @@ pub struct StartupStep {
 pub struct RunSummary {
     /// Human description of the target, e.g. `local (buildbox-casd 1.3.x)` or an endpoint URL.
     pub target: String,
+    /// Instance name of the execution service the run used (empty: the default instance).
     pub instance: String,
     /// The server recognised behind the target, when one was (see `hints`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +267,8 @@ pub struct RunSummary {
     /// --filter, another profile): no "builds here: yes" from it.
     #[serde(default)]
     pub partial: bool,
+    /// One result per selected check, in selection order (a target that cannot be used gives
+    /// each an ERROR).
     pub results: Vec<CheckResult>,
     /// When the run started, in seconds since the Unix epoch.
     pub started_at: u64,
@@ -258,6 +278,7 @@ pub struct RunSummary {
     /// The cluster's start-up steps with their durations, when it reports them.
     #[serde(default)]
     pub startup_steps: Vec<StartupStep>,
+    /// Time the whole run took, start-up of the cluster included.
     #[serde(with = "duration_secs")]
     pub wall_time: Duration,
 }

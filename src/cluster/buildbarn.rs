@@ -46,8 +46,11 @@ const HOW_TO_GET: &str = "Buildbarn publishes no release binaries: take them fro
 /// One program found: where and its sha256 (recorded in every report).
 #[derive(Clone, Debug)]
 pub struct Program {
+    /// Its name, one of [`PROGRAMS`].
     pub name: &'static str,
+    /// Where it is, symlinks resolved.
     pub path: PathBuf,
+    /// SHA-256 of the executable, in hex.
     pub sha256: String,
 }
 
@@ -87,6 +90,7 @@ pub fn find_programs(dir: Option<&Path>) -> Result<Vec<Program>, String> {
 /// Settings of one Buildbarn cluster.
 #[derive(Clone, Debug)]
 pub struct BuildbarnOptions {
+    /// The four programs, in [`PROGRAMS`] order.
     pub programs: Vec<Program>,
     /// bb_runner's `chrootIntoInputRoot` (and the worker's `/dev` nodes).
     pub chroot: bool,
@@ -94,6 +98,7 @@ pub struct BuildbarnOptions {
     pub jobs: usize,
     /// The ISA the worker advertises, in BuildStream's naming.
     pub isa: String,
+    /// The instance name every request of the harness names (bb_storage accepts any).
     pub instance: String,
 }
 
@@ -114,13 +119,17 @@ impl Drop for Running {
     }
 }
 
+/// A Buildbarn cluster: bb_storage, bb_scheduler, bb_runner and bb_worker, on unix sockets
+/// in one run directory.
 pub struct Buildbarn {
+    /// What to run, and how.
     pub options: BuildbarnOptions,
     running: Option<Running>,
     timings: Vec<(String, Duration)>,
 }
 
 impl Buildbarn {
+    /// An adapter for `options`; nothing starts until it is started.
     pub fn new(options: BuildbarnOptions) -> Self {
         Buildbarn { options, running: None, timings: Vec::new() }
     }

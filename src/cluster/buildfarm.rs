@@ -40,14 +40,18 @@ const HOW_TO_GET: &str = "Buildfarm publishes the server and shard-worker deploy
 /// A file the cluster runs: where, and its sha256 (recorded in every report).
 #[derive(Clone, Debug)]
 pub struct Jar {
+    /// Its file name, one of [`JARS`].
     pub name: &'static str,
+    /// Where it is, symlinks resolved.
     pub path: PathBuf,
+    /// SHA-256 of its content, in hex.
     pub sha256: String,
 }
 
 /// The Java runtime found.
 #[derive(Clone, Debug)]
 pub struct Java {
+    /// The `java` executable.
     pub path: PathBuf,
     /// First line of `java -version`, e.g. `openjdk version "25.0.1" 2025-10-21 LTS`.
     pub version: String,
@@ -145,11 +149,15 @@ pub fn find_java(named: Option<&Path>) -> Result<Java, String> {
 /// Settings of one Buildfarm cluster.
 #[derive(Clone, Debug)]
 pub struct BuildfarmOptions {
+    /// The server and shard-worker deploy jars, in [`JARS`] order.
     pub jars: Vec<Jar>,
+    /// The runtime that runs them (Java 21 or newer).
     pub java: Java,
+    /// The `redis-server` executable, Buildfarm's backplane.
     pub redis: PathBuf,
     /// The ISA the worker takes, in BuildStream's naming.
     pub isa: String,
+    /// The instance name every request of the harness names.
     pub instance: String,
 }
 
@@ -216,13 +224,17 @@ impl Drop for Running {
     }
 }
 
+/// A Buildfarm cluster: Redis, the server and one shard worker in a private network
+/// namespace, reached through a unix socket in the run directory.
 pub struct Buildfarm {
+    /// What to run, as `options` found it.
     pub options: BuildfarmOptions,
     running: Option<Running>,
     timings: Vec<(String, Duration)>,
 }
 
 impl Buildfarm {
+    /// An adapter for `options`; nothing starts until it is started.
     pub fn new(options: BuildfarmOptions) -> Self {
         Buildfarm { options, running: None, timings: Vec::new() }
     }

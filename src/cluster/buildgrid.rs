@@ -28,6 +28,7 @@ const CONFIG_TEMPLATE: &str = include_str!("buildgrid.yml.tmpl");
 /// A BuildGrid release the harness provisions from PyPI.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Release {
+    /// Its version, e.g. `0.9.1`, as `--buildgrid-version` names it.
     pub version: &'static str,
     /// What pip installs (0.9.x has no `database` extra: psycopg is a base dependency).
     pub package: &'static str,
@@ -128,7 +129,9 @@ pub fn bgd_version(bgd: &Path) -> Result<String, ClusterError> {
 /// A Python interpreter and its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Python {
+    /// The interpreter, as found or given (`--python`).
     pub path: PathBuf,
+    /// Its `(major, minor)` version, as it reports it.
     pub version: (u32, u32),
 }
 
@@ -200,8 +203,11 @@ pub enum Source {
 /// Which BuildGrid a run uses, and why (said at start-up and in the report).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Choice {
+    /// Where the `bgd` comes from.
     pub source: Source,
+    /// The BuildGrid version, e.g. `0.4.4`; it decides the database driver.
     pub version: String,
+    /// Why this one, in words, e.g. `the bgd on PATH`.
     pub why: String,
 }
 
@@ -298,6 +304,7 @@ pub enum WorkerMode {
     Host,
 }
 
+/// Settings of a BuildGrid cluster the harness starts (`--cluster buildgrid[:host]`).
 #[derive(Clone, Debug)]
 pub struct BuildGridOptions {
     /// The `bgd` executable; default: `bgd` on PATH, else a provisioned release.
@@ -312,10 +319,13 @@ pub struct BuildGridOptions {
     pub postgres_bin: Option<PathBuf>,
     /// Directory holding buildbox-run (as for `--cluster local`); default: provisioned cache.
     pub buildbox_dir: Option<PathBuf>,
+    /// How the bots run the actions they lease.
     pub mode: WorkerMode,
     /// Number of bots, and leases each runs at once.
     pub workers: usize,
+    /// Leases each bot runs at once.
     pub capacity: usize,
+    /// The instance name BuildGrid serves and every request names (default: the empty name).
     pub instance: String,
     /// Device properties of every bot.
     pub platform: Vec<(String, String)>,
@@ -352,7 +362,10 @@ struct Running {
     workers: Vec<WorkerHandle>,
 }
 
+/// A BuildGrid cluster: PostgreSQL, `bgd` and the harness's own bots, under one
+/// temporary directory.
 pub struct BuildGrid {
+    /// What to start, as given.
     pub options: BuildGridOptions,
     /// Which BuildGrid runs (decided when the adapter is made, so that the
     /// start-up line and the report's target name its version).
@@ -363,6 +376,8 @@ pub struct BuildGrid {
 }
 
 impl BuildGrid {
+    /// An adapter for `options`, with the BuildGrid chosen at once so that its version is known
+    /// before anything starts (nothing is provisioned or started here).
     pub fn new(options: BuildGridOptions) -> Self {
         let choice = choose(options.bgd.as_deref(), options.version.as_deref(), options.python.as_deref());
         BuildGrid { options, choice, running: None, timings: Vec::new() }

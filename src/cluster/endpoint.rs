@@ -7,6 +7,7 @@ use crate::connection::ConnectOptions;
 
 /// An existing REAPI endpoint.
 pub struct Endpoint {
+    /// How to reach it, as the user gave it; its endpoint URL is also its name in reports.
     pub options: ConnectOptions,
 }
 

@@ -14,6 +14,7 @@ use crate::worker::{descendants, kill_all};
 /// A started server process and its process group.
 #[derive(Debug)]
 pub struct ManagedProcess {
+    /// What runs, e.g. `postgres` or `bgd server`, as messages about it name it.
     pub name: String,
     child: Option<Child>,
     pgid: i32,
