@@ -439,13 +439,17 @@ fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
 }
 
 fn list(args: Selection) -> Result<i32, Error> {
-    let (_, checks) = session::select_checks(&args)?;
+    let (suites, checks) = session::select_checks(&args)?;
+    let dated = session::dated_profiles(&args, &suites)?;
+    // The profile with its dated version, as a report of a run with the same
+    // flags names it.
+    print_out(&report::printable(&format!("{}: {} checks\n", args.label(&suites, &dated), checks.len())));
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
     print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<28}  {}\n", "CHECK", "PROFILES", "LEVEL", "IMPACT", "SOURCE"));
     for c in &checks {
         let profiles: Vec<&str> = [(Profile::Buildstream, "buildstream"), (Profile::Reapi, "reapi")]
             .iter()
-            .filter(|(p, _)| p.includes(c))
+            .filter(|(p, _)| p.includes(c, &dated))
             .map(|(_, n)| *n)
             .collect();
         // Suites may come from --suites-dir: their text is user text.

@@ -249,6 +249,10 @@ pub struct RunSummary {
     /// --filter, another profile): no "builds here: yes" from it.
     #[serde(default)]
     pub partial: bool,
+    /// What was run: the profile and its dated version (`reapi@2026.12`),
+    /// or the suites that replaced it, and what narrowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub results: Vec<CheckResult>,
     /// When the run started, in seconds since the Unix epoch.
     pub started_at: u64,
@@ -311,6 +315,7 @@ pub(crate) mod fixtures {
             server: None,
             needs: Vec::new(),
             partial: false,
+            profile: Some("buildstream@2026.12".into()),
             results,
             started_at: 1_700_000_000,
             startup_time: Duration::ZERO,

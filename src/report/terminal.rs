@@ -46,6 +46,13 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
     if let Some(server) = &summary.server {
         out.push_str(&format!("server recognised: {}\n", one_line(server, 200)));
     }
+    if let Some(profile) = &summary.profile {
+        out.push_str(&format!(
+            "profile: {} (reapi-conformance {})\n",
+            one_line(profile, 300),
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     out.push_str(&crate::readiness::assess(summary, &summary.needs).render());
     out
 }
