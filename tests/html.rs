@@ -264,6 +264,99 @@ fn the_committed_example_opens_and_names_no_machine(browser: &Path) -> Result<()
     screenshot(browser, &example, "example-report")
 }
 
+/// The page with a script of the test's that sets the filters the way a
+/// user would (the policy is opened for it: the page's own allows only its
+/// own script), so the DOM shows what the filters hid.
+fn with_filters_set(page: &str, suite: &str, verdict: &str) -> Result<String, Failed> {
+    let policy_start = page.find("script-src 'sha256-").ok_or("no script policy")?;
+    let policy_end = policy_start + page[policy_start..].find(';').ok_or("unterminated policy")?;
+    let setter = format!(
+        "<script>document.getElementById('f-suite').value = '{suite}'; document.getElementById('f-verdict').value = '{verdict}'; \
+         document.getElementById('f-verdict').dispatchEvent(new Event('change'));</script>\n</body>"
+    );
+    Ok(format!("{}script-src 'unsafe-inline'{}", &page[..policy_start], &page[policy_end..])
+        .replace("</body>", &setter))
+}
+
+fn the_filters_hide_what_does_not_match(browser: &Path) -> Result<(), Failed> {
+    let page = write_page("run-filtered", &with_filters_set(&html::render(&broken_run()), "", "FAIL")?);
+    let dom = browse(browser, &page, &["--dump-dom"])?;
+    expect(&dom, "a FAIL shown", "data-verdicts=\"FAIL\"><summary>")?;
+    expect(&dom, "a PASS hidden", "data-verdicts=\"PASS\" hidden=\"\">")?;
+    expect(&dom, "a suite with no FAIL hidden", "<section class=\"suite\" id=\"suite-protocol\" hidden=\"\">")?;
+    let page = write_page(
+        "matrix-filtered",
+        &with_filters_set(&html::matrix(&[healthy_run(), broken_run()]), "cas", "differs")?,
+    );
+    let dom = browse(browser, &page, &["--dump-dom"])?;
+    expect(&dom, "a differing row of the suite shown", "<tr data-suite=\"cas\" data-verdicts=\"PASS WARN differs\">")?;
+    expect(&dom, "an agreeing row hidden", "<tr data-suite=\"cas\" data-verdicts=\"PASS\" hidden=\"\">")?;
+    expect(
+        &dom,
+        "another suite hidden",
+        "<tr data-suite=\"input-root\" data-verdicts=\"PASS FAIL differs\" hidden=\"\">",
+    )
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+}
+
+/// `run --html` and `matrix --html` through the binary, against an address
+/// nobody answers (every verdict ERROR, quickly), opened in the browser.
+fn run_and_matrix_write_pages_a_browser_opens(browser: &Path) -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (page, json, grid) = (dir.path().join("run.html"), dir.path().join("run.json"), dir.path().join("matrix.html"));
+    let out = bin()
+        .args(["run", "--endpoint", "http://127.0.0.1:1", "--filter", "cas.empty-blob", "--rpc-timeout", "5"])
+        .arg("--html")
+        .arg(&page)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.code() != Some(2) {
+        return Err(format!("run: expected exit 2 (undecided), got {:?}", out.status.code()).into());
+    }
+    let dom = browse(browser, &page, &["--dump-dom"])?;
+    expect(
+        &dom,
+        "the readiness line",
+        "id=\"answer\">BuildStream builds here: undecided (a blocker check could not decide)</p>",
+    )?;
+    expect(
+        &dom,
+        "the ERROR verdict",
+        "<span class=\"v v-ERROR\">ERROR</span> <code class=\"id\">cas.empty-blob</code>",
+    )?;
+    expect(&dom, "the profile as run", "<code>buildstream@2026.12, narrowed by --filter cas.empty-blob</code>")?;
+    let out = bin().arg("matrix").arg(&json).arg(&json).arg("--html").arg(&grid).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("matrix failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let dom = browse(browser, &grid, &["--dump-dom"])?;
+    expect(&dom, "both runs' answers", "<td class=\"answer-cell undecided\"")?;
+    expect(&dom, "a verdict cell", "<td><code>cas.empty-blob</code></td><td>MUST</td><td class=\"cell\"")
+}
+
+/// Reports go to regular files only, refused before any work like the others.
+fn html_reports_are_refused_where_other_reports_are() -> Result<(), Failed> {
+    for args in [
+        &["run", "--endpoint", "http://127.0.0.1:1", "--html", "/dev/null"][..],
+        &["matrix", "x.json", "--html", "/dev/null"],
+    ] {
+        let out = bin().args(args).output().map_err(|e| e.to_string())?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2)
+            || err.trim().lines().count() != 1
+            || !err.contains("--html /dev/null: is a character device")
+        {
+            return Err(format!("{args:?}: expected exit 2 and one line, got {:?}: {err}", out.status.code()).into());
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let found = chromium();
@@ -291,6 +384,12 @@ fn main() {
         browser_trial(
             "the_committed_example_opens_and_names_no_machine",
             the_committed_example_opens_and_names_no_machine,
+        ),
+        browser_trial("the_filters_hide_what_does_not_match", the_filters_hide_what_does_not_match),
+        browser_trial("run_and_matrix_write_pages_a_browser_opens", run_and_matrix_write_pages_a_browser_opens),
+        Trial::test(
+            "html_reports_are_refused_where_other_reports_are",
+            html_reports_are_refused_where_other_reports_are,
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -126,7 +126,9 @@ mod tests {
         run.server = Some(hostile.into());
         run.startup_steps
             .push(crate::verdict::StartupStep { name: hostile.into(), duration: std::time::Duration::ZERO });
+        run.profile = Some(format!("reapi@2026.12{hostile}"));
         let text = render(&run, false) + &timings(&run);
+        assert!(text.contains("profile: reapi@2026.12evil\\u{202e}"), "{text}");
         assert_eq!(acts(&text), None, "{text}");
         assert!(text.contains("evil\\u{202e}gnp.exe\\u{2066}\\u{200f}\\u{61c}\\u{1b}]0;pwned\\u{7}"), "{text}");
         assert!(text.contains("against grpc://evil\\u{202e}"), "{text}");
