@@ -34,6 +34,19 @@ fn esc(text: &str) -> String {
     out
 }
 
+/// Server text cut to `max` characters, with an ellipsis: a server's stderr
+/// or error message must not make the page as large as it pleases (the JSON
+/// report keeps the evidence whole).
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+/// How much of one piece of server text the page shows.
+const MAX_SHOWN: usize = 4000;
+
 const STYLE: &str = r#"
 :root { color-scheme: light; --pass: #1a7f37; --fail: #cf222e; --warn: #9a6700; --error: #8250df; --skip: #57606a; }
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 72rem; padding: 1rem 1.5rem 3rem; color: #1f2328; }
@@ -308,11 +321,11 @@ fn check(r: &CheckResult, index: usize) -> String {
     );
     out.push_str(&format!(
         "<p>{}</p>\n<dl class=\"ran\"><dt>level</dt><dd>{}</dd><dt>clause</dt><dd>{}</dd><dt>impact</dt><dd>{}</dd><dt>reason</dt><dd>{}</dd><dt>time</dt><dd>{:.2} s</dd></dl>\n",
-        esc(&r.title),
+        esc(&clip(&r.title, MAX_SHOWN)),
         r.severity.label(),
-        esc(&r.source),
+        esc(&clip(&r.source, MAX_SHOWN)),
         esc(&r.impact.label()),
-        esc(&r.verdict.reason),
+        esc(&clip(&r.verdict.reason, MAX_SHOWN)),
         r.duration.as_secs_f64()
     ));
     if !r.verdict.evidence.is_empty() {
@@ -320,15 +333,15 @@ fn check(r: &CheckResult, index: usize) -> String {
         for e in &r.verdict.evidence {
             out.push_str(&format!(
                 "<tr><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>\n",
-                esc(&e.label),
-                esc(&e.observed),
-                e.expected.as_deref().map(esc).unwrap_or_default()
+                esc(&clip(&e.label, 200)),
+                esc(&clip(&e.observed, MAX_SHOWN)),
+                e.expected.as_deref().map(|x| esc(&clip(x, MAX_SHOWN))).unwrap_or_default()
             ));
         }
         out.push_str("</table>\n");
     }
     if let Some(hint) = &r.hint {
-        out.push_str(&format!("<p class=\"hint\"><strong>hint:</strong> {}</p>\n", esc(hint)));
+        out.push_str(&format!("<p class=\"hint\"><strong>hint:</strong> {}</p>\n", esc(&clip(hint, MAX_SHOWN))));
     }
     out.push_str("</div>\n</details>\n");
     out
@@ -524,6 +537,21 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_server_answer_is_cut() {
+        let huge = "x".repeat(1 << 20);
+        let run = summary(vec![result(
+            "cas.a",
+            "spec",
+            Verdict::new(VerdictKind::Fail, huge.clone()).with("stderr", None, huge),
+        )]);
+        let page = render(&run);
+        assert!(page.len() < 64 * 1024, "{} bytes", page.len());
+        assert!(page.contains(&format!("{}…", "x".repeat(MAX_SHOWN))));
+        assert_eq!(clip("héllo", 2), "hé…");
+        assert_eq!(clip("hé", 2), "hé");
+    }
+
+    #[test]
     fn the_answer_comes_first_and_root_causes_group_their_consequences() {
         let run = summary(vec![
             result("sandbox.proc-own-processes", "blocker", Verdict::new(VerdictKind::Fail, "no procfs")),
@@ -573,6 +601,28 @@ mod tests {
         assert!(page.contains("title=\"not in this run\"><span class=\"v v-none\">—</span>"), "{page}");
         assert!(page.contains("<th class=\"run\">t</th><th class=\"run\">other</th>"), "{page}");
         assert_eq!(page.matches("<td class=\"answer-cell not-assessed\"").count(), 2, "{page}");
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Escaped text holds nothing markup acts on, wherever it is put
+        /// (content or quoted attribute), and every `&` starts an entity of ours.
+        #[test]
+        fn escaped_text_is_inert(text in prop::collection::vec(prop_oneof![
+            any::<char>().prop_map(String::from),
+            prop::sample::select(vec!["<", ">", "&", "\"", "'", "</details>", "<!--", "]]>", "\u{202e}", "\x1b", "&amp;"]).prop_map(String::from),
+        ], 0..32).prop_map(|p| p.concat())) {
+            let e = esc(&text);
+            prop_assert!(!e.contains(['<', '>', '"', '\'']), "{e}");
+            prop_assert!(!e.chars().any(|c| c.is_control() && c != '\n' && c != '\t'), "{e:?}");
+            for (i, _) in e.match_indices('&') {
+                let rest = &e[i..];
+                prop_assert!(["&amp;", "&lt;", "&gt;", "&quot;", "&#39;"].iter().any(|x| rest.starts_with(x)), "{e}");
+            }
+        }
     }
 
     #[test]
