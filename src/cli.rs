@@ -31,9 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Run checks against a cluster and report the verdicts.
     Run(Box<RunArgs>),
-    /// List the checks of a profile (default: buildstream), one a line: id, the profiles
-    /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
-    /// feature:NAME) and the source of the requirement.
+    /// List the checks of a profile (default: buildstream): first the profile with its
+    /// dated version (e.g. reapi@2026.12) and the number of checks, then one check a line:
+    /// id, the current profiles that include it, severity (MUST/SHOULD), impact on
+    /// BuildStream (blocker, spec, feature:NAME) and the source of the requirement.
     List(Selection),
     /// Start a cluster the harness can start, print its endpoint and a BuildStream
     /// `remote-execution` configuration for it, and keep it up until Ctrl-C (or SIGTERM).
@@ -460,7 +461,9 @@ fn list(args: Selection) -> Result<i32, Error> {
     let dated = session::dated_profiles(&args, &suites)?;
     // The profile with its dated version, as a report of a run with the same
     // flags names it.
-    print_out(&report::printable(&format!("{}: {} checks\n", args.label(&suites, &dated), checks.len())));
+    let n = checks.len();
+    let noun = if n == 1 { "check" } else { "checks" };
+    print_out(&report::printable(&format!("{}: {n} {noun}\n", args.label(&suites, &dated))));
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
     print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<28}  {}\n", "CHECK", "PROFILES", "LEVEL", "IMPACT", "SOURCE"));
     for c in &checks {
