@@ -73,6 +73,8 @@ details.check .body { margin: .4rem 0 .6rem 1.6rem; }
 table { border-collapse: collapse; }
 th, td { text-align: left; vertical-align: top; padding: .2rem .5rem; border-bottom: 1px solid #eaeef2; }
 table.evidence td:first-child { white-space: nowrap; }
+table.evidence code { white-space: pre-wrap; }
+.has-hint { font-size: 12px; background: #fff8c5; border-radius: 4px; padding: 0 4px; }
 table.matrix th.run { font-weight: 600; max-width: 16rem; }
 .muted { color: #57606a; }
 .hint { background: #fff8c5; padding: .2rem .4rem; border-radius: 4px; }
@@ -312,12 +314,14 @@ fn what_ran(summary: &RunSummary) -> String {
 fn check(r: &CheckResult, index: usize) -> String {
     let kind = r.verdict.kind.label();
     let mut out = format!(
-        "<details class=\"check\" id=\"check-{index}\" data-suite=\"{}\" data-verdicts=\"{kind}\"><summary>{} <code class=\"id\">{}</code> <span class=\"muted\">{}</span> — <span class=\"reason\">{}</span></summary>\n<div class=\"body\">\n",
+        "<details class=\"check\" id=\"check-{index}\" data-suite=\"{}\" data-verdicts=\"{kind}\"><summary>{} <code class=\"id\">{}</code> <span class=\"muted\">{}</span> — <span class=\"reason\">{}</span>{}</summary>\n<div class=\"body\">\n",
         esc(&r.suite),
         verdict_badge(Some(r.verdict.kind)),
         esc(&r.id),
         r.severity.label(),
         esc(&super::one_line(&r.verdict.reason, 300)),
+        // A fix is waiting inside: say so on the folded line.
+        if r.hint.is_some() { " <span class=\"has-hint\">hint</span>" } else { "" },
     );
     out.push_str(&format!(
         "<p>{}</p>\n<dl class=\"ran\"><dt>level</dt><dd>{}</dd><dt>clause</dt><dd>{}</dd><dt>impact</dt><dd>{}</dd><dt>reason</dt><dd>{}</dd><dt>time</dt><dd>{:.2} s</dd></dl>\n",
