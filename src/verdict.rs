@@ -267,6 +267,10 @@ pub struct RunSummary {
     /// --filter, another profile): no "builds here: yes" from it.
     #[serde(default)]
     pub partial: bool,
+    /// What was run: the profile and its dated version (`reapi@2026.12`),
+    /// or the suites that replaced it, and what narrowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// One result per selected check, in selection order (a target that cannot be used gives
     /// each an ERROR).
     pub results: Vec<CheckResult>,
@@ -332,6 +336,7 @@ pub(crate) mod fixtures {
             server: None,
             needs: Vec::new(),
             partial: false,
+            profile: Some("buildstream@2026.12".into()),
             results,
             started_at: 1_700_000_000,
             startup_time: Duration::ZERO,

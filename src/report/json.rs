@@ -60,6 +60,11 @@ mod tests {
         let run = crate::verdict::fixtures::summary(Vec::new());
         let text = render(&run);
         assert_eq!(parse(&text).unwrap().target, run.target);
+        assert!(text.contains("\"profile\": \"buildstream@2026.12\""), "{text}");
+        assert_eq!(parse(&text).unwrap().profile.as_deref(), Some("buildstream@2026.12"));
+        // A report of a harness that recorded no profile still reads.
+        let older = text.replace("  \"profile\": \"buildstream@2026.12\",\n", "");
+        assert_eq!(parse(&older).unwrap().profile, None);
         let newer = text.replacen("\"format_version\": 1", "\"format_version\": 2", 1);
         let err = parse(&newer).unwrap_err();
         assert!(err.contains("format version 2") && err.contains("reads version 1"), "{err}");

@@ -102,9 +102,22 @@ pub fn render(summary: &RunSummary) -> String {
     // The run's own start time, not "now": the same verdicts give the same XML.
     let timestamp =
         OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    // What was run, on every suite: a CI gate may show any one of them alone.
+    let run = cdata(&format!(
+        "profile: {}\nreapi-conformance {}\ntarget: {}\n",
+        summary.profile.as_deref().unwrap_or("(not recorded)"),
+        env!("CARGO_PKG_VERSION"),
+        summary.target
+    ));
     let mut report = ReportBuilder::new();
     for (name, cases) in suites {
-        report.add_testsuite(TestSuiteBuilder::new(&text(&name)).set_timestamp(timestamp).add_testcases(cases).build());
+        report.add_testsuite(
+            TestSuiteBuilder::new(&text(&name))
+                .set_timestamp(timestamp)
+                .set_system_out(&run)
+                .add_testcases(cases)
+                .build(),
+        );
     }
     let mut out = Vec::new();
     match report.build().write_xml(&mut out) {
@@ -142,6 +155,7 @@ mod tests {
         assert!(xml.contains("bad &lt;&amp;&gt;"), "{xml}");
         assert!(xml.contains("cwd: observed /tmp/w (expected /w)"), "{xml}");
         assert!(xml.contains("2023-11-14"), "{xml}");
+        assert_eq!(xml.matches("profile: buildstream@2026.12").count(), 3, "every suite names the profile: {xml}");
         assert!(!xml.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'), "{xml:?}");
     }
 
@@ -205,13 +219,19 @@ mod tests {
             Ok(None)
         };
         let mut reader = quick_xml::Reader::from_str(xml);
-        let (mut cases, mut in_out) = (Vec::new(), false);
+        // A testsuite's own system-out (what was run) belongs to no case.
+        let (mut cases, mut in_out, mut in_case) = (Vec::new(), false, false);
         loop {
             match reader.read_event().map_err(|e| format!("not well-formed: {e}"))? {
-                Event::Start(e) | Event::Empty(e) if e.name().as_ref() == b"testcase" => {
+                Event::Start(e) if e.name().as_ref() == b"testcase" => {
+                    in_case = true;
                     cases.push(Parsed { name: attr(&e, b"name")?.unwrap_or_default(), ..Default::default() });
                 }
-                Event::Start(e) if e.name().as_ref() == b"system-out" => in_out = true,
+                Event::Empty(e) if e.name().as_ref() == b"testcase" => {
+                    cases.push(Parsed { name: attr(&e, b"name")?.unwrap_or_default(), ..Default::default() });
+                }
+                Event::End(e) if e.name().as_ref() == b"testcase" => in_case = false,
+                Event::Start(e) if e.name().as_ref() == b"system-out" => in_out = in_case,
                 Event::End(e) if e.name().as_ref() == b"system-out" => in_out = false,
                 Event::Start(e) | Event::Empty(e)
                     if [&b"failure"[..], b"error", b"skipped"].contains(&e.name().as_ref()) =>

@@ -61,6 +61,9 @@ pub fn render(summary: &RunSummary) -> String {
         count(r, VerdictKind::Error),
         count(r, VerdictKind::Skip),
     ));
+    if let Some(profile) = &summary.profile {
+        out.push_str(&format!("Profile: {}.\n", code(profile, 300)));
+    }
     if !summary.instance.is_empty() {
         out.push_str(&format!("Instance name: {}.\n", code(&summary.instance, 100)));
     }
@@ -108,6 +111,15 @@ pub fn matrix(runs: &[RunSummary]) -> String {
     out.push_str("\n|---|");
     out.push_str(&"---|".repeat(runs.len()));
     out.push('\n');
+    // Verdicts side by side compare only under the same profile version:
+    // the first row says which each run had.
+    if runs.iter().any(|r| r.profile.is_some()) {
+        out.push_str("| *profile* |");
+        for run in runs {
+            out.push_str(&format!(" {} |", run.profile.as_deref().map_or("—".into(), |p| code(p, 100))));
+        }
+        out.push('\n');
+    }
     for (id, cells) in rows {
         out.push_str(&format!("| {} |", code(id, 200)));
         for verdict in cells {
@@ -136,6 +148,8 @@ mod tests {
         let other = summary(vec![result("cas.c", "spec", Verdict::pass("fine"))]);
         let table = matrix(&[run, other]);
         assert!(table.contains("| `cas.a` | PASS | — |"), "{table}");
+        assert!(table.contains("| *profile* | `buildstream@2026.12` | `buildstream@2026.12` |"), "{table}");
+        assert!(text.contains("Profile: `buildstream@2026.12`."), "{text}");
         assert!(table.contains("| `cas.c` | — | PASS |"), "{table}");
     }
 

@@ -1,6 +1,7 @@
 //! Reports are pure functions of a [`RunSummary`]: the same verdicts always
 //! give the same text, whoever prints it.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod markdown;

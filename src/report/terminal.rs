@@ -46,6 +46,13 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
     if let Some(server) = &summary.server {
         out.push_str(&format!("server recognised: {}\n", one_line(server, 200)));
     }
+    if let Some(profile) = &summary.profile {
+        out.push_str(&format!(
+            "profile: {} (reapi-conformance {})\n",
+            one_line(profile, 300),
+            env!("CARGO_PKG_VERSION")
+        ));
+    }
     out.push_str(&crate::readiness::assess(summary, &summary.needs).render());
     out
 }
@@ -119,7 +126,9 @@ mod tests {
         run.server = Some(hostile.into());
         run.startup_steps
             .push(crate::verdict::StartupStep { name: hostile.into(), duration: std::time::Duration::ZERO });
+        run.profile = Some(format!("reapi@2026.12{hostile}"));
         let text = render(&run, false) + &timings(&run);
+        assert!(text.contains("profile: reapi@2026.12evil\\u{202e}"), "{text}");
         assert_eq!(acts(&text), None, "{text}");
         assert!(text.contains("evil\\u{202e}gnp.exe\\u{2066}\\u{200f}\\u{61c}\\u{1b}]0;pwned\\u{7}"), "{text}");
         assert!(text.contains("against grpc://evil\\u{202e}"), "{text}");
