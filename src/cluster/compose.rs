@@ -16,7 +16,7 @@
 //! waits until GetCapabilities answers and a trivial action completes.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use testcontainers::compose::DockerCompose;
@@ -181,6 +181,8 @@ pub struct Compose {
     isa: String,
     dir: Option<PathBuf>,
     stack: Option<DockerCompose>,
+    /// How long `docker compose up` and the wait for readiness took.
+    timings: Vec<(&'static str, Duration)>,
 }
 
 impl Compose {
@@ -191,10 +193,13 @@ impl Compose {
             isa: settings.isa.clone(),
             dir: None,
             stack: None,
+            timings: Vec::new(),
         })
     }
 
     async fn up(&mut self) -> Result<ConnectOptions, ClusterError> {
+        self.timings.clear();
+        let step = Instant::now();
         engine_available().await?;
         // Before our run directory is made: that sweeps stale run directories,
         // which tell a killed run's stack from a live one.
@@ -210,6 +215,8 @@ impl Compose {
             .with_env("REAPI_ISA", self.isa.clone())
             // Readiness is judged below over REAPI: Podman runs no health checks.
             .with_wait(false);
+        self.timings.push(("engine found, stale stacks swept", step.elapsed()));
+        let step = Instant::now();
         let up = tokio::time::timeout(UP_LIMIT, stack.up()).await;
         // Kept before judging the result, so a half-started stack is taken down.
         match up {
@@ -223,6 +230,8 @@ impl Compose {
             }
             Ok(Ok(())) => {}
         }
+        self.timings.push(("docker compose up", step.elapsed()));
+        let step = Instant::now();
         let reapi = ports.reapi.as_ref().expect("endpoints() requires it");
         let endpoint = match host_port(&stack, reapi).await {
             Ok(port) => format!("http://127.0.0.1:{port}"),
@@ -249,6 +258,7 @@ impl Compose {
         self.stack = Some(stack);
         let target = ConnectOptions { bots_endpoint, ..ConnectOptions::endpoint(endpoint) };
         wait_ready(&target, &containers).await?;
+        self.timings.push(("ready (a trivial action completed)", step.elapsed()));
         Ok(target)
     }
 }
@@ -260,6 +270,10 @@ impl Cluster for Compose {
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
         Box::pin(self.up())
+    }
+
+    fn startup_steps(&self) -> Vec<(String, Duration)> {
+        self.timings.iter().map(|(name, d)| (name.to_string(), *d)).collect()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
