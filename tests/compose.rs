@@ -168,6 +168,8 @@ fn no_engine_is_one_line_and_exit_2() -> Result<(), Failed> {
     Ok(())
 }
 
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn main() {
     let args = Arguments::from_args();
     let missing = unavailable();
@@ -188,7 +190,11 @@ fn main() {
         let missing = missing.clone();
         Trial::test(name, move || match missing {
             Some(why) if required => Err(format!("REAPI_REQUIRE_COMPOSE=1 but {why}").into()),
-            _ => f(),
+            _ => {
+                // One stack at a time: each test looks for what any stack left behind.
+                let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+                f()
+            }
         })
         .with_ignored_flag(ignored)
     };

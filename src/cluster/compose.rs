@@ -16,6 +16,7 @@
 //! waits until GetCapabilities answers and a trivial action completes.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
@@ -183,6 +184,22 @@ pub struct Compose {
     stack: Option<DockerCompose>,
     /// How long `docker compose up` and the wait for readiness took.
     timings: Vec<(&'static str, Duration)>,
+    /// Once the stack is ready: who watches its containers.
+    watch: Option<Watch>,
+}
+
+/// A task watching a ready stack's containers, and the first service it saw
+/// stop: the run's verdicts then cannot blame the server.
+struct Watch {
+    task: tokio::task::JoinHandle<()>,
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // However the cluster goes away, nobody polls the engine for it after.
+        self.task.abort();
+    }
 }
 
 impl Compose {
@@ -194,6 +211,7 @@ impl Compose {
             dir: None,
             stack: None,
             timings: Vec::new(),
+            watch: None,
         })
     }
 
@@ -259,6 +277,21 @@ impl Compose {
         let target = ConnectOptions { bots_endpoint, ..ConnectOptions::endpoint(endpoint) };
         wait_ready(&target, &containers).await?;
         self.timings.push(("ready (a trivial action completed)", step.elapsed()));
+        let stopped = Arc::new(Mutex::new(None));
+        let seen = stopped.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Some(stop) = exited_service(&containers).await {
+                    // Without its last words: the report appends "during the run".
+                    let death =
+                        format!("the compose stack's service {} exited (exit code {})", stop.service, stop.code);
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(death);
+                    return;
+                }
+            }
+        });
+        self.watch = Some(Watch { task, stopped });
         Ok(target)
     }
 }
@@ -272,12 +305,19 @@ impl Cluster for Compose {
         Box::pin(self.up())
     }
 
+    fn died(&mut self) -> Option<String> {
+        let watch = self.watch.as_ref()?;
+        watch.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn startup_steps(&self) -> Vec<(String, Duration)> {
         self.timings.iter().map(|(name, d)| (name.to_string(), *d)).collect()
     }
 
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Containers stopped from here on are ours to stop.
+            self.watch = None;
             if let Some(stack) = self.stack.take() {
                 // Containers, networks and volumes (testcontainers removes volumes by default).
                 let _ = tokio::time::timeout(Duration::from_secs(120), stack.down()).await;
@@ -397,8 +437,8 @@ async fn wait_ready(target: &ConnectOptions, containers: &[(String, String)]) ->
     let watch = async {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Some(why) = exited_service(containers).await {
-                return why;
+            if let Some(stop) = exited_service(containers).await {
+                return stop.before_ready();
             }
         }
     };
@@ -406,7 +446,7 @@ async fn wait_ready(target: &ConnectOptions, containers: &[(String, String)]) ->
         ready = super::ready::wait(target, READY_LIMIT) => match ready {
             Ok(_) => Ok(()),
             Err(last) => Err(ClusterError(match exited_service(containers).await {
-                Some(why) => why,
+                Some(stop) => stop.before_ready(),
                 None => format!(
                     "the compose stack was not ready within {} s: {}",
                     READY_LIMIT.as_secs(),
@@ -418,9 +458,24 @@ async fn wait_ready(target: &ConnectOptions, containers: &[(String, String)]) ->
     }
 }
 
-/// The first service whose container has stopped, said in one line: its
-/// exit code and its last words ([`last_words`]).
-async fn exited_service(containers: &[(String, String)]) -> Option<String> {
+/// A service whose container has stopped.
+struct Stopped {
+    service: String,
+    code: String,
+    /// Its last words ([`last_words`]), if it said any.
+    words: Option<String>,
+}
+
+impl Stopped {
+    /// Why the stack never became ready, in one line.
+    fn before_ready(&self) -> String {
+        let said = self.words.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+        format!("service {} exited (exit code {}) before the stack was ready{said}", self.service, self.code)
+    }
+}
+
+/// The first service whose container has stopped.
+async fn exited_service(containers: &[(String, String)]) -> Option<Stopped> {
     const LIMIT: Duration = Duration::from_secs(20);
     for (service, id) in containers {
         let Some((state, _)) =
@@ -432,11 +487,11 @@ async fn exited_service(containers: &[(String, String)]) -> Option<String> {
         if !matches!(state.next(), Some("exited" | "dead")) {
             continue;
         }
-        let code = state.next().unwrap_or("?");
+        let code = crate::text::one_line(state.next().unwrap_or("?"), 12);
         // `docker logs` replays the container's stdout and stderr on ours.
         let logs = docker(&["logs", "--tail", "60", id], LIMIT).await.map(|(out, err)| out + &err).unwrap_or_default();
-        let words = last_words(&logs).unwrap_or_else(|| "(no output)".into());
-        return Some(format!("service {service} exited (exit code {code}) before the stack was ready: {words}"));
+        let words = last_words(&logs);
+        return Some(Stopped { service: crate::text::one_line(service, 80), code, words });
     }
     None
 }
