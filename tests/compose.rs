@@ -36,8 +36,7 @@ fn unavailable() -> Option<String> {
     if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
         return Some(e);
     }
-    let image =
-        std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into());
+    let image = local_image();
     docker(&["image", "inspect", &image]).err().map(|_| format!("no image {image} (compose/local/build-images.sh)"))
 }
 
@@ -55,7 +54,18 @@ fn leftovers() -> Result<Vec<String>, String> {
     Ok(found)
 }
 
+fn local_image() -> String {
+    std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into())
+}
+
 fn buildgrid_local_matches_native() -> Result<(), Failed> {
+    // The image holds the release `--cluster buildgrid` runs by default.
+    let newest = reapi_conformance::cluster::buildgrid::RELEASES[0].version;
+    let script = "import importlib.metadata as m; print(m.version('buildgrid'))";
+    let installed = docker(&["run", "--rm", &local_image(), "python3", "-c", script])?;
+    if installed.trim() != newest {
+        return Err(format!("the local image has BuildGrid {}, not {newest}", installed.trim()).into());
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let json = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
