@@ -428,11 +428,10 @@ async fn engine_available() -> Result<(), ClusterError> {
 }
 
 /// Waits until the stack answers GetCapabilities and runs a trivial action
-/// to completion (the server may start before its workers register). Every
-/// service of these stacks runs for as long as the stack does, so one whose
-/// container stops first (a migration that can never succeed, a bad
-/// command) ends the wait at once with its last words, instead of the
-/// timeout.
+/// to completion (the server may start before its workers register). A
+/// service whose container stops with a failure first (a migration that can
+/// never succeed, a bad command) ends the wait at once with its last words,
+/// instead of the timeout.
 async fn wait_ready(target: &ConnectOptions, containers: &[(String, String)]) -> Result<(), ClusterError> {
     let watch = async {
         loop {
@@ -474,7 +473,7 @@ impl Stopped {
     }
 }
 
-/// The first service whose container has stopped.
+/// The first service whose container has stopped with a failure.
 async fn exited_service(containers: &[(String, String)]) -> Option<Stopped> {
     const LIMIT: Duration = Duration::from_secs(20);
     for (service, id) in containers {
@@ -484,10 +483,13 @@ async fn exited_service(containers: &[(String, String)]) -> Option<Stopped> {
             continue;
         };
         let mut state = state.split_whitespace();
-        if !matches!(state.next(), Some("exited" | "dead")) {
+        let status = state.next();
+        let code = crate::text::one_line(state.next().unwrap_or("?"), 12);
+        // A one-shot service of a user's file (an init job) ends with 0 and
+        // is no failure; a killed or failed one, or a dead container, is.
+        if !(status == Some("dead") || (status == Some("exited") && code != "0")) {
             continue;
         }
-        let code = crate::text::one_line(state.next().unwrap_or("?"), 12);
         // `docker logs` replays the container's stdout and stderr on ours.
         let logs = docker(&["logs", "--tail", "60", id], LIMIT).await.map(|(out, err)| out + &err).unwrap_or_default();
         let words = last_words(&logs);
