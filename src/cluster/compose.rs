@@ -16,7 +16,8 @@
 //! waits until GetCapabilities answers and a trivial action completes.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use testcontainers::compose::DockerCompose;
@@ -181,6 +182,24 @@ pub struct Compose {
     isa: String,
     dir: Option<PathBuf>,
     stack: Option<DockerCompose>,
+    /// How long `docker compose up` and the wait for readiness took.
+    timings: Vec<(&'static str, Duration)>,
+    /// Once the stack is ready: who watches its containers.
+    watch: Option<Watch>,
+}
+
+/// A task watching a ready stack's containers, and the first service it saw
+/// stop: the run's verdicts then cannot blame the server.
+struct Watch {
+    task: tokio::task::JoinHandle<()>,
+    stopped: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        // However the cluster goes away, nobody polls the engine for it after.
+        self.task.abort();
+    }
 }
 
 impl Compose {
@@ -191,10 +210,14 @@ impl Compose {
             isa: settings.isa.clone(),
             dir: None,
             stack: None,
+            timings: Vec::new(),
+            watch: None,
         })
     }
 
     async fn up(&mut self) -> Result<ConnectOptions, ClusterError> {
+        self.timings.clear();
+        let step = Instant::now();
         engine_available().await?;
         // Before our run directory is made: that sweeps stale run directories,
         // which tell a killed run's stack from a live one.
@@ -210,6 +233,8 @@ impl Compose {
             .with_env("REAPI_ISA", self.isa.clone())
             // Readiness is judged below over REAPI: Podman runs no health checks.
             .with_wait(false);
+        self.timings.push(("engine found, stale stacks swept", step.elapsed()));
+        let step = Instant::now();
         let up = tokio::time::timeout(UP_LIMIT, stack.up()).await;
         // Kept before judging the result, so a half-started stack is taken down.
         match up {
@@ -223,6 +248,8 @@ impl Compose {
             }
             Ok(Ok(())) => {}
         }
+        self.timings.push(("docker compose up", step.elapsed()));
+        let step = Instant::now();
         let reapi = ports.reapi.as_ref().expect("endpoints() requires it");
         let endpoint = match host_port(&stack, reapi).await {
             Ok(port) => format!("http://127.0.0.1:{port}"),
@@ -241,9 +268,30 @@ impl Compose {
             },
             None => None,
         };
+        let containers: Vec<(String, String)> = stack
+            .services()
+            .into_iter()
+            .filter_map(|s| stack.service(s).map(|c| (s.to_string(), c.id().to_string())))
+            .collect();
         self.stack = Some(stack);
         let target = ConnectOptions { bots_endpoint, ..ConnectOptions::endpoint(endpoint) };
-        wait_ready(&target).await?;
+        wait_ready(&target, &containers).await?;
+        self.timings.push(("ready (a trivial action completed)", step.elapsed()));
+        let stopped = Arc::new(Mutex::new(None));
+        let seen = stopped.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if let Some(stop) = exited_service(&containers).await {
+                    // Without its last words: the report appends "during the run".
+                    let death =
+                        format!("the compose stack's service {} exited (exit code {})", stop.service, stop.code);
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(death);
+                    return;
+                }
+            }
+        });
+        self.watch = Some(Watch { task, stopped });
         Ok(target)
     }
 }
@@ -257,8 +305,19 @@ impl Cluster for Compose {
         Box::pin(self.up())
     }
 
+    fn died(&mut self) -> Option<String> {
+        let watch = self.watch.as_ref()?;
+        watch.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn startup_steps(&self) -> Vec<(String, Duration)> {
+        self.timings.iter().map(|(name, d)| (name.to_string(), *d)).collect()
+    }
+
     fn stop(&mut self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
+            // Containers stopped from here on are ours to stop.
+            self.watch = None;
             if let Some(stack) = self.stack.take() {
                 // Containers, networks and volumes (testcontainers removes volumes by default).
                 let _ = tokio::time::timeout(Duration::from_secs(120), stack.down()).await;
@@ -274,40 +333,43 @@ impl Cluster for Compose {
 /// `reapi-conformance-compose-PID-ID` (older versions: `reapi-conformance-PID-RANDOM`).
 const PROJECT_PREFIX: &str = "reapi-conformance-";
 
+/// Runs the `docker` CLI for at most `limit`: its stdout and stderr when it
+/// succeeded, `None` otherwise (the callers' fallbacks say what that means).
+async fn docker(args: &[&str], limit: Duration) -> Option<(String, String)> {
+    let out =
+        tokio::time::timeout(limit, tokio::process::Command::new("docker").args(args).kill_on_drop(true).output())
+            .await;
+    match out {
+        Ok(Ok(o)) if o.status.success() => {
+            Some((String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned()))
+        }
+        _ => None,
+    }
+}
+
 /// Takes down the stacks of runs that were killed before they could (their
 /// process is gone), as run directories of killed runs are swept.
 async fn sweep_stale_projects() {
-    let docker = |args: Vec<String>| async move {
-        let out = tokio::time::timeout(
-            Duration::from_secs(60),
-            tokio::process::Command::new("docker").args(&args).kill_on_drop(true).output(),
-        )
-        .await;
-        match out {
-            Ok(Ok(o)) if o.status.success() => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
-            _ => None,
-        }
-    };
     let listed = docker(
-        [
+        &[
             "ps",
             "-a",
             "--filter",
             "label=com.docker.compose.project",
             "--format",
             "{{.Label \"com.docker.compose.project\"}}",
-        ]
-        .map(String::from)
-        .to_vec(),
+        ],
+        Duration::from_secs(60),
     )
     .await
+    .map(|(out, _)| out)
     .unwrap_or_default();
     let mut stale: Vec<&str> = listed.lines().filter(|p| stale_project(p)).collect();
     stale.sort_unstable();
     stale.dedup();
     for project in stale {
         let _ =
-            docker(["compose", "-p", project, "down", "--volumes", "--timeout", "1"].map(String::from).to_vec()).await;
+            docker(&["compose", "-p", project, "down", "--volumes", "--timeout", "1"], Duration::from_secs(60)).await;
     }
 }
 
@@ -366,11 +428,87 @@ async fn engine_available() -> Result<(), ClusterError> {
 }
 
 /// Waits until the stack answers GetCapabilities and runs a trivial action
-/// to completion (the server may start before its workers register).
-async fn wait_ready(target: &ConnectOptions) -> Result<(), ClusterError> {
-    super::ready::wait(target, READY_LIMIT).await.map(|_| ()).map_err(|last| {
-        ClusterError(format!("the compose stack was not ready within {} s: {}", READY_LIMIT.as_secs(), one_line(&last)))
-    })
+/// to completion (the server may start before its workers register). A
+/// service whose container stops with a failure first (a migration that can
+/// never succeed, a bad command) ends the wait at once with its last words,
+/// instead of the timeout.
+async fn wait_ready(target: &ConnectOptions, containers: &[(String, String)]) -> Result<(), ClusterError> {
+    let watch = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(stop) = exited_service(containers).await {
+                return stop.before_ready();
+            }
+        }
+    };
+    tokio::select! {
+        ready = super::ready::wait(target, READY_LIMIT) => match ready {
+            Ok(_) => Ok(()),
+            Err(last) => Err(ClusterError(match exited_service(containers).await {
+                Some(stop) => stop.before_ready(),
+                None => format!(
+                    "the compose stack was not ready within {} s: {}",
+                    READY_LIMIT.as_secs(),
+                    one_line(&last)
+                ),
+            })),
+        },
+        why = watch => Err(ClusterError(why)),
+    }
+}
+
+/// A service whose container has stopped.
+struct Stopped {
+    service: String,
+    code: String,
+    /// Its last words ([`last_words`]), if it said any.
+    words: Option<String>,
+}
+
+impl Stopped {
+    /// Why the stack never became ready, in one line.
+    fn before_ready(&self) -> String {
+        let said = self.words.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+        format!("service {} exited (exit code {}) before the stack was ready{said}", self.service, self.code)
+    }
+}
+
+/// The first service whose container has stopped with a failure.
+async fn exited_service(containers: &[(String, String)]) -> Option<Stopped> {
+    const LIMIT: Duration = Duration::from_secs(20);
+    for (service, id) in containers {
+        let Some((state, _)) =
+            docker(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", id], LIMIT).await
+        else {
+            continue;
+        };
+        let mut state = state.split_whitespace();
+        let status = state.next();
+        let code = crate::text::one_line(state.next().unwrap_or("?"), 12);
+        // A one-shot service of a user's file (an init job) ends with 0 and
+        // is no failure; a killed or failed one, or a dead container, is.
+        if !(status == Some("dead") || (status == Some("exited") && code != "0")) {
+            continue;
+        }
+        // `docker logs` replays the container's stdout and stderr on ours.
+        let logs = docker(&["logs", "--tail", "60", id], LIMIT).await.map(|(out, err)| out + &err).unwrap_or_default();
+        let words = last_words(&logs);
+        return Some(Stopped { service: crate::text::one_line(service, 80), code, words });
+    }
+    None
+}
+
+/// What a stopped container's log says about why, in one printable line:
+/// the last line naming an exception or error (a Python traceback ends with
+/// one, followed at times by lines of advice), else the last line.
+fn last_words(log: &str) -> Option<String> {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let named = lines.iter().rev().find(|l| {
+        l.split_once(": ").is_some_and(|(head, _)| {
+            !head.contains(' ') && (head.ends_with("Error") || head.ends_with("Exception") || head == "error")
+        })
+    });
+    named.or(lines.last()).map(|l| crate::text::one_line(l, 300))
 }
 
 fn one_line(text: &str) -> String {
@@ -402,15 +540,51 @@ mod tests {
             let found = endpoints(&files).unwrap();
             assert_eq!(found.reapi.as_ref().map(|(s, _)| s.as_str()), Some(service), "{name}");
         }
+        // The nightly images and the local one run the newest series the
+        // native adapter provisions: its connection string, on compose's host.
+        let newest = super::super::buildgrid::RELEASES[0].version;
+        let native = super::super::buildgrid::connection_string(newest, "database:5432");
+        let scheme = native.split_once("://").map(|(s, _)| s).unwrap();
+        let database = format!("{scheme}://bgd:insecure@database:5432/bgd");
+        let compose = include_str!("../../compose/buildgrid.yml");
+        assert!(compose.contains(&format!("BGD_DATABASE: {database}\n")), "compose/buildgrid.yml: {database}");
         let rendered = super::super::buildgrid::render_template(&[
             ("bind", "0.0.0.0:50051".into()),
-            ("database", "postgresql+psycopg2://bgd:insecure@database:5432/bgd".into()),
+            ("database", database.clone()),
             ("instance", String::new()),
             ("match_keys", "[\"OSFamily\", \"ISA\"]".into()),
             ("wildcard_keys", "[]".into()),
         ])
         .unwrap();
         assert_eq!(rendered, include_str!("../../compose/buildgrid/buildgrid.yml"), "compose/buildgrid/buildgrid.yml");
+    }
+
+    /// The local image is built with the release `--cluster buildgrid`
+    /// provisions by default, for the Python it needs.
+    #[test]
+    fn the_local_image_has_the_newest_release() {
+        let newest = &super::super::buildgrid::RELEASES[0];
+        let script = include_str!("../../compose/local/build-images.sh");
+        assert!(script.contains(&format!("\nbuildgrid={}\n", newest.package)), "build-images.sh: {}", newest.package);
+        let python = format!("\npython={}.{}\n", newest.python.0, newest.python.1);
+        assert!(script.contains(&python), "build-images.sh: {python}");
+    }
+
+    #[test]
+    fn last_words_name_the_error() {
+        let traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n\
+            ValueError: Cannot use database (connection_string=[postgresql+psycopg2://h/d]).\n\n\
+            For production use setup a postgresql database.\n";
+        assert_eq!(
+            last_words(traceback).as_deref(),
+            Some("ValueError: Cannot use database (connection_string=[postgresql+psycopg2://h/d]).")
+        );
+        assert_eq!(
+            last_words("x\nsqlalchemy.exc.OperationalError: connection failed\n").as_deref(),
+            Some("sqlalchemy.exc.OperationalError: connection failed")
+        );
+        assert_eq!(last_words("starting\nno such file: \u{1b}[31mx\n").as_deref(), Some("no such file: \\u{1b}[31mx"));
+        assert_eq!(last_words("\n \n"), None);
     }
 
     #[test]
