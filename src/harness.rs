@@ -186,7 +186,18 @@ pub fn transport_hint(url: &str, message: &str) -> Option<&'static str> {
 
 /// First 2 KiB of a log as text.
 pub fn text_excerpt(data: &[u8]) -> String {
-    let cut = &data[..data.len().min(2048)];
+    let mut cut = &data[..data.len().min(2048)];
+    if cut.len() < data.len() {
+        // Not inside a UTF-8 sequence: a cut character would show as U+FFFD
+        // in the evidence. At most 3 bytes of a sequence precede the cut.
+        let broken = (1..=3.min(cut.len())).find(|&back| {
+            let b = cut[cut.len() - back];
+            b & 0xC0 == 0xC0 && back < [0, 0, 2, 3, 4][(b.leading_ones() as usize).min(4)]
+        });
+        if let Some(back) = broken {
+            cut = &cut[..cut.len() - back];
+        }
+    }
     let mut s = String::from_utf8_lossy(cut).into_owned();
     if data.len() > cut.len() {
         s.push('…');
@@ -197,6 +208,17 @@ pub fn text_excerpt(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::transport_hint;
+
+    #[test]
+    fn excerpts_are_not_cut_inside_a_character() {
+        for pad in 0..4 {
+            let data: Vec<u8> = "x".repeat(2048 - pad).bytes().chain("€€".bytes()).collect();
+            let excerpt = super::text_excerpt(&data);
+            assert!(!excerpt.contains('\u{FFFD}'), "{pad}: {excerpt:?}");
+            assert!(excerpt.ends_with('…'));
+        }
+        assert_eq!(super::text_excerpt("é".as_bytes()), "é");
+    }
 
     #[test]
     fn tls_and_plaintext_mismatches_are_named() {

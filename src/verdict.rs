@@ -297,11 +297,11 @@ impl RunSummary {
     /// not be decided, else 0.
     pub fn exit_code(&self) -> i32 {
         if self.results.iter().any(|r| r.verdict.kind == VerdictKind::Fail) {
-            1
+            crate::exit::FINDINGS
         } else if self.results.iter().any(|r| r.verdict.kind == VerdictKind::Error) {
-            2
+            crate::exit::UNDECIDED
         } else {
-            0
+            crate::exit::SUCCESS
         }
     }
 }
