@@ -60,7 +60,7 @@ fn testcase(r: &CheckResult) -> TestCase {
 /// unavailable; features no check assessed are skipped; the others pass
 /// with their state in `system-out`.
 fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
-    use crate::readiness::BuildsHere;
+    use crate::readiness::{BuildsHere, FeatureState};
     let r = crate::readiness::assess(summary, &summary.needs);
     let zero = Duration::ZERO;
     let readiness = cdata(&r.render());
@@ -84,6 +84,25 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
         };
         tc.set_classname("buildstream-readiness");
         tc.set_system_out(&cdata(&format!("{name}: {}", f.state.label())));
+        cases.push(tc);
+    }
+    // A missing capability fails the elements that use it: a failure when it
+    // gates the run (every capability unless --needs-only), else a pass that
+    // says so.
+    for (name, c) in &r.capabilities {
+        let id = text(&format!("capability.{name}"));
+        let mut tc = match c.state {
+            FeatureState::NotAssessed => TestCase::skipped_with_cause(&id, "SKIP", "no check of the capability ran"),
+            FeatureState::Undecided if c.gated => {
+                TestCase::error(&id, zero, "ERROR", &text(&format!("{} could not be decided", c.facility)))
+            }
+            _ if c.missing() && c.gated => {
+                TestCase::failure(&id, zero, "FAIL", &text(&format!("{} missing: {}", c.facility, c.used_by)))
+            }
+            _ => TestCase::success(&id, zero),
+        };
+        tc.set_classname("buildstream-readiness");
+        tc.set_system_out(&cdata(&format!("{}: {}", c.facility, c.label())));
         cases.push(tc);
     }
     cases
