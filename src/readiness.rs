@@ -153,6 +153,9 @@ pub struct Capability {
     /// with `--needs-only` only those `--needs` names).
     pub gated: bool,
     pub checks: Vec<Finding>,
+    /// As [`Feature::follows_from`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
 }
 
 impl Capability {
@@ -201,6 +204,11 @@ impl Finding {
 pub struct Feature {
     pub state: FeatureState,
     pub checks: Vec<Finding>,
+    /// The failed blocker that left the feature not assessed: its checks'
+    /// commands ran, but not in BuildStream's sandbox, so their results say
+    /// nothing about the feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
 }
 
 /// The readiness answer.
@@ -270,8 +278,16 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let mut hang_risks = Vec::new();
     let mut spec_deviations = Vec::new();
     let mut capabilities: BTreeMap<String, Capability> = BTreeMap::new();
+    // Features and capabilities a check of which ran its command (rather than
+    // being refused or left queued).
+    let mut ran: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut assessed = false;
     for r in &summary.results {
+        let started =
+            !matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued));
+        if let (true, Some(name)) = (started, capability_of(&r.id).map(|c| c.name).or(r.impact.feature())) {
+            ran.insert(name.to_string());
+        }
         let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
         if r.verdict.outcome == Some(OutcomeClass::Queued) {
             hang_risks.push(Finding::of(r));
@@ -285,6 +301,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
                 used_by: def.used_by.to_string(),
                 gated: !needs_only || needs.iter().any(|n| n == def.name),
                 checks: Vec::new(),
+                follows_from: None,
             });
             c.state = c.state.max(state);
             c.checks.push(Finding::of(r));
@@ -303,7 +320,8 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
             }
             Impact::Feature(name) => {
                 let state = feature_state(r);
-                let f = features.entry(name.clone()).or_insert(Feature { state, checks: Vec::new() });
+                let f =
+                    features.entry(name.clone()).or_insert(Feature { state, checks: Vec::new(), follows_from: None });
                 f.state = f.state.max(state);
                 f.checks.push(Finding::of(r));
             }
@@ -329,6 +347,21 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     } else {
         BuildsHere::Yes
     };
+    // With a blocker failed, a feature or capability whose checks ran (to
+    // "available" or "broken") was judged outside BuildStream's sandbox: no
+    // element using it builds, and the checks' verdicts do not say whether it
+    // would. A refusal or a hang came before anything ran and still stands.
+    if let Some(root) = blockers.first().map(|f| f.id.clone()) {
+        let judged = |name: &String, s: FeatureState| {
+            ran.contains(name) && matches!(s, FeatureState::Available | FeatureState::Broken)
+        };
+        for (_, f) in features.iter_mut().filter(|(n, f)| judged(n, f.state)) {
+            (f.state, f.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        }
+        for (_, c) in capabilities.iter_mut().filter(|(n, c)| judged(n, c.state)) {
+            (c.state, c.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        }
+    }
     let usable = |n: &str| match (features.get(n), capabilities.get(n)) {
         (Some(f), _) => f.state.usable(),
         (None, Some(c)) => c.state.usable(),
@@ -473,9 +506,26 @@ impl Readiness {
         if !available.is_empty() {
             out.push_str(&format!("  features available: {}\n", available.join(", ")));
         }
-        for (name, f) in self.features.iter().filter(|(_, f)| f.state == FeatureState::NotAssessed) {
+        let (masked, skipped): (Vec<_>, Vec<_>) = self
+            .features
+            .iter()
+            .filter(|(_, f)| f.state == FeatureState::NotAssessed)
+            .partition(|(_, f)| f.follows_from.is_some());
+        for (name, f) in skipped {
             let why = f.checks.first().map(|c| c.reason.as_str()).unwrap_or_default();
             out.push_str(&format!("  feature not assessed: {name} ({why})\n"));
+        }
+        let masked_capabilities: Vec<&str> =
+            self.capabilities.values().filter(|c| c.follows_from.is_some()).map(|c| c.facility.as_str()).collect();
+        if let Some(root) = masked.first().and_then(|(_, f)| f.follows_from.as_deref()) {
+            let names: Vec<&str> = masked.iter().map(|(n, _)| n.as_str()).collect();
+            out.push_str(&format!("  features not assessed: follows from {root}: {}\n", names.join(", ")));
+        }
+        if let Some(root) = self.capabilities.values().find_map(|c| c.follows_from.as_deref()) {
+            out.push_str(&format!(
+                "  sandbox capabilities not assessed: follows from {root}: {}\n",
+                masked_capabilities.join(", ")
+            ));
         }
         if !self.hang_risks.is_empty() {
             out.push_str("  hang risks (requests left queued instead of answered; bst would wait for ever):\n");
@@ -558,6 +608,45 @@ mod tests {
         assert_eq!(r.blockers[1].follows_from.as_deref(), Some("input-root.root-entries"));
         assert!(r.render().contains("NO — no element builds here"), "{}", r.render());
         assert!(r.render().contains("1 more that probably follow from input-root.root-entries"), "{}", r.render());
+        // What ran outside BuildStream's sandbox is not assessed; a refusal
+        // or a hang came before anything ran and stands.
+        let mut s = summary(vec![
+            result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
+            result("outputs.on-failure", "feature:failed-build-artifacts", Verdict::pass("ok")),
+            result("input-root.mtime-applied", "feature:workspaces", Verdict::new(VerdictKind::Warn, "absolute path")),
+            result("sandbox.dev-shm-writable", "feature:shared-memory", Verdict::pass("host /dev/shm")),
+            result(
+                "platform.unsatisfiable-answered",
+                "feature:other-platforms",
+                Verdict::new(VerdictKind::Warn, "queued").with_outcome(OutcomeClass::Queued),
+            ),
+        ]);
+        s.results[4].refusal_required = true;
+        let mut answered = result(
+            "platform.foreign-os-answered",
+            "feature:stream-resumption",
+            Verdict::pass("refused").with_outcome(OutcomeClass::Failed),
+        );
+        answered.refusal_required = true;
+        s.results.push(answered);
+        let r = assess(&s, &[]);
+        assert_eq!(r.features["failed-build-artifacts"].state, FeatureState::NotAssessed);
+        assert_eq!(r.features["workspaces"].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert_eq!(r.capabilities["shared-memory"].state, FeatureState::NotAssessed);
+        assert_eq!(r.features["other-platforms"].state, FeatureState::Hangs);
+        assert_eq!(r.features["stream-resumption"].state, FeatureState::Available);
+        let text = r.render();
+        assert!(
+            text.contains(
+                "features not assessed: follows from input-root.root-entries: failed-build-artifacts, workspaces"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandbox capabilities not assessed: follows from input-root.root-entries: /dev/shm"),
+            "{text}"
+        );
+        assert!(text.contains("features available: stream-resumption\n"), "{text}");
         let s = summary(vec![result("outputs.escaping-paths", "blocker", Verdict::error("unreachable"))]);
         assert_eq!(assess(&s, &[]).exit_code(), 2);
         let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);

@@ -75,7 +75,9 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     let mut cases = vec![builds];
     for (name, f) in &r.features {
         let id = text(&format!("feature.{name}"));
-        let mut tc = if f.state == crate::readiness::FeatureState::NotAssessed {
+        let mut tc = if let Some(root) = &f.follows_from {
+            TestCase::skipped_with_cause(&id, "SKIP", &text(&format!("not assessed: follows from {root}")))
+        } else if f.state == crate::readiness::FeatureState::NotAssessed {
             TestCase::skipped_with_cause(&id, "SKIP", "no check of the feature ran")
         } else if summary.needs.contains(name) && !f.state.usable() {
             TestCase::failure(&id, zero, "FAIL", &text(&format!("needed feature {name} is {}", f.state.label())))
@@ -92,6 +94,11 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     for (name, c) in &r.capabilities {
         let id = text(&format!("capability.{name}"));
         let mut tc = match c.state {
+            FeatureState::NotAssessed if c.follows_from.is_some() => TestCase::skipped_with_cause(
+                &id,
+                "SKIP",
+                &text(&format!("not assessed: follows from {}", c.follows_from.as_deref().unwrap_or_default())),
+            ),
             FeatureState::NotAssessed => TestCase::skipped_with_cause(&id, "SKIP", "no check of the capability ran"),
             FeatureState::Undecided if c.gated => {
                 TestCase::error(&id, zero, "ERROR", &text(&format!("{} could not be decided", c.facility)))
