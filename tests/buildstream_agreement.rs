@@ -18,6 +18,7 @@ use reapi_conformance::cli::{buildstream_config_for, default_run_args, named_clu
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
 use reapi_conformance::session::{execute, select_checks, RunEnd, Selection};
+use reapi_conformance::verdict::VerdictKind;
 
 /// A `bst build` that has printed nothing for this long while elements are
 /// still unfinished is killed: those elements count as hanging (a queued
@@ -29,7 +30,7 @@ const BUILD_BUDGET: Duration = Duration::from_secs(180);
 const BUILDERS: &str = "8";
 /// The tools the sysroot's shell provides, as busybox applets.
 const APPLETS: &[&str] =
-    &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat", "readlink"];
+    &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat", "readlink", "grep"];
 /// The mtime workspace.bst expects of its workspace's stamp file.
 const WORKSPACE_MTIME: u64 = 1_320_937_200;
 
@@ -47,22 +48,50 @@ struct Element {
     capabilities: &'static [&'static str],
     /// BuildStream features (impact names) it uses.
     features: &'static [&'static str],
+    /// Checks of a feature that must PASS for it, where it uses only part
+    /// of the feature (network isolation of hermetic-sandbox).
+    checks: &'static [&'static str],
     /// Its outcome in BuildStream's own local sandbox (the control).
     local: Build,
 }
 
 const ELEMENTS: &[Element] = &[
-    Element { name: "plain.bst", capabilities: &[], features: &[], local: Build::Builds },
-    Element { name: "proc.bst", capabilities: &["proc"], features: &[], local: Build::Builds },
-    Element { name: "devfd.bst", capabilities: &["dev-fd"], features: &[], local: Build::Builds },
-    Element { name: "shm.bst", capabilities: &["shared-memory"], features: &[], local: Build::Builds },
-    Element { name: "hello.bst", capabilities: &["proc", "dev-nodes"], features: &[], local: Build::Builds },
-    Element { name: "uid.bst", capabilities: &[], features: &["build-uid"], local: Build::Builds },
+    Element { name: "plain.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "proc.bst", capabilities: &["proc"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "devfd.bst", capabilities: &["dev-fd"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "shm.bst", capabilities: &["shared-memory"], features: &[], checks: &[], local: Build::Builds },
+    Element {
+        name: "hello.bst",
+        capabilities: &["proc", "dev-nodes"],
+        features: &[],
+        checks: &[],
+        local: Build::Builds,
+    },
+    Element { name: "uid.bst", capabilities: &[], features: &["build-uid"], checks: &[], local: Build::Builds },
     // A foreign build-arch runs nowhere here, locally included: the question
     // is whether it fails or hangs.
-    Element { name: "foreign.bst", capabilities: &[], features: &["other-platforms"], local: Build::Fails },
-    Element { name: "readonly.bst", capabilities: &[], features: &["read-only-root"], local: Build::Builds },
-    Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], local: Build::Builds },
+    Element {
+        name: "foreign.bst",
+        capabilities: &[],
+        features: &["other-platforms"],
+        checks: &[],
+        local: Build::Fails,
+    },
+    Element {
+        name: "readonly.bst",
+        capabilities: &[],
+        features: &["read-only-root"],
+        checks: &[],
+        local: Build::Builds,
+    },
+    Element {
+        name: "network.bst",
+        capabilities: &["proc"],
+        features: &[],
+        checks: &["sandbox.no-network"],
+        local: Build::Builds,
+    },
+    Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], checks: &[], local: Build::Builds },
 ];
 
 /// What the readiness answer predicts for an element of the fixture project.
@@ -80,9 +109,12 @@ fn predict(element: &Element, r: &Readiness) -> Build {
     }
     let capability_ok = |c: &&str| r.capabilities.get(*c).is_some_and(|c| c.state.usable());
     let feature_ok = |f: &&str| feature(f) == Some(FeatureState::Available);
+    let check_ok =
+        |id: &&str| r.features.values().flat_map(|f| &f.checks).any(|c| c.id == *id && c.verdict == VerdictKind::Pass);
     if r.builds_here == BuildsHere::Yes
         && element.capabilities.iter().all(capability_ok)
         && element.features.iter().all(feature_ok)
+        && element.checks.iter().all(check_ok)
     {
         Build::Builds
     } else {
