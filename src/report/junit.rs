@@ -171,6 +171,26 @@ mod tests {
         assert!(!xml.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'), "{xml:?}");
     }
 
+    #[test]
+    fn a_missing_capability_fails_its_case_unless_needs_only_leaves_it_out() {
+        let mut summary = crate::verdict::fixtures::summary(vec![
+            result("input-root.root-entries", Verdict::pass("ok")),
+            result("sandbox.proc-own-processes", Verdict::new(VerdictKind::Fail, "no procfs")),
+            result("sandbox.dev-nodes", Verdict::pass("ok")),
+        ]);
+        let xml = render(&summary);
+        let case = |xml: &str, name: &str| {
+            let at = xml.find(&format!("name=\"{name}\"")).unwrap_or_else(|| panic!("{name}: {xml}"));
+            xml[at..].split("</testcase>").next().unwrap_or_default().to_string()
+        };
+        assert!(case(&xml, "capability.proc").contains("<failure"), "{xml}");
+        assert!(case(&xml, "capability.proc").contains("clang, cargo, rustc"), "{xml}");
+        assert!(!case(&xml, "capability.dev-nodes").contains("<failure"), "{xml}");
+        assert!(!case(&xml, "builds-here").contains("<failure"), "plain elements build: {xml}");
+        summary.needs_only = true;
+        assert!(!case(&render(&summary), "capability.proc").contains("<failure"));
+    }
+
     use proptest::prelude::*;
     use quick_xml::events::Event;
 
