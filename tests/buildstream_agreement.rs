@@ -91,6 +91,7 @@ const ELEMENTS: &[Element] = &[
         checks: &["sandbox.no-network"],
         local: Build::Builds,
     },
+    Element { name: "junction.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
     Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], checks: &[], local: Build::Builds },
 ];
 
@@ -135,18 +136,7 @@ fn stage_project(dir: &Path) -> PathBuf {
         .find(|p| p.is_file())
         .expect("a static busybox is needed for the fixture project's sysroot: apt-get install busybox-static");
     let project = dir.join("project");
-    let elements = project.join("elements");
-    std::fs::create_dir_all(&elements).unwrap();
-    for entry in std::fs::read_dir(fixture_project()).unwrap().flatten() {
-        let to = project.join(entry.file_name());
-        if entry.path().is_dir() {
-            for e in std::fs::read_dir(entry.path()).unwrap().flatten() {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
+    copy_tree(&fixture_project(), &project);
     let sysroot = project.join("sysroot");
     for d in ["bin", "usr/bin", "etc"] {
         std::fs::create_dir_all(sysroot.join(d)).unwrap();
@@ -160,6 +150,19 @@ fn stage_project(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(project.join("workspace-src")).unwrap();
     std::fs::write(project.join("workspace-src/stamp"), "workspace file\n").unwrap();
     project
+}
+
+/// Copies the directory `from` to `to` (regular files and directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Opens workspace.bst's workspace in `dir` and gives its stamp file the
