@@ -279,13 +279,17 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let mut spec_deviations = Vec::new();
     let mut capabilities: BTreeMap<String, Capability> = BTreeMap::new();
     // Features and capabilities a check of which ran its command (rather than
-    // being refused or left queued).
+    // being refused or left queued) and was judged on what the command saw.
+    // The protocol suite judges the server's API (the action cache,
+    // WaitExecution), which a missing chroot does not change: a real retried
+    // element replays a cached failure on a no-chroot server too.
     let mut ran: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut assessed = false;
     for r in &summary.results {
         let started =
             !matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued));
-        if let (true, Some(name)) = (started, capability_of(&r.id).map(|c| c.name).or(r.impact.feature())) {
+        let saw_sandbox = started && r.suite != "protocol";
+        if let (true, Some(name)) = (saw_sandbox, capability_of(&r.id).map(|c| c.name).or(r.impact.feature())) {
             ran.insert(name.to_string());
         }
         let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
@@ -629,12 +633,18 @@ mod tests {
         );
         answered.refusal_required = true;
         s.results.push(answered);
+        s.results.push(result(
+            "protocol.failing-result-not-reused",
+            "feature:retry-failed",
+            Verdict::new(VerdictKind::Warn, "replayed").with_outcome(OutcomeClass::Completed),
+        ));
         let r = assess(&s, &[]);
         assert_eq!(r.features["failed-build-artifacts"].state, FeatureState::NotAssessed);
         assert_eq!(r.features["workspaces"].follows_from.as_deref(), Some("input-root.root-entries"));
         assert_eq!(r.capabilities["shared-memory"].state, FeatureState::NotAssessed);
         assert_eq!(r.features["other-platforms"].state, FeatureState::Hangs);
         assert_eq!(r.features["stream-resumption"].state, FeatureState::Available);
+        assert_eq!(r.features["retry-failed"].state, FeatureState::Broken);
         let text = r.render();
         assert!(
             text.contains(

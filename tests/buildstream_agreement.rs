@@ -91,6 +91,7 @@ const ELEMENTS: &[Element] = &[
         checks: &["sandbox.no-network"],
         local: Build::Builds,
     },
+    Element { name: "failing.bst", capabilities: &[], features: &[], checks: &[], local: Build::Fails },
     Element { name: "junction.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
     Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], checks: &[], local: Build::Builds },
 ];
@@ -98,6 +99,9 @@ const ELEMENTS: &[Element] = &[
 /// What the readiness answer predicts for an element of the fixture project.
 fn predict(element: &Element, r: &Readiness) -> Build {
     let feature = |name: &str| r.features.get(name).map(|f| f.state);
+    if element.name == "failing.bst" {
+        return Build::Fails;
+    }
     if element.name == "foreign.bst" {
         // Never runs: refused, or left queued.
         return match feature("other-platforms") {
@@ -190,6 +194,12 @@ fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
 /// its log lines. Elements unfinished when bst has been quiet for
 /// [`QUIET_AFTER`] (or past [`BUILD_BUDGET`]) count as hanging.
 fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<Build> {
+    let names: Vec<&str> = ELEMENTS.iter().map(|e| e.name).collect();
+    bst_build(bst, config, project, log, &[], &names)
+}
+
+/// `bst build [extra] ELEMENTS…` as [`bst_build_all`] describes.
+fn bst_build(bst: &Path, config: &Path, project: &Path, log: &Path, extra: &[&str], elements: &[&str]) -> Vec<Build> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bst)
@@ -198,7 +208,8 @@ fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<B
         .arg("--directory")
         .arg(project)
         .arg("build")
-        .args(ELEMENTS.iter().map(|e| e.name))
+        .args(extra)
+        .args(elements)
         // bst's own buildbox-casd stages in $TMPDIR; a killed (hanging) build
         // leaves its directory behind, so keep it inside the test's tempdir.
         .env("TMPDIR", project.parent().unwrap_or(project))
@@ -220,7 +231,7 @@ fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<B
         }
         let unfinished = {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            ELEMENTS.iter().any(|e| outcome(&text, e.name).is_none())
+            elements.iter().any(|e| outcome(&text, e).is_none())
         };
         if unfinished && (changed.elapsed() > QUIET_AFTER || start.elapsed() > BUILD_BUDGET) {
             // SAFETY: killing the process group this test started.
@@ -231,10 +242,42 @@ fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<B
         std::thread::sleep(Duration::from_millis(200));
     };
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    ELEMENTS
-        .iter()
-        .map(|e| outcome(&text, e.name).unwrap_or(if killed { Build::Hangs } else { Build::Fails }))
-        .collect()
+    elements.iter().map(|e| outcome(&text, e).unwrap_or(if killed { Build::Hangs } else { Build::Fails })).collect()
+}
+
+/// What a retried failed build does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The command ran again.
+    RunsAgain,
+    /// bst found the failed result in the action cache and replayed it.
+    Replays,
+    /// The element did not fail as designed (its build outcome).
+    Unexpected(Build),
+}
+
+/// Builds failing.bst (failed by the main build already) again with
+/// `--retry-failed` and tells a run from a replay by bst's own message.
+fn retry_failed(bst: &Path, config: &Path, project: &Path, log: &Path) -> Retry {
+    match bst_build(bst, config, project, log, &["--retry-failed"], &["failing.bst"])[0] {
+        Build::Fails
+            if std::fs::read_to_string(log).unwrap_or_default().contains("Action result found in action cache") =>
+        {
+            Retry::Replays
+        }
+        Build::Fails => Retry::RunsAgain,
+        other => Retry::Unexpected(other),
+    }
+}
+
+/// What the answer predicts for a retried failed build (none where it does
+/// not assess retry-failed).
+fn predict_retry(r: &Readiness) -> Option<Retry> {
+    match r.features.get("retry-failed").map(|f| f.state) {
+        Some(FeatureState::Available) => Some(Retry::RunsAgain),
+        Some(FeatureState::Broken) => Some(Retry::Replays),
+        _ => None,
+    }
 }
 
 /// An element's outcome from bst's log: a FAILURE line of its build task
@@ -278,6 +321,9 @@ fn local_control(bst: &Path) {
         .map(|(e, o)| format!("{}: {o:?} in the local sandbox, expected {:?}", e.name, e.local))
         .collect();
     assert!(broken.is_empty(), "broken elements:\n{}\n{}", broken.join("\n"), tail(&log));
+    let retry_log = tmp.path().join("local-retry.log");
+    let retried = retry_failed(bst, &config, &project, &retry_log);
+    assert_eq!(retried, Retry::RunsAgain, "failing.bst retried in the local sandbox\n{}", tail(&retry_log));
 }
 
 fn tail(log: &Path) -> String {
@@ -316,6 +362,7 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
     let mut table = Vec::new();
     let mut disagreements = Vec::new();
     let mut times = Vec::new();
+    let mut retries = Vec::new();
     for name in &clusters {
         let started = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
@@ -337,6 +384,16 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         let (project, config) = prepare(&bst, tmp.path(), &buildstream_config_for(&target));
         let log = tmp.path().join("build.log");
         let observed = bst_build_all(&bst, &config, &project, &log);
+        let retry_log = tmp.path().join("retry.log");
+        let retried = retry_failed(&bst, &config, &project, &retry_log);
+        let retry_predicted = predict_retry(&readiness);
+        if retry_predicted.is_some_and(|p| p != retried) {
+            disagreements.push(format!(
+                "{name} failing.bst --retry-failed: readiness predicts {retry_predicted:?}, bst {retried:?}\n{}",
+                tail(&retry_log)
+            ));
+        }
+        retries.push((name.clone(), retry_predicted, retried));
         for (element, observed) in ELEMENTS.iter().zip(observed) {
             let predicted = predict(element, &readiness);
             if observed != predicted {
@@ -360,6 +417,12 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
             format!("{predicted:?}"),
             format!("{observed:?}")
         );
+    }
+    for (cluster, predicted, observed) in &retries {
+        let predicted = predicted.map_or("not assessed".to_string(), |p| format!("{p:?}"));
+        let mark =
+            if predicted == format!("{observed:?}") || predicted == "not assessed" { "" } else { "  <- disagrees" };
+        println!("  {cluster:<18} {:<13} {predicted:<10} {:<10}{mark}", "retry-failed", format!("{observed:?}"));
     }
     for (cluster, profile, all) in &times {
         println!(
