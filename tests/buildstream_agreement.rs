@@ -29,8 +29,10 @@ const BUILD_BUDGET: Duration = Duration::from_secs(180);
 /// Elements built at once (`bst --builders`).
 const BUILDERS: &str = "8";
 /// The tools the sysroot's shell provides, as busybox applets.
-const APPLETS: &[&str] =
-    &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat", "readlink", "grep"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat", "readlink", "grep",
+    "head", "wc",
+];
 /// The mtime workspace.bst expects of its workspace's stamp file.
 const WORKSPACE_MTIME: u64 = 1_320_937_200;
 
@@ -60,6 +62,9 @@ const ELEMENTS: &[Element] = &[
     Element { name: "proc.bst", capabilities: &["proc"], features: &[], checks: &[], local: Build::Builds },
     Element { name: "devfd.bst", capabilities: &["dev-fd"], features: &[], checks: &[], local: Build::Builds },
     Element { name: "shm.bst", capabilities: &["shared-memory"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "devnodes.bst", capabilities: &["dev-nodes"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "tmp.bst", capabilities: &["writable-tmp"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "root.bst", capabilities: &["root-uid"], features: &[], checks: &[], local: Build::Builds },
     Element {
         name: "hello.bst",
         capabilities: &["proc", "dev-nodes"],
