@@ -134,6 +134,12 @@ pub const CAPABILITIES: &[CapabilityDef] = &[
     },
 ];
 
+/// Features that are guarantees rather than facilities: without them
+/// elements still build, less hermetically than in BuildStream's sandbox
+/// (its sandboxing docs: remote sandboxes should produce the same result as
+/// local ones); only an element that tests for one fails.
+pub const GUARANTEES: &[&str] = &["hermetic-sandbox", "read-only-root"];
+
 /// The capability a check decides, if any.
 pub fn capability_of(check_id: &str) -> Option<&'static CapabilityDef> {
     CAPABILITIES.iter().find(|c| c.check == check_id)
@@ -238,6 +244,9 @@ pub struct Readiness {
     pub missing_capabilities: Vec<String>,
     /// `--needs-only`: only capabilities `--needs` names gate the exit status.
     pub needs_only: bool,
+    /// Guarantees ([`GUARANTEES`]) the cluster does not give (also in
+    /// `features`, with their state).
+    pub guarantees_weakened: Vec<String>,
 }
 
 /// The check every action's shape depends on: when the input root is not `/`,
@@ -374,6 +383,12 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let needed_unavailable = needs.iter().filter(|n| !usable(n)).cloned().collect();
     let missing_capabilities: Vec<String> =
         capabilities.iter().filter(|(_, c)| c.missing()).map(|(n, _)| n.clone()).collect();
+    let guarantees_weakened = features
+        .iter()
+        .filter(|(n, f)| GUARANTEES.contains(&n.as_str()) && !f.state.usable())
+        .filter(|(_, f)| !matches!(f.state, FeatureState::NotAssessed | FeatureState::Undecided))
+        .map(|(n, _)| n.clone())
+        .collect();
     let capability_undecided = capabilities.values().any(|c| c.state == FeatureState::Undecided);
     let elements = match builds_here {
         BuildsHere::No => ElementsBuild::None,
@@ -396,6 +411,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         capabilities,
         missing_capabilities,
         needs_only,
+        guarantees_weakened,
     }
 }
 
@@ -495,15 +511,27 @@ impl Readiness {
                 out.push_str(&format!("    {}: {}\n", f.id, f.reason));
             }
         }
-        let unavailable: Vec<_> =
-            self.features.iter().filter(|(_, f)| !f.state.usable() && f.state != FeatureState::NotAssessed).collect();
-        if !unavailable.is_empty() {
-            out.push_str("  features unavailable (only elements using them are affected):\n");
-            for (name, f) in unavailable {
+        let (weakened, unavailable): (Vec<_>, Vec<_>) = self
+            .features
+            .iter()
+            .filter(|(_, f)| !f.state.usable() && f.state != FeatureState::NotAssessed)
+            .partition(|(n, _)| self.guarantees_weakened.contains(n));
+        let feature_lines = |features: Vec<(&String, &Feature)>, out: &mut String| {
+            for (name, f) in features {
                 let ids: Vec<&str> =
                     f.checks.iter().filter(|c| c.verdict != VerdictKind::Skip).map(|c| c.id.as_str()).collect();
                 out.push_str(&format!("    {name}: {} ({})\n", f.state.label(), ids.join(", ")));
             }
+        };
+        if !unavailable.is_empty() {
+            out.push_str("  features unavailable (only elements using them are affected):\n");
+            feature_lines(unavailable, &mut out);
+        }
+        if !weakened.is_empty() {
+            out.push_str(
+                "  guarantees not given (elements still build, less hermetically than in BuildStream's sandbox; only one that tests for them fails):\n",
+            );
+            feature_lines(weakened, &mut out);
         }
         let available: Vec<&str> =
             self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
@@ -682,6 +710,11 @@ mod tests {
             result("sandbox.tmp-writable-empty", "blocker", pass()),
             result("sandbox.uid-root", "blocker", pass()),
             result("sandbox.unix-uid", "feature:build-uid", pass()),
+            result(
+                "sandbox.subtree-read-only",
+                "feature:read-only-root",
+                Verdict::new(VerdictKind::Warn, "writable").with_outcome(OutcomeClass::Completed),
+            ),
         ])
     }
 
@@ -704,6 +737,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sandbox capabilities present: /dev nodes, uid 0, writable empty /tmp"), "{text}");
+        assert_eq!(r.guarantees_weakened, ["read-only-root"]);
+        assert!(
+            text.contains("guarantees not given (elements still build, less hermetically than in BuildStream's sandbox; only one that tests for them fails):\n    read-only-root: ignored silently or broken (sandbox.subtree-read-only)"),
+            "{text}"
+        );
+        assert!(!text.contains("features unavailable"), "{text}");
         // Every capability gates by default.
         assert_eq!(r.exit_code(), 1);
         // --needs-only: only what the user names gates.
