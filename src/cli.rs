@@ -167,11 +167,16 @@ pub struct RunArgs {
     /// Also print where the time went: cluster start-up steps and the slowest checks.
     #[arg(long)]
     pub timings: bool,
-    /// A BuildStream feature your elements use (repeatable), e.g. build-uid, workspaces,
-    /// read-only-root, remote-apis-socket: the run then fails when it is unavailable.
-    /// `reapi-conformance list` shows each check's impact.
+    /// A BuildStream feature or sandbox capability your elements use (repeatable): features
+    /// e.g. build-uid, workspaces, read-only-root, remote-apis-socket (`list` shows each
+    /// check's impact); capabilities proc, dev-nodes, dev-fd, shared-memory, writable-tmp,
+    /// root-uid. The run then fails when it is unavailable. Every capability gates by default.
     #[arg(long = "needs", value_name = "FEATURE")]
     pub needs: Vec<String>,
+    /// Your elements use only the sandbox capabilities --needs names: a missing capability
+    /// it does not name is reported but does not fail the run (alone: gate on blockers only).
+    #[arg(long = "needs-only")]
+    pub needs_only: bool,
     /// Compare verdicts with an expectation file; the exit status then says whether the run deviates.
     #[arg(long, value_name = "FILE")]
     pub expect: Option<PathBuf>,
@@ -371,7 +376,8 @@ async fn run(mut args: RunArgs) -> Result<i32, Error> {
         Some(path) => Some((ExpectationFile::load(path).map_err(Error::Usage)?, path.display().to_string())),
         None => None,
     };
-    let plan = Plan::new(args.select.clone(), args.needs.clone(), expect, named_target(&args).as_deref())?;
+    let mut plan = Plan::new(args.select.clone(), args.needs.clone(), expect, named_target(&args).as_deref())?;
+    plan.needs_only = args.needs_only;
     let target = run_target(&args);
     let previous = match &args.write_expectations {
         Some(path) if path.exists() => Some(ExpectationFile::load(path).map_err(Error::Usage)?),

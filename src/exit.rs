@@ -28,11 +28,11 @@ pub fn signalled(n: i32) -> i32 {
 pub const TABLE: &[(&str, &str)] = &[
     (
         "0",
-        "BuildStream builds here and every `--needs` feature is available (`buildstream` profile); no check FAILs (`--profile reapi` or `all`); every verdict as expected (`--expect`)",
+        "BuildStream builds here, no sandbox capability is missing (with `--needs-only`: none that `--needs` names) and every `--needs` feature is available (`buildstream` profile); no check FAILs (`--profile reapi` or `all`); every verdict as expected (`--expect`)",
     ),
     (
         "1",
-        "BuildStream does not build here or a needed feature is unavailable; a check FAILs (other profiles); a verdict deviates from `--expect`",
+        "no element builds here, a sandbox capability is missing (with `--needs-only`: one `--needs` names) or a needed feature is unavailable; a check FAILs (other profiles); a verdict deviates from `--expect`",
     ),
     (
         "2",

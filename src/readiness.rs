@@ -1,7 +1,9 @@
-//! The answer a BuildStream user runs the suites for: will BuildStream build
-//! on this cluster, which of its features are unavailable and how, and which
-//! requests would hang. A pure function of the verdicts and each check's
-//! impact (`impact:` in the suites).
+//! The answer a BuildStream user runs the suites for: which elements build on
+//! this cluster — every element that builds in BuildStream's own local
+//! sandbox, only those that do not use some sandbox capabilities, or none —,
+//! which of its features are unavailable and how, and which requests would
+//! hang. A pure function of the verdicts and each check's impact (`impact:`
+//! in the suites); the sandbox capabilities are named here, by check id.
 
 use std::collections::BTreeMap;
 
@@ -59,6 +61,126 @@ impl FeatureState {
     }
 }
 
+/// Which elements build here, measured against BuildStream's local sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ElementsBuild {
+    /// Every element that builds in BuildStream's local sandbox builds here.
+    Every,
+    /// Only elements that use none of [`Readiness::missing_capabilities`].
+    OnlyWithout,
+    /// A blocker failed: no element builds here.
+    None,
+    /// A blocker or a capability could not be decided.
+    Undecided,
+    /// The run left out checks the answer rests on.
+    NotAssessed,
+}
+
+/// A facility of BuildStream's local sandbox that some elements use and
+/// others do not: missing it fails only the elements that use it.
+#[derive(Debug, Clone, Copy)]
+pub struct CapabilityDef {
+    /// The name `--needs` takes.
+    pub name: &'static str,
+    /// What the sandbox offers, as a user would name it.
+    pub facility: &'static str,
+    /// The check that decides it.
+    pub check: &'static str,
+    /// What fails without it.
+    pub used_by: &'static str,
+}
+
+/// The sandbox facilities BuildStream documents (its sandboxing docs and
+/// buildbox-run-bubblewrap's mounts) and builds use. A worker that lacks one
+/// still builds every element that does not touch it, so each is a
+/// capability, not a blocker.
+pub const CAPABILITIES: &[CapabilityDef] = &[
+    CapabilityDef {
+        name: "proc",
+        facility: "/proc",
+        check: "sandbox.proc-own-processes",
+        used_by: "tools that locate themselves through /proc/self/exe — clang, cargo, rustc — and anything reading /proc (nproc, ps) fail",
+    },
+    CapabilityDef {
+        name: "dev-nodes",
+        facility: "/dev nodes",
+        check: "sandbox.dev-nodes",
+        used_by: "commands writing to /dev/null or reading /dev/urandom or /dev/zero — most configure scripts — fail",
+    },
+    CapabilityDef {
+        name: "dev-fd",
+        facility: "/dev/fd and /dev/std*",
+        check: "sandbox.dev-fd",
+        used_by: "bash process substitution, meson, and tools reading /dev/stdin or /dev/fd/N fail",
+    },
+    CapabilityDef {
+        name: "shared-memory",
+        facility: "/dev/shm",
+        check: "sandbox.dev-shm-writable",
+        used_by: "POSIX shared memory and semaphores — Python multiprocessing, sem_open in test suites — fail",
+    },
+    CapabilityDef {
+        name: "writable-tmp",
+        facility: "writable empty /tmp",
+        check: "sandbox.tmp-writable-empty",
+        used_by: "tools writing temporary files (compilers, mktemp; BuildStream sets HOME=/tmp) fail or see stale files",
+    },
+    CapabilityDef {
+        name: "root-uid",
+        facility: "uid 0",
+        check: "sandbox.uid-root",
+        used_by: "install commands that chown, or expect to run as root, fail",
+    },
+];
+
+/// Features that are guarantees rather than facilities: without them
+/// elements still build, less hermetically than in BuildStream's sandbox
+/// (its sandboxing docs: remote sandboxes should produce the same result as
+/// local ones); only an element that tests for one fails.
+pub const GUARANTEES: &[&str] = &["hermetic-sandbox", "read-only-root"];
+
+/// The capability a check decides, if any.
+pub fn capability_of(check_id: &str) -> Option<&'static CapabilityDef> {
+    CAPABILITIES.iter().find(|c| c.check == check_id)
+}
+
+/// A capability's state on the cluster and the check that decided it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capability {
+    /// `available` (present as in BuildStream's sandbox), `ignored silently or
+    /// broken` (missing), `undecided` or `not assessed`.
+    pub state: FeatureState,
+    /// What the sandbox offers (`/proc`, `/dev/shm`, …).
+    pub facility: String,
+    /// What fails without it.
+    pub used_by: String,
+    /// Whether the exit status depends on it (every capability by default;
+    /// with `--needs-only` only those `--needs` names).
+    pub gated: bool,
+    pub checks: Vec<Finding>,
+    /// As [`Feature::follows_from`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
+}
+
+impl Capability {
+    /// The state in a capability's words.
+    pub fn label(&self) -> &'static str {
+        match self.state {
+            FeatureState::Available => "present",
+            FeatureState::NotAssessed => "not assessed",
+            FeatureState::Undecided => "undecided",
+            _ => "missing",
+        }
+    }
+
+    /// Decided absent (or refused): elements using it fail.
+    pub fn missing(&self) -> bool {
+        !self.state.usable() && !matches!(self.state, FeatureState::Undecided | FeatureState::NotAssessed)
+    }
+}
+
 /// One check behind a finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -88,6 +210,11 @@ impl Finding {
 pub struct Feature {
     pub state: FeatureState,
     pub checks: Vec<Finding>,
+    /// The failed blocker that left the feature not assessed: its checks'
+    /// commands ran, but not in BuildStream's sandbox, so their results say
+    /// nothing about the feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follows_from: Option<String>,
 }
 
 /// The readiness answer.
@@ -106,8 +233,20 @@ pub struct Readiness {
     pub hang_risks: Vec<Finding>,
     /// FAIL/WARN of checks BuildStream does not rely on.
     pub spec_deviations: Vec<Finding>,
-    /// Features the user said they need (`--needs`) that are not available.
+    /// Features and capabilities the user said they need (`--needs`) that
+    /// are not available.
     pub needed_unavailable: Vec<String>,
+    /// Which elements build here.
+    pub elements: ElementsBuild,
+    /// Sandbox capabilities by `--needs` name ([`CAPABILITIES`]).
+    pub capabilities: BTreeMap<String, Capability>,
+    /// Capabilities this cluster lacks: elements using them fail.
+    pub missing_capabilities: Vec<String>,
+    /// `--needs-only`: only capabilities `--needs` names gate the exit status.
+    pub needs_only: bool,
+    /// Guarantees ([`GUARANTEES`]) the cluster does not give (also in
+    /// `features`, with their state).
+    pub guarantees_weakened: Vec<String>,
 }
 
 /// The check every action's shape depends on: when the input root is not `/`,
@@ -137,19 +276,49 @@ fn feature_state(r: &CheckResult) -> FeatureState {
     }
 }
 
-/// Assesses a run. `needs` are features the user requires (`--needs`).
+/// Assesses a run. `needs` are features and capabilities the user requires
+/// (`--needs`); with the summary's `needs_only`, only those capabilities gate.
 pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
+    let needs_only = summary.needs_only;
     let mut blockers = Vec::new();
     let mut undecided = Vec::new();
     let mut not_assessed = Vec::new();
     let mut features: BTreeMap<String, Feature> = BTreeMap::new();
     let mut hang_risks = Vec::new();
     let mut spec_deviations = Vec::new();
+    let mut capabilities: BTreeMap<String, Capability> = BTreeMap::new();
+    // Features and capabilities a check of which ran its command (rather than
+    // being refused or left queued) and was judged on what the command saw.
+    // The protocol suite judges the server's API (the action cache,
+    // WaitExecution), which a missing chroot does not change: a real retried
+    // element replays a cached failure on a no-chroot server too.
+    let mut ran: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut assessed = false;
     for r in &summary.results {
+        let started =
+            !matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued));
+        let saw_sandbox = started && r.suite != "protocol";
+        if let (true, Some(name)) = (saw_sandbox, capability_of(&r.id).map(|c| c.name).or(r.impact.feature())) {
+            ran.insert(name.to_string());
+        }
         let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
         if r.verdict.outcome == Some(OutcomeClass::Queued) {
             hang_risks.push(Finding::of(r));
+        }
+        if let Some(def) = capability_of(&r.id) {
+            assessed |= r.verdict.kind != VerdictKind::Skip;
+            let state = feature_state(r);
+            let c = capabilities.entry(def.name.to_string()).or_insert(Capability {
+                state,
+                facility: def.facility.to_string(),
+                used_by: def.used_by.to_string(),
+                gated: !needs_only || needs.iter().any(|n| n == def.name),
+                checks: Vec::new(),
+                follows_from: None,
+            });
+            c.state = c.state.max(state);
+            c.checks.push(Finding::of(r));
+            continue;
         }
         match &r.impact {
             Impact::Blocker => {
@@ -164,7 +333,8 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
             }
             Impact::Feature(name) => {
                 let state = feature_state(r);
-                let f = features.entry(name.clone()).or_insert(Feature { state, checks: Vec::new() });
+                let f =
+                    features.entry(name.clone()).or_insert(Feature { state, checks: Vec::new(), follows_from: None });
                 f.state = f.state.max(state);
                 f.checks.push(Finding::of(r));
             }
@@ -175,7 +345,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
             }
         }
     }
-    blockers.sort_by_key(|f| root_cause_rank(&f.id));
+    blockers.sort_by_key(|f| (f.id != ROOT_CAUSE, root_cause_rank(&f.id)));
     if let Some(root) = blockers.iter().find(|f| f.id == ROOT_CAUSE).map(|f| f.id.clone()) {
         for f in blockers.iter_mut().filter(|f| f.id != root) {
             f.follows_from = Some(root.clone());
@@ -190,8 +360,44 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     } else {
         BuildsHere::Yes
     };
-    let needed_unavailable =
-        needs.iter().filter(|n| features.get(n.as_str()).is_none_or(|f| !f.state.usable())).cloned().collect();
+    // With a blocker failed, a feature or capability whose checks ran (to
+    // "available" or "broken") was judged outside BuildStream's sandbox: no
+    // element using it builds, and the checks' verdicts do not say whether it
+    // would. A refusal or a hang came before anything ran and still stands.
+    if let Some(root) = blockers.first().map(|f| f.id.clone()) {
+        let judged = |name: &String, s: FeatureState| {
+            ran.contains(name) && matches!(s, FeatureState::Available | FeatureState::Broken)
+        };
+        for (_, f) in features.iter_mut().filter(|(n, f)| judged(n, f.state)) {
+            (f.state, f.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        }
+        for (_, c) in capabilities.iter_mut().filter(|(n, c)| judged(n, c.state)) {
+            (c.state, c.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        }
+    }
+    let usable = |n: &str| match (features.get(n), capabilities.get(n)) {
+        (Some(f), _) => f.state.usable(),
+        (None, Some(c)) => c.state.usable(),
+        (None, None) => false,
+    };
+    let needed_unavailable = needs.iter().filter(|n| !usable(n)).cloned().collect();
+    let missing_capabilities: Vec<String> =
+        capabilities.iter().filter(|(_, c)| c.missing()).map(|(n, _)| n.clone()).collect();
+    let guarantees_weakened = features
+        .iter()
+        .filter(|(n, f)| GUARANTEES.contains(&n.as_str()) && !f.state.usable())
+        .filter(|(_, f)| !matches!(f.state, FeatureState::NotAssessed | FeatureState::Undecided))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let capability_undecided = capabilities.values().any(|c| c.state == FeatureState::Undecided);
+    let elements = match builds_here {
+        BuildsHere::No => ElementsBuild::None,
+        BuildsHere::Undecided => ElementsBuild::Undecided,
+        BuildsHere::NotAssessed => ElementsBuild::NotAssessed,
+        BuildsHere::Yes if !missing_capabilities.is_empty() => ElementsBuild::OnlyWithout,
+        BuildsHere::Yes if capability_undecided => ElementsBuild::Undecided,
+        BuildsHere::Yes => ElementsBuild::Every,
+    };
     Readiness {
         builds_here,
         blockers,
@@ -201,19 +407,38 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         hang_risks,
         spec_deviations,
         needed_unavailable,
+        elements,
+        capabilities,
+        missing_capabilities,
+        needs_only,
+        guarantees_weakened,
     }
 }
 
 impl Readiness {
-    /// Exit status of a run gated on BuildStream: 1 when it does not build
-    /// (or a needed feature is unavailable), 2 when that is undecided, else 0.
+    /// Exit status of a run gated on BuildStream: 1 when no element builds,
+    /// a gated capability is missing (every capability unless `--needs-only`)
+    /// or a needed feature is unavailable; 2 when one of those is undecided;
+    /// else 0.
     pub fn exit_code(&self) -> i32 {
+        let undecided = |s: FeatureState| matches!(s, FeatureState::Undecided | FeatureState::NotAssessed);
         let needed_undecided = |n: &String| {
-            self.features.get(n).is_some_and(|f| matches!(f.state, FeatureState::Undecided | FeatureState::NotAssessed))
+            self.features
+                .get(n)
+                .map(|f| f.state)
+                .or_else(|| self.capabilities.get(n).map(|c| c.state))
+                .is_none_or(undecided)
         };
-        if self.builds_here == BuildsHere::No || self.needed_unavailable.iter().any(|n| !needed_undecided(n)) {
+        let gated = || self.capabilities.values().filter(|c| c.gated);
+        if self.builds_here == BuildsHere::No
+            || gated().any(Capability::missing)
+            || self.needed_unavailable.iter().any(|n| !needed_undecided(n))
+        {
             1
-        } else if self.builds_here == BuildsHere::Undecided || !self.needed_unavailable.is_empty() {
+        } else if self.builds_here == BuildsHere::Undecided
+            || gated().any(|c| c.state == FeatureState::Undecided)
+            || !self.needed_unavailable.is_empty()
+        {
             2
         } else {
             0
@@ -222,14 +447,44 @@ impl Readiness {
 
     /// The summary for the terminal.
     pub fn render(&self) -> String {
-        let mut out = String::from(match self.builds_here {
-            BuildsHere::Yes => "BuildStream builds here: yes\n",
-            BuildsHere::No => "BuildStream builds here: NO\n",
-            BuildsHere::Undecided => "BuildStream builds here: undecided (a blocker check could not decide)\n",
-            BuildsHere::NotAssessed => {
-                "BuildStream builds here: not assessed (no blocker among the checks run, but the run left out checks of the buildstream profile)\n"
+        let missing: Vec<&Capability> =
+            self.missing_capabilities.iter().filter_map(|n| self.capabilities.get(n)).collect();
+        let mut out = match self.elements {
+            ElementsBuild::Every => {
+                "BuildStream builds here: yes — every element that builds in BuildStream's local sandbox builds here\n".to_string()
             }
-        });
+            ElementsBuild::OnlyWithout => {
+                let names: Vec<&str> = missing.iter().map(|c| c.facility.as_str()).collect();
+                format!("BuildStream builds here: only elements that do not use {}\n", names.join(", "))
+            }
+            ElementsBuild::None => "BuildStream builds here: NO — no element builds here\n".to_string(),
+            ElementsBuild::Undecided if self.builds_here == BuildsHere::Yes => {
+                "BuildStream builds here: undecided (a sandbox capability check could not decide)\n".to_string()
+            }
+            ElementsBuild::Undecided => "BuildStream builds here: undecided (a blocker check could not decide)\n".to_string(),
+            ElementsBuild::NotAssessed => {
+                "BuildStream builds here: not assessed (no blocker among the checks run, but the run left out checks of the buildstream profile)\n".to_string()
+            }
+        };
+        if self.builds_here == BuildsHere::Yes {
+            if !missing.is_empty() {
+                out.push_str("  sandbox capabilities missing (elements using them fail):\n");
+                for c in &missing {
+                    let ids: Vec<&str> = c.checks.iter().map(|f| f.id.as_str()).collect();
+                    let gate = if c.gated { "" } else { "; not gated (--needs-only)" };
+                    out.push_str(&format!("    {}: {} ({}{gate})\n", c.facility, c.used_by, ids.join(", ")));
+                }
+            }
+            for c in self.capabilities.values().filter(|c| c.state == FeatureState::Undecided) {
+                let why = c.checks.first().map(|f| f.reason.as_str()).unwrap_or_default();
+                out.push_str(&format!("  sandbox capability undecided: {} ({why})\n", c.facility));
+            }
+            let present: Vec<&str> =
+                self.capabilities.values().filter(|c| c.state.usable()).map(|c| c.facility.as_str()).collect();
+            if !present.is_empty() {
+                out.push_str(&format!("  sandbox capabilities present: {}\n", present.join(", ")));
+            }
+        }
         let list = |title: &str, items: &[Finding], out: &mut String| {
             if !items.is_empty() {
                 out.push_str(&format!("  {title}:\n"));
@@ -256,24 +511,53 @@ impl Readiness {
                 out.push_str(&format!("    {}: {}\n", f.id, f.reason));
             }
         }
-        let unavailable: Vec<_> =
-            self.features.iter().filter(|(_, f)| !f.state.usable() && f.state != FeatureState::NotAssessed).collect();
-        if !unavailable.is_empty() {
-            out.push_str("  features unavailable (only elements using them are affected):\n");
-            for (name, f) in unavailable {
+        let (weakened, unavailable): (Vec<_>, Vec<_>) = self
+            .features
+            .iter()
+            .filter(|(_, f)| !f.state.usable() && f.state != FeatureState::NotAssessed)
+            .partition(|(n, _)| self.guarantees_weakened.contains(n));
+        let feature_lines = |features: Vec<(&String, &Feature)>, out: &mut String| {
+            for (name, f) in features {
                 let ids: Vec<&str> =
                     f.checks.iter().filter(|c| c.verdict != VerdictKind::Skip).map(|c| c.id.as_str()).collect();
                 out.push_str(&format!("    {name}: {} ({})\n", f.state.label(), ids.join(", ")));
             }
+        };
+        if !unavailable.is_empty() {
+            out.push_str("  features unavailable (only elements using them are affected):\n");
+            feature_lines(unavailable, &mut out);
+        }
+        if !weakened.is_empty() {
+            out.push_str(
+                "  guarantees not given (elements still build, less hermetically than in BuildStream's sandbox; only one that tests for them fails):\n",
+            );
+            feature_lines(weakened, &mut out);
         }
         let available: Vec<&str> =
             self.features.iter().filter(|(_, f)| f.state.usable()).map(|(n, _)| n.as_str()).collect();
         if !available.is_empty() {
             out.push_str(&format!("  features available: {}\n", available.join(", ")));
         }
-        for (name, f) in self.features.iter().filter(|(_, f)| f.state == FeatureState::NotAssessed) {
+        let (masked, skipped): (Vec<_>, Vec<_>) = self
+            .features
+            .iter()
+            .filter(|(_, f)| f.state == FeatureState::NotAssessed)
+            .partition(|(_, f)| f.follows_from.is_some());
+        for (name, f) in skipped {
             let why = f.checks.first().map(|c| c.reason.as_str()).unwrap_or_default();
             out.push_str(&format!("  feature not assessed: {name} ({why})\n"));
+        }
+        let masked_capabilities: Vec<&str> =
+            self.capabilities.values().filter(|c| c.follows_from.is_some()).map(|c| c.facility.as_str()).collect();
+        if let Some(root) = masked.first().and_then(|(_, f)| f.follows_from.as_deref()) {
+            let names: Vec<&str> = masked.iter().map(|(n, _)| n.as_str()).collect();
+            out.push_str(&format!("  features not assessed: follows from {root}: {}\n", names.join(", ")));
+        }
+        if let Some(root) = self.capabilities.values().find_map(|c| c.follows_from.as_deref()) {
+            out.push_str(&format!(
+                "  sandbox capabilities not assessed: follows from {root}: {}\n",
+                masked_capabilities.join(", ")
+            ));
         }
         if !self.hang_risks.is_empty() {
             out.push_str("  hang risks (requests left queued instead of answered; bst would wait for ever):\n");
@@ -347,16 +631,138 @@ mod tests {
     #[test]
     fn blockers_fail_the_gate_root_causes_first_and_errors_leave_it_undecided() {
         let s = summary(vec![
-            result("sandbox.proc-own-processes", "blocker", Verdict::new(VerdictKind::Fail, "no procfs")),
+            result("input-root.working-directory", "blocker", Verdict::new(VerdictKind::Fail, "elsewhere")),
             result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
         ]);
         let r = assess(&s, &[]);
-        assert_eq!((r.builds_here, r.exit_code()), (BuildsHere::No, 1));
+        assert_eq!((r.builds_here, r.elements, r.exit_code()), (BuildsHere::No, ElementsBuild::None, 1));
         assert_eq!(r.blockers[0].id, "input-root.root-entries");
         assert_eq!(r.blockers[1].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert!(r.render().contains("NO — no element builds here"), "{}", r.render());
         assert!(r.render().contains("1 more that probably follow from input-root.root-entries"), "{}", r.render());
-        let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);
+        // What ran outside BuildStream's sandbox is not assessed; a refusal
+        // or a hang came before anything ran and stands.
+        let mut s = summary(vec![
+            result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
+            result("outputs.on-failure", "feature:failed-build-artifacts", Verdict::pass("ok")),
+            result("input-root.mtime-applied", "feature:workspaces", Verdict::new(VerdictKind::Warn, "absolute path")),
+            result("sandbox.dev-shm-writable", "feature:shared-memory", Verdict::pass("host /dev/shm")),
+            result(
+                "platform.unsatisfiable-answered",
+                "feature:other-platforms",
+                Verdict::new(VerdictKind::Warn, "queued").with_outcome(OutcomeClass::Queued),
+            ),
+        ]);
+        s.results[4].refusal_required = true;
+        let mut answered = result(
+            "platform.foreign-os-answered",
+            "feature:stream-resumption",
+            Verdict::pass("refused").with_outcome(OutcomeClass::Failed),
+        );
+        answered.refusal_required = true;
+        s.results.push(answered);
+        s.results.push(result(
+            "protocol.failing-result-not-reused",
+            "feature:retry-failed",
+            Verdict::new(VerdictKind::Warn, "replayed").with_outcome(OutcomeClass::Completed),
+        ));
+        let r = assess(&s, &[]);
+        assert_eq!(r.features["failed-build-artifacts"].state, FeatureState::NotAssessed);
+        assert_eq!(r.features["workspaces"].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert_eq!(r.capabilities["shared-memory"].state, FeatureState::NotAssessed);
+        assert_eq!(r.features["other-platforms"].state, FeatureState::Hangs);
+        assert_eq!(r.features["stream-resumption"].state, FeatureState::Available);
+        assert_eq!(r.features["retry-failed"].state, FeatureState::Broken);
+        let text = r.render();
+        assert!(
+            text.contains(
+                "features not assessed: follows from input-root.root-entries: failed-build-artifacts, workspaces"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sandbox capabilities not assessed: follows from input-root.root-entries: /dev/shm"),
+            "{text}"
+        );
+        assert!(text.contains("features available: stream-resumption\n"), "{text}");
+        let s = summary(vec![result("outputs.escaping-paths", "blocker", Verdict::error("unreachable"))]);
         assert_eq!(assess(&s, &[]).exit_code(), 2);
+        let s = summary(vec![result("sandbox.uid-root", "blocker", Verdict::error("unreachable"))]);
+        let r = assess(&s, &[]);
+        assert_eq!((r.builds_here, r.elements, r.exit_code()), (BuildsHere::Yes, ElementsBuild::Undecided, 2));
+    }
+
+    /// Buildbarn's chroot runner: the root is right, /proc, /dev/fd and
+    /// /dev/shm are missing. Plain elements build; their users fail.
+    fn chroot_without_mounts() -> RunSummary {
+        let pass = || Verdict::pass("ok").with_outcome(OutcomeClass::Completed);
+        let fail = |why: &str| Verdict::new(VerdictKind::Fail, why).with_outcome(OutcomeClass::Completed);
+        summary(vec![
+            result("input-root.root-entries", "blocker", pass()),
+            result("sandbox.proc-own-processes", "blocker", fail("/proc is empty")),
+            result("sandbox.dev-nodes", "blocker", pass()),
+            result("sandbox.dev-fd", "blocker", fail("no /dev/fd")),
+            result(
+                "sandbox.dev-shm-writable",
+                "feature:shared-memory",
+                Verdict::new(VerdictKind::Warn, "no /dev/shm").with_outcome(OutcomeClass::Completed),
+            ),
+            result("sandbox.tmp-writable-empty", "blocker", pass()),
+            result("sandbox.uid-root", "blocker", pass()),
+            result("sandbox.unix-uid", "feature:build-uid", pass()),
+            result(
+                "sandbox.subtree-read-only",
+                "feature:read-only-root",
+                Verdict::new(VerdictKind::Warn, "writable").with_outcome(OutcomeClass::Completed),
+            ),
+        ])
+    }
+
+    #[test]
+    fn missing_capabilities_fail_only_the_elements_using_them() {
+        let mut s = chroot_without_mounts();
+        let r = assess(&s, &[]);
+        assert_eq!((r.builds_here, r.elements), (BuildsHere::Yes, ElementsBuild::OnlyWithout));
+        assert_eq!(r.missing_capabilities, ["dev-fd", "proc", "shared-memory"]);
+        assert!(r.blockers.is_empty() && !r.features.contains_key("shared-memory"), "{r:?}");
+        let text = r.render();
+        assert!(
+            text.contains(
+                "BuildStream builds here: only elements that do not use /dev/fd and /dev/std*, /proc, /dev/shm"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("/proc: tools that locate themselves through /proc/self/exe — clang, cargo, rustc"),
+            "{text}"
+        );
+        assert!(text.contains("sandbox capabilities present: /dev nodes, uid 0, writable empty /tmp"), "{text}");
+        assert_eq!(r.guarantees_weakened, ["read-only-root"]);
+        assert!(
+            text.contains("guarantees not given (elements still build, less hermetically than in BuildStream's sandbox; only one that tests for them fails):\n    read-only-root: ignored silently or broken (sandbox.subtree-read-only)"),
+            "{text}"
+        );
+        assert!(!text.contains("features unavailable"), "{text}");
+        // Every capability gates by default.
+        assert_eq!(r.exit_code(), 1);
+        // --needs-only: only what the user names gates.
+        s.needs_only = true;
+        assert_eq!(assess(&s, &[]).exit_code(), 0);
+        assert_eq!(assess(&s, &["dev-nodes".into(), "root-uid".into()]).exit_code(), 0);
+        let needing_proc = assess(&s, &["proc".into()]);
+        assert_eq!((needing_proc.exit_code(), needing_proc.needed_unavailable.clone()), (1, vec!["proc".to_string()]));
+        assert!(assess(&s, &[]).render().contains("not gated (--needs-only)"));
+    }
+
+    #[test]
+    fn every_capability_present_means_every_element_builds() {
+        let mut s = chroot_without_mounts();
+        for r in &mut s.results {
+            r.verdict = Verdict::pass("ok").with_outcome(OutcomeClass::Completed);
+        }
+        let r = assess(&s, &["shared-memory".into()]);
+        assert_eq!((r.elements, r.exit_code()), (ElementsBuild::Every, 0));
+        assert!(r.render().starts_with("BuildStream builds here: yes — every element"), "{}", r.render());
     }
 
     #[test]

@@ -321,6 +321,7 @@ pub async fn execute(
         instance: connect.instance,
         server: None,
         needs: Vec::new(),
+        needs_only: false,
         partial: false,
         profile: None,
         results,
@@ -364,8 +365,11 @@ pub struct Plan {
     pub selection: Selection,
     pub suites: Vec<Suite>,
     pub checks: Vec<CheckSpec>,
-    /// BuildStream features the user needs (`--needs`), all known features.
+    /// BuildStream features and sandbox capabilities the user needs
+    /// (`--needs`), all known.
     pub needs: Vec<String>,
+    /// `--needs-only`: capabilities `needs` does not name do not gate.
+    pub needs_only: bool,
     pub expect: Option<ExpectationFile>,
     /// What reports say was run (`Selection::label`), e.g. `reapi@2026.12`.
     pub profile: String,
@@ -390,11 +394,15 @@ impl Plan {
                 "no check matches the given --suite/--filter".into()
             }));
         }
-        let features: BTreeSet<&str> =
+        let mut features: BTreeSet<&str> =
             suites.iter().flat_map(|s| &s.checks).filter_map(|c| c.impact.feature()).collect();
+        features.extend(crate::readiness::CAPABILITIES.iter().map(|c| c.name));
         if let Some(need) = needs.iter().find(|n| !features.contains(n.as_str())) {
             let known: Vec<&str> = features.iter().copied().collect();
-            return Err(Error::Usage(format!("--needs {need}: no such feature (known: {})", known.join(", "))));
+            return Err(Error::Usage(format!(
+                "--needs {need}: no such feature or sandbox capability (known: {})",
+                known.join(", ")
+            )));
         }
         if let (Some((file, path)), Some(cluster)) = (&expect, cluster) {
             if !file.applies_to(cluster) {
@@ -405,7 +413,7 @@ impl Plan {
             }
         }
         let profile = selection.label(&suites, &dated_profiles(&selection, &suites)?);
-        Ok(Plan { selection, suites, checks, needs, expect: expect.map(|(f, _)| f), profile })
+        Ok(Plan { selection, suites, checks, needs, needs_only: false, expect: expect.map(|(f, _)| f), profile })
     }
 
     /// The run answers "does BuildStream build here" (the `buildstream`
@@ -438,6 +446,7 @@ pub struct Concluded {
 /// expectations, and the exit status.
 pub fn conclude(plan: &Plan, mut summary: RunSummary) -> Concluded {
     summary.needs = plan.needs.clone();
+    summary.needs_only = plan.needs_only;
     summary.partial = plan.is_partial();
     summary.profile = Some(plan.profile.clone());
     let readiness = crate::readiness::assess(&summary, &summary.needs);

@@ -263,6 +263,9 @@ pub struct RunSummary {
     /// BuildStream features the user needs (`--needs`), for the readiness answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<String>,
+    /// `--needs-only`: the elements use only the capabilities `needs` names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub needs_only: bool,
     /// The run left out checks of the `buildstream` profile (--suite,
     /// --filter, another profile): no "builds here: yes" from it.
     #[serde(default)]
@@ -335,6 +338,7 @@ pub(crate) mod fixtures {
             instance: String::new(),
             server: None,
             needs: Vec::new(),
+            needs_only: false,
             partial: false,
             profile: Some("buildstream@2026.12".into()),
             results,

@@ -1,7 +1,10 @@
 //! Agreement with BuildStream itself: for every cluster the harness can
 //! start, the readiness answer of the `buildstream` profile must predict what
 //! real `bst build`s of the fixture project (fixtures/buildstream-project/)
-//! do there, element by element: builds, fails, or hangs.
+//! do there, element by element: builds, fails, or hangs. Each element is
+//! first built in BuildStream's own local sandbox (the control: an element
+//! that does not give its reference outcome there is broken, not evidence);
+//! on each cluster all elements are built by one `bst build` in parallel.
 //!
 //! Needs `bst` (BuildStream 2.8.1, provisioned into the cache like BuildGrid)
 //! and a static busybox for the project's sysroot (Debian `busybox-static`).
@@ -15,11 +18,21 @@ use reapi_conformance::cli::{buildstream_config_for, default_run_args, named_clu
 use reapi_conformance::cluster::endpoint::Endpoint;
 use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
 use reapi_conformance::session::{execute, select_checks, RunEnd, Selection};
+use reapi_conformance::verdict::VerdictKind;
 
-/// How long a `bst build` may take before it counts as hanging.
-const HANG_AFTER: Duration = Duration::from_secs(25);
+/// A `bst build` that has printed nothing for this long while elements are
+/// still unfinished is killed: those elements count as hanging (a queued
+/// remote action is silent; every element here runs in well under a second).
+const QUIET_AFTER: Duration = Duration::from_secs(12);
+/// The most one `bst build` of every element may take.
+const BUILD_BUDGET: Duration = Duration::from_secs(180);
+/// Elements built at once (`bst --builders`).
+const BUILDERS: &str = "8";
 /// The tools the sysroot's shell provides, as busybox applets.
-const APPLETS: &[&str] = &["sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "mkdir", "test", "id", "uname", "true", "false", "ls", "touch", "stat", "readlink", "grep",
+    "head", "wc",
+];
 /// The mtime workspace.bst expects of its workspace's stamp file.
 const WORKSPACE_MTIME: u64 = 1_320_937_200;
 
@@ -30,41 +43,92 @@ enum Build {
     Hangs,
 }
 
+/// An element of the fixture project and what it uses.
+struct Element {
+    name: &'static str,
+    /// Sandbox capabilities (readiness::CAPABILITIES names) its commands use.
+    capabilities: &'static [&'static str],
+    /// BuildStream features (impact names) it uses.
+    features: &'static [&'static str],
+    /// Checks of a feature that must PASS for it, where it uses only part
+    /// of the feature (network isolation of hermetic-sandbox).
+    checks: &'static [&'static str],
+    /// Its outcome in BuildStream's own local sandbox (the control).
+    local: Build,
+}
+
+const ELEMENTS: &[Element] = &[
+    Element { name: "plain.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "proc.bst", capabilities: &["proc"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "devfd.bst", capabilities: &["dev-fd"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "shm.bst", capabilities: &["shared-memory"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "devnodes.bst", capabilities: &["dev-nodes"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "tmp.bst", capabilities: &["writable-tmp"], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "root.bst", capabilities: &["root-uid"], features: &[], checks: &[], local: Build::Builds },
+    Element {
+        name: "hello.bst",
+        capabilities: &["proc", "dev-nodes"],
+        features: &[],
+        checks: &[],
+        local: Build::Builds,
+    },
+    Element { name: "uid.bst", capabilities: &[], features: &["build-uid"], checks: &[], local: Build::Builds },
+    // A foreign build-arch runs nowhere here, locally included: the question
+    // is whether it fails or hangs.
+    Element {
+        name: "foreign.bst",
+        capabilities: &[],
+        features: &["other-platforms"],
+        checks: &[],
+        local: Build::Fails,
+    },
+    Element {
+        name: "readonly.bst",
+        capabilities: &[],
+        features: &["read-only-root"],
+        checks: &[],
+        local: Build::Builds,
+    },
+    Element {
+        name: "network.bst",
+        capabilities: &["proc"],
+        features: &[],
+        checks: &["sandbox.no-network"],
+        local: Build::Builds,
+    },
+    Element { name: "failing.bst", capabilities: &[], features: &[], checks: &[], local: Build::Fails },
+    Element { name: "junction.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
+    Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], checks: &[], local: Build::Builds },
+];
+
 /// What the readiness answer predicts for an element of the fixture project.
-fn predict(element: &str, r: &Readiness) -> Build {
+fn predict(element: &Element, r: &Readiness) -> Build {
     let feature = |name: &str| r.features.get(name).map(|f| f.state);
-    let sandbox_ok = r.builds_here == BuildsHere::Yes;
-    match element {
-        // Stages the sysroot as / and checks it is there, with /proc and /dev.
-        "hello.bst" => {
-            if sandbox_ok {
-                Build::Builds
-            } else {
-                Build::Fails
-            }
-        }
-        // build-uid: 1234, checked with `id -u`.
-        "uid.bst" => match feature("build-uid") {
-            Some(FeatureState::Hangs) => Build::Hangs,
-            Some(FeatureState::Available) if sandbox_ok => Build::Builds,
-            _ => Build::Fails,
-        },
-        // build-arch of an ISA the cluster lacks, checked with `uname -m`.
-        "foreign.bst" => match feature("other-platforms") {
+    if element.name == "failing.bst" {
+        return Build::Fails;
+    }
+    if element.name == "foreign.bst" {
+        // Never runs: refused, or left queued.
+        return match feature("other-platforms") {
             Some(FeatureState::Hangs) => Build::Hangs,
             _ => Build::Fails,
-        },
-        // Writes to /etc, which BuildStream's read-only root must refuse.
-        "readonly.bst" => match feature("read-only-root") {
-            Some(FeatureState::Available) if sandbox_ok => Build::Builds,
-            _ => Build::Fails,
-        },
-        // Built from an open workspace: checks its stamp file's mtime.
-        "workspace.bst" => match feature("workspaces") {
-            Some(FeatureState::Available) if sandbox_ok => Build::Builds,
-            _ => Build::Fails,
-        },
-        other => panic!("no prediction for {other}"),
+        };
+    }
+    if element.features.iter().any(|f| feature(f) == Some(FeatureState::Hangs)) {
+        return Build::Hangs;
+    }
+    let capability_ok = |c: &&str| r.capabilities.get(*c).is_some_and(|c| c.state.usable());
+    let feature_ok = |f: &&str| feature(f) == Some(FeatureState::Available);
+    let check_ok =
+        |id: &&str| r.features.values().flat_map(|f| &f.checks).any(|c| c.id == *id && c.verdict == VerdictKind::Pass);
+    if r.builds_here == BuildsHere::Yes
+        && element.capabilities.iter().all(capability_ok)
+        && element.features.iter().all(feature_ok)
+        && element.checks.iter().all(check_ok)
+    {
+        Build::Builds
+    } else {
+        Build::Fails
     }
 }
 
@@ -81,18 +145,7 @@ fn stage_project(dir: &Path) -> PathBuf {
         .find(|p| p.is_file())
         .expect("a static busybox is needed for the fixture project's sysroot: apt-get install busybox-static");
     let project = dir.join("project");
-    let elements = project.join("elements");
-    std::fs::create_dir_all(&elements).unwrap();
-    for entry in std::fs::read_dir(fixture_project()).unwrap().flatten() {
-        let to = project.join(entry.file_name());
-        if entry.path().is_dir() {
-            for e in std::fs::read_dir(entry.path()).unwrap().flatten() {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        } else {
-            std::fs::copy(entry.path(), to).unwrap();
-        }
-    }
+    copy_tree(&fixture_project(), &project);
     let sysroot = project.join("sysroot");
     for d in ["bin", "usr/bin", "etc"] {
         std::fs::create_dir_all(sysroot.join(d)).unwrap();
@@ -106,6 +159,19 @@ fn stage_project(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(project.join("workspace-src")).unwrap();
     std::fs::write(project.join("workspace-src/stamp"), "workspace file\n").unwrap();
     project
+}
+
+/// Copies the directory `from` to `to` (regular files and directories).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Opens workspace.bst's workspace in `dir` and gives its stamp file the
@@ -128,17 +194,27 @@ fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
     stamp.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(WORKSPACE_MTIME)).unwrap();
 }
 
-/// Runs `bst build ELEMENT` in its own process group; a build still running
-/// after [`HANG_AFTER`] is killed and counts as hanging.
-fn bst_build(bst: &Path, config: &Path, project: &Path, element: &str, log: &Path) -> Build {
+/// Builds every element in one `bst build` (in parallel, going on after a
+/// failure) in its own process group, and reads each element's outcome from
+/// its log lines. Elements unfinished when bst has been quiet for
+/// [`QUIET_AFTER`] (or past [`BUILD_BUDGET`]) count as hanging.
+fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<Build> {
+    let names: Vec<&str> = ELEMENTS.iter().map(|e| e.name).collect();
+    bst_build(bst, config, project, log, &[], &names)
+}
+
+/// `bst build [extra] ELEMENTS…` as [`bst_build_all`] describes.
+fn bst_build(bst: &Path, config: &Path, project: &Path, log: &Path, extra: &[&str], elements: &[&str]) -> Vec<Build> {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).unwrap();
     let mut child = Command::new(bst)
-        .args(["--no-interactive", "--config"])
+        .args(["--no-interactive", "--on-error", "continue", "--builders", BUILDERS, "--config"])
         .arg(config)
         .arg("--directory")
         .arg(project)
-        .args(["build", element])
+        .arg("build")
+        .args(extra)
+        .args(elements)
         // bst's own buildbox-casd stages in $TMPDIR; a killed (hanging) build
         // leaves its directory behind, so keep it inside the test's tempdir.
         .env("TMPDIR", project.parent().unwrap_or(project))
@@ -149,18 +225,116 @@ fn bst_build(bst: &Path, config: &Path, project: &Path, element: &str, log: &Pat
         .spawn()
         .expect("bst starts");
     let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return if status.success() { Build::Builds } else { Build::Fails };
+    let (mut size, mut changed) = (0, Instant::now());
+    let killed = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
         }
-        if start.elapsed() > HANG_AFTER {
+        let now = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+        if now != size {
+            (size, changed) = (now, Instant::now());
+        }
+        let unfinished = {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            elements.iter().any(|e| outcome(&text, e).is_none())
+        };
+        if unfinished && (changed.elapsed() > QUIET_AFTER || start.elapsed() > BUILD_BUDGET) {
             // SAFETY: killing the process group this test started.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();
-            return Build::Hangs;
+            break true;
         }
         std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    elements.iter().map(|e| outcome(&text, e).unwrap_or(if killed { Build::Hangs } else { Build::Fails })).collect()
+}
+
+/// What a retried failed build does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The command ran again.
+    RunsAgain,
+    /// bst found the failed result in the action cache and replayed it.
+    Replays,
+    /// The element did not fail as designed (its build outcome).
+    Unexpected(Build),
+}
+
+/// Builds failing.bst (failed by the main build already) again with
+/// `--retry-failed` and tells a run from a replay by bst's own message.
+fn retry_failed(bst: &Path, config: &Path, project: &Path, log: &Path) -> Retry {
+    match bst_build(bst, config, project, log, &["--retry-failed"], &["failing.bst"])[0] {
+        Build::Fails
+            if std::fs::read_to_string(log).unwrap_or_default().contains("Action result found in action cache") =>
+        {
+            Retry::Replays
+        }
+        Build::Fails => Retry::RunsAgain,
+        other => Retry::Unexpected(other),
     }
+}
+
+/// What the answer predicts for a retried failed build (none where it does
+/// not assess retry-failed).
+fn predict_retry(r: &Readiness) -> Option<Retry> {
+    match r.features.get("retry-failed").map(|f| f.state) {
+        Some(FeatureState::Available) => Some(Retry::RunsAgain),
+        Some(FeatureState::Broken) => Some(Retry::Replays),
+        _ => None,
+    }
+}
+
+/// An element's outcome from bst's log: a FAILURE line of its build task
+/// fails it (a failed build also caches an artifact, so that comes first);
+/// the SUCCESS line naming its build log ends a build that succeeded.
+fn outcome(log: &str, element: &str) -> Option<Build> {
+    let task = format!("build:{element} ");
+    let lines = || log.lines().filter(|l| l.contains(&task));
+    if lines().any(|l| l.contains("] FAILURE ")) {
+        Some(Build::Fails)
+    } else if lines().any(|l| l.contains("] SUCCESS ") && l.contains("-build.")) {
+        Some(Build::Builds)
+    } else {
+        None
+    }
+}
+
+/// A project laid out in `dir` with workspace.bst's workspace open, and a
+/// bst configuration (`remote`: its remote-execution section, if any).
+fn prepare(bst: &Path, dir: &Path, remote: &str) -> (PathBuf, PathBuf) {
+    let project = stage_project(dir);
+    let config = dir.join("buildstream.conf");
+    std::fs::write(&config, format!("cachedir: {}\n{remote}", dir.join("cache").display())).unwrap();
+    open_workspace(bst, &config, &project, &dir.join("workspace"));
+    (project, config)
+}
+
+/// The control: every element built in BuildStream's own local sandbox must
+/// give its reference outcome, or it is a broken element, not evidence.
+fn local_control(bst: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (project, config) = prepare(bst, tmp.path(), "");
+    let log = tmp.path().join("local.log");
+    let start = Instant::now();
+    let observed = bst_build_all(bst, &config, &project, &log);
+    eprintln!("agreement: BuildStream's local sandbox built the elements in {:.1}s", start.elapsed().as_secs_f64());
+    let broken: Vec<String> = ELEMENTS
+        .iter()
+        .zip(&observed)
+        .filter(|(e, o)| e.local != **o)
+        .map(|(e, o)| format!("{}: {o:?} in the local sandbox, expected {:?}", e.name, e.local))
+        .collect();
+    assert!(broken.is_empty(), "broken elements:\n{}\n{}", broken.join("\n"), tail(&log));
+    let retry_log = tmp.path().join("local-retry.log");
+    let retried = retry_failed(bst, &config, &project, &retry_log);
+    assert_eq!(retried, Retry::RunsAgain, "failing.bst retried in the local sandbox\n{}", tail(&retry_log));
+}
+
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 #[test]
@@ -187,14 +361,16 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
                 .collect()
         }
     };
-    let elements = ["hello.bst", "uid.bst", "foreign.bst", "readonly.bst", "workspace.bst"];
+    local_control(&bst);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let (_, checks) = select_checks(&Selection::default()).expect("bundled suites");
     let mut table = Vec::new();
     let mut disagreements = Vec::new();
+    let mut times = Vec::new();
+    let mut retries = Vec::new();
     for name in &clusters {
+        let started = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
-        let project = stage_project(tmp.path());
         let args = default_run_args().unwrap();
         let mut cluster = named_cluster(name, &args).unwrap();
         let target = rt.block_on(cluster.start()).unwrap_or_else(|e| panic!("{name} starts: {e}"));
@@ -208,26 +384,34 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         };
         let readiness = readiness::assess(&summary, &[]);
         eprintln!("--- {name}\n{}", readiness.render());
+        let profile_done = started.elapsed();
 
-        let config = tmp.path().join("buildstream.conf");
-        let cache = tmp.path().join("cache");
-        std::fs::write(&config, format!("cachedir: {}\n{}", cache.display(), buildstream_config_for(&target))).unwrap();
-        open_workspace(&bst, &config, &project, &tmp.path().join("workspace"));
-        for element in elements {
-            let log = tmp.path().join(format!("{element}.log"));
-            let observed = bst_build(&bst, &config, &project, element, &log);
+        let (project, config) = prepare(&bst, tmp.path(), &buildstream_config_for(&target));
+        let log = tmp.path().join("build.log");
+        let observed = bst_build_all(&bst, &config, &project, &log);
+        let retry_log = tmp.path().join("retry.log");
+        let retried = retry_failed(&bst, &config, &project, &retry_log);
+        let retry_predicted = predict_retry(&readiness);
+        if retry_predicted.is_some_and(|p| p != retried) {
+            disagreements.push(format!(
+                "{name} failing.bst --retry-failed: readiness predicts {retry_predicted:?}, bst {retried:?}\n{}",
+                tail(&retry_log)
+            ));
+        }
+        retries.push((name.clone(), retry_predicted, retried));
+        for (element, observed) in ELEMENTS.iter().zip(observed) {
             let predicted = predict(element, &readiness);
             if observed != predicted {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(25).collect();
-                disagreements.push(format!(
-                    "{name} {element}: readiness predicts {predicted:?}, bst {observed:?}\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                ));
+                disagreements
+                    .push(format!("{name} {}: readiness predicts {predicted:?}, bst {observed:?}", element.name));
             }
-            table.push((name.clone(), element, predicted, observed));
+            table.push((name.clone(), element.name, predicted, observed));
+        }
+        if disagreements.iter().any(|d| d.starts_with(&format!("{name} "))) {
+            disagreements.push(format!("{name}: bst's log ends\n{}", tail(&log)));
         }
         rt.block_on(cluster.stop());
+        times.push((name.clone(), profile_done, started.elapsed()));
     }
     println!("\nagreement of the readiness answer with bst build:");
     println!("  {:<18} {:<13} {:<10} {:<10}", "cluster", "element", "predicted", "bst");
@@ -237,6 +421,20 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
             "  {cluster:<18} {element:<13} {:<10} {:<10}{mark}",
             format!("{predicted:?}"),
             format!("{observed:?}")
+        );
+    }
+    for (cluster, predicted, observed) in &retries {
+        let predicted = predicted.map_or("not assessed".to_string(), |p| format!("{p:?}"));
+        let mark =
+            if predicted == format!("{observed:?}") || predicted == "not assessed" { "" } else { "  <- disagrees" };
+        println!("  {cluster:<18} {:<13} {predicted:<10} {:<10}{mark}", "retry-failed", format!("{observed:?}"));
+    }
+    for (cluster, profile, all) in &times {
+        println!(
+            "  {cluster}: {:.1}s (profile and cluster {:.1}s, bst builds {:.1}s)",
+            all.as_secs_f64(),
+            profile.as_secs_f64(),
+            (*all - *profile).as_secs_f64()
         );
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n\n"));

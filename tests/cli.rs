@@ -57,7 +57,12 @@ fn local_cluster_verdicts_reports_and_exit_status() {
     // INTERNAL), which BuildStream does not rely on: the buildstream gate passes.
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("checks:"), "{stdout}");
-    assert!(stdout.contains("BuildStream builds here: yes"), "{stdout}");
+    // The reference cluster: every sandbox capability present, so every
+    // element that builds in BuildStream's local sandbox builds here.
+    assert!(stdout.contains("BuildStream builds here: yes — every element"), "{stdout}");
+    assert!(!stdout.contains("sandbox capabilities missing"), "{stdout}");
+    // casd started as bst starts it: failures are not cached.
+    assert!(!stdout.contains("retry-failed: "), "{stdout}");
     assert!(stdout.contains("spec deviations BuildStream does not rely on: "), "{stdout}");
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -90,8 +95,12 @@ fn local_cluster_verdicts_reports_and_exit_status() {
     let all_cases = junit_cases(&std::fs::read_to_string(&junit).unwrap());
     // The readiness answer comes as test cases of its own.
     assert!(all_cases.iter().any(|(name, kinds)| name == "builds-here" && kinds.is_empty()), "{all_cases:?}");
-    let cases: Vec<(String, Vec<String>)> =
-        all_cases.into_iter().filter(|(name, _)| name != "builds-here" && !name.starts_with("feature.")).collect();
+    assert!(all_cases.iter().any(|(name, kinds)| name == "capability.proc" && kinds.is_empty()), "{all_cases:?}");
+    assert_eq!(report["readiness"]["elements"], "every", "{stdout}");
+    let cases: Vec<(String, Vec<String>)> = all_cases
+        .into_iter()
+        .filter(|(name, _)| name != "builds-here" && !name.starts_with("feature.") && !name.starts_with("capability."))
+        .collect();
     assert_eq!(cases.len(), report["results"].as_array().unwrap().len());
     let failing: Vec<&String> = cases
         .iter()
@@ -170,6 +179,7 @@ fn usage_errors_come_before_any_work() {
         (&["run", "--endpoint", "grpcs://127.0.0.1:1", "--server-cert", "Cargo.toml"], "no PEM certificate"),
         (&["run", "--markdown", "/nonexistent-dir/report.md"], "does not exist"),
         (&["run", "--cluster", "buildgrid", "--expect", "fixtures/expectations/local.yaml"], "target `local`"),
+        (&["run", "--needs", "procfs"], "no such feature or sandbox capability (known: "),
         (&["matrix", "/nonexistent-dir/report.json"], "cannot read"),
         (&["matrix", "Cargo.toml"], "not a `run --json` report"),
         (&["matrix", "fixtures/reports/format-version-99.json"], "format version 99; this reapi-conformance"),

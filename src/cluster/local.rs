@@ -517,6 +517,11 @@ impl Cluster for Local {
             };
             cmd.arg(format!("--bind=unix:{}", socket.display()))
                 .arg(format!("--jobs={}", self.jobs.max(1)))
+                // As BuildStream 2.8 starts its own casd (casdprocessmanager):
+                // a failed action is not kept in the action cache, so a retried
+                // element runs again. casd's default would cache it, and the
+                // reference cluster would then differ from `bst`'s executor.
+                .arg("--cache-failures=false")
                 .arg("--log-level=warning")
                 .arg(dir.join("cache"))
                 // buildbox-run's staging directories (buildboxXXXXXX) go here and leave with the run.

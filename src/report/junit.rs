@@ -60,7 +60,7 @@ fn testcase(r: &CheckResult) -> TestCase {
 /// unavailable; features no check assessed are skipped; the others pass
 /// with their state in `system-out`.
 fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
-    use crate::readiness::BuildsHere;
+    use crate::readiness::{BuildsHere, FeatureState};
     let r = crate::readiness::assess(summary, &summary.needs);
     let zero = Duration::ZERO;
     let readiness = cdata(&r.render());
@@ -75,7 +75,9 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
     let mut cases = vec![builds];
     for (name, f) in &r.features {
         let id = text(&format!("feature.{name}"));
-        let mut tc = if f.state == crate::readiness::FeatureState::NotAssessed {
+        let mut tc = if let Some(root) = &f.follows_from {
+            TestCase::skipped_with_cause(&id, "SKIP", &text(&format!("not assessed: follows from {root}")))
+        } else if f.state == crate::readiness::FeatureState::NotAssessed {
             TestCase::skipped_with_cause(&id, "SKIP", "no check of the feature ran")
         } else if summary.needs.contains(name) && !f.state.usable() {
             TestCase::failure(&id, zero, "FAIL", &text(&format!("needed feature {name} is {}", f.state.label())))
@@ -84,6 +86,30 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
         };
         tc.set_classname("buildstream-readiness");
         tc.set_system_out(&cdata(&format!("{name}: {}", f.state.label())));
+        cases.push(tc);
+    }
+    // A missing capability fails the elements that use it: a failure when it
+    // gates the run (every capability unless --needs-only), else a pass that
+    // says so.
+    for (name, c) in &r.capabilities {
+        let id = text(&format!("capability.{name}"));
+        let mut tc = match c.state {
+            FeatureState::NotAssessed if c.follows_from.is_some() => TestCase::skipped_with_cause(
+                &id,
+                "SKIP",
+                &text(&format!("not assessed: follows from {}", c.follows_from.as_deref().unwrap_or_default())),
+            ),
+            FeatureState::NotAssessed => TestCase::skipped_with_cause(&id, "SKIP", "no check of the capability ran"),
+            FeatureState::Undecided if c.gated => {
+                TestCase::error(&id, zero, "ERROR", &text(&format!("{} could not be decided", c.facility)))
+            }
+            _ if c.missing() && c.gated => {
+                TestCase::failure(&id, zero, "FAIL", &text(&format!("{} missing: {}", c.facility, c.used_by)))
+            }
+            _ => TestCase::success(&id, zero),
+        };
+        tc.set_classname("buildstream-readiness");
+        tc.set_system_out(&cdata(&format!("{}: {}", c.facility, c.label())));
         cases.push(tc);
     }
     cases
@@ -157,6 +183,26 @@ mod tests {
         assert!(xml.contains("2023-11-14"), "{xml}");
         assert_eq!(xml.matches("profile: buildstream@2026.12").count(), 3, "every suite names the profile: {xml}");
         assert!(!xml.chars().any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r'), "{xml:?}");
+    }
+
+    #[test]
+    fn a_missing_capability_fails_its_case_unless_needs_only_leaves_it_out() {
+        let mut summary = crate::verdict::fixtures::summary(vec![
+            result("input-root.root-entries", Verdict::pass("ok")),
+            result("sandbox.proc-own-processes", Verdict::new(VerdictKind::Fail, "no procfs")),
+            result("sandbox.dev-nodes", Verdict::pass("ok")),
+        ]);
+        let xml = render(&summary);
+        let case = |xml: &str, name: &str| {
+            let at = xml.find(&format!("name=\"{name}\"")).unwrap_or_else(|| panic!("{name}: {xml}"));
+            xml[at..].split("</testcase>").next().unwrap_or_default().to_string()
+        };
+        assert!(case(&xml, "capability.proc").contains("<failure"), "{xml}");
+        assert!(case(&xml, "capability.proc").contains("clang, cargo, rustc"), "{xml}");
+        assert!(!case(&xml, "capability.dev-nodes").contains("<failure"), "{xml}");
+        assert!(!case(&xml, "builds-here").contains("<failure"), "plain elements build: {xml}");
+        summary.needs_only = true;
+        assert!(!case(&render(&summary), "capability.proc").contains("<failure"));
     }
 
     use proptest::prelude::*;
