@@ -17,7 +17,7 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// Server- or user-supplied text (reasons, evidence, URLs, error messages)
-/// made safe for a terminal and for XML: every character [`needs_escape`]
+/// made safe for a terminal and for XML: every character `needs_escape`
 /// names is shown escaped (`\u{1b}`, `\u{202e}`), so it is visible instead of
 /// acting; newlines and tabs stay. The one sanitiser every report and
 /// message uses.

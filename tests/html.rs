@@ -54,6 +54,7 @@ fn run(target: &str, results: Vec<CheckResult>) -> RunSummary {
         instance: String::new(),
         server: Some("buildbox-casd: buildbox-casd with local execution".into()),
         needs: Vec::new(),
+        needs_only: false,
         partial: false,
         profile: Some("buildstream@2026.12".into()),
         results,
@@ -67,7 +68,7 @@ fn run(target: &str, results: Vec<CheckResult>) -> RunSummary {
 /// A run with every verdict, a root cause with a consequence, a hint and
 /// hostile server text.
 fn broken_run() -> RunSummary {
-    let mut hinted = check("sandbox.proc-own-processes", "blocker", VerdictKind::Fail, "no procfs");
+    let mut hinted = check("input-root.marker-file", "blocker", VerdictKind::Fail, "marker missing");
     hinted.hint = Some(format!("mount /proc {HOSTILE}"));
     run(
         "grpc://cluster.example:8980",
@@ -182,7 +183,11 @@ fn expect(dom: &str, what: &str, needle: &str) -> Result<(), Failed> {
 fn the_run_page_shows_the_answer_and_every_verdict(browser: &Path) -> Result<(), Failed> {
     let page = write_page("run", &html::render(&broken_run()));
     let dom = browse(browser, &page, &["--dump-dom", "--virtual-time-budget=2000"])?;
-    expect(&dom, "the readiness line", "<p class=\"line\" id=\"answer\">BuildStream builds here: NO</p>")?;
+    expect(
+        &dom,
+        "the readiness line",
+        "<p class=\"line\" id=\"answer\">BuildStream builds here: NO — no element builds here</p>",
+    )?;
     for kind in ["PASS", "FAIL", "WARN", "ERROR", "SKIP"] {
         expect(
             &dom,
@@ -216,7 +221,7 @@ fn the_page_reads_without_javascript(browser: &Path) -> Result<(), Failed> {
     let stripped = format!("{head}{}", tail.split_once("</script>").ok_or("unclosed script")?.1);
     let page = write_page("run-no-js", &stripped);
     let dom = browse(browser, &page, &["--dump-dom"])?;
-    expect(&dom, "the readiness line", "id=\"answer\">BuildStream builds here: NO</p>")?;
+    expect(&dom, "the readiness line", "id=\"answer\">BuildStream builds here: NO — no element builds here</p>")?;
     expect(
         &dom,
         "a verdict",
@@ -236,9 +241,13 @@ fn the_matrix_shows_each_runs_answer_and_a_column_per_server(browser: &Path) -> 
     expect(
         &dom,
         "the first run's answer",
-        "<td class=\"answer-cell yes\" title=\"BuildStream builds here: yes\">yes</td>",
+        "<td class=\"answer-cell yes\" title=\"BuildStream builds here: yes — every element",
     )?;
-    expect(&dom, "the second run's answer", "title=\"BuildStream builds here: NO\">NO</td>")?;
+    expect(
+        &dom,
+        "the second run's answer",
+        "title=\"BuildStream builds here: NO — no element builds here\">NO — no element builds here</td>",
+    )?;
     expect(
         &dom,
         "a row with both servers' verdicts",

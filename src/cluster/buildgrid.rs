@@ -175,7 +175,7 @@ fn python_candidates() -> Vec<PathBuf> {
 }
 
 /// An interpreter of at least `at_least`: `explicit` (`--python`) if given,
-/// else the first of [`python_candidates`]. `Err` says why none fits.
+/// else the first of `python_candidates`. `Err` says why none fits.
 pub fn find_python(explicit: Option<&Path>, at_least: (u32, u32)) -> Result<Python, String> {
     let need = format!("{}.{}", at_least.0, at_least.1);
     if let Some(path) = explicit {

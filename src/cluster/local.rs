@@ -296,7 +296,7 @@ pub fn provision(explicit: Option<&Path>) -> Result<PathBuf, ClusterError> {
 
 /// Runs `work` (provisioning) on a thread of its own while this thread waits
 /// for SIGINT, SIGTERM or SIGHUP. On a signal, what `work` started (pip,
-/// python) is killed so that it fails at once and its [`Partial`] guards
+/// python) is killed so that it fails at once and its `Partial` guards
 /// remove the half-made directories; `Err(signal)` once it has (or after
 /// 10 s, if it is stuck, e.g. waiting for another provisioning's lock).
 pub fn interruptible<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, i32> {

@@ -5,7 +5,7 @@
 //! no external assets. The page reads in full without JavaScript; a few
 //! lines of inline script only add filters (by suite and verdict). Every
 //! string that may come from a server, a user or a JSON report goes through
-//! [`esc`], and a Content-Security-Policy allows only the page's own style
+//! `esc`, and a Content-Security-Policy allows only the page's own style
 //! and script (by hash), so even a string that slipped through could neither
 //! run nor load anything.
 
@@ -81,6 +81,7 @@ table.matrix th.run { font-weight: 600; max-width: 16rem; }
 td.answer-cell { font-weight: 600; } td.answer-cell.yes { color: var(--pass); } td.answer-cell.no { color: var(--fail); }
 td.answer-cell.undecided { color: var(--error); } td.answer-cell.not-assessed { color: var(--skip); }
 #filters { background: #f6f8fa; padding: .4rem .8rem; border-radius: 6px; margin: 1rem 0; }
+table.features td:nth-child(2) { min-width: 6.5rem; }
 "#;
 
 /// Shows the filters and applies them to every element carrying
@@ -243,15 +244,44 @@ fn readiness(r: &Readiness, anchors: &HashMap<&str, usize>) -> String {
     };
     list("Undecided blockers", &r.undecided, &mut out);
     list("Not assessed by this run", &r.not_assessed, &mut out);
+    if !r.capabilities.is_empty() {
+        out.push_str(
+            "<h3>Sandbox capabilities</h3>\n<table class=\"features\"><tr><th>capability</th><th>state</th>\
+             <th>without it</th><th>checks</th></tr>\n",
+        );
+        for c in r.capabilities.values() {
+            let checks: Vec<String> =
+                c.checks.iter().map(|f| format!("{} {}", verdict_badge(Some(f.verdict)), link(&f.id))).collect();
+            let state = match (&c.follows_from, c.gated) {
+                (Some(root), _) => format!("{} (follows from {})", c.label(), root),
+                (None, false) => format!("{} (not gated: --needs-only)", c.label()),
+                (None, true) => c.label().to_string(),
+            };
+            out.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&c.facility),
+                esc(&state),
+                esc(&c.used_by),
+                checks.join("<br>")
+            ));
+        }
+        out.push_str("</table>\n");
+    }
     if !r.features.is_empty() {
         out.push_str("<h3>BuildStream features</h3>\n<table class=\"features\"><tr><th>feature</th><th>state</th><th>checks</th></tr>\n");
         for (name, f) in &r.features {
             let checks: Vec<String> =
                 f.checks.iter().map(|c| format!("{} {}", verdict_badge(Some(c.verdict)), link(&c.id))).collect();
+            // A guarantee whose absence fails no build says so.
+            let state = if r.guarantees_weakened.contains(name) {
+                format!("{} (a guarantee: elements still build, less hermetically)", f.state.label())
+            } else {
+                f.state.label().to_string()
+            };
             out.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
                 esc(name),
-                esc(f.state.label()),
+                esc(&state),
                 checks.join("<br>")
             ));
         }
@@ -558,17 +588,18 @@ mod tests {
     #[test]
     fn the_answer_comes_first_and_root_causes_group_their_consequences() {
         let run = summary(vec![
-            result("sandbox.proc-own-processes", "blocker", Verdict::new(VerdictKind::Fail, "no procfs")),
+            result("input-root.marker-file", "blocker", Verdict::new(VerdictKind::Fail, "marker missing")),
             result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
             result("cas.z", "spec", Verdict::pass("fine")),
         ]);
         let page = render(&run);
-        let answer = page.find("id=\"answer\">BuildStream builds here: NO</p>").expect("answer line");
+        let answer =
+            page.find("id=\"answer\">BuildStream builds here: NO — no element builds here</p>").expect("answer line");
         assert!(answer < page.find("id=\"ran\"").unwrap() && answer < page.find("class=\"check\"").unwrap());
         let root = page.find("<code>input-root.root-entries</code></a>: host /").expect("root cause listed");
         let grouped = page.find("1 more that probably follow from it").expect("consequences folded");
         assert!(
-            root < grouped && grouped < page.find("<code>sandbox.proc-own-processes</code></a>: no procfs").unwrap()
+            root < grouped && grouped < page.find("<code>input-root.marker-file</code></a>: marker missing").unwrap()
         );
         assert!(page.contains("<code>buildstream@2026.12</code>"), "the profile version: {page}");
         assert!(page.contains(&format!("reapi-conformance {}", env!("CARGO_PKG_VERSION"))));

@@ -1,4 +1,4 @@
-//! Reports are pure functions of a [`RunSummary`]: the same verdicts always
+//! Reports are pure functions of a [`RunSummary`](crate::verdict::RunSummary): the same verdicts always
 //! give the same text, whoever prints it.
 
 pub mod html;

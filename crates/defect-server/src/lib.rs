@@ -139,7 +139,7 @@ pub struct ServerOptions {
 }
 
 impl DefectServer {
-    /// Starts on 127.0.0.1:<free port>, instance name "" (any instance name
+    /// Starts on `127.0.0.1:<free port>`, instance name "" (any instance name
     /// is accepted), with `defects` switched on.
     pub async fn start(defects: &[Defect]) -> io::Result<DefectServer> {
         Self::start_with(defects, &ServerOptions::default()).await

@@ -29,7 +29,7 @@ static FORK_LOCK: RwLock<()> = RwLock::new(());
 static OWN_CHILDREN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
 
 /// Runs `spawn` with no executable being written meanwhile (see
-/// [`FORK_LOCK`]), and records the child's pid (`pid` of the result) so that
+/// `FORK_LOCK`), and records the child's pid (`pid` of the result) so that
 /// [`reap_orphans`] leaves it to its owner. Every spawn into a process group
 /// of its own goes through here.
 pub fn forking<C>(
