@@ -18,10 +18,12 @@ mod capabilities;
 mod cas;
 mod casd_proxy;
 mod compressed_blobs;
+mod digest_functions;
 mod outputs;
 mod protocol;
 mod sandbox;
 mod scheduler;
+mod split_splice;
 
 /// Signature of a built-in check, as the runner calls it.
 pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
@@ -106,6 +108,14 @@ builtins! {
     "through-casd-proxy" => casd_proxy::through_casd_proxy,
     "no-lease-without-match" => scheduler::no_lease_without_match,
     "lease-when-matching-bot-appears" => scheduler::lease_when_matching_bot_appears,
+    "digest-function-cas-roundtrip" => digest_functions::cas_roundtrip,
+    "digest-function-unadvertised-refused" => digest_functions::unadvertised_refused,
+    "digest-function-wrong-length" => digest_functions::wrong_length,
+    "digest-function-action-cache" => digest_functions::action_cache,
+    "split-blob" => split_splice::split_blob,
+    "split-unknown-blob" => split_splice::split_unknown,
+    "splice-blob" => split_splice::splice_blob,
+    "splice-digest-mismatch" => split_splice::splice_mismatch,
 }
 
 /// Looks up a built-in check.
