@@ -41,6 +41,7 @@ const BENIGN_SKIPS: &[(&str, &[&str])] = &[
             "digest-functions.unadvertised-refused",
             "digest-functions.wrong-length",
             "digest-functions.action-cache",
+            "digest-functions.execute",
             "split-splice.split-blob",
             "split-splice.split-unknown",
             "split-splice.splice-blob",

@@ -395,3 +395,215 @@ pub(super) async fn action_cache(h: &Harness, check: &CheckSpec) -> Result<Verdi
     let names: Vec<&str> = functions.iter().map(|f| f.name()).collect();
     Ok(Verdict::pass(format!("{}: results stored and found under the function's action digest", names.join(", "))))
 }
+
+/// A blob to upload: its digest and its bytes.
+type Blob = (Digest, std::sync::Arc<Vec<u8>>);
+
+/// Largest message data sent in one ByteStream WriteRequest.
+const WRITE_CHUNK: usize = 1024 * 1024;
+/// Blobs up to this size go in a batch of their own, larger ones through ByteStream.
+const BATCH_BLOB_MAX: usize = 256 * 1024;
+
+/// The check's action with every digest recomputed with `f`: file and
+/// Directory blobs, the Command, and the Action naming them. Returns the
+/// action digest and the blobs to upload.
+fn rehashed(
+    prepared: &crate::action::PreparedAction,
+    f: Function,
+) -> Result<(Digest, Vec<Blob>), String> {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::Directory;
+    use prost::Message;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    fn blob<'a>(prepared: &'a crate::action::PreparedAction, d: Option<&Digest>) -> Result<&'a Arc<Vec<u8>>, String> {
+        let d = d.ok_or("a digest is missing")?;
+        prepared.blobs.get(&d.hash).map(|(_, data)| data).ok_or_else(|| format!("blob {} is not built", d.hash))
+    }
+    fn directory(
+        prepared: &crate::action::PreparedAction,
+        f: Function,
+        d: Option<&Digest>,
+        out: &mut HashMap<String, (Digest, Arc<Vec<u8>>)>,
+        depth: usize,
+    ) -> Result<Digest, String> {
+        if depth > 64 {
+            return Err("the input tree is deeper than 64".into());
+        }
+        let mut dir = Directory::decode(blob(prepared, d)?.as_slice()).map_err(|e| e.to_string())?;
+        for file in &mut dir.files {
+            let data = blob(prepared, file.digest.as_ref())?.clone();
+            let new = f.digest(&data);
+            out.insert(new.hash.clone(), (new.clone(), data));
+            file.digest = Some(new);
+        }
+        for child in &mut dir.directories {
+            child.digest = Some(directory(prepared, f, child.digest.as_ref(), out, depth + 1)?);
+        }
+        let data = Arc::new(dir.encode_to_vec());
+        let new = f.digest(&data);
+        out.insert(new.hash.clone(), (new.clone(), data));
+        Ok(new)
+    }
+
+    let mut out = HashMap::new();
+    let mut action = prepared.action.clone();
+    action.input_root_digest = Some(directory(prepared, f, action.input_root_digest.as_ref(), &mut out, 0)?);
+    let command = blob(prepared, action.command_digest.as_ref())?.clone();
+    let command_digest = f.digest(&command);
+    out.insert(command_digest.hash.clone(), (command_digest.clone(), command));
+    action.command_digest = Some(command_digest);
+    let data = Arc::new(action.encode_to_vec());
+    let action_digest = f.digest(&data);
+    out.insert(action_digest.hash.clone(), (action_digest.clone(), data));
+    Ok((action_digest, out.into_values().collect()))
+}
+
+/// Uploads `blobs` with `f`: small ones in batches of one, large ones
+/// through ByteStream in chunks. The error is the verdict.
+async fn upload_with(
+    h: &Harness,
+    check: &CheckSpec,
+    f: Function,
+    blobs: &[Blob],
+) -> Result<(), Verdict> {
+    let name = f.name();
+    for (d, data) in blobs {
+        if data.len() <= BATCH_BLOB_MAX {
+            let what = format!("BatchUpdateBlobs ({name}) of the action's blob {}", digest::show(d));
+            let (code, message) = batch_update(h, f.value() as i32, d, data.to_vec(), &what).await?;
+            if code != 0 {
+                return Err(fell_short(check, &what, "OK", status_text(code, &message)));
+            }
+            continue;
+        }
+        let what = format!("ByteStream write ({name}) of the action's blob {}", digest::show(d));
+        let name = resource(h, f, d, true);
+        let chunks: Vec<&[u8]> = data.chunks(WRITE_CHUNK).collect();
+        let last = chunks.len().saturating_sub(1);
+        let messages: Vec<WriteRequest> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| WriteRequest {
+                resource_name: if i == 0 { name.clone() } else { String::new() },
+                write_offset: (i * WRITE_CHUNK) as i64,
+                finish_write: i == last,
+                data: chunk.to_vec(),
+            })
+            .collect();
+        let cl = h.clients();
+        if let Err(s) = cl.call(cl.bytestream.clone().write(cl.request(futures_util::stream::iter(messages)))).await {
+            let s = server_answer(&what, s)?;
+            return Err(fell_short(check, &what, "OK", format!("{:?}: {}", s.code(), s.message())));
+        }
+    }
+    Ok(())
+}
+
+/// The check's action, with every digest computed with each function
+/// execution advertises besides SHA-256, runs when Execute names the
+/// function; its output file, stdout and stderr come back digested with it;
+/// a cached result found under the function names the same output.
+pub(super) async fn execute(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    use crate::suite::OutcomeClass;
+    let cache = testable(h)?;
+    let Some(exec) = h.capabilities.execution_capabilities.as_ref().filter(|e| e.exec_enabled) else {
+        return Ok(Verdict::skip("execution is not enabled"));
+    };
+    let functions: Vec<Function> =
+        cache.into_iter().filter(|f| exec.digest_functions.contains(&(f.value() as i32))).collect();
+    if functions.is_empty() {
+        return Ok(Verdict::skip(
+            "execution_capabilities.digest_functions names no function besides SHA-256 that the cache also serves and the harness computes",
+        ));
+    }
+    let expected_out = check
+        .action
+        .probe
+        .iter()
+        .find_map(|d| d.strip_prefix("out="))
+        .map(|c| c.replace("\\n", "\n"))
+        .ok_or_else(|| Verdict::error("the check's action writes no `out=` file"))?;
+    let mut done = Vec::new();
+    for &f in &functions {
+        let name = f.name();
+        let prepared = h.prepare(&format!("{}-{name}", check.id), &check.action).map_err(Verdict::error)?;
+        let (action_digest, blobs) = rehashed(&prepared, f).map_err(Verdict::error)?;
+        upload_with(h, check, f, &blobs).await?;
+        let params = execute::ExecuteParams {
+            action_digest: action_digest.clone(),
+            skip_cache_lookup: false,
+            budget: h.options.timeout,
+        };
+        let (outcome, _) = execute::execute_with_function(h.clients(), &params, f.value() as i32, &h.inflight).await;
+        let outcome = outcome.map_err(|e| Verdict::error(e.to_string()))?;
+        if let Some(v) = super::undecided(&outcome, "completed") {
+            return Ok(v);
+        }
+        let what = format!("Execute ({name}) of the action digested with {name}");
+        if outcome.class() != OutcomeClass::Completed {
+            return Ok(fell_short(check, &what, "completed", outcome.describe()));
+        }
+        let Some(result) = outcome.result() else {
+            return Err(Verdict::error("completed without an action result"));
+        };
+        let out_digest = f.digest(expected_out.as_bytes());
+        let out = result.output_files.iter().find(|o| o.path == "out");
+        match out.and_then(|o| o.digest.as_ref()) {
+            Some(d) if *d == out_digest => {}
+            Some(d) => {
+                return Ok(fell_short(
+                    check,
+                    &format!("{what}: output file out"),
+                    &format!("{name} digest {}", digest::show(&out_digest)),
+                    format!("digest {} ({} hex characters)", digest::show(d), d.hash.len()),
+                ))
+            }
+            None => {
+                let paths: Vec<&str> = result.output_files.iter().map(|o| o.path.as_str()).collect();
+                return Ok(fell_short(check, &what, "output file out", format!("output files {paths:?}")));
+            }
+        }
+        for (log, d) in [("stdout", &result.stdout_digest), ("stderr", &result.stderr_digest)] {
+            if let Some(d) = d.as_ref().filter(|d| !f.well_formed(&d.hash)) {
+                return Ok(fell_short(
+                    check,
+                    &format!("{what}: {log}_digest"),
+                    &format!("a {name} digest ({} hex characters)", f.hex_len()),
+                    digest::show(d),
+                ));
+            }
+        }
+        // Where the result was cached, it is found under the function.
+        let c = h.clients();
+        let msg = GetActionResultRequest {
+            instance_name: c.ac_instance.clone(),
+            action_digest: Some(action_digest.clone()),
+            inline_stdout: false,
+            inline_stderr: false,
+            inline_output_files: Vec::new(),
+            digest_function: f.value() as i32,
+        };
+        let what = format!("GetActionResult ({name}) after the run");
+        let cached = match c
+            .unary("GetActionResult", &c.action_cache, msg, |mut s, r| async move { s.get_action_result(r).await })
+            .await
+        {
+            Ok(r) => Some(r),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => {
+                let s = server_answer(&what, s)?;
+                return Ok(fell_short(check, &what, "OK or NOT_FOUND", format!("{:?}: {}", s.code(), s.message())));
+            }
+        };
+        if let Some(r) = &cached {
+            let got = r.output_files.iter().find(|o| o.path == "out").and_then(|o| o.digest.clone());
+            if got.as_ref() != Some(&out_digest) {
+                let got = got.map_or_else(|| "no output out".into(), |d| digest::show(&d));
+                return Ok(fell_short(check, &what, &format!("output out {}", digest::show(&out_digest)), got));
+            }
+        }
+        done.push(format!("{name}{}", if cached.is_some() { " (cached under it)" } else { " (not cached)" }));
+    }
+    Ok(Verdict::pass(format!("ran with its outputs digested by {}", done.join(", "))))
+}

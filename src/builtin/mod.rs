@@ -112,6 +112,7 @@ builtins! {
     "digest-function-unadvertised-refused" => digest_functions::unadvertised_refused,
     "digest-function-wrong-length" => digest_functions::wrong_length,
     "digest-function-action-cache" => digest_functions::action_cache,
+    "digest-function-execute" => digest_functions::execute,
     "split-blob" => split_splice::split_blob,
     "split-unknown-blob" => split_splice::split_unknown,
     "splice-blob" => split_splice::splice_blob,

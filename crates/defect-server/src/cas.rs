@@ -46,11 +46,6 @@ pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes)
     (digest_of(&data), Bytes::from(data))
 }
 
-/// A digest a client sent, after checking it is well formed.
-pub(crate) fn check_digest(digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
-    check_digest_in(Function::Sha256, digest, what)
-}
-
 /// A digest a client sent, after checking it is well formed for `f`.
 pub(crate) fn check_digest_in(f: Function, digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
     let digest = digest.ok_or_else(|| Status::invalid_argument(format!("{what}: digest missing")))?;
@@ -63,16 +58,6 @@ pub(crate) fn check_digest_in(f: Function, digest: Option<&re::Digest>, what: &s
         )));
     }
     Ok(digest.clone())
-}
-
-/// Execution serves SHA-256 only (0 means "the server's default").
-pub(crate) fn check_digest_function(value: i32) -> Result<(), Status> {
-    use re::digest_function::Value;
-    if value == Value::Unknown as i32 || value == Value::Sha256 as i32 {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!("digest function {value} is not supported; use SHA256")))
-    }
 }
 
 pub(crate) fn rpc_status(code: Code, message: impl Into<String>) -> rpc::Status {
@@ -88,7 +73,7 @@ pub(crate) struct BlobStore {
 
 /// The store's key: the hash alone for SHA-256, else prefixed with the
 /// function (BLAKE3 and SHA-256 hashes have the same length).
-fn key(f: Function, hash: &str) -> String {
+pub(crate) fn key(f: Function, hash: &str) -> String {
     match f {
         Function::Sha256 => hash.to_string(),
         other => format!("{}:{hash}", other.name()),
@@ -96,10 +81,6 @@ fn key(f: Function, hash: &str) -> String {
 }
 
 impl BlobStore {
-    pub(crate) fn get(&self, digest: &re::Digest) -> Option<Bytes> {
-        self.get_in(Function::Sha256, digest)
-    }
-
     /// The blob of `digest` computed with `f`.
     pub(crate) fn get_in(&self, f: Function, digest: &re::Digest) -> Option<Bytes> {
         if digest.size_bytes == 0 && digest.hash == f.hash(b"") {
@@ -110,21 +91,12 @@ impl BlobStore {
     }
 
     /// Forgets a blob, as an evicting CAS does.
-    pub(crate) fn remove(&self, digest: &re::Digest) {
-        self.blobs.write().unwrap_or_else(|e| e.into_inner()).remove(&digest.hash);
-    }
-
-    pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
-        self.get(digest).is_some()
+    pub(crate) fn remove_in(&self, f: Function, digest: &re::Digest) {
+        self.blobs.write().unwrap_or_else(|e| e.into_inner()).remove(&key(f, &digest.hash));
     }
 
     pub(crate) fn contains_in(&self, f: Function, digest: &re::Digest) -> bool {
         self.get_in(f, digest).is_some()
-    }
-
-    /// Stores `data` under its own digest and returns that digest.
-    pub(crate) fn put(&self, data: Bytes) -> re::Digest {
-        self.put_in(Function::Sha256, data)
     }
 
     /// Stores `data` under its own digest with `f` and returns that digest.
@@ -157,6 +129,34 @@ impl BlobStore {
         self.put_in(f, data);
         Ok(())
     }
+}
+
+/// The blob store as seen by one digest function: what an action of that
+/// function reads its inputs from and puts its outputs in.
+#[derive(Clone, Copy)]
+pub(crate) struct BlobView<'a> {
+    pub(crate) store: &'a BlobStore,
+    pub(crate) function: Function,
+}
+
+impl BlobStore {
+    pub(crate) fn view(&self, function: Function) -> BlobView<'_> {
+        BlobView { store: self, function }
+    }
+}
+
+impl BlobView<'_> {
+    pub(crate) fn get(&self, digest: &re::Digest) -> Option<Bytes> {
+        self.store.get_in(self.function, digest)
+    }
+
+    pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
+        self.store.contains_in(self.function, digest)
+    }
+
+    pub(crate) fn put(&self, data: Bytes) -> re::Digest {
+        self.store.put_in(self.function, data)
+    }
 
     pub(crate) fn put_message<M: Message>(&self, message: &M) -> re::Digest {
         self.put(Bytes::from(message.encode_to_vec()))
@@ -167,6 +167,11 @@ impl BlobStore {
         digest: &re::Digest,
     ) -> Option<Result<M, prost::DecodeError>> {
         self.get(digest).map(|data| M::decode(data))
+    }
+
+    /// A digest of this view's function, checked to be well formed.
+    pub(crate) fn check_digest(&self, digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
+        check_digest_in(self.function, digest, what)
     }
 }
 
@@ -841,11 +846,7 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
 }
 
 impl Shared {
-    pub(crate) fn cached_result(&self, action: &re::Digest) -> Option<re::ActionResult> {
-        self.cached_result_in(Function::Sha256, action)
-    }
-
-    fn cached_result_in(&self, f: Function, action: &re::Digest) -> Option<re::ActionResult> {
+    pub(crate) fn cached_result_in(&self, f: Function, action: &re::Digest) -> Option<re::ActionResult> {
         lock(&self.action_cache).get(&key(f, &action.hash)).cloned()
     }
 
@@ -890,7 +891,7 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
             execution_capabilities: Some(re::ExecutionCapabilities {
                 digest_function: if self.shared.defects.has(Defect::ExecDigestFunctionUnset) { 0 } else { sha256 },
                 exec_enabled: true,
-                digest_functions: vec![sha256],
+                digest_functions: self.shared.cache_functions().iter().map(|f| f.value() as i32).collect(),
                 supported_node_properties: crate::execution::SUPPORTED_NODE_PROPERTIES
                     .iter()
                     .map(|p| p.to_string())

@@ -286,6 +286,8 @@ defects! {
         "skips the digest-function segment of ByteStream resource names (`blobs/blake3/{hash}/{size}`) and treats the blob as SHA-256",
     AcSha256Only = "ac-sha256-only":
         "checks action-cache digests as SHA-256 whatever digest_function says, so a SHA-384 or SHA-512 action digest is INVALID_ARGUMENT although the cache advertises those functions",
+    OutputsDigestedSha256 = "outputs-digested-sha256":
+        "runs an action whose digests use another advertised function (BLAKE3, SHA-512, ...) but digests its outputs, stdout and stderr with SHA-256",
     Sha256Only = "sha256-only" as Benign:
         "advertises and serves SHA-256 only, and no blob splitting or splicing, as buildbox-casd and BuildGrid do (benign: the other functions are optional)",
     // --- split and splice (advertised by the faithful server; fixed-size chunks) ---

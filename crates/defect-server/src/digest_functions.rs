@@ -45,6 +45,18 @@ impl Shared {
         self.served_function(value)
     }
 
+    /// The function of an Execute request: as for the cache (execution
+    /// serves the same functions), but a function it does not advertise is
+    /// refused even with `unadvertised-function-accepted`, which is the CAS's.
+    pub(crate) fn exec_function(&self, value: i32, hash: Option<&str>) -> Result<Function, Status> {
+        let f = self.request_function(value, hash)?;
+        if self.cache_functions().contains(&f) {
+            Ok(f)
+        } else {
+            Err(Status::invalid_argument(format!("digest function {} is not supported for execution", f.name())))
+        }
+    }
+
     /// `value` if the cache serves it; INVALID_ARGUMENT otherwise.
     pub(crate) fn served_function(&self, value: i32) -> Result<Function, Status> {
         let served =
