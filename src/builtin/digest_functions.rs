@@ -1,6 +1,6 @@
 //! Built-in checks of the `digest-functions` suite: every digest function a
 //! server's cache advertises besides SHA-256 that the harness computes
-//! (SHA-1, MD5, SHA-384, SHA-512, BLAKE3, GITSHA1; see
+//! (SHA-1, MD5, SHA-384, SHA-512, BLAKE3, GITSHA1, SHA256TREE; see
 //! `reapi_client::digest_function` for those it cannot) works through
 //! batches, FindMissingBlobs, ByteStream (with the resource name's
 //! `{digest_function}` segment where the spec gives one) and the action
@@ -407,10 +407,7 @@ const BATCH_BLOB_MAX: usize = 256 * 1024;
 /// The check's action with every digest recomputed with `f`: file and
 /// Directory blobs, the Command, and the Action naming them. Returns the
 /// action digest and the blobs to upload.
-fn rehashed(
-    prepared: &crate::action::PreparedAction,
-    f: Function,
-) -> Result<(Digest, Vec<Blob>), String> {
+fn rehashed(prepared: &crate::action::PreparedAction, f: Function) -> Result<(Digest, Vec<Blob>), String> {
     use bazel_remote_apis::build::bazel::remote::execution::v2::Directory;
     use prost::Message;
     use std::collections::HashMap;
@@ -461,12 +458,7 @@ fn rehashed(
 
 /// Uploads `blobs` with `f`: small ones in batches of one, large ones
 /// through ByteStream in chunks. The error is the verdict.
-async fn upload_with(
-    h: &Harness,
-    check: &CheckSpec,
-    f: Function,
-    blobs: &[Blob],
-) -> Result<(), Verdict> {
+async fn upload_with(h: &Harness, check: &CheckSpec, f: Function, blobs: &[Blob]) -> Result<(), Verdict> {
     let name = f.name();
     for (d, data) in blobs {
         if data.len() <= BATCH_BLOB_MAX {

@@ -277,7 +277,7 @@ defects! {
         "advertises no compressor and serves no compressed-blobs, as buildbox-casd and BuildGrid 0.4.4 do (benign: compression is optional)",
     QueryWriteStatusUnimplemented = "query-write-status-unimplemented" as Benign:
         "answers ByteStream.QueryWriteStatus with UNIMPLEMENTED, as buildbox-casd and Buildbarn do (benign: BuildStream never resumes uploads)",
-    // --- digest functions (the faithful cache serves SHA-256, SHA-1, MD5, SHA-384, SHA-512, BLAKE3) ---
+    // --- digest functions (the faithful server serves SHA-256, SHA-1, MD5, SHA-384, SHA-512, BLAKE3, SHA256TREE) ---
     DigestFunctionFromLength = "digest-function-from-length":
         "ignores the digest_function of CAS requests and infers the function from the hash length, as a server predating the field does: a BLAKE3 digest is taken for SHA-256",
     UnadvertisedFunctionAccepted = "unadvertised-function-accepted":

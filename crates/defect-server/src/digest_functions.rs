@@ -1,7 +1,7 @@
-//! Which digest function a CAS or action-cache request uses. The faithful
-//! server's cache serves every function the harness computes except GITSHA1
-//! (left unadvertised so a request naming it can be refused); execution stays
-//! SHA-256 only, which its capabilities say.
+//! Which digest function a CAS, action-cache or Execute request uses. The
+//! faithful server serves every function the harness computes except GITSHA1
+//! (left unadvertised so a request naming it can be refused), in its cache
+//! and for execution alike.
 
 use reapi_client::digest_function::Function;
 use tonic::Status;
@@ -10,8 +10,15 @@ use super::defects::Defect;
 use super::Shared;
 
 /// What the cache advertises and serves when faithful.
-const CACHE_FUNCTIONS: &[Function] =
-    &[Function::Sha256, Function::Sha1, Function::Md5, Function::Sha384, Function::Sha512, Function::Blake3];
+const CACHE_FUNCTIONS: &[Function] = &[
+    Function::Sha256,
+    Function::Sha1,
+    Function::Md5,
+    Function::Sha384,
+    Function::Sha512,
+    Function::Blake3,
+    Function::Sha256Tree,
+];
 
 /// The functions whose hash length alone names them (the spec's "MAY leave
 /// this field unset" list, less MURMUR3 and VSO, which are not served).
