@@ -46,6 +46,7 @@ const BENIGN_SKIPS: &[(&str, &[&str])] = &[
             "split-splice.split-unknown",
             "split-splice.splice-blob",
             "split-splice.splice-digest-mismatch",
+            "split-splice.fastcdc-chunks",
         ],
     ),
     ("runner-execs-env", &[]),

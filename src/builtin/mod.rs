@@ -117,6 +117,7 @@ builtins! {
     "split-unknown-blob" => split_splice::split_unknown,
     "splice-blob" => split_splice::splice_blob,
     "splice-digest-mismatch" => split_splice::splice_mismatch,
+    "split-fastcdc" => split_splice::fastcdc_chunks,
 }
 
 /// Looks up a built-in check.

@@ -212,3 +212,83 @@ pub(super) async fn splice_mismatch(h: &Harness, check: &CheckSpec) -> Result<Ve
     }
     Ok(Verdict::pass("INVALID_ARGUMENT, nothing stored"))
 }
+
+/// Largest blob the FastCDC check uploads (three maximum-size chunks at the
+/// harness's largest average, 4 MiB, would be 48 MiB).
+const FASTCDC_BLOB_MAX: usize = 64 * 1024 * 1024;
+
+/// Where FastCDC 2020 parameters are advertised and SplitBlob answers with
+/// that chunking function, its chunks are the ones FastCDC 2020 cuts with
+/// those parameters (normalization level 2, minimum avg/4, maximum avg*4, the
+/// advertised seed): what lets clients and server share chunks.
+pub(super) async fn fastcdc_chunks(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
+    use bazel_remote_apis::build::bazel::remote::execution::v2::chunking_function::Value as Chunking;
+    use reapi_client::chunking::{fastcdc_2020, fastcdc_2020_sizes, FASTCDC_AVG_MAX, FASTCDC_AVG_MIN};
+    advertised(h, true)?;
+    let caps = h.capabilities.cache_capabilities.clone().unwrap_or_default();
+    let Some(params) = caps.fast_cdc_2020_params else {
+        return Err(Verdict::skip("the cache advertises no fast_cdc_2020_params"));
+    };
+    let avg = params.avg_chunk_size_bytes;
+    let Some((_, _, max)) = fastcdc_2020_sizes(avg) else {
+        return Err(Verdict::skip(format!(
+            "the advertised average chunk size {avg} is not a power of two in {FASTCDC_AVG_MIN}..={FASTCDC_AVG_MAX} \
+             (the spec allows 1 KiB to 8 MiB and says clients SHOULD ignore parameters out of range; the harness chunks up to 4 MiB)"
+        )));
+    };
+    let len = (3 * max + 1234).min(FASTCDC_BLOB_MAX);
+    let data = varied_bytes(h, check, "fastcdc", len);
+    let d = digest::of_bytes(&data);
+    let expected =
+        fastcdc_2020(&data, avg, params.seed).ok_or_else(|| Verdict::error("the parameters were refused"))?;
+    upload(h, &[(d.clone(), data.clone())]).await?;
+    let c = h.clients();
+    let msg = SplitBlobRequest {
+        instance_name: c.cas_instance.clone(),
+        blob_digest: Some(d.clone()),
+        digest_function: 0,
+        chunking_function: Chunking::FastCdc2020 as i32,
+    };
+    let what = format!("SplitBlob asking for FAST_CDC_2020 of a {len} byte blob");
+    let resp = match c.unary("SplitBlob", &c.cas, msg, |mut s, r| async move { s.split_blob(r).await }).await {
+        Ok(r) => r,
+        Err(s) => {
+            let s = server_answer(&what, s)?;
+            return Ok(fell_short(check, &what, "OK with the blob's chunks", status_text(&s)));
+        }
+    };
+    if resp.chunking_function != Chunking::FastCdc2020 as i32 {
+        let name = Chunking::try_from(resp.chunking_function)
+            .map_or_else(|_| format!("value {}", resp.chunking_function), |v| v.as_str_name().to_string());
+        return Err(Verdict::skip(format!("the server split with {name} (it MAY choose another chunking function)")));
+    }
+    let got: Vec<i64> = resp.chunk_digests.iter().take(MAX_CHUNKS + 1).map(|c| c.size_bytes).collect();
+    let want: Vec<i64> = expected.iter().map(|&n| n as i64).collect();
+    let params_text = format!("average {avg}, seed {}", params.seed);
+    if got != want {
+        let at = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        return Ok(fell_short(
+            check,
+            &what,
+            &format!(
+                "{} chunks as FastCDC 2020 cuts them ({params_text}), chunk {at} of {} bytes",
+                want.len(),
+                want.get(at).copied().unwrap_or(0)
+            ),
+            format!(
+                "{} chunks, chunk {at} of {} bytes",
+                got.len(),
+                got.get(at).map_or_else(|| "no".into(), |n| n.to_string())
+            ),
+        ));
+    }
+    let mut at = 0;
+    for (i, (chunk, n)) in resp.chunk_digests.iter().zip(&expected).enumerate() {
+        let slice = digest::of_bytes(&data[at..at + n]);
+        at += n;
+        if *chunk != slice {
+            return Ok(fell_short(check, &format!("{what}: chunk {i}"), &digest::show(&slice), digest::show(chunk)));
+        }
+    }
+    Ok(Verdict::pass(format!("{} chunks, as FastCDC 2020 cuts the blob ({params_text})", expected.len())))
+}

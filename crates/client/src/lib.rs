@@ -8,10 +8,12 @@
 //! - [`retry`]: retrying transient answers, as buildbox-casd does, with a
 //!   log of the retries each check took;
 //! - [`cas`]: reading and writing blobs within deadlines and size limits;
+//! - [`chunking`]: FastCDC 2020 chunk boundaries, as split/splice advertise them;
 //! - [`compression`]: the compressors of compressed-blobs (ZSTD, DEFLATE).
 
 pub mod auth;
 pub mod cas;
+pub mod chunking;
 pub mod compression;
 pub mod digest;
 pub mod digest_function;

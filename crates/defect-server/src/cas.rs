@@ -880,6 +880,7 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
                 digest_functions: self.shared.cache_functions().iter().map(|f| f.value() as i32).collect(),
                 split_blob_support: self.shared.splits_blobs(),
                 splice_blob_support: self.shared.splits_blobs(),
+                fast_cdc_2020_params: self.shared.splits_blobs().then_some(crate::split_splice::FASTCDC_PARAMS),
                 action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities { update_enabled: true }),
                 max_batch_total_size_bytes: MAX_BATCH_TOTAL_SIZE_BYTES,
                 symlink_absolute_path_strategy: re::symlink_absolute_path_strategy::Value::Allowed as i32,

@@ -293,6 +293,8 @@ defects! {
     // --- split and splice (advertised by the faithful server; fixed-size chunks) ---
     SplitChunksIncomplete = "split-chunks-incomplete":
         "answers SplitBlob with a chunk list that leaves out the blob's last chunk, so the chunks do not concatenate to the blob",
+    FastcdcLevel1 = "fastcdc-level-1":
+        "splits with FastCDC 2020 at the advertised average and seed but normalization level 1, where the spec says 2, so its chunk boundaries are not the ones clients compute",
     SplitUnknownEmpty = "split-unknown-empty":
         "answers SplitBlob of a blob it does not hold with an empty chunk list instead of NOT_FOUND",
     SpliceNotStored = "splice-not-stored":
