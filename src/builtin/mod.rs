@@ -14,6 +14,7 @@ use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{StepError, Verdict, VerdictKind};
 
 mod action_cache;
+mod api_versions;
 mod capabilities;
 mod cas;
 mod casd_proxy;
@@ -118,6 +119,7 @@ builtins! {
     "splice-blob" => split_splice::splice_blob,
     "splice-digest-mismatch" => split_splice::splice_mismatch,
     "split-fastcdc" => split_splice::fastcdc_chunks,
+    "argv0-relative" => api_versions::argv0_relative,
 }
 
 /// Looks up a built-in check.

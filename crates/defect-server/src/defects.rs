@@ -79,6 +79,8 @@ defects! {
         "adds the worker's own environment (HOME=/root, WORKER_NAME=defect-server, ...) to the command's",
     Argv0WorkerPath = "argv0-worker-path":
         "resolves argv[0] with the worker's PATH (/usr/local/bin:/usr/bin:/bin), which the command then also sees, instead of the Command's PATH",
+    Argv0RelativeToRoot = "argv0-relative-to-root":
+        "resolves a relative argv[0] that holds a separator against the input root, as REAPI v2.2 said, although it advertises a later version (v2.3 says the working directory)",
     SymlinksDropped = "symlinks-dropped":
         "does not stage the input root's symlinks",
     ExecBitsDropped = "exec-bits-dropped":

@@ -552,7 +552,15 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
         // bb_runner with chrootIntoInputRoot: env inside the root does the PATH lookup.
         args.add(&["/usr/bin/env", "--"]);
     }
-    args.0.extend(spec.arguments.iter().map(OsString::from));
+    let mut arguments = spec.arguments.iter().map(OsString::from);
+    if let Some(argv0) = spec.arguments.first().filter(|_| defects.has(Defect::Argv0RelativeToRoot)) {
+        // v2.2's rule: a relative path with a separator starts at the input root.
+        let relative = argv0.contains('/') && !argv0.starts_with('/');
+        let resolved = if relative { root_inside.join(argv0.trim_start_matches("./")) } else { PathBuf::from(argv0) };
+        args.0.push(resolved.into());
+        arguments.next();
+    }
+    args.0.extend(arguments);
     args.0
 }
 
