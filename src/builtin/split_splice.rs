@@ -120,7 +120,8 @@ pub(super) async fn split_blob(h: &Harness, check: &CheckSpec) -> Result<Verdict
         Err(s) => return Ok(fell_short(check, &what, "OK with the blob's chunks", status_text(&s))),
     };
     let sizes: i64 = chunks.iter().map(|c| c.size_bytes.max(0)).fold(0i64, i64::saturating_add);
-    if chunks.is_empty() || chunks.len() > MAX_CHUNKS || sizes != d.size_bytes {
+    let negative = chunks.iter().any(|c| c.size_bytes < 0);
+    if chunks.is_empty() || chunks.len() > MAX_CHUNKS || sizes != d.size_bytes || negative {
         return Ok(fell_short(
             check,
             &what,
