@@ -308,8 +308,19 @@ pub async fn execute(
     params: &ExecuteParams,
     inflight: &Inflight,
 ) -> (Result<Outcome, ExecError>, Trace) {
+    execute_with_function(clients, params, 0, inflight).await
+}
+
+/// [`execute`] for an action whose digests use `digest_function` (a
+/// `DigestFunction.Value`; 0 leaves it to the server, as for SHA-256).
+pub async fn execute_with_function(
+    clients: &Clients,
+    params: &ExecuteParams,
+    digest_function: i32,
+    inflight: &Inflight,
+) -> (Result<Outcome, ExecError>, Trace) {
     let mut trace = Trace { action: Some(params.action_digest.clone()), ..Default::default() };
-    let outcome = follow(clients, params, &mut trace, inflight).await;
+    let outcome = follow(clients, params, digest_function, &mut trace, inflight).await;
     if let Some(name) = &trace.operation {
         inflight.set().remove(name);
     }
@@ -319,6 +330,7 @@ pub async fn execute(
 async fn follow(
     clients: &Clients,
     params: &ExecuteParams,
+    digest_function: i32,
     trace: &mut Trace,
     inflight: &Inflight,
 ) -> Result<Outcome, ExecError> {
@@ -330,7 +342,7 @@ async fn follow(
         action_digest: Some(params.action_digest.clone()),
         execution_policy: None,
         results_cache_policy: None,
-        digest_function: 0,
+        digest_function,
         inline_stdout: false,
         inline_stderr: false,
         inline_output_files: vec![],

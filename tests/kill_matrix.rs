@@ -34,6 +34,21 @@ const NOT_YET_NOTICED: &[(&str, &str)] = &[];
 /// Buildbarn's runner needs `/usr/bin/env`). Faults (`as Fault`) are ERROR
 /// for every check (robustness.rs, faults.rs) and in no `killed_by`.
 const BENIGN_SKIPS: &[(&str, &[&str])] = &[
+    (
+        "sha256-only",
+        &[
+            "digest-functions.cas-roundtrip",
+            "digest-functions.unadvertised-refused",
+            "digest-functions.wrong-length",
+            "digest-functions.action-cache",
+            "digest-functions.execute",
+            "split-splice.split-blob",
+            "split-splice.split-unknown",
+            "split-splice.splice-blob",
+            "split-splice.splice-digest-mismatch",
+            "split-splice.fastcdc-chunks",
+        ],
+    ),
     ("runner-execs-env", &[]),
     ("operation-names-routed", &[]),
     ("working-dir-output-empty-path", &[]),

@@ -14,14 +14,17 @@ use crate::suite::{CheckSpec, OutcomeClass};
 use crate::verdict::{StepError, Verdict, VerdictKind};
 
 mod action_cache;
+mod api_versions;
 mod capabilities;
 mod cas;
 mod casd_proxy;
 mod compressed_blobs;
+mod digest_functions;
 mod outputs;
 mod protocol;
 mod sandbox;
 mod scheduler;
+mod split_splice;
 #[cfg(test)]
 mod writing_checks_example;
 
@@ -108,6 +111,17 @@ builtins! {
     "through-casd-proxy" => casd_proxy::through_casd_proxy,
     "no-lease-without-match" => scheduler::no_lease_without_match,
     "lease-when-matching-bot-appears" => scheduler::lease_when_matching_bot_appears,
+    "digest-function-cas-roundtrip" => digest_functions::cas_roundtrip,
+    "digest-function-unadvertised-refused" => digest_functions::unadvertised_refused,
+    "digest-function-wrong-length" => digest_functions::wrong_length,
+    "digest-function-action-cache" => digest_functions::action_cache,
+    "digest-function-execute" => digest_functions::execute,
+    "split-blob" => split_splice::split_blob,
+    "split-unknown-blob" => split_splice::split_unknown,
+    "splice-blob" => split_splice::splice_blob,
+    "splice-digest-mismatch" => split_splice::splice_mismatch,
+    "split-fastcdc" => split_splice::fastcdc_chunks,
+    "argv0-relative" => api_versions::argv0_relative,
 }
 
 /// Looks up a built-in check.

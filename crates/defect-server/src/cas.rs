@@ -15,6 +15,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use re::compressor::Value as Compressor;
 use reapi_client::compression;
+use reapi_client::digest_function::Function;
 
 use super::defects::Defect;
 use super::{lock, Shared};
@@ -45,83 +46,116 @@ pub(crate) fn encode_with_digest<M: Message>(message: &M) -> (re::Digest, Bytes)
     (digest_of(&data), Bytes::from(data))
 }
 
-/// A digest a client sent, after checking it is well formed.
-pub(crate) fn check_digest(digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
+/// A digest a client sent, after checking it is well formed for `f`.
+pub(crate) fn check_digest_in(f: Function, digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
     let digest = digest.ok_or_else(|| Status::invalid_argument(format!("{what}: digest missing")))?;
-    let hex_ok =
-        digest.hash.len() == 64 && digest.hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if !hex_ok || digest.size_bytes < 0 {
+    if !f.well_formed(&digest.hash) || digest.size_bytes < 0 {
         return Err(Status::invalid_argument(format!(
-            "{what}: malformed SHA-256 digest {}/{}",
-            digest.hash, digest.size_bytes
+            "{what}: malformed {} digest {}/{}",
+            f.name(),
+            digest.hash,
+            digest.size_bytes
         )));
     }
     Ok(digest.clone())
-}
-
-/// The only digest function served is SHA-256 (0 means "the server's default").
-pub(crate) fn check_digest_function(value: i32) -> Result<(), Status> {
-    use re::digest_function::Value;
-    if value == Value::Unknown as i32 || value == Value::Sha256 as i32 {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!("digest function {value} is not supported; use SHA256")))
-    }
 }
 
 pub(crate) fn rpc_status(code: Code, message: impl Into<String>) -> rpc::Status {
     rpc::Status { code: code as i32, message: message.into(), details: Vec::new() }
 }
 
-/// Content-addressed blobs, keyed by hash; the empty blob is always present.
+/// Content-addressed blobs, keyed by digest function and hash; the empty
+/// blob is always present.
 #[derive(Default)]
 pub(crate) struct BlobStore {
     blobs: RwLock<HashMap<String, Bytes>>,
 }
 
+/// The store's key: the hash alone for SHA-256, else prefixed with the
+/// function (BLAKE3 and SHA-256 hashes have the same length).
+pub(crate) fn key(f: Function, hash: &str) -> String {
+    match f {
+        Function::Sha256 => hash.to_string(),
+        other => format!("{}:{hash}", other.name()),
+    }
+}
+
 impl BlobStore {
-    pub(crate) fn get(&self, digest: &re::Digest) -> Option<Bytes> {
-        if digest.size_bytes == 0 && digest.hash == digest_of(b"").hash {
+    /// The blob of `digest` computed with `f`.
+    pub(crate) fn get_in(&self, f: Function, digest: &re::Digest) -> Option<Bytes> {
+        if digest.size_bytes == 0 && digest.hash == f.hash(b"") {
             return Some(Bytes::new());
         }
         let blobs = self.blobs.read().unwrap_or_else(|e| e.into_inner());
-        blobs.get(&digest.hash).filter(|data| data.len() as i64 == digest.size_bytes).cloned()
+        blobs.get(&key(f, &digest.hash)).filter(|data| data.len() as i64 == digest.size_bytes).cloned()
     }
 
     /// Forgets a blob, as an evicting CAS does.
-    pub(crate) fn remove(&self, digest: &re::Digest) {
-        self.blobs.write().unwrap_or_else(|e| e.into_inner()).remove(&digest.hash);
+    pub(crate) fn remove_in(&self, f: Function, digest: &re::Digest) {
+        self.blobs.write().unwrap_or_else(|e| e.into_inner()).remove(&key(f, &digest.hash));
     }
 
-    pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
-        self.get(digest).is_some()
+    pub(crate) fn contains_in(&self, f: Function, digest: &re::Digest) -> bool {
+        self.get_in(f, digest).is_some()
     }
 
-    /// Stores `data` under its own digest and returns that digest.
-    pub(crate) fn put(&self, data: Bytes) -> re::Digest {
-        let digest = digest_of(&data);
+    /// Stores `data` under its own digest with `f` and returns that digest.
+    pub(crate) fn put_in(&self, f: Function, data: Bytes) -> re::Digest {
+        let digest = f.digest(&data);
         let mut blobs = self.blobs.write().unwrap_or_else(|e| e.into_inner());
-        blobs.insert(digest.hash.clone(), data);
+        blobs.insert(key(f, &digest.hash), data);
         digest
     }
 
     /// Stores `data` under `claimed` without looking (the `batch-accepts-mismatch` defect).
-    pub(crate) fn put_unverified(&self, claimed: &re::Digest, data: Bytes) {
+    pub(crate) fn put_unverified_in(&self, f: Function, claimed: &re::Digest, data: Bytes) {
         let mut blobs = self.blobs.write().unwrap_or_else(|e| e.into_inner());
-        blobs.insert(claimed.hash.clone(), data);
+        blobs.insert(key(f, &claimed.hash), data);
     }
 
-    /// Stores `data` if it matches `expected`; the error says why not.
-    pub(crate) fn put_verified(&self, expected: &re::Digest, data: Bytes) -> Result<(), String> {
-        let actual = digest_of(&data);
+    /// Stores `data` if its digest with `f` is `expected`; the error says why not.
+    pub(crate) fn put_verified_in(&self, f: Function, expected: &re::Digest, data: Bytes) -> Result<(), String> {
+        let actual = f.digest(&data);
         if actual != *expected {
             return Err(format!(
-                "data has digest {}/{}, not {}/{}",
-                actual.hash, actual.size_bytes, expected.hash, expected.size_bytes
+                "data has {} digest {}/{}, not {}/{}",
+                f.name(),
+                actual.hash,
+                actual.size_bytes,
+                expected.hash,
+                expected.size_bytes
             ));
         }
-        self.put(data);
+        self.put_in(f, data);
         Ok(())
+    }
+}
+
+/// The blob store as seen by one digest function: what an action of that
+/// function reads its inputs from and puts its outputs in.
+#[derive(Clone, Copy)]
+pub(crate) struct BlobView<'a> {
+    pub(crate) store: &'a BlobStore,
+    pub(crate) function: Function,
+}
+
+impl BlobStore {
+    pub(crate) fn view(&self, function: Function) -> BlobView<'_> {
+        BlobView { store: self, function }
+    }
+}
+
+impl BlobView<'_> {
+    pub(crate) fn get(&self, digest: &re::Digest) -> Option<Bytes> {
+        self.store.get_in(self.function, digest)
+    }
+
+    pub(crate) fn contains(&self, digest: &re::Digest) -> bool {
+        self.store.contains_in(self.function, digest)
+    }
+
+    pub(crate) fn put(&self, data: Bytes) -> re::Digest {
+        self.store.put_in(self.function, data)
     }
 
     pub(crate) fn put_message<M: Message>(&self, message: &M) -> re::Digest {
@@ -133,6 +167,11 @@ impl BlobStore {
         digest: &re::Digest,
     ) -> Option<Result<M, prost::DecodeError>> {
         self.get(digest).map(|data| M::decode(data))
+    }
+
+    /// A digest of this view's function, checked to be well formed.
+    pub(crate) fn check_digest(&self, digest: Option<&re::Digest>, what: &str) -> Result<re::Digest, Status> {
+        check_digest_in(self.function, digest, what)
     }
 }
 
@@ -162,12 +201,14 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
     ) -> Result<Response<re::FindMissingBlobsResponse>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
+        let f = self
+            .shared
+            .request_function(request.digest_function, request.blob_digests.first().map(|d| d.hash.as_str()))?;
         let mut missing = Vec::new();
         for digest in &request.blob_digests {
-            let digest = check_digest(Some(digest), "blob_digests")?;
+            let digest = check_digest_in(f, Some(digest), "blob_digests")?;
             let empty_counts_missing = digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobMissing);
-            let missing_here = !self.shared.blobs.contains(&digest) || empty_counts_missing;
+            let missing_here = !self.shared.blobs.contains_in(f, &digest) || empty_counts_missing;
             if missing_here && !self.shared.defects.has(Defect::FindMissingNone) {
                 missing.push(digest);
             }
@@ -181,7 +222,8 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
     ) -> Result<Response<re::BatchUpdateBlobsResponse>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
+        let first_hash = request.requests.first().and_then(|r| r.digest.as_ref()).map(|d| d.hash.as_str());
+        let f = self.shared.request_function(request.digest_function, first_hash)?;
         let total: i64 = request.requests.iter().map(|r| r.data.len() as i64).sum();
         if total > MAX_BATCH_TOTAL_SIZE_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -199,28 +241,26 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         }
         let mut responses = Vec::with_capacity(request.requests.len());
         for blob in request.requests {
-            let status = match check_digest(blob.digest.as_ref(), "requests.digest") {
+            let status = match check_digest_in(f, blob.digest.as_ref(), "requests.digest") {
                 Err(e) => rpc_status(Code::InvalidArgument, e.message()),
                 Ok(digest) if blob.compressor != Compressor::Identity as i32 => {
                     match self.decompressed_batch_blob(&digest, blob.compressor, &blob.data) {
                         Err(status) => status,
-                        Ok(data) => match self.shared.blobs.put_verified(&digest, Bytes::from(data)) {
+                        Ok(data) => match self.shared.blobs.put_verified_in(f, &digest, Bytes::from(data)) {
                             Ok(()) => rpc_status(Code::Ok, ""),
                             Err(why) => rpc_status(Code::InvalidArgument, why),
                         },
                     }
                 }
-                Ok(digest)
-                    if self.shared.defects.has(Defect::SizeNotChecked) && digest_of(&blob.data).hash == digest.hash =>
-                {
-                    self.shared.blobs.put_unverified(&digest, Bytes::from(blob.data));
+                Ok(digest) if self.shared.defects.has(Defect::SizeNotChecked) && f.hash(&blob.data) == digest.hash => {
+                    self.shared.blobs.put_unverified_in(f, &digest, Bytes::from(blob.data));
                     rpc_status(Code::Ok, "")
                 }
                 Ok(digest) if self.shared.defects.has(Defect::BatchAcceptsMismatch) => {
-                    self.shared.blobs.put_unverified(&digest, Bytes::from(blob.data));
+                    self.shared.blobs.put_unverified_in(f, &digest, Bytes::from(blob.data));
                     rpc_status(Code::Ok, "")
                 }
-                Ok(digest) => match self.shared.blobs.put_verified(&digest, Bytes::from(blob.data)) {
+                Ok(digest) => match self.shared.blobs.put_verified_in(f, &digest, Bytes::from(blob.data)) {
                     Ok(()) => rpc_status(Code::Ok, ""),
                     Err(why) => rpc_status(Code::InvalidArgument, why),
                 },
@@ -236,9 +276,10 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
     ) -> Result<Response<re::BatchReadBlobsResponse>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
+        let f =
+            self.shared.request_function(request.digest_function, request.digests.first().map(|d| d.hash.as_str()))?;
         let digests =
-            request.digests.iter().map(|d| check_digest(Some(d), "digests")).collect::<Result<Vec<_>, _>>()?;
+            request.digests.iter().map(|d| check_digest_in(f, Some(d), "digests")).collect::<Result<Vec<_>, _>>()?;
         let total = digests.iter().fold(0i64, |sum, d| sum.saturating_add(d.size_bytes));
         if total > MAX_BATCH_TOTAL_SIZE_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -246,7 +287,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
             )));
         }
         if self.shared.defects.has(Defect::BatchReadAllOrNothing) {
-            if let Some(absent) = digests.iter().find(|d| self.shared.blobs.get(d).is_none()) {
+            if let Some(absent) = digests.iter().find(|d| self.shared.blobs.get_in(f, d).is_none()) {
                 return Err(Status::not_found(format!("blob {}/{} not found", absent.hash, absent.size_bytes)));
             }
         }
@@ -258,7 +299,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         };
         let mut responses = Vec::with_capacity(digests.len());
         for digest in digests {
-            let (data, status) = match self.shared.blobs.get(&digest) {
+            let (data, status) = match self.shared.blobs.get_in(f, &digest) {
                 Some(data) if self.shared.defects.has(Defect::WrongDigests) => {
                     (corrupt(&data), rpc_status(Code::Ok, ""))
                 }
@@ -290,13 +331,15 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
             return Err(Status::unimplemented("GetTree is not implemented"));
         }
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
-        let root = check_digest(request.root_digest.as_ref(), "root_digest")?;
-        if !self.shared.blobs.contains(&root) && self.shared.defects.has(Defect::GetTreeMissingRootEmpty) {
+        let f = self
+            .shared
+            .request_function(request.digest_function, request.root_digest.as_ref().map(|d| d.hash.as_str()))?;
+        let root = check_digest_in(f, request.root_digest.as_ref(), "root_digest")?;
+        if !self.shared.blobs.contains_in(f, &root) && self.shared.defects.has(Defect::GetTreeMissingRootEmpty) {
             let page = re::GetTreeResponse::default();
             return Ok(Response::new(Box::pin(tokio_stream::iter([Ok(page)]))));
         }
-        if !self.shared.blobs.contains(&root) {
+        if !self.shared.blobs.contains_in(f, &root) {
             return Err(Status::not_found(format!("root directory {}/{} not found", root.hash, root.size_bytes)));
         }
         // The page token is the index of the first directory of the page in
@@ -311,7 +354,7 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         } else {
             DEFAULT_TREE_PAGE_SIZE
         };
-        let all = self.breadth_first(&root)?;
+        let all = self.breadth_first(f, &root)?;
         if start > all.len() {
             return Err(Status::invalid_argument("page_token past the end of the tree"));
         }
@@ -336,9 +379,12 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         Ok(Response::new(Box::pin(tokio_stream::iter(pages))))
     }
 
-    async fn split_blob(&self, _: Request<re::SplitBlobRequest>) -> Result<Response<re::SplitBlobResponse>, Status> {
+    async fn split_blob(
+        &self,
+        request: Request<re::SplitBlobRequest>,
+    ) -> Result<Response<re::SplitBlobResponse>, Status> {
         self.shared.fault_gate().await?;
-        Err(Status::unimplemented("SplitBlob is not supported"))
+        self.split(request.into_inner()).map(Response::new)
     }
 
     type GetChunkMappingStream = BoxStream<re::GetChunkMappingResponse>;
@@ -351,9 +397,12 @@ impl re::content_addressable_storage_server::ContentAddressableStorage for CasSe
         Err(Status::unimplemented("GetChunkMapping is not supported"))
     }
 
-    async fn splice_blob(&self, _: Request<re::SpliceBlobRequest>) -> Result<Response<re::SpliceBlobResponse>, Status> {
+    async fn splice_blob(
+        &self,
+        request: Request<re::SpliceBlobRequest>,
+    ) -> Result<Response<re::SpliceBlobResponse>, Status> {
         self.shared.fault_gate().await?;
-        Err(Status::unimplemented("SpliceBlob is not supported"))
+        self.splice(request.into_inner()).map(Response::new)
     }
 
     async fn register_chunk_mapping(
@@ -387,7 +436,7 @@ impl CasService {
 
     /// Every directory reachable from `root` that is in the CAS, root first,
     /// each distinct directory once.
-    fn breadth_first(&self, root: &re::Digest) -> Result<Vec<re::Directory>, Status> {
+    fn breadth_first(&self, f: Function, root: &re::Digest) -> Result<Vec<re::Directory>, Status> {
         let mut seen = HashSet::new();
         let mut queue = VecDeque::from([root.clone()]);
         let mut out = Vec::new();
@@ -395,7 +444,7 @@ impl CasService {
             if !seen.insert(digest.hash.clone()) {
                 continue;
             }
-            let directory: re::Directory = match self.shared.blobs.get_message(&digest) {
+            let directory: re::Directory = match self.shared.blobs.get_in(f, &digest).map(re::Directory::decode) {
                 None if self.shared.defects.has(Defect::GetTreePartialNotFound) => {
                     return Err(Status::not_found(format!("directory {}/{} not found", digest.hash, digest.size_bytes)))
                 }
@@ -424,14 +473,18 @@ pub(crate) struct ByteStreamService {
 struct Resource {
     digest: re::Digest,
     compressor: Option<Compressor>,
+    /// The function its segment names, or its hash length.
+    function: Function,
 }
 
-/// `{instance}/blobs/{hash}/{size}[/...]` or
-/// `{instance}/compressed-blobs/{compressor}/{hash}/{size}` (read), with
-/// `{instance}/uploads/{uuid}/` before `blobs` or `compressed-blobs` (write):
-/// finds the `blobs` segment followed by a digest. The instance name may hold
-/// slashes.
-fn parse_resource_name(name: &str, upload: bool) -> Result<Resource, Status> {
+/// `{instance}/blobs/{digest_function/}{hash}/{size}[/...]` or
+/// `{instance}/compressed-blobs/{compressor}/{digest_function/}{hash}/{size}`
+/// (read), with `{instance}/uploads/{uuid}/` before `blobs` or
+/// `compressed-blobs` (write): finds the `blobs` segment followed by a
+/// digest. The instance name may hold slashes. The function segment is there
+/// only for the functions the spec gives one (BLAKE3, GITSHA1, ...); the others
+/// are told by their hash length.
+fn parse_resource_name(shared: &Shared, name: &str, upload: bool) -> Result<Resource, Status> {
     let parts: Vec<&str> = name.split('/').collect();
     for i in 0..parts.len() {
         let (compressor, digest_at) = match parts[i] {
@@ -448,10 +501,19 @@ fn parse_resource_name(name: &str, upload: bool) -> Result<Resource, Status> {
         if upload && (i < 2 || parts[i - 2] != "uploads") {
             continue;
         }
+        let named = parts.get(digest_at).and_then(|segment| Function::from_segment(segment));
+        let digest_at = if named.is_some() { digest_at + 1 } else { digest_at };
         let (Some(hash), Some(size)) = (parts.get(digest_at), parts.get(digest_at + 1)) else { continue };
         let Ok(size_bytes) = size.parse::<i64>() else { continue };
-        let digest = check_digest(Some(&re::Digest { hash: hash.to_string(), size_bytes }), "resource_name")?;
-        return Ok(Resource { digest, compressor });
+        let function = match named {
+            // A server that knows the segment is there but uses its default function.
+            Some(_) if shared.defects.has(Defect::BytestreamFunctionSegmentIgnored) => Function::Sha256,
+            Some(f) => shared.served_function(f.value() as i32)?,
+            None => shared.request_function(0, Some(hash))?,
+        };
+        let digest =
+            check_digest_in(function, Some(&re::Digest { hash: hash.to_string(), size_bytes }), "resource_name")?;
+        return Ok(Resource { digest, compressor, function });
     }
     let form = if upload { "{instance}/uploads/{uuid}/blobs/{hash}/{size}" } else { "{instance}/blobs/{hash}/{size}" };
     Err(Status::invalid_argument(format!("resource name {name:?} is not of the form {form}")))
@@ -484,9 +546,10 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
     async fn read(&self, request: Request<bs::ReadRequest>) -> Result<Response<Self::ReadStream>, Status> {
         self.shared.fault_gate().await?;
         let mut request = request.into_inner();
-        let Resource { digest, compressor } = parse_resource_name(&request.resource_name, false)?;
+        let Resource { digest, compressor, function } =
+            parse_resource_name(&self.shared, &request.resource_name, false)?;
         if let Some(c) = compressor {
-            return self.read_compressed(c, &digest, request.read_offset, request.read_limit);
+            return self.read_compressed(c, function, &digest, request.read_offset, request.read_limit);
         }
         if digest.size_bytes == 0 && self.shared.defects.has(Defect::EmptyBlobBytestreamMissing) {
             return Err(Status::not_found("blob not found (the empty blob was never uploaded)"));
@@ -494,7 +557,7 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let mut data = self
             .shared
             .blobs
-            .get(&digest)
+            .get_in(function, &digest)
             .ok_or_else(|| Status::not_found(format!("blob {}/{} not found", digest.hash, digest.size_bytes)))?;
         if self.shared.defects.has(Defect::WrongDigests) {
             data = corrupt(&data);
@@ -540,18 +603,21 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         let mut stream = request.into_inner();
         let mut resource_name = String::new();
         let mut digest: Option<re::Digest> = None;
+        let mut function = Function::Sha256;
         let mut buffer: Vec<u8> = Vec::new();
         let mut finished = false;
         while let Some(message) = stream.message().await? {
             if digest.is_none() {
-                let Resource { digest: d, compressor } = parse_resource_name(&message.resource_name, true)?;
+                let Resource { digest: d, compressor, function: f } =
+                    parse_resource_name(&self.shared, &message.resource_name, true)?;
                 if let Some(c) = compressor {
-                    return self.write_compressed(c, d, message, stream).await;
+                    return self.write_compressed(c, f, d, message, stream).await;
                 }
+                function = f;
                 if d.size_bytes > MAX_BLOB_SIZE_BYTES && !self.shared.defects.has(Defect::BlobSizeLimitUnenforced) {
                     return Err(Status::invalid_argument(format!("blob of {} bytes is too large", d.size_bytes)));
                 }
-                if self.shared.defects.has(Defect::WriteExistingAlreadyExists) && self.shared.blobs.contains(&d) {
+                if self.shared.defects.has(Defect::WriteExistingAlreadyExists) && self.shared.blobs.contains_in(f, &d) {
                     return Err(Status::already_exists(format!("blob {}/{} already exists", d.hash, d.size_bytes)));
                 }
                 resource_name = message.resource_name.clone();
@@ -601,9 +667,12 @@ impl bs::byte_stream_server::ByteStream for ByteStreamService {
         }
         let committed = buffer.len() as i64;
         if self.shared.defects.has(Defect::BytestreamAcceptsMismatch) {
-            self.shared.blobs.put_unverified(&digest, Bytes::from(buffer));
+            self.shared.blobs.put_unverified_in(function, &digest, Bytes::from(buffer));
         } else {
-            self.shared.blobs.put_verified(&digest, Bytes::from(buffer)).map_err(Status::invalid_argument)?;
+            self.shared
+                .blobs
+                .put_verified_in(function, &digest, Bytes::from(buffer))
+                .map_err(Status::invalid_argument)?;
         }
         lock(&self.shared.uploads).insert(resource_name, (committed, true));
         Ok(Response::new(bs::WriteResponse { committed_size: committed }))
@@ -637,6 +706,7 @@ impl ByteStreamService {
     fn read_compressed(
         &self,
         c: Compressor,
+        f: Function,
         digest: &re::Digest,
         offset: i64,
         limit: i64,
@@ -649,7 +719,7 @@ impl ByteStreamService {
         let data = self
             .shared
             .blobs
-            .get(digest)
+            .get_in(f, digest)
             .ok_or_else(|| Status::not_found(format!("blob {}/{} not found", digest.hash, digest.size_bytes)))?;
         if offset < 0 || offset as u64 > data.len() as u64 {
             return Err(Status::out_of_range(format!("read_offset {offset} outside blob of {} bytes", data.len())));
@@ -682,6 +752,7 @@ impl ByteStreamService {
     async fn write_compressed(
         &self,
         c: Compressor,
+        f: Function,
         digest: re::Digest,
         first: bs::WriteRequest,
         mut stream: Streaming<bs::WriteRequest>,
@@ -691,7 +762,7 @@ impl ByteStreamService {
         if digest.size_bytes > MAX_BLOB_SIZE_BYTES {
             return Err(Status::invalid_argument(format!("blob of {} bytes is too large", digest.size_bytes)));
         }
-        if self.shared.blobs.contains(&digest) {
+        if self.shared.blobs.contains_in(f, &digest) {
             let committed_size = if defects.has(Defect::CompressedExistingSize) { digest.size_bytes } else { -1 };
             return Ok(Response::new(bs::WriteResponse { committed_size }));
         }
@@ -723,9 +794,9 @@ impl ByteStreamService {
         let data = compression::decompress(c, &wire, digest.size_bytes as usize)
             .map_err(|e| Status::invalid_argument(format!("compressed data does not decompress: {e}")))?;
         if defects.has(Defect::CompressedUploadUnverified) {
-            self.shared.blobs.put_unverified(&digest, Bytes::from(data));
+            self.shared.blobs.put_unverified_in(f, &digest, Bytes::from(data));
         } else {
-            self.shared.blobs.put_verified(&digest, Bytes::from(data)).map_err(Status::invalid_argument)?;
+            self.shared.blobs.put_verified_in(f, &digest, Bytes::from(data)).map_err(Status::invalid_argument)?;
         }
         Ok(Response::new(bs::WriteResponse { committed_size: wire.len() as i64 }))
     }
@@ -746,9 +817,8 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
     ) -> Result<Response<re::ActionResult>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
-        let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
-        match self.shared.cached_result(&digest) {
+        let (f, digest) = self.shared.action_digest(request.digest_function, request.action_digest.as_ref())?;
+        match self.shared.cached_result_in(f, &digest) {
             Some(result) => Ok(Response::new(result)),
             None if self.shared.defects.has(Defect::WrongStatusCodes) => {
                 Err(Status::internal("action cache lookup failed"))
@@ -765,20 +835,27 @@ impl re::action_cache_server::ActionCache for ActionCacheService {
     ) -> Result<Response<re::ActionResult>, Status> {
         self.shared.fault_gate().await?;
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
-        let digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
+        let (f, digest) = self.shared.action_digest(request.digest_function, request.action_digest.as_ref())?;
         let result = request.action_result.ok_or_else(|| Status::invalid_argument("action_result missing"))?;
         let failing_dropped = self.shared.defects.has(Defect::AcFailingUpdatesDropped) && result.exit_code != 0;
         if !self.shared.defects.has(Defect::AcUpdateDropped) && !failing_dropped {
-            lock(&self.shared.action_cache).insert(digest.hash, result.clone());
+            lock(&self.shared.action_cache).insert(key(f, &digest.hash), result.clone());
         }
         Ok(Response::new(result))
     }
 }
 
 impl Shared {
-    pub(crate) fn cached_result(&self, action: &re::Digest) -> Option<re::ActionResult> {
-        lock(&self.action_cache).get(&action.hash).cloned()
+    pub(crate) fn cached_result_in(&self, f: Function, action: &re::Digest) -> Option<re::ActionResult> {
+        lock(&self.action_cache).get(&key(f, &action.hash)).cloned()
+    }
+
+    /// The function and action digest of an action-cache request.
+    fn action_digest(&self, value: i32, digest: Option<&re::Digest>) -> Result<(Function, re::Digest), Status> {
+        let f = self.request_function(value, digest.map(|d| d.hash.as_str()))?;
+        // The defect keeps the key SHA-256-shaped whatever the function.
+        let checked_as = if self.defects.has(Defect::AcSha256Only) { Function::Sha256 } else { f };
+        Ok((f, check_digest_in(checked_as, digest, "action_digest")?))
     }
 }
 
@@ -800,7 +877,10 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
         let version = |minor| Some(SemVer { major: 2, minor, patch: 0, prerelease: String::new() });
         Ok(Response::new(re::ServerCapabilities {
             cache_capabilities: Some(re::CacheCapabilities {
-                digest_functions: vec![sha256],
+                digest_functions: self.shared.cache_functions().iter().map(|f| f.value() as i32).collect(),
+                split_blob_support: self.shared.splits_blobs(),
+                splice_blob_support: self.shared.splits_blobs(),
+                fast_cdc_2020_params: self.shared.splits_blobs().then_some(crate::split_splice::FASTCDC_PARAMS),
                 action_cache_update_capabilities: Some(re::ActionCacheUpdateCapabilities { update_enabled: true }),
                 max_batch_total_size_bytes: MAX_BATCH_TOTAL_SIZE_BYTES,
                 symlink_absolute_path_strategy: re::symlink_absolute_path_strategy::Value::Allowed as i32,
@@ -812,7 +892,7 @@ impl re::capabilities_server::Capabilities for CapabilitiesService {
             execution_capabilities: Some(re::ExecutionCapabilities {
                 digest_function: if self.shared.defects.has(Defect::ExecDigestFunctionUnset) { 0 } else { sha256 },
                 exec_enabled: true,
-                digest_functions: vec![sha256],
+                digest_functions: self.shared.cache_functions().iter().map(|f| f.value() as i32).collect(),
                 supported_node_properties: crate::execution::SUPPORTED_NODE_PROPERTIES
                     .iter()
                     .map(|p| p.to_string())

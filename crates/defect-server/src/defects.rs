@@ -79,6 +79,8 @@ defects! {
         "adds the worker's own environment (HOME=/root, WORKER_NAME=defect-server, ...) to the command's",
     Argv0WorkerPath = "argv0-worker-path":
         "resolves argv[0] with the worker's PATH (/usr/local/bin:/usr/bin:/bin), which the command then also sees, instead of the Command's PATH",
+    Argv0RelativeToRoot = "argv0-relative-to-root":
+        "resolves a relative argv[0] that holds a separator against the input root, as REAPI v2.2 said, although it advertises a later version (v2.3 says the working directory)",
     SymlinksDropped = "symlinks-dropped":
         "does not stage the input root's symlinks",
     ExecBitsDropped = "exec-bits-dropped":
@@ -277,6 +279,30 @@ defects! {
         "advertises no compressor and serves no compressed-blobs, as buildbox-casd and BuildGrid 0.4.4 do (benign: compression is optional)",
     QueryWriteStatusUnimplemented = "query-write-status-unimplemented" as Benign:
         "answers ByteStream.QueryWriteStatus with UNIMPLEMENTED, as buildbox-casd and Buildbarn do (benign: BuildStream never resumes uploads)",
+    // --- digest functions (the faithful server serves SHA-256, SHA-1, MD5, SHA-384, SHA-512, BLAKE3, SHA256TREE) ---
+    DigestFunctionFromLength = "digest-function-from-length":
+        "ignores the digest_function of CAS requests and infers the function from the hash length, as a server predating the field does: a BLAKE3 digest is taken for SHA-256",
+    UnadvertisedFunctionAccepted = "unadvertised-function-accepted":
+        "serves CAS requests naming a digest function it does not advertise (GITSHA1) instead of answering INVALID_ARGUMENT",
+    BytestreamFunctionSegmentIgnored = "bytestream-function-segment-ignored":
+        "skips the digest-function segment of ByteStream resource names (`blobs/blake3/{hash}/{size}`) and treats the blob as SHA-256",
+    AcSha256Only = "ac-sha256-only":
+        "checks action-cache digests as SHA-256 whatever digest_function says, so a SHA-384 or SHA-512 action digest is INVALID_ARGUMENT although the cache advertises those functions",
+    OutputsDigestedSha256 = "outputs-digested-sha256":
+        "runs an action whose digests use another advertised function (BLAKE3, SHA-512, ...) but digests its outputs, stdout and stderr with SHA-256",
+    Sha256Only = "sha256-only" as Benign:
+        "advertises and serves SHA-256 only, and no blob splitting or splicing, as buildbox-casd and BuildGrid do (benign: the other functions are optional)",
+    // --- split and splice (advertised by the faithful server; fixed-size chunks) ---
+    SplitChunksIncomplete = "split-chunks-incomplete":
+        "answers SplitBlob with a chunk list that leaves out the blob's last chunk, so the chunks do not concatenate to the blob",
+    FastcdcLevel1 = "fastcdc-level-1":
+        "splits with FastCDC 2020 at the advertised average and seed but normalization level 1, where the spec says 2, so its chunk boundaries are not the ones clients compute",
+    SplitUnknownEmpty = "split-unknown-empty":
+        "answers SplitBlob of a blob it does not hold with an empty chunk list instead of NOT_FOUND",
+    SpliceNotStored = "splice-not-stored":
+        "answers SpliceBlob OK after checking the chunks but never stores the assembled blob, so it cannot be read",
+    SpliceAcceptsMismatch = "splice-accepts-mismatch":
+        "stores a SpliceBlob under the client's blob_digest without checking that the concatenated chunks have that digest",
     // --- faults ---
     Hang = "hang" as Fault:
         "accepts every RPC and never answers",

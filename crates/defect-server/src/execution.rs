@@ -17,13 +17,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::bots::{self, JobEvent};
-use super::cas::{check_digest, check_digest_function, rpc_status, BoxStream};
+use super::cas::{check_digest_in, rpc_status, BlobView, BoxStream};
 use super::defects::{Defect, Defects};
 use super::faults::ConnectionHandle;
 use super::outputs::{collect_outputs, OutputKind, OutputKindMismatch, OutputRequest, WantedProperties};
 use super::platform::{place, requested_platform, Placement, RunAs};
 use super::sandbox::{self, join_relative, resolve_in_root, RunEnd, SandboxSpec};
 use super::{lock, Shared};
+use reapi_client::digest_function::Function;
 use tonic_types::pb::{precondition_failure::Violation, PreconditionFailure};
 
 const EXECUTE_RESPONSE_TYPE: &str = "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse";
@@ -261,6 +262,8 @@ pub(crate) struct ExecutionService {
 
 /// An accepted action, read from the CAS.
 struct Job {
+    /// The digest function of the action, its inputs and its outputs.
+    function: Function,
     action_digest: re::Digest,
     action: re::Action,
     command: re::Command,
@@ -294,8 +297,12 @@ fn missing_inputs(missing: &[re::Digest], defects: &Defects) -> re::ExecuteRespo
     re::ExecuteResponse { status: Some(status), ..Default::default() }
 }
 
-fn read_message<M: Message + Default>(shared: &Shared, digest: &re::Digest, what: &str) -> Result<Option<M>, Status> {
-    match shared.blobs.get_message::<M>(digest) {
+fn read_message<M: Message + Default>(
+    blobs: &BlobView<'_>,
+    digest: &re::Digest,
+    what: &str,
+) -> Result<Option<M>, Status> {
+    match blobs.get_message::<M>(digest) {
         None => Ok(None),
         Some(Ok(message)) => Ok(Some(message)),
         Some(Err(e)) => {
@@ -309,14 +316,15 @@ fn read_message<M: Message + Default>(shared: &Shared, digest: &re::Digest, what
 /// The output node properties this server knows (as its capabilities say).
 pub(crate) const SUPPORTED_NODE_PROPERTIES: &[&str] = &["mtime", "unix_mode"];
 
-fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Status> {
+fn prepare(shared: &Shared, function: Function, action_digest: &re::Digest) -> Result<Prepared, Status> {
     let defects = &shared.defects;
-    let Some(action) = read_message::<re::Action>(shared, action_digest, "Action")? else {
+    let blobs = shared.blobs.view(function);
+    let Some(action) = read_message::<re::Action>(&blobs, action_digest, "Action")? else {
         return Ok(Prepared::Finished(Box::new(missing_inputs(std::slice::from_ref(action_digest), defects))));
     };
-    let command_digest = check_digest(action.command_digest.as_ref(), "Action.command_digest")?;
-    let input_root = check_digest(action.input_root_digest.as_ref(), "Action.input_root_digest")?;
-    let Some(command) = read_message::<re::Command>(shared, &command_digest, "Command")? else {
+    let command_digest = blobs.check_digest(action.command_digest.as_ref(), "Action.command_digest")?;
+    let input_root = blobs.check_digest(action.input_root_digest.as_ref(), "Action.input_root_digest")?;
+    let Some(command) = read_message::<re::Command>(&blobs, &command_digest, "Command")? else {
         if defects.has(Defect::MissingCommandInternal) {
             return Err(Status::internal(format!("cannot read Command {}", command_digest.hash)));
         }
@@ -353,6 +361,7 @@ fn prepare(shared: &Shared, action_digest: &re::Digest) -> Result<Prepared, Stat
     }
     let placement = place(&action, &command, defects, &shared.host_isa)?;
     Ok(Prepared::Job(Box::new(Job {
+        function,
         action_digest: action_digest.clone(),
         action,
         command,
@@ -370,8 +379,10 @@ impl re::execution_server::Execution for ExecutionService {
         self.shared.fault_gate().await?;
         let connection = request.extensions().get::<ConnectionHandle>().cloned();
         let request = request.into_inner();
-        check_digest_function(request.digest_function)?;
-        let action_digest = check_digest(request.action_digest.as_ref(), "action_digest")?;
+        let function = self
+            .shared
+            .exec_function(request.digest_function, request.action_digest.as_ref().map(|d| d.hash.as_str()))?;
+        let action_digest = check_digest_in(function, request.action_digest.as_ref(), "action_digest")?;
         let defects = &self.shared.defects;
 
         if defects.has(Defect::ExecuteUnavailable) {
@@ -380,7 +391,7 @@ impl re::execution_server::Execution for ExecutionService {
         let look_in_cache = !request.skip_cache_lookup
             || defects.has(Defect::CacheIgnoresSkipLookup)
             || defects.has(Defect::CachedResultUnflagged);
-        let cached = if look_in_cache { self.shared.cached_result(&action_digest) } else { None };
+        let cached = if look_in_cache { self.shared.cached_result_in(function, &action_digest) } else { None };
         // `metadata-without-digest`: the metadata names no action.
         let named =
             if defects.has(Defect::MetadataWithoutDigest) { re::Digest::default() } else { action_digest.clone() };
@@ -397,7 +408,7 @@ impl re::execution_server::Execution for ExecutionService {
                 },
                 defects,
             ),
-            None => match prepare(&self.shared, &action_digest)? {
+            None => match prepare(&self.shared, function, &action_digest)? {
                 Prepared::Finished(response) => entry.finish(*response, defects),
                 Prepared::Job(job) => {
                     tokio::spawn(run_operation(self.shared.clone(), entry.clone(), *job));
@@ -471,17 +482,18 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
     };
     if should_cache(&job, &response, &shared.defects) {
         if let Some(result) = &response.result {
+            let key = super::cas::key(job.function, &job.action_digest.hash);
             let mut cache = lock(&shared.action_cache);
             if shared.defects.has(Defect::AcNeverOverwrites) {
-                cache.entry(job.action_digest.hash.clone()).or_insert_with(|| result.clone());
+                cache.entry(key).or_insert_with(|| result.clone());
             } else {
-                cache.insert(job.action_digest.hash.clone(), result.clone());
+                cache.insert(key, result.clone());
             }
             drop(cache);
             if shared.defects.has(Defect::AcHitBlobsEvicted) {
                 // The CAS evicts on its own, the action cache keeps the entry.
                 if let Some(stdout) = &result.stdout_digest {
-                    shared.blobs.remove(stdout);
+                    shared.blobs.remove_in(job.function, stdout);
                 }
             }
         }
@@ -638,6 +650,7 @@ fn output_requests(
 /// and returns the plan (or the response that ends the job).
 fn stage(
     shared: &Shared,
+    function: Function,
     input_root: &re::Digest,
     root: &Path,
     working_dir: &[String],
@@ -645,7 +658,8 @@ fn stage(
 ) -> Result<sandbox::InputPlan, Box<re::ExecuteResponse>> {
     let defects = &shared.defects;
     let failed = |code, message: String| Box::new(failed(code, message));
-    let plan = sandbox::plan_input_root(&shared.blobs, input_root).map_err(|e| failed(Code::InvalidArgument, e))?;
+    let blobs = shared.blobs.view(function);
+    let plan = sandbox::plan_input_root(&blobs, input_root).map_err(|e| failed(Code::InvalidArgument, e))?;
     if !plan.missing.is_empty() && !defects.has(Defect::MissingBlobNotReported) {
         return Err(Box::new(missing_inputs(&plan.missing, defects)));
     }
@@ -654,7 +668,7 @@ fn stage(
     }
     let internal = |what: &str, e: std::io::Error| failed(Code::Internal, format!("{what}: {e}"));
     std::fs::create_dir(root).map_err(|e| internal("cannot create the input root", e))?;
-    sandbox::materialise(root, &plan, &shared.blobs, defects, || shared.is_shutting_down())
+    sandbox::materialise(root, &plan, &blobs, defects, || shared.is_shutting_down())
         .map_err(|e| failed(Code::InvalidArgument, format!("cannot stage the input root: {e}")))?;
     // Mount points bwrap needs, which a read-only root could not get later.
     for (name, mode) in [("proc", 0o755), ("dev", 0o755), ("tmp", 0o1777)] {
@@ -701,9 +715,9 @@ async fn run_in_dir(
     let root = job_dir.join("root");
     let fetch_started = now();
     let staged = {
-        let (shared, input_root, root) = (shared.clone(), job.input_root.clone(), root.clone());
+        let (shared, input_root, root, function) = (shared.clone(), job.input_root.clone(), root.clone(), job.function);
         let (working_dir, outputs) = (working_dir.clone(), outputs.clone());
-        tokio::task::spawn_blocking(move || stage(&shared, &input_root, &root, &working_dir, &outputs)).await
+        tokio::task::spawn_blocking(move || stage(&shared, function, &input_root, &root, &working_dir, &outputs)).await
     };
     let plan = match staged {
         Ok(Ok(plan)) => plan,
@@ -766,6 +780,8 @@ async fn run_in_dir(
     let collected = {
         let shared = shared.clone();
         let root = root.clone();
+        // `outputs-digested-sha256`: the worker digests every output with its default.
+        let function = if shared.defects.has(Defect::OutputsDigestedSha256) { Function::Sha256 } else { job.function };
         let wanted = if shared.defects.has(Defect::MtimeIgnored) {
             WantedProperties::default()
         } else {
@@ -774,7 +790,7 @@ async fn run_in_dir(
             wanted
         };
         tokio::task::spawn_blocking(move || {
-            collect_result(&shared, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path)
+            collect_result(&shared, function, &root, &outputs, wanted, exit_code, &stdout_path, &stderr_path)
         })
         .await
     };
@@ -802,8 +818,10 @@ async fn run_in_dir(
 
 /// Uploads logs and outputs into an ActionResult. `outputs-dropped-on-failure`
 /// and `stdout-truncated` act here.
+#[allow(clippy::too_many_arguments)]
 fn collect_result(
     shared: &Shared,
+    function: Function,
     root: &Path,
     outputs: &[OutputRequest],
     wanted: WantedProperties,
@@ -825,8 +843,9 @@ fn collect_result(
         stdout.clear();
         stderr.clear();
     }
-    result.stdout_digest = Some(shared.blobs.put(Bytes::from(stdout.clone())));
-    result.stderr_digest = Some(shared.blobs.put(Bytes::from(stderr.clone())));
+    let blobs = shared.blobs.view(function);
+    result.stdout_digest = Some(blobs.put(Bytes::from(stdout.clone())));
+    result.stderr_digest = Some(blobs.put(Bytes::from(stderr.clone())));
     // Never asked for by the harness, so inlined only with `logs-inlined-unasked`.
     if defects.has(Defect::LogsInlinedUnasked) {
         if stdout.len() < INLINE_LOG_LIMIT {
@@ -836,7 +855,7 @@ fn collect_result(
             result.stderr_raw = stderr;
         }
     }
-    collect_outputs(&shared.blobs, root, outputs, wanted, defects, &mut result)?;
+    collect_outputs(&blobs, root, outputs, wanted, defects, &mut result)?;
     Ok(result)
 }
 

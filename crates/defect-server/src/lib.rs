@@ -16,12 +16,14 @@
 mod bots;
 mod cas;
 mod defects;
+mod digest_functions;
 mod execution;
 mod faults;
 mod outputs;
 mod platform;
 pub mod proxy;
 mod sandbox;
+mod split_splice;
 
 use std::collections::HashMap;
 use std::io;

@@ -11,7 +11,7 @@ use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use bazel_remote_apis::google::protobuf::{Timestamp, UInt32Value};
 use prost::bytes::Bytes;
 
-use super::cas::BlobStore;
+use super::cas::BlobView;
 use super::defects::{Defect, Defects};
 use super::sandbox::resolve_in_root;
 
@@ -88,7 +88,7 @@ struct CollectedDirectory {
 /// Reads the directory at `path` into Directory messages, uploading every
 /// file and Directory blob. Symlinks are recorded, never followed; other
 /// special files are skipped.
-fn collect_directory(blobs: &BlobStore, path: &Path, wanted: WantedProperties) -> io::Result<CollectedDirectory> {
+fn collect_directory(blobs: &BlobView<'_>, path: &Path, wanted: WantedProperties) -> io::Result<CollectedDirectory> {
     let mut entries: Vec<_> = fs::read_dir(path)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(|e| e.file_name());
     let mut directory = re::Directory::default();
@@ -145,7 +145,7 @@ impl OutputKindMismatch {
 /// Looks for every requested output under `root` and adds what it finds to
 /// `result`, uploading the blobs. The output defects are applied here.
 pub(crate) fn collect_outputs(
-    blobs: &BlobStore,
+    blobs: &BlobView<'_>,
     root: &Path,
     requests: &[OutputRequest],
     wanted: WantedProperties,

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use bazel_remote_apis::build::bazel::remote::execution::v2 as re;
 use tokio::sync::watch;
 
-use super::cas::BlobStore;
+use super::cas::BlobView;
 use super::defects::{Defect, Defects};
 use super::platform::RunAs;
 use super::{lock, Shared};
@@ -220,7 +220,7 @@ fn subtree_read_only(directory: &re::Directory) -> Option<bool> {
 /// Reads the tree under `root` from the CAS. Missing blobs are listed, and
 /// the tree is planned as if they were empty; an `Err` says why the tree is
 /// invalid.
-pub(crate) fn plan_input_root(blobs: &BlobStore, root: &re::Digest) -> Result<InputPlan, String> {
+pub(crate) fn plan_input_root(blobs: &BlobView<'_>, root: &re::Digest) -> Result<InputPlan, String> {
     let mut plan = InputPlan::default();
     let mut missing_seen = HashSet::new();
     // (digest, path, depth, parent's effective read-only-ness)
@@ -249,8 +249,8 @@ pub(crate) fn plan_input_root(blobs: &BlobStore, root: &re::Digest) -> Result<In
         plan.nodes.push(InputNode::Dir { path: path.clone(), is_empty });
         for file in directory.files {
             check_name(&file.name)?;
-            let digest = super::cas::check_digest(file.digest.as_ref(), "FileNode.digest")
-                .map_err(|e| e.message().to_string())?;
+            let digest =
+                blobs.check_digest(file.digest.as_ref(), "FileNode.digest").map_err(|e| e.message().to_string())?;
             if !blobs.contains(&digest) && missing_seen.insert(digest.hash.clone()) {
                 plan.missing.push(digest.clone());
             }
@@ -272,7 +272,8 @@ pub(crate) fn plan_input_root(blobs: &BlobStore, root: &re::Digest) -> Result<In
         // come before children in `nodes` and `subtree_mounts`.
         for child in directory.directories.into_iter().rev() {
             check_name(&child.name)?;
-            let digest = super::cas::check_digest(child.digest.as_ref(), "DirectoryNode.digest")
+            let digest = blobs
+                .check_digest(child.digest.as_ref(), "DirectoryNode.digest")
                 .map_err(|e| e.message().to_string())?;
             stack.push((digest, path.join(&child.name), depth + 1, read_only));
         }
@@ -294,7 +295,7 @@ fn timestamp_to_system_time(ts: &bazel_remote_apis::google::protobuf::Timestamp)
 pub(crate) fn materialise(
     root: &Path,
     plan: &InputPlan,
-    blobs: &BlobStore,
+    blobs: &BlobView<'_>,
     defects: &Defects,
     stopping: impl Fn() -> bool,
 ) -> io::Result<()> {
@@ -551,7 +552,15 @@ pub(crate) fn bwrap_args(spec: &SandboxSpec<'_>, defects: &Defects) -> Vec<OsStr
         // bb_runner with chrootIntoInputRoot: env inside the root does the PATH lookup.
         args.add(&["/usr/bin/env", "--"]);
     }
-    args.0.extend(spec.arguments.iter().map(OsString::from));
+    let mut arguments = spec.arguments.iter().map(OsString::from);
+    if let Some(argv0) = spec.arguments.first().filter(|_| defects.has(Defect::Argv0RelativeToRoot)) {
+        // v2.2's rule: a relative path with a separator starts at the input root.
+        let relative = argv0.contains('/') && !argv0.starts_with('/');
+        let resolved = if relative { root_inside.join(argv0.trim_start_matches("./")) } else { PathBuf::from(argv0) };
+        args.0.push(resolved.into());
+        arguments.next();
+    }
+    args.0.extend(arguments);
     args.0
 }
 
