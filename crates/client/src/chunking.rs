@@ -8,9 +8,10 @@
 
 use fastcdc::v2020::{FastCDC, Normalization};
 
-/// The averages the harness chunks with: the spec allows 1 KiB to 8 MiB; the
-/// crate takes maxima up to 16 MiB, so averages up to 4 MiB.
+/// The smallest average chunk size the harness chunks with: the spec allows
+/// 1 KiB to 8 MiB; the crate takes maxima up to 16 MiB, so averages up to 4 MiB.
 pub const FASTCDC_AVG_MIN: u64 = 1024;
+/// The largest average chunk size the harness chunks with (see above).
 pub const FASTCDC_AVG_MAX: u64 = 4 * 1024 * 1024;
 
 /// Minimum, average and maximum chunk sizes for an advertised average, as the

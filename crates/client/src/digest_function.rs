@@ -13,13 +13,21 @@ use sha2::Digest as _;
 /// A digest function the harness can compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Function {
+    /// SHA-256, the function every server takes.
     Sha256,
+    /// SHA-1.
     Sha1,
+    /// MD5.
     Md5,
+    /// SHA-384.
     Sha384,
+    /// SHA-512.
     Sha512,
+    /// BLAKE3 (256-bit output).
     Blake3,
+    /// Git's blob hash: SHA-1 of `blob <size>\0` and the data.
     GitSha1,
+    /// SHA256TREE: SHA-256 over a tree of 1 KiB leaves, as REAPI defines it.
     Sha256Tree,
 }
 
