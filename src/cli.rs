@@ -15,6 +15,7 @@ use crate::runner::RunOptions;
 use crate::session::{self, Error, Plan, Profile, RunEnd, Selection};
 use crate::verdict::RunSummary;
 
+/// The command line (`--help` shows the `about` texts set below).
 #[derive(Parser, Debug)]
 #[command(
     name = "reapi-conformance",
@@ -23,10 +24,12 @@ use crate::verdict::RunSummary;
     long_about = crate::exit::help_text()
 )]
 pub struct Cli {
+    /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run checks against a cluster and report the verdicts.
@@ -104,6 +107,7 @@ pub enum Command {
     },
 }
 
+/// The options of `run` (and the template `serve` fills).
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Cluster to start and test (default: `local` unless --endpoint is given).
@@ -148,6 +152,7 @@ pub struct RunArgs {
     /// bots (plain http only). Clusters the harness starts set it themselves.
     #[arg(long, value_name = "URL")]
     pub bots_endpoint: Option<String>,
+    /// Which checks: profile, suites, filter, suites directory.
     #[command(flatten)]
     pub select: Selection,
     /// Write a JUnit XML report here.
@@ -313,6 +318,7 @@ fn run_target(args: &RunArgs) -> String {
         .unwrap_or_else(|| "the cluster of the BuildStream configuration".into())
 }
 
+/// The cluster `name` names, with the cluster options of `args`.
 pub fn named_cluster(name: &str, args: &RunArgs) -> Result<Box<dyn Cluster>, String> {
     cluster::named(name, &cluster_settings(args))
 }

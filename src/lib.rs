@@ -19,6 +19,8 @@
 //! - [`cluster`]: servers the harness starts or targets; [`worker`]: the
 //!   Remote Workers API bot that executes BuildGrid's leases.
 
+#![warn(missing_docs)]
+
 pub mod action;
 pub mod buildstream_config;
 pub mod builtin;

@@ -16,7 +16,9 @@ use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildsHere {
+    /// No blocker failed: elements build (which ones: [`ElementsBuild`]).
     Yes,
+    /// A blocker failed: no element builds.
     No,
     /// A blocker check could not be decided (ERROR).
     Undecided,
@@ -45,6 +47,7 @@ pub enum FeatureState {
 }
 
 impl FeatureState {
+    /// The state in the answer's words (`available`, `ignored silently or broken`, …).
     pub fn label(self) -> &'static str {
         match self {
             FeatureState::NotAssessed => "not assessed",
@@ -158,6 +161,7 @@ pub struct Capability {
     /// Whether the exit status depends on it (every capability by default;
     /// with `--needs-only` only those `--needs` names).
     pub gated: bool,
+    /// The checks that decide it, with their verdicts.
     pub checks: Vec<Finding>,
     /// As [`Feature::follows_from`].
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,8 +188,11 @@ impl Capability {
 /// One check behind a finding.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
+    /// The check's id.
     pub id: String,
+    /// Its verdict.
     pub verdict: VerdictKind,
+    /// The verdict's one-line reason.
     pub reason: String,
     /// The root cause this finding probably follows from (then it is no
     /// separate problem): with the input root not staged as `/`, nothing run
@@ -208,7 +215,9 @@ impl Finding {
 /// A feature's state and the checks that decided it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Feature {
+    /// Whether elements using it build here.
     pub state: FeatureState,
+    /// The checks that decide it, with their verdicts.
     pub checks: Vec<Finding>,
     /// The failed blocker that left the feature not assessed: its checks'
     /// commands ran, but not in BuildStream's sandbox, so their results say
@@ -220,6 +229,7 @@ pub struct Feature {
 /// The readiness answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Readiness {
+    /// The answer on blockers alone: does any element build here.
     pub builds_here: BuildsHere,
     /// Blocker checks that FAILed or WARNed, root causes (the input root, the
     /// sandbox) first.
@@ -228,6 +238,7 @@ pub struct Readiness {
     pub undecided: Vec<Finding>,
     /// Blocker checks skipped (opt-in, or not applicable here), with why.
     pub not_assessed: Vec<Finding>,
+    /// BuildStream features by `--needs` name.
     pub features: BTreeMap<String, Feature>,
     /// Requests that stayed queued instead of being answered.
     pub hang_risks: Vec<Finding>,

@@ -362,14 +362,18 @@ pub fn blame_harness(results: Vec<crate::verdict::CheckResult>, death: &str) -> 
 /// from, the features the user needs, and the expectations to compare with.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// What the user selected.
     pub selection: Selection,
+    /// Every suite loaded (readiness and expectations need the checks not run too).
     pub suites: Vec<Suite>,
+    /// The checks to run, in order.
     pub checks: Vec<CheckSpec>,
     /// BuildStream features and sandbox capabilities the user needs
     /// (`--needs`), all known.
     pub needs: Vec<String>,
     /// `--needs-only`: capabilities `needs` does not name do not gate.
     pub needs_only: bool,
+    /// `--expect`'s expectations, when given.
     pub expect: Option<ExpectationFile>,
     /// What reports say was run (`Selection::label`), e.g. `reapi@2026.12`.
     pub profile: String,
@@ -432,7 +436,9 @@ impl Plan {
 /// A finished run with everything concluded from it, computed once.
 #[derive(Debug)]
 pub struct Concluded {
+    /// The verdicts and what ran.
     pub summary: RunSummary,
+    /// The answer: does BuildStream build here, and what.
     pub readiness: Readiness,
     /// The comparison with `--expect`, when given.
     pub comparison: Option<Comparison>,

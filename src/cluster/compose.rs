@@ -65,7 +65,12 @@ const READY_LIMIT: Duration = Duration::from_secs(180);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComposeSpec {
     /// One of the project's files, optionally with its local-images override.
-    Bundled { name: &'static str, local: bool },
+    Bundled {
+        /// The stack's name (`buildgrid`, `buildbarn`, `buildfarm`).
+        name: &'static str,
+        /// With the override that runs images built by compose/local/build-images.sh.
+        local: bool,
+    },
     /// The user's own files, in order.
     Files(Vec<PathBuf>),
 }
@@ -203,6 +208,7 @@ impl Drop for Watch {
 }
 
 impl Compose {
+    /// The cluster `spec` names (`NAME[:local]` or `FILE[,FILE]`), not started yet.
     pub fn new(spec: &str, settings: &ClusterSettings) -> Result<Compose, String> {
         Ok(Compose {
             spec: ComposeSpec::parse(spec)?,

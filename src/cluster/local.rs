@@ -43,6 +43,8 @@ impl Drop for Running {
 }
 
 impl Local {
+    /// The cluster, to start with buildbox-casd and buildbox-run from
+    /// `buildbox_dir` (else provisioned), running `jobs` actions at once.
     pub fn new(buildbox_dir: Option<PathBuf>, jobs: usize) -> Self {
         Local { buildbox_dir, jobs, running: None }
     }

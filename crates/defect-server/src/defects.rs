@@ -25,9 +25,12 @@ macro_rules! defects {
     (@role $role:ident) => { Role::$role };
     ($($(#[$meta:meta])* $variant:ident = $name:literal $(as $role:ident)? : $describe:literal,)*) => {
         /// One way the server can be wrong. See [`Defect::describe`].
+        // The descriptions are plain text (`argv[0]` is no link).
+        #[allow(rustdoc::broken_intra_doc_links)]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Defect {
-            $($(#[$meta])* $variant,)*
+            // Each variant's doc is its row's description.
+            $($(#[$meta])* #[doc = $describe] $variant,)*
         }
 
         impl Defect {

@@ -13,6 +13,8 @@
 //! server.stop().await;
 //! ```
 
+#![warn(missing_docs)]
+
 mod bots;
 mod cas;
 mod defects;

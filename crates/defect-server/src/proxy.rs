@@ -79,6 +79,7 @@ impl Fault {
         Fault::GarbageOperations,
     ];
 
+    /// Stable kebab-case name, e.g. `execute-unavailable-once`.
     pub fn name(self) -> &'static str {
         match self {
             Fault::None => "none",
