@@ -193,7 +193,7 @@ pub fn find_python(explicit: Option<&Path>, at_least: (u32, u32)) -> Result<Pyth
 
 /// Where the `bgd` of a run comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
+pub enum BgdSource {
     /// An existing `bgd` (`--bgd` or PATH).
     Given(PathBuf),
     /// A release provisioned into the cache with this interpreter (`None`: `python3`).
@@ -204,7 +204,7 @@ pub enum Source {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Choice {
     /// Where the `bgd` comes from.
-    pub source: Source,
+    pub source: BgdSource,
     /// The BuildGrid version, e.g. `0.4.4`; it decides the database driver.
     pub version: String,
     /// Why this one, in words, e.g. `the bgd on PATH`.
@@ -230,7 +230,7 @@ pub fn choose(bgd: Option<&Path>, pinned: Option<&str>, python: Option<&Path>) -
             )));
         }
         let version = bgd_version(p)?;
-        return Ok(Choice { source: Source::Given(p.to_path_buf()), version, why: "the bgd given by --bgd".into() });
+        return Ok(Choice { source: BgdSource::Given(p.to_path_buf()), version, why: "the bgd given by --bgd".into() });
     }
     if let Some(v) = pinned {
         let release = release(v)?;
@@ -238,21 +238,21 @@ pub fn choose(bgd: Option<&Path>, pinned: Option<&str>, python: Option<&Path>) -
     }
     if let Some(p) = which("bgd") {
         let version = bgd_version(&p)?;
-        return Ok(Choice { source: Source::Given(p), version, why: "the bgd on PATH".into() });
+        return Ok(Choice { source: BgdSource::Given(p), version, why: "the bgd on PATH".into() });
     }
     let newest = &RELEASES[0];
     match find_python(python, newest.python) {
         Ok(py) => Ok(Choice {
             version: newest.version.into(),
             why: format!("the newest release, installed with Python {}.{}", py.version.0, py.version.1),
-            source: Source::Provision(newest, Some(py.path)),
+            source: BgdSource::Provision(newest, Some(py.path)),
         }),
         Err(why) => {
             let fallback = &RELEASES[RELEASES.len() - 1];
             Ok(Choice {
                 version: fallback.version.into(),
                 why: format!("{why}; --python to choose"),
-                source: Source::Provision(fallback, python.map(Path::to_path_buf)),
+                source: BgdSource::Provision(fallback, python.map(Path::to_path_buf)),
             })
         }
     }
@@ -271,14 +271,14 @@ fn pinned_choice(release: &'static Release, python: Option<&Path>, why: &str) ->
     } else {
         python.map(Path::to_path_buf)
     };
-    Ok(Choice { source: Source::Provision(release, py), version: release.version.into(), why: why.into() })
+    Ok(Choice { source: BgdSource::Provision(release, py), version: release.version.into(), why: why.into() })
 }
 
 /// Provisions (once) or returns the `bgd` of a choice.
 pub fn provide(choice: &Choice) -> Result<PathBuf, ClusterError> {
     match &choice.source {
-        Source::Given(p) => Ok(p.clone()),
-        Source::Provision(release, python) => local::pip_tool(
+        BgdSource::Given(p) => Ok(p.clone()),
+        BgdSource::Provision(release, python) => local::pip_tool(
             &format!("buildgrid-{}", release.version),
             release.package,
             "bgd",
@@ -800,7 +800,7 @@ mod tests {
         assert!(err.contains("BuildGrid 0.9.1 needs Python >= 3.13") && err.contains("--python"), "{err}");
         assert!(choose(None, Some("0.5.0"), None).unwrap_err().0.contains("provisions 0.9.1 and 0.4.4"));
         let fallback = Choice {
-            source: Source::Provision(&RELEASES[1], None),
+            source: BgdSource::Provision(&RELEASES[1], None),
             version: "0.4.4".into(),
             why: "no Python >= 3.13 found; --python to choose".into(),
         };
