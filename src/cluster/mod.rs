@@ -125,7 +125,45 @@ pub const REGISTRY: &[ClusterEntry] = &[
         // the readiness answer's per-element prediction is issue 24's work.
         agreement: false,
     },
+    ClusterEntry {
+        name: "compose:buildgrid",
+        aliases: &[],
+        description: "compose/buildgrid.yml: BuildGrid's published `nightly` images (0.9.x), brought up with \
+                      `docker compose` (Docker, or Podman's API via DOCKER_HOST) and taken down at exit",
+        expectations: None,
+        make: |s| compose_cluster("buildgrid", s),
+        agreement: false,
+    },
+    ClusterEntry {
+        name: "compose:buildgrid:local",
+        aliases: &[],
+        description: "compose/buildgrid.yml with the images compose/local/build-images.sh builds (BuildGrid 0.9.1): \
+                      the native `buildgrid` cluster in containers, needing no image registry",
+        expectations: Some("fixtures/expectations/buildgrid-bwrap.yaml"),
+        make: |s| compose_cluster("buildgrid:local", s),
+        agreement: false,
+    },
+    ClusterEntry {
+        name: "compose:buildbarn",
+        aliases: &[],
+        description: "compose/buildbarn.yml: Buildbarn's published images",
+        expectations: None,
+        make: |s| compose_cluster("buildbarn", s),
+        agreement: false,
+    },
+    ClusterEntry {
+        name: "compose:buildfarm",
+        aliases: &[],
+        description: "compose/buildfarm.yml: Buildfarm's published images",
+        expectations: None,
+        make: |s| compose_cluster("buildfarm", s),
+        agreement: false,
+    },
 ];
+
+fn compose_cluster(spec: &str, s: &ClusterSettings) -> Result<Box<dyn Cluster>, String> {
+    Ok(Box::new(compose::Compose::new(spec, s)?))
+}
 
 fn buildbarn_cluster(s: &ClusterSettings, chroot: bool) -> Result<Box<dyn Cluster>, String> {
     let programs = buildbarn::find_programs(s.buildbarn_dir.as_deref())?;
@@ -160,9 +198,8 @@ pub fn registry_help(first_line: &str) -> String {
         text.push_str(&format!("\n  {}{aliases}: {}", e.name, e.description));
     }
     text.push_str(
-        "\n  compose:NAME, compose:FILE[,FILE]: a stack from a compose file, brought up with `docker compose` \
-         (Docker or Podman's API via DOCKER_HOST) and taken down at exit: compose:buildgrid, compose:buildbarn, \
-         compose:buildfarm (published images), compose:buildgrid:local (images from compose/local/build-images.sh)",
+        "\n  compose:FILE[,FILE]: a stack from your own compose files, brought up with `docker compose` \
+         and taken down at exit (docs/adding-a-cluster.md says what the files must publish)",
     );
     text
 }
@@ -174,7 +211,8 @@ pub fn lookup(name: &str) -> Option<&'static ClusterEntry> {
 
 /// Builds the cluster called `name`, or says in one line why not.
 pub fn named(name: &str, settings: &ClusterSettings) -> Result<Box<dyn Cluster>, String> {
-    if let Some(spec) = name.strip_prefix("compose:") {
+    // The project's compose stacks are rows; any other `compose:` is the user's files.
+    if let (None, Some(spec)) = (lookup(name), name.strip_prefix("compose:")) {
         return Ok(Box::new(
             compose::Compose::new(spec, settings).map_err(|why| format!("`--cluster {name}`: {why}"))?,
         ));
