@@ -400,7 +400,12 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         .filter(|(_, f)| !matches!(f.state, FeatureState::NotAssessed | FeatureState::Undecided))
         .map(|(n, _)| n.clone())
         .collect();
-    let capability_undecided = capabilities.values().any(|c| c.state == FeatureState::Undecided);
+    // A gated capability left unassessed (its check SKIPped) is no more
+    // "present" than an undecided one: "every element builds" would claim
+    // what nothing checked.
+    let capability_undecided = capabilities
+        .values()
+        .any(|c| c.state == FeatureState::Undecided || (c.gated && c.state == FeatureState::NotAssessed));
     let elements = match builds_here {
         BuildsHere::No => ElementsBuild::None,
         BuildsHere::Undecided => ElementsBuild::Undecided,
@@ -448,6 +453,7 @@ impl Readiness {
             1
         } else if self.builds_here == BuildsHere::Undecided
             || gated().any(|c| c.state == FeatureState::Undecided)
+            || (self.builds_here == BuildsHere::Yes && gated().any(|c| c.state == FeatureState::NotAssessed))
             || !self.needed_unavailable.is_empty()
         {
             2
@@ -727,6 +733,19 @@ mod tests {
                 Verdict::new(VerdictKind::Warn, "writable").with_outcome(OutcomeClass::Completed),
             ),
         ])
+    }
+
+    #[test]
+    fn a_skipped_capability_check_is_not_a_present_capability() {
+        let pass = || Verdict::pass("ok").with_outcome(OutcomeClass::Completed);
+        let mut results: Vec<CheckResult> = CAPABILITIES
+            .iter()
+            .map(|c| result(c.check, "blocker", if c.name == "dev-fd" { Verdict::skip("not here") } else { pass() }))
+            .collect();
+        results.push(result("input-root.root-entries", "blocker", pass()));
+        let r = assess(&summary(results), &[]);
+        assert_eq!((r.builds_here, r.elements), (BuildsHere::Yes, ElementsBuild::Undecided));
+        assert_eq!(r.exit_code(), 2);
     }
 
     #[test]

@@ -42,3 +42,47 @@ pub fn one_line(s: &str, max: usize) -> String {
         flat
     }
 }
+
+/// `s` with the credentials of every URL in it (`scheme://user:password@host`)
+/// replaced by `…`: a server's log line may print its own connection string,
+/// and a report or terminal must not show the password in it.
+pub fn without_credentials(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        // The authority ends where the path, the text or the URL does.
+        let end = tail.find(|c: char| c == '/' || c.is_whitespace() || "\"'()[]<>,;".contains(c)).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@') {
+            Some(userinfo_end) => {
+                out.push('…');
+                out.push_str(&authority[userinfo_end..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::without_credentials;
+
+    #[test]
+    fn passwords_in_urls_are_withheld() {
+        assert_eq!(
+            without_credentials("Cannot use database (connection_string=[postgresql://bgd:s3cret@db:5432/bgd])"),
+            "Cannot use database (connection_string=[postgresql://…@db:5432/bgd])"
+        );
+        assert_eq!(
+            without_credentials("a http://h:1/x and redis://:pw@r:6379 b"),
+            "a http://h:1/x and redis://…@r:6379 b"
+        );
+        assert_eq!(without_credentials("no url here"), "no url here");
+        assert_eq!(without_credentials("x://"), "x://");
+    }
+}

@@ -127,9 +127,12 @@ async fn read_compressed_once(
     let bound = (d.size_bytes.max(0) as usize).saturating_mul(2).saturating_add(64 * 1024);
     let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg))).await?;
     let mut wire = Vec::new();
+    // One deadline for the whole read: a server trickling empty
+    // messages must not hold the check for ever.
+    let deadline = tokio::time::Instant::now() + cl.rpc_timeout;
     loop {
-        match tokio::time::timeout(cl.rpc_timeout, stream.message()).await {
-            Err(_) => return Err(tonic::Status::deadline_exceeded("the read stream went silent")),
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => return Err(tonic::Status::deadline_exceeded("the read did not end within the RPC timeout")),
             Ok(Err(s)) => return Err(s),
             Ok(Ok(None)) => return Ok(wire),
             Ok(Ok(Some(chunk))) => {

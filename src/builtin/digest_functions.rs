@@ -135,9 +135,12 @@ async fn bytestream_read(h: &Harness, f: Function, d: &Digest) -> Result<Vec<u8>
         let msg = ReadRequest { resource_name: resource(h, f, d, false), read_offset: 0, read_limit: 0 };
         let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg))).await?;
         let mut data = Vec::new();
+        // One deadline for the whole read: a server trickling empty
+        // messages must not hold the check for ever.
+        let deadline = tokio::time::Instant::now() + cl.rpc_timeout;
         loop {
-            match tokio::time::timeout(cl.rpc_timeout, stream.message()).await {
-                Err(_) => return Err(tonic::Status::deadline_exceeded("the read stream went silent")),
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Err(tonic::Status::deadline_exceeded("the read did not end within the RPC timeout")),
                 Ok(Err(s)) => return Err(s),
                 Ok(Ok(None)) => return Ok(data),
                 Ok(Ok(Some(chunk))) => {

@@ -514,7 +514,7 @@ fn last_words(log: &str) -> Option<String> {
             !head.contains(' ') && (head.ends_with("Error") || head.ends_with("Exception") || head == "error")
         })
     });
-    named.or(lines.last()).map(|l| crate::text::one_line(l, 300))
+    named.or(lines.last()).map(|l| crate::text::one_line(&crate::text::without_credentials(l), 300))
 }
 
 fn one_line(text: &str) -> String {

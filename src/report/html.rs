@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sha2::{Digest, Sha256};
 
-use crate::readiness::{BuildsHere, Finding, Readiness};
+use crate::readiness::{ElementsBuild, Finding, Readiness};
 use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 
 /// Text for HTML, in element content and in quoted attribute values alike:
@@ -61,6 +61,7 @@ summary, td, dd { overflow-wrap: anywhere; }
 .answer.no { border-color: var(--fail); background: #ffebe9; }
 .answer.undecided { border-color: var(--error); background: #fbefff; }
 .answer.not-assessed { border-color: var(--skip); background: #f6f8fa; }
+.answer.only { border-color: var(--warn); background: #fff8c5; }
 .v { display: inline-block; min-width: 3.6em; text-align: center; font: 600 12px ui-monospace, monospace; border-radius: 4px; padding: 1px 4px; color: #fff; }
 .v-PASS { background: var(--pass); } .v-FAIL { background: var(--fail); } .v-WARN { background: var(--warn); }
 .v-ERROR { background: var(--error); } .v-SKIP { background: var(--skip); } .v-none { background: #eaeef2; color: #57606a; }
@@ -79,7 +80,7 @@ table.matrix th.run { font-weight: 600; max-width: 16rem; }
 .muted { color: #57606a; }
 .hint { background: #fff8c5; padding: .2rem .4rem; border-radius: 4px; }
 td.answer-cell { font-weight: 600; } td.answer-cell.yes { color: var(--pass); } td.answer-cell.no { color: var(--fail); }
-td.answer-cell.undecided { color: var(--error); } td.answer-cell.not-assessed { color: var(--skip); }
+td.answer-cell.undecided { color: var(--error); } td.answer-cell.only { color: var(--warn); } td.answer-cell.not-assessed { color: var(--skip); }
 #filters { background: #f6f8fa; padding: .4rem .8rem; border-radius: 6px; margin: 1rem 0; }
 table.features td:nth-child(2) { min-width: 6.5rem; }
 "#;
@@ -188,15 +189,22 @@ fn filters(suites: &BTreeSet<&str>, extra: &str) -> String {
     out
 }
 
+/// The colour of an answer, from what it says of the elements: green only
+/// when every element builds, amber when only some do.
+fn answer_class(r: &Readiness) -> &'static str {
+    match r.elements {
+        ElementsBuild::Every => "yes",
+        ElementsBuild::OnlyWithout => "only",
+        ElementsBuild::None => "no",
+        ElementsBuild::Undecided => "undecided",
+        ElementsBuild::NotAssessed => "not-assessed",
+    }
+}
+
 /// The readiness answer, first on the page: the headline, then blockers
 /// with the consequences of each root cause folded under it, and the rest.
 fn readiness(r: &Readiness, anchors: &HashMap<&str, usize>) -> String {
-    let class = match r.builds_here {
-        BuildsHere::Yes => "yes",
-        BuildsHere::No => "no",
-        BuildsHere::Undecided => "undecided",
-        BuildsHere::NotAssessed => "not-assessed",
-    };
+    let class = answer_class(r);
     // The terminal's own headline, word for word.
     let rendered = r.render();
     let headline = rendered.lines().next().unwrap_or_default();
@@ -441,15 +449,11 @@ pub fn matrix(runs: &[RunSummary]) -> String {
     }
     body.push_str("</tr>\n<tr><th>BuildStream builds here</th>");
     for run in runs {
-        let answer = crate::readiness::assess(run, &run.needs).render();
+        let readiness = crate::readiness::assess(run, &run.needs);
+        let answer = readiness.render();
         let line = answer.lines().next().unwrap_or_default();
         let short = line.trim_start_matches("BuildStream builds here: ");
-        let class = match crate::readiness::assess(run, &run.needs).builds_here {
-            BuildsHere::Yes => "yes",
-            BuildsHere::No => "no",
-            BuildsHere::Undecided => "undecided",
-            BuildsHere::NotAssessed => "not-assessed",
-        };
+        let class = answer_class(&readiness);
         body.push_str(&format!("<td class=\"answer-cell {class}\" title=\"{}\">{}</td>", esc(line), esc(short)));
     }
     body.push_str("</tr>\n");
