@@ -111,38 +111,9 @@ async fn read_compressed(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<u8>, tonic::Status> {
-    // A stream broken by a transient condition is read again, as every read is.
-    reapi_client::retry::retrying("ByteStream.Read", || read_compressed_once(h, c, d, offset, limit)).await
-}
-
-async fn read_compressed_once(
-    h: &Harness,
-    c: Compressor,
-    d: &Digest,
-    offset: i64,
-    limit: i64,
-) -> Result<Vec<u8>, tonic::Status> {
-    let cl = h.clients();
     let msg = ReadRequest { resource_name: resource(h, c, d, false), read_offset: offset, read_limit: limit };
     let bound = (d.size_bytes.max(0) as usize).saturating_mul(2).saturating_add(64 * 1024);
-    let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg))).await?;
-    let mut wire = Vec::new();
-    // One deadline for the whole read: a server trickling empty
-    // messages must not hold the check for ever.
-    let deadline = tokio::time::Instant::now() + cl.rpc_timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.message()).await {
-            Err(_) => return Err(tonic::Status::deadline_exceeded("the read did not end within the RPC timeout")),
-            Ok(Err(s)) => return Err(s),
-            Ok(Ok(None)) => return Ok(wire),
-            Ok(Ok(Some(chunk))) => {
-                wire.extend_from_slice(&chunk.data);
-                if wire.len() > bound {
-                    return Ok(wire);
-                }
-            }
-        }
-    }
+    super::bytestream_read_bounded(h, msg, bound).await
 }
 
 /// A transport failure is ERROR; any other status is the server's answer.

@@ -130,29 +130,8 @@ fn resource(h: &Harness, f: Function, d: &Digest, upload: bool) -> String {
 
 /// Reads `d` through ByteStream, stopping past a bound whatever the server sends.
 async fn bytestream_read(h: &Harness, f: Function, d: &Digest) -> Result<Vec<u8>, tonic::Status> {
-    reapi_client::retry::retrying("ByteStream.Read", || async {
-        let cl = h.clients();
-        let msg = ReadRequest { resource_name: resource(h, f, d, false), read_offset: 0, read_limit: 0 };
-        let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg))).await?;
-        let mut data = Vec::new();
-        // One deadline for the whole read: a server trickling empty
-        // messages must not hold the check for ever.
-        let deadline = tokio::time::Instant::now() + cl.rpc_timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, stream.message()).await {
-                Err(_) => return Err(tonic::Status::deadline_exceeded("the read did not end within the RPC timeout")),
-                Ok(Err(s)) => return Err(s),
-                Ok(Ok(None)) => return Ok(data),
-                Ok(Ok(Some(chunk))) => {
-                    data.extend_from_slice(&chunk.data);
-                    if data.len() > READ_BOUND {
-                        return Ok(data);
-                    }
-                }
-            }
-        }
-    })
-    .await
+    let msg = ReadRequest { resource_name: resource(h, f, d, false), read_offset: 0, read_limit: 0 };
+    super::bytestream_read_bounded(h, msg, READ_BOUND).await
 }
 
 /// Uploads `data` as `d` in one ByteStream message.

@@ -28,6 +28,37 @@ mod split_splice;
 #[cfg(test)]
 mod writing_checks_example;
 
+/// One ByteStream read of `msg`, made again after a transient break: the
+/// bytes, or the status the server answered. Stops collecting past `bound`
+/// bytes and ends at one deadline for the whole read, whatever the server
+/// sends (a stream trickling empty messages must not hold the check).
+pub(crate) async fn bytestream_read_bounded(
+    h: &Harness,
+    msg: bazel_remote_apis::google::bytestream::ReadRequest,
+    bound: usize,
+) -> Result<Vec<u8>, tonic::Status> {
+    reapi_client::retry::retrying("ByteStream.Read", || async {
+        let cl = h.clients();
+        let mut stream = cl.call(cl.bytestream.clone().read(cl.request(msg.clone()))).await?;
+        let mut data = Vec::new();
+        let deadline = tokio::time::Instant::now() + cl.rpc_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.message()).await {
+                Err(_) => return Err(tonic::Status::deadline_exceeded("the read did not end within the RPC timeout")),
+                Ok(Err(s)) => return Err(s),
+                Ok(Ok(None)) => return Ok(data),
+                Ok(Ok(Some(chunk))) => {
+                    data.extend_from_slice(&chunk.data);
+                    if data.len() > bound {
+                        return Ok(data);
+                    }
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Signature of a built-in check, as the runner calls it.
 pub type BuiltinFn = for<'a> fn(&'a Harness, &'a CheckSpec) -> BoxFuture<'a, Verdict>;
 
