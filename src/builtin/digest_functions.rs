@@ -442,8 +442,15 @@ fn rehashed(prepared: &crate::action::PreparedAction, f: Function) -> Result<(Di
 /// through ByteStream in chunks. The error is the verdict.
 async fn upload_with(h: &Harness, check: &CheckSpec, f: Function, blobs: &[Blob]) -> Result<(), Verdict> {
     let name = f.name();
+    // Within the advertised batch limit (less room for framing): a blob the
+    // server said it cannot take in a batch goes through ByteStream.
+    let advertised = h.capabilities.cache_capabilities.as_ref().map_or(0, |c| c.max_batch_total_size_bytes);
+    let batch_max = match usize::try_from(advertised) {
+        Ok(limit) if limit > 0 => BATCH_BLOB_MAX.min(limit.saturating_sub(1024)),
+        _ => BATCH_BLOB_MAX,
+    };
     for (d, data) in blobs {
-        if data.len() <= BATCH_BLOB_MAX {
+        if data.len() <= batch_max {
             let what = format!("BatchUpdateBlobs ({name}) of the action's blob {}", digest::show(d));
             let (code, message) = batch_update(h, f.value() as i32, d, data.to_vec(), &what).await?;
             if code != 0 {
