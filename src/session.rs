@@ -311,6 +311,7 @@ pub async fn execute(
         },
         Err(e) => runner::all_error(checks, &e.to_string()),
     };
+    cluster.settle().await;
     let results = match cluster.died() {
         Some(death) => blame_harness(results, &death),
         None => results,

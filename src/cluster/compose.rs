@@ -198,6 +198,22 @@ pub struct Compose {
 struct Watch {
     task: tokio::task::JoinHandle<()>,
     stopped: Arc<Mutex<Option<String>>>,
+    /// The stack's services and their containers' ids.
+    containers: Vec<(String, String)>,
+}
+
+/// Looks once for a service of `containers` that stopped, and records the
+/// first in `stopped` (without its last words: the report appends "during
+/// the run"). Returns whether one had.
+async fn record_exit(containers: &[(String, String)], stopped: &Mutex<Option<String>>) -> bool {
+    match exited_service(containers).await {
+        Some(stop) => {
+            let death = format!("the compose stack's service {} exited (exit code {})", stop.service, stop.code);
+            stopped.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(death);
+            true
+        }
+        None => false,
+    }
 }
 
 impl Drop for Watch {
@@ -285,19 +301,16 @@ impl Compose {
         self.timings.push(("ready (a trivial action completed)", step.elapsed()));
         let stopped = Arc::new(Mutex::new(None));
         let seen = stopped.clone();
+        let watched = containers.clone();
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                if let Some(stop) = exited_service(&containers).await {
-                    // Without its last words: the report appends "during the run".
-                    let death =
-                        format!("the compose stack's service {} exited (exit code {})", stop.service, stop.code);
-                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(death);
+                if record_exit(&watched, &seen).await {
                     return;
                 }
             }
         });
-        self.watch = Some(Watch { task, stopped });
+        self.watch = Some(Watch { task, stopped, containers });
         Ok(target)
     }
 }
@@ -314,6 +327,20 @@ impl Cluster for Compose {
     fn died(&mut self) -> Option<String> {
         let watch = self.watch.as_ref()?;
         watch.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn settle(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // The watch polls every 2 s: one last look, so a service that
+            // stopped in the run's last seconds still makes its verdicts ERROR.
+            if let Some(watch) = &self.watch {
+                if watch.stopped.lock().unwrap_or_else(|p| p.into_inner()).is_none() {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(10), record_exit(&watch.containers, &watch.stopped))
+                            .await;
+                }
+            }
+        })
     }
 
     fn startup_steps(&self) -> Vec<(String, Duration)> {

@@ -251,6 +251,12 @@ pub trait Cluster: Send {
     fn died(&mut self) -> Option<String> {
         None
     }
+    /// Brings [`Cluster::died`] up to date before the run's verdicts are
+    /// judged, for a cluster that learns of deaths by polling: a process
+    /// that died just before the last check ended is still seen.
+    fn settle(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
     /// The server it runs, as named in `suites/servers/hints.yaml`, when known.
     fn server(&self) -> Option<&'static str> {
         None
