@@ -303,15 +303,17 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     // The protocol suite judges the server's API (the action cache,
     // WaitExecution), which a missing chroot does not change: a real retried
     // element replays a cached failure on a no-chroot server too.
-    let mut ran: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    // Per check: whether it was judged on what its command saw, and its state.
+    let mut sandbox_judged: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut check_state: std::collections::HashMap<&str, FeatureState> = std::collections::HashMap::new();
     let mut assessed = false;
     for r in &summary.results {
         let started =
             !matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued));
-        let saw_sandbox = started && r.suite != "protocol";
-        if let (true, Some(name)) = (saw_sandbox, capability_of(&r.id).map(|c| c.name).or(r.impact.feature())) {
-            ran.insert(name.to_string());
+        if started && r.suite != "protocol" {
+            sandbox_judged.insert(r.id.as_str());
         }
+        check_state.insert(r.id.as_str(), feature_state(r));
         let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
         if r.verdict.outcome == Some(OutcomeClass::Queued) {
             hang_risks.push(Finding::of(r));
@@ -371,19 +373,38 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     } else {
         BuildsHere::Yes
     };
-    // With a blocker failed, a feature or capability whose checks ran (to
-    // "available" or "broken") was judged outside BuildStream's sandbox: no
-    // element using it builds, and the checks' verdicts do not say whether it
-    // would. A refusal or a hang came before anything ran and still stands.
+    // With a blocker failed, a check whose command ran was judged outside
+    // BuildStream's sandbox: its verdict does not say whether elements using
+    // its feature or capability would build. Masked check by check: what the
+    // other checks found for their own reason (a refusal or a hang before
+    // anything ran, a broken API) still stands; with nothing of their own to
+    // say, the feature is "not assessed: follows from" the root cause.
     if let Some(root) = blockers.first().map(|f| f.id.clone()) {
-        let judged = |name: &String, s: FeatureState| {
-            ran.contains(name) && matches!(s, FeatureState::Available | FeatureState::Broken)
+        let remasked = |checks: &[Finding]| -> Option<FeatureState> {
+            if !checks.iter().any(|c| sandbox_judged.contains(c.id.as_str())) {
+                return None;
+            }
+            let own = checks
+                .iter()
+                .filter(|c| !sandbox_judged.contains(c.id.as_str()))
+                .filter_map(|c| check_state.get(c.id.as_str()).copied())
+                .max();
+            Some(
+                own.filter(|s| !matches!(s, FeatureState::Available | FeatureState::NotAssessed))
+                    .unwrap_or(FeatureState::NotAssessed),
+            )
         };
-        for (_, f) in features.iter_mut().filter(|(n, f)| judged(n, f.state)) {
-            (f.state, f.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        for f in features.values_mut() {
+            if let Some(state) = remasked(&f.checks) {
+                f.state = state;
+                f.follows_from = (state == FeatureState::NotAssessed).then(|| root.clone());
+            }
         }
-        for (_, c) in capabilities.iter_mut().filter(|(n, c)| judged(n, c.state)) {
-            (c.state, c.follows_from) = (FeatureState::NotAssessed, Some(root.clone()));
+        for c in capabilities.values_mut() {
+            if let Some(state) = remasked(&c.checks) {
+                c.state = state;
+                c.follows_from = (state == FeatureState::NotAssessed).then(|| root.clone());
+            }
         }
     }
     let usable = |n: &str| match (features.get(n), capabilities.get(n)) {
@@ -733,6 +754,31 @@ mod tests {
                 Verdict::new(VerdictKind::Warn, "writable").with_outcome(OutcomeClass::Completed),
             ),
         ])
+    }
+
+    #[test]
+    fn masking_is_per_check_and_a_finding_of_its_own_stands() {
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("outputs.on-failure", "feature:failed-build-artifacts", ran(Verdict::pass("ok"))),
+            result(
+                "protocol.failed-command-is-a-result",
+                "feature:failed-build-artifacts",
+                ran(Verdict::new(VerdictKind::Fail, "no result")),
+            ),
+            result("outputs.mtime", "feature:incremental-workspaces", ran(Verdict::new(VerdictKind::Fail, "x"))),
+        ]);
+        let r = assess(&s, &[]);
+        // The protocol check judged the API, which the chroot does not change.
+        let artifacts = &r.features["failed-build-artifacts"];
+        assert_eq!((artifacts.state, artifacts.follows_from.as_deref()), (FeatureState::Broken, None));
+        // A check that only ran outside the sandbox says nothing of its own.
+        let mtime = &r.features["incremental-workspaces"];
+        assert_eq!(
+            (mtime.state, mtime.follows_from.as_deref()),
+            (FeatureState::NotAssessed, Some("input-root.root-entries"))
+        );
     }
 
     #[test]
