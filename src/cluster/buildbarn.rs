@@ -233,31 +233,19 @@ async fn wait_socket(path: &Path, process: &mut ManagedProcess, limit: Duration)
 
 /// Ready when a trivial action (the platform the worker advertises) completes.
 async fn wait_action(target: &ConnectOptions, isa: &str, run: &mut Running) -> Result<(), ClusterError> {
-    use crate::action::Vars;
-    use crate::harness::{Harness, RunOptions};
     const LIMIT: Duration = Duration::from_secs(60);
     let start = Instant::now();
-    let options =
-        RunOptions { timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), ..Default::default() };
-    let vars = Vars { isa: isa.to_string(), ..Vars::for_host() };
+    let vars = crate::action::Vars { isa: isa.to_string(), ..crate::action::Vars::for_host() };
     let mut last = String::from("no answer yet");
     while start.elapsed() < LIMIT {
         if let Some(death) = run.processes.iter_mut().find_map(|p| p.death().map(|d| (d, p.log_tail()))) {
             return Err(ClusterError(format!("{} during start-up:\n{}", death.0, death.1)));
         }
-        match Harness::connect(target, options.clone(), vars.clone()).await {
-            Err(e) => last = e.to_string(),
-            Ok(h) => match h.upload("buildbarn-readiness", &crate::suite::ActionSpec::default()).await {
-                Err(e) => last = e.to_string(),
-                Ok(prepared) => {
-                    let (outcome, _) = h.execute(&prepared, options.timeout).await;
-                    match outcome {
-                        Ok(o) if o.class() == crate::suite::OutcomeClass::Completed => return Ok(()),
-                        Ok(o) => last = format!("a trivial action: {}", o.describe()),
-                        Err(e) => last = e.to_string(),
-                    }
-                }
-            },
+        match super::ready::trivial_action_completes(target, &vars, Duration::from_secs(5), Duration::from_secs(20))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -306,7 +306,14 @@ async fn wait_action(target: &ConnectOptions, run: &mut Running) -> Result<(), C
         if let Some(death) = run.processes.iter_mut().find_map(|p| p.death().map(|d| (d, p.log_tail()))) {
             return Err(ClusterError(format!("{} during start-up:\n{}", death.0, death.1)));
         }
-        match super::ready::trivial_action_completes(target, Duration::from_secs(5), Duration::from_secs(20)).await {
+        match super::ready::trivial_action_completes(
+            target,
+            &crate::action::Vars::for_host(),
+            Duration::from_secs(5),
+            Duration::from_secs(20),
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }

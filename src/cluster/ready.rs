@@ -12,9 +12,11 @@ use crate::connection::{Clients, ConnectOptions};
 use crate::execute::{self, ExecuteParams, Inflight};
 use crate::suite::{ActionSpec, OutcomeClass};
 
-/// One try: `Ok` when a trivial action completed, else why not.
+/// One try: `Ok` when a trivial action completed, else why not. The action
+/// carries the platform `vars` name (the ISA the workers advertise).
 pub async fn trivial_action_completes(
     target: &ConnectOptions,
+    vars: &Vars,
     rpc_timeout: Duration,
     budget: Duration,
 ) -> Result<(), String> {
@@ -28,8 +30,8 @@ pub async fn trivial_action_completes(
         .map_err(|s| format!("GetCapabilities: {:?}: {}", s.code(), s.message()))?;
     let max_batch = caps.cache_capabilities.as_ref().map(|c| c.max_batch_total_size_bytes).unwrap_or(0);
     let salt = format!("reapi-conformance/readiness/{}", uuid::Uuid::new_v4()).into_bytes();
-    let prepared = action::prepare(&ActionSpec::default(), &Vars::for_host(), &crate::probe::probe_blob(), &salt)
-        .map_err(|e| e.to_string())?;
+    let prepared =
+        action::prepare(&ActionSpec::default(), vars, &crate::probe::probe_blob(), &salt).map_err(|e| e.to_string())?;
     let cas = Cas::new(clients.clone(), max_batch);
     cas.upload(&prepared.blobs).await.map_err(|e| format!("uploading a trivial action: {e}"))?;
     let params = ExecuteParams { action_digest: prepared.action_digest.clone(), skip_cache_lookup: false, budget };
@@ -49,7 +51,8 @@ pub async fn wait(target: &ConnectOptions, limit: Duration) -> Result<Duration, 
     let start = Instant::now();
     let mut last = String::from("no answer yet");
     while start.elapsed() < limit {
-        match trivial_action_completes(target, Duration::from_secs(5), Duration::from_secs(20)).await {
+        match trivial_action_completes(target, &Vars::for_host(), Duration::from_secs(5), Duration::from_secs(20)).await
+        {
             Ok(()) => return Ok(start.elapsed()),
             Err(e) => last = e,
         }
