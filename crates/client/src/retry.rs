@@ -99,21 +99,11 @@ fn code_label(code: Code) -> String {
 
 /// Makes the call `attempt` builds, again while its answer is retryable,
 /// at most [`RETRIES`] more times; returns the last answer.
-pub async fn retrying<T, Fut>(call: &str, mut attempt: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+pub async fn retrying<T, Fut>(call: &str, attempt: impl FnMut() -> Fut) -> Result<T, tonic::Status>
 where
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut n = 0;
-    loop {
-        match attempt().await {
-            Err(status) if n < RETRIES && is_retryable(&status) => {
-                n += 1;
-                record_status(call, &status);
-                tokio::time::sleep(pause(n)).await;
-            }
-            other => return other,
-        }
-    }
+    retry_while(call, attempt, |n, _| n < RETRIES).await
 }
 
 /// [`retrying`] for a call whose transient answer is expected to last
@@ -125,23 +115,33 @@ where
 pub async fn retrying_within<T, Fut>(
     call: &str,
     window: Duration,
-    mut attempt: impl FnMut() -> Fut,
+    attempt: impl FnMut() -> Fut,
 ) -> Result<T, tonic::Status>
 where
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
     let deadline = tokio::time::Instant::now() + window;
+    retry_while(call, attempt, |_, wait| tokio::time::Instant::now() + wait <= deadline).await
+}
+
+/// The one retry loop: after a retryable answer, waits the growing pause
+/// (capped at the [`RETRIES`]th) and asks again while `go_on(retries made,
+/// next pause)` says so; returns the answer that stands.
+async fn retry_while<T, Fut>(
+    call: &str,
+    mut attempt: impl FnMut() -> Fut,
+    go_on: impl Fn(u32, Duration) -> bool,
+) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let mut n = 0;
     loop {
         match attempt().await {
-            Err(status) if is_retryable(&status) => {
-                let wait = pause((n + 1).min(RETRIES));
-                if tokio::time::Instant::now() + wait > deadline {
-                    return Err(status);
-                }
+            Err(status) if is_retryable(&status) && go_on(n, pause((n + 1).min(RETRIES))) => {
                 n += 1;
                 record_status(call, &status);
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(pause(n.min(RETRIES))).await;
             }
             other => return other,
         }

@@ -9,7 +9,9 @@ use tonic::Status;
 use super::defects::Defect;
 use super::Shared;
 
-/// What the cache advertises and serves when faithful.
+/// What the cache advertises and serves when faithful: every function the
+/// harness computes but GITSHA1, which stays unadvertised so that
+/// `digest-functions.unadvertised-refused` has one to be refused.
 const CACHE_FUNCTIONS: &[Function] = &[
     Function::Sha256,
     Function::Sha1,
