@@ -636,7 +636,10 @@ mod tests {
         let project = dir.file_name().unwrap().to_string_lossy().into_owned();
         assert!(!stale_project(&project));
         let lock = dir.join("lock");
-        let foreign = dir.with_file_name(format!("{PROJECT_PREFIX}compose-{}-0123456789ab", u32::MAX - 1));
+        // An id of this process's own, so that neither the test above (which
+        // needs that name absent) nor a concurrent test process sees it.
+        let foreign =
+            dir.with_file_name(format!("{PROJECT_PREFIX}compose-{}-{:012x}", u32::MAX - 1, std::process::id()));
         std::fs::create_dir(&foreign).unwrap();
         std::fs::hard_link(&lock, foreign.join("lock")).unwrap();
         let foreign_project = foreign.file_name().unwrap().to_string_lossy().into_owned();
@@ -644,7 +647,8 @@ mod tests {
         std::fs::remove_file(foreign.join("lock")).unwrap();
         std::fs::write(foreign.join("lock"), "").unwrap();
         assert!(stale_project(&foreign_project), "unlocked: its run is over");
-        std::fs::remove_dir_all(&foreign).unwrap();
+        // A concurrent test's sweep may have removed it already.
+        let _ = std::fs::remove_dir_all(&foreign);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
