@@ -616,21 +616,21 @@ pub fn main() -> i32 {
         // SIGINT, SIGTERM, SIGHUP: what provisioning started is stopped, its
         // half-made directories removed, and the exit status is 128 + signal.
         Command::Setup { buildbox_dir, buildgrid, buildgrid_version, python, bst } => {
-            cluster::local::interruptible(move || {
+            cluster::provision::interruptible(move || {
                 let dir = match buildbox_dir.as_deref() {
-                    Some(explicit) => cluster::local::provision(Some(explicit)),
-                    None => cluster::local::verify_or_reprovision(),
+                    Some(explicit) => cluster::provision::provision(Some(explicit)),
+                    None => cluster::provision::verify_or_reprovision(),
                 }
                 .map_err(|e| e.to_string())?;
                 print_out(&format!("buildbox-casd and buildbox-run are in {}\n", dir.display()));
-                if cluster::local::which("bwrap").is_none() {
+                if cluster::provision::which("bwrap").is_none() {
                     print_out("bwrap is missing: install bubblewrap (Debian: apt-get install bubblewrap)\n");
                 }
                 if buildgrid {
                     setup_buildgrid(buildgrid_version.as_deref(), python.as_deref())?;
                 }
                 if bst {
-                    let bst = cluster::local::find_bst().map_err(|e| e.to_string())?;
+                    let bst = cluster::provision::find_bst().map_err(|e| e.to_string())?;
                     print_out(&format!("BuildStream's bst is {}\n", bst.display()));
                 }
                 Ok(crate::exit::SUCCESS)

@@ -339,7 +339,7 @@ fn tail(log: &Path) -> String {
 
 #[test]
 fn readiness_predicts_real_bst_builds_on_every_cluster() {
-    let bst = reapi_conformance::cluster::local::find_bst().expect("bst (reapi-conformance setup --bst)");
+    let bst = reapi_conformance::cluster::provision::find_bst().expect("bst (reapi-conformance setup --bst)");
     // Every cluster whose registry row asks for agreement and which this
     // machine can start (Buildbarn only where its programs are found).
     let clusters: Vec<String> = match std::env::var("REAPI_AGREEMENT_CLUSTERS") {

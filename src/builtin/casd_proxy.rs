@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::unmet;
-use crate::cluster::{local, ManagedProcess};
+use crate::cluster::{provision, ready, ManagedProcess};
 use crate::connection::ConnectOptions;
 use crate::evaluate;
 use crate::harness::Harness;
@@ -56,7 +56,7 @@ fn proxy_args(target: &ConnectOptions) -> Vec<String> {
 /// as the check expects, outputs and logs fetched back through the proxy.
 pub(super) async fn through_casd_proxy(h: &Harness, check: &CheckSpec) -> Result<Verdict, Verdict> {
     let explicit = h.options.buildbox_dir.clone();
-    let bin = match tokio::task::spawn_blocking(move || local::provision(explicit.as_deref())).await {
+    let bin = match tokio::task::spawn_blocking(move || provision::provision(explicit.as_deref())).await {
         Ok(Ok(dir)) => dir,
         Ok(Err(e)) => return Ok(Verdict::error(format!("this check needs buildbox-casd: {e}"))),
         Err(e) => return Ok(Verdict::error(format!("provisioning task failed: {e}"))),
@@ -127,7 +127,7 @@ fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
 
 async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {
     let via = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
-    if let Err(e) = local::wait_ready(&via, casd, Duration::from_secs(20)).await {
+    if let Err(e) = ready::wait_ready(&via, casd, Duration::from_secs(20)).await {
         return Verdict::error(format!("the buildbox-casd proxy did not start: {e}"));
     }
     let proxied = match Harness::connect(&via, h.options.clone(), h.vars.clone()).await {

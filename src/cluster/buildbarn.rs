@@ -66,7 +66,7 @@ pub fn find_programs(dir: Option<&Path>) -> Result<Vec<Program>, String> {
     for name in PROGRAMS {
         let path = match dir {
             Some(d) => Some(d.join(name)).filter(|p| p.is_file()),
-            None => super::local::which(name),
+            None => super::provision::which(name),
         };
         match path {
             Some(path) => {

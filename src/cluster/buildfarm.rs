@@ -122,7 +122,7 @@ pub fn find_java(named: Option<&Path>) -> Result<Java, String> {
         }
         return Ok(Java { path, version });
     }
-    let mut candidates: Vec<PathBuf> = super::local::which("java").into_iter().collect();
+    let mut candidates: Vec<PathBuf> = super::provision::which("java").into_iter().collect();
     let mut jvms: Vec<PathBuf> = std::fs::read_dir("/usr/lib/jvm")
         .into_iter()
         .flatten()
@@ -165,7 +165,7 @@ pub struct BuildfarmOptions {
 pub fn options(dir: Option<&Path>, java: Option<&Path>, isa: &str, instance: &str) -> Result<BuildfarmOptions, String> {
     let jars = find_jars(dir)?;
     let java = find_java(java)?;
-    let redis = super::local::which("redis-server")
+    let redis = super::provision::which("redis-server")
         .ok_or("Buildfarm's backplane needs redis-server on PATH (Debian's redis-server package)")?;
     Ok(BuildfarmOptions { jars, java, redis, isa: isa.to_string(), instance: instance.to_string() })
 }

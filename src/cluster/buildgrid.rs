@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use super::local::{self, which};
+use super::provision::{self, which};
 use super::{Cluster, ClusterError, ManagedProcess};
 use crate::connection::ConnectOptions;
 use crate::worker::{self, Mode, WorkerConfig, WorkerHandle};
@@ -278,7 +278,7 @@ fn pinned_choice(release: &'static Release, python: Option<&Path>, why: &str) ->
 pub fn provide(choice: &Choice) -> Result<PathBuf, ClusterError> {
     match &choice.source {
         BgdSource::Given(p) => Ok(p.clone()),
-        BgdSource::Provision(release, python) => local::pip_tool(
+        BgdSource::Provision(release, python) => provision::pip_tool(
             &format!("buildgrid-{}", release.version),
             release.package,
             "bgd",
@@ -402,7 +402,7 @@ impl BuildGrid {
                     ));
                 }
                 let explicit = opts.buildbox_dir.clone();
-                let dir = tokio::task::spawn_blocking(move || local::provision(explicit.as_deref()))
+                let dir = tokio::task::spawn_blocking(move || provision::provision(explicit.as_deref()))
                     .await
                     .map_err(|e| ClusterError(format!("provisioning task failed: {e}")))??;
                 Mode::BuildboxRun {
@@ -480,7 +480,7 @@ impl BuildGrid {
             bots_endpoint: Some(endpoint.clone()),
             ..ConnectOptions::endpoint(endpoint.clone())
         };
-        local::wait_ready(&connect, bgd_process, Duration::from_secs(60)).await?;
+        super::ready::wait_ready(&connect, bgd_process, Duration::from_secs(60)).await?;
         self.timings.push(("bgd server start", step.elapsed()));
 
         // The bots.

@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod local;
 pub mod netns;
 mod process;
+pub mod provision;
 pub mod ready;
 pub mod rundir;
 

@@ -2,7 +2,6 @@
 //! killed with the parent (PR_SET_PDEATHSIG), and the whole group is
 //! terminated on stop or drop.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -53,16 +52,7 @@ impl ManagedProcess {
     pub fn spawn(name: &str, mut cmd: Command, log: &std::path::Path) -> std::io::Result<ManagedProcess> {
         let out = std::fs::File::create(log)?;
         cmd.stdout(Stdio::from(out.try_clone()?)).stderr(Stdio::from(out)).stdin(Stdio::null());
-        cmd.process_group(0);
-        // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        crate::worker::own_group_killed_with_parent(&mut cmd);
         let child = spawn_from_lasting_thread(cmd)?;
         let pgid = child.id() as i32;
         Ok(ManagedProcess { name: name.to_string(), child: Some(child), pgid, log: log.to_path_buf() })

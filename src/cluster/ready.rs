@@ -6,6 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use bazel_remote_apis::build::bazel::remote::execution::v2::GetCapabilitiesRequest;
+
+use super::{ClusterError, ManagedProcess};
 use crate::action::{self, Vars};
 use crate::cas::Cas;
 use crate::connection::{Clients, ConnectOptions};
@@ -59,4 +62,32 @@ pub async fn wait(target: &ConnectOptions, limit: Duration) -> Result<Duration, 
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Err(last)
+}
+
+/// Polls GetCapabilities until the endpoint answers or the process dies.
+pub async fn wait_ready(
+    opts: &ConnectOptions,
+    process: &mut ManagedProcess,
+    limit: Duration,
+) -> Result<Duration, ClusterError> {
+    let start = Instant::now();
+    let clients = Clients::new(opts, Duration::from_secs(2)).map_err(|e| ClusterError(e.to_string()))?;
+    loop {
+        let req = clients.request(GetCapabilitiesRequest { instance_name: opts.instance.clone() });
+        if clients.call(clients.capabilities.clone().get_capabilities(req)).await.is_ok() {
+            return Ok(start.elapsed());
+        }
+        if let Some(exit) = process.startup_exit() {
+            return Err(exit);
+        }
+        if start.elapsed() > limit {
+            return Err(ClusterError(format!(
+                "{} did not answer within {}s:\n{}",
+                process.name,
+                limit.as_secs(),
+                process.log_tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

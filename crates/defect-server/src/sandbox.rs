@@ -107,14 +107,13 @@ impl SandboxRegistry {
         let inner = match state.holder {
             Some((_, inner)) => inner,
             None => {
-                use std::os::unix::process::CommandExt;
                 let mut cmd = std::process::Command::new(BWRAP);
                 cmd.args(["--die-with-parent", "--unshare-user", "--unshare-pid", "--uid", "0", "--gid", "0"])
                     .args(["--ro-bind", "/", "/", "--proc", "/proc", "--", "sleep", "86400"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .process_group(0);
+                    .stderr(Stdio::null());
+                reapi_worker::own_group_killed_with_parent(&mut cmd);
                 let mut child = reapi_worker::forking(|| cmd.spawn(), |c| Some(c.id()))?;
                 let pgid = child.id() as i32;
                 // Killed with its group when the server stops; reaped here then.
@@ -594,9 +593,9 @@ pub(crate) async fn run_bwrap(
         .stdin(Stdio::null())
         .stdout(fs::File::create(stdout)?)
         .stderr(fs::File::create(stderr)?)
-        // Its own process group, so one kill reaches every process in it.
-        .process_group(0)
         .kill_on_drop(true);
+    // Its own process group, so one kill reaches every process in it.
+    reapi_worker::own_group_killed_with_parent(command.as_std_mut());
     // Kept open until bwrap has started: its fds 3 and 4 are dups of these.
     let namespace_files =
         if shared.defects.has(Defect::ProcWorkerPidNs) { Some(shared.sandboxes.shared_pid_namespace()?) } else { None };

@@ -32,8 +32,8 @@ mod process;
 mod session;
 
 pub use process::{
-    adopt_orphans, descendants, executable_write_turn, forking, kill_all, kill_leftovers, reap_orphans, write_file,
-    ScratchDir,
+    adopt_orphans, descendants, executable_write_turn, forking, kill_all, kill_leftovers, own_group_killed_with_parent,
+    reap_orphans, write_file, ScratchDir,
 };
 pub use session::{spawn, WorkerHandle, WorkerState};
 

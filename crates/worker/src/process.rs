@@ -72,10 +72,16 @@ pub struct GroupChild {
     reaped: bool,
 }
 
-/// Starts `cmd` in a new process group that dies with this process.
-pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
-    cmd.process_group(0).kill_on_drop(true);
-    // SAFETY: prctl only sets a flag on the child between fork and exec.
+/// Makes the child `cmd` starts the leader of a process group of its own (one
+/// kill reaches everything it starts) that gets SIGKILL when the thread that
+/// forked it exits (PR_SET_PDEATHSIG). The one place where the harness's
+/// servers, this worker's commands and the defect server's sandboxes are
+/// set up so; spawn it through [`forking`].
+pub fn own_group_killed_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe; it only sets a flag on the child
+    // between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -84,6 +90,13 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
             Ok(())
         });
     }
+    cmd
+}
+
+/// Starts `cmd` in a new process group that dies with this process.
+pub fn spawn(mut cmd: Command) -> std::io::Result<GroupChild> {
+    own_group_killed_with_parent(cmd.as_std_mut());
+    cmd.kill_on_drop(true);
     let child = forking(|| cmd.spawn(), Child::id)?;
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     Ok(GroupChild { child, pgid, reaped: false })
