@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
-use super::{Cluster, ClusterError, ManagedProcess};
+use super::{Cluster, ClusterError, ManagedProcess, RunProcesses};
 use crate::connection::ConnectOptions;
 
 /// The programs, in start order.
@@ -102,22 +102,9 @@ pub struct BuildbarnOptions {
     pub instance: String,
 }
 
-struct Running {
-    dir: PathBuf,
-    /// In start order: storage, scheduler, runner, worker.
-    processes: Vec<ManagedProcess>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Reverse start order; dropping a ManagedProcess SIGKILLs its group,
-        // so bb_worker's drain is cut short.
-        while let Some(p) = self.processes.pop() {
-            drop(p);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+/// The run directory and, in start order, storage, scheduler, runner, worker.
+/// Dropping a ManagedProcess SIGKILLs its group, so bb_worker's drain is cut short.
+type Running = RunProcesses;
 
 /// A Buildbarn cluster: bb_storage, bb_scheduler, bb_runner and bb_worker, on unix sockets
 /// in one run directory.
@@ -180,7 +167,10 @@ impl Buildbarn {
             instance: self.options.instance.clone(),
             ..ConnectOptions::endpoint(format!("unix:{}", dir.join("storage.sock").display()))
         };
-        wait_action(&connect, &self.options.isa, run).await?;
+        // The platform the worker advertises.
+        let vars = crate::action::Vars { isa: self.options.isa.clone(), ..crate::action::Vars::for_host() };
+        let limit = Duration::from_secs(60);
+        super::ready::until_trivial_action_completes(&connect, &vars, &mut run.processes, limit, "Buildbarn").await?;
         self.timings.push(("a trivial action completed".into(), step.elapsed()));
         let step = Instant::now();
         let grace_over = scheduler_started + NO_WORKERS_GRACE + Duration::from_millis(200);
@@ -231,32 +221,6 @@ async fn wait_socket(path: &Path, process: &mut ManagedProcess, limit: Duration)
     }
 }
 
-/// Ready when a trivial action (the platform the worker advertises) completes.
-async fn wait_action(target: &ConnectOptions, isa: &str, run: &mut Running) -> Result<(), ClusterError> {
-    const LIMIT: Duration = Duration::from_secs(60);
-    let start = Instant::now();
-    let vars = crate::action::Vars { isa: isa.to_string(), ..crate::action::Vars::for_host() };
-    let mut last = String::from("no answer yet");
-    while start.elapsed() < LIMIT {
-        if let Some(death) = run.processes.iter_mut().find_map(|p| p.death().map(|d| (d, p.log_tail()))) {
-            return Err(ClusterError(format!("{} during start-up:\n{}", death.0, death.1)));
-        }
-        match super::ready::trivial_action_completes(target, &vars, Duration::from_secs(5), Duration::from_secs(20))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let worker = run.processes.last().map(|p| p.log_tail()).unwrap_or_default();
-    Err(ClusterError(format!(
-        "Buildbarn did not run a trivial action within {} s: {}\nbb_worker's log ends:\n{worker}",
-        LIMIT.as_secs(),
-        last.split_whitespace().collect::<Vec<_>>().join(" ")
-    )))
-}
-
 impl Cluster for Buildbarn {
     fn name(&self) -> String {
         let variant = if self.options.chroot {
@@ -285,7 +249,7 @@ impl Cluster for Buildbarn {
             }
             self.timings.clear();
             let dir = super::rundir::create("buildbarn", false)?;
-            let mut run = Running { dir, processes: Vec::new() };
+            let mut run = Running::new(dir);
             let result = self.launch(&mut run).await;
             self.running = Some(run);
             if result.is_err() {
@@ -307,9 +271,7 @@ impl Cluster for Buildbarn {
             if let Some(worker) = run.processes.pop_if(|p| p.name == "bb_worker") {
                 drop(worker);
             }
-            while let Some(mut p) = run.processes.pop() {
-                p.stop().await;
-            }
+            run.stop_all().await;
             // Dropping `run` removes the directory.
         })
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 
 use super::netns::{NetNs, Relay};
-use super::{Cluster, ClusterError, ManagedProcess};
+use super::{Cluster, ClusterError, ManagedProcess, RunProcesses};
 use crate::connection::ConnectOptions;
 
 /// The deploy jars, in start order.
@@ -204,24 +204,14 @@ fn set_isa(config: &mut serde_yaml_ng::Value, isa: &str) {
     set(&mut config["worker"]["dequeueMatchSettings"]["properties"]);
 }
 
+/// Fields drop in order: the relay, then the processes (worker, server,
+/// Redis) and the run directory, and last the namespace, which goes with
+/// its last process.
 struct Running {
-    dir: PathBuf,
-    /// Redis, server, worker (in start order).
-    processes: Vec<ManagedProcess>,
     relay: Option<Relay>,
-    /// Dropped last: the namespace then goes with its last process.
+    /// Redis, server, worker (in start order), in the run directory.
+    started: RunProcesses,
     netns: Option<NetNs>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.relay.take();
-        while let Some(p) = self.processes.pop() {
-            drop(p);
-        }
-        self.netns.take();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// A Buildfarm cluster: Redis, the server and one shard worker in a private network
@@ -240,7 +230,7 @@ impl Buildfarm {
     }
 
     async fn launch(&mut self, run: &mut Running) -> Result<ConnectOptions, ClusterError> {
-        let dir = run.dir.clone();
+        let dir = run.started.dir.clone();
         let err = |what: &str, e: &dyn std::fmt::Display| ClusterError(format!("{what}: {e}"));
         for sub in ["worker", "tmp", "redis"] {
             std::fs::create_dir(dir.join(sub)).map_err(|e| err(&format!("cannot create {sub}"), &e))?;
@@ -260,7 +250,7 @@ impl Buildfarm {
             .arg(dir.join("redis"))
             .current_dir(&dir);
         netns.enter(&mut redis);
-        run.processes.push(
+        run.started.processes.push(
             ManagedProcess::spawn("redis-server", redis, &dir.join("redis.log"))
                 .map_err(|e| err("cannot start redis-server", &e))?,
         );
@@ -278,7 +268,7 @@ impl Buildfarm {
                 .current_dir(&dir)
                 .env("TMPDIR", dir.join("tmp"));
             netns.enter(&mut java);
-            run.processes.push(
+            run.started.processes.push(
                 ManagedProcess::spawn(&format!("buildfarm {name}"), java, &dir.join(format!("{name}.log")))
                     .map_err(|e| err(&format!("cannot start {}", jar.path.display()), &e))?,
             );
@@ -290,41 +280,13 @@ impl Buildfarm {
             instance: self.options.instance.clone(),
             ..ConnectOptions::endpoint(format!("unix:{socket}"))
         };
-        wait_action(&connect, run).await?;
+        // The worker has registered and takes work.
+        let (vars, limit) = (crate::action::Vars::for_host(), Duration::from_secs(120));
+        super::ready::until_trivial_action_completes(&connect, &vars, &mut run.started.processes, limit, "Buildfarm")
+            .await?;
         self.timings.push(("server and worker up, a trivial action completed".into(), step.elapsed()));
         Ok(connect)
     }
-}
-
-/// Ready when a trivial action completes (the worker has registered and
-/// takes work); a process that exits fails the start at once.
-async fn wait_action(target: &ConnectOptions, run: &mut Running) -> Result<(), ClusterError> {
-    const LIMIT: Duration = Duration::from_secs(120);
-    let start = Instant::now();
-    let mut last = String::from("no answer yet");
-    while start.elapsed() < LIMIT {
-        if let Some(death) = run.processes.iter_mut().find_map(|p| p.death().map(|d| (d, p.log_tail()))) {
-            return Err(ClusterError(format!("{} during start-up:\n{}", death.0, death.1)));
-        }
-        match super::ready::trivial_action_completes(
-            target,
-            &crate::action::Vars::for_host(),
-            Duration::from_secs(5),
-            Duration::from_secs(20),
-        )
-        .await
-        {
-            Ok(()) => return Ok(()),
-            Err(e) => last = e,
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let worker = run.processes.last().map(|p| p.log_tail()).unwrap_or_default();
-    Err(ClusterError(format!(
-        "Buildfarm did not run a trivial action within {} s: {}\nthe worker's log ends:\n{worker}",
-        LIMIT.as_secs(),
-        last.split_whitespace().collect::<Vec<_>>().join(" ")
-    )))
 }
 
 impl Cluster for Buildfarm {
@@ -345,7 +307,7 @@ impl Cluster for Buildfarm {
 
     fn died(&mut self) -> Option<String> {
         let run = self.running.as_mut()?;
-        super::disk::harness_fault(&run.dir, run.processes.iter_mut())
+        super::disk::harness_fault(&run.started.dir, run.started.processes.iter_mut())
     }
 
     fn start(&mut self) -> BoxFuture<'_, Result<ConnectOptions, ClusterError>> {
@@ -355,7 +317,7 @@ impl Cluster for Buildfarm {
             }
             self.timings.clear();
             let dir = super::rundir::create("buildfarm", false)?;
-            let mut run = Running { dir, processes: Vec::new(), relay: None, netns: None };
+            let mut run = Running { relay: None, started: RunProcesses::new(dir), netns: None };
             let result = self.launch(&mut run).await;
             self.running = Some(run);
             if result.is_err() {
@@ -374,9 +336,7 @@ impl Cluster for Buildfarm {
             let Some(mut run) = self.running.take() else { return };
             run.relay.take();
             // Worker, server, then Redis; each gets SIGTERM and a short grace.
-            while let Some(mut p) = run.processes.pop() {
-                p.stop().await;
-            }
+            run.started.stop_all().await;
             // Dropping `run` closes the namespace and removes the directory.
         })
     }

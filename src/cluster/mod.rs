@@ -19,7 +19,7 @@ pub mod ready;
 pub mod rundir;
 
 pub use crate::worker::{descendants, kill_all};
-pub use process::ManagedProcess;
+pub use process::{ManagedProcess, RunProcesses};
 
 /// What a named cluster is built from: the run's settings that clusters use.
 #[derive(Debug, Clone, Default)]

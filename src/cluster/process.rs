@@ -167,3 +167,38 @@ mod tests {
         assert!(!running(), "grandchild {grandchild} outlived stop()");
     }
 }
+
+/// A cluster's run directory and the processes started in it, in start
+/// order. Dropped (after a failed or abandoned start, or after a stop) the
+/// processes go in reverse order, each group SIGKILLed, then the directory.
+#[derive(Debug)]
+pub struct RunProcesses {
+    /// The run directory (from `cluster::rundir`).
+    pub dir: std::path::PathBuf,
+    /// In start order.
+    pub processes: Vec<ManagedProcess>,
+}
+
+impl RunProcesses {
+    /// Nothing started yet in `dir`.
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        RunProcesses { dir, processes: Vec::new() }
+    }
+
+    /// Stops the processes in reverse start order, each with SIGTERM and a
+    /// short grace (see [`ManagedProcess::stop`]).
+    pub async fn stop_all(&mut self) {
+        while let Some(mut p) = self.processes.pop() {
+            p.stop().await;
+        }
+    }
+}
+
+impl Drop for RunProcesses {
+    fn drop(&mut self) {
+        while let Some(p) = self.processes.pop() {
+            drop(p);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -91,3 +91,36 @@ pub async fn wait_ready(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits up to `limit` until a trivial action with `vars` completes on
+/// `target`, for a cluster of `processes` (its worker last) that `cluster`
+/// names in the error. A process that exits fails the wait at once, with
+/// its log; at the limit, the last answer and the worker's log are told.
+pub async fn until_trivial_action_completes(
+    target: &ConnectOptions,
+    vars: &Vars,
+    processes: &mut [ManagedProcess],
+    limit: Duration,
+    cluster: &str,
+) -> Result<(), ClusterError> {
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < limit {
+        if let Some(death) = processes.iter_mut().find_map(|p| p.death().map(|d| (d, p.log_tail()))) {
+            return Err(ClusterError(format!("{} during start-up:\n{}", death.0, death.1)));
+        }
+        match trivial_action_completes(target, vars, Duration::from_secs(5), Duration::from_secs(20)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let worker = processes.last().map(|p| (p.name.clone(), p.log_tail())).unwrap_or_default();
+    Err(ClusterError(format!(
+        "{cluster} did not run a trivial action within {} s: {}\n{}'s log ends:\n{}",
+        limit.as_secs(),
+        last.split_whitespace().collect::<Vec<_>>().join(" "),
+        worker.0,
+        worker.1
+    )))
+}
