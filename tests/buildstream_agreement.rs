@@ -99,12 +99,20 @@ const ELEMENTS: &[Element] = &[
     Element { name: "failing.bst", capabilities: &[], features: &[], checks: &[], local: Build::Fails },
     Element { name: "junction.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
     Element { name: "workspace.bst", capabilities: &[], features: &["workspaces"], checks: &[], local: Build::Builds },
+    Element {
+        name: "failed-artifact.bst",
+        capabilities: &[],
+        features: &["failed-build-artifacts"],
+        checks: &[],
+        local: Build::Fails,
+    },
+    Element { name: "buildtree.bst", capabilities: &[], features: &[], checks: &[], local: Build::Builds },
 ];
 
 /// What the readiness answer predicts for an element of the fixture project.
 fn predict(element: &Element, r: &Readiness) -> Build {
     let feature = |name: &str| r.features.get(name).map(|f| f.state);
-    if element.name == "failing.bst" {
+    if matches!(element.name, "failing.bst" | "failed-artifact.bst") {
         return Build::Fails;
     }
     if element.name == "foreign.bst" {
@@ -174,19 +182,26 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Opens workspace.bst's workspace in `dir` and gives its stamp file the
-/// mtime the element checks for.
-fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
-    let out = Command::new(bst)
-        .args(["--no-interactive", "--config"])
+/// `bst` on the project with the configuration, its temporary files in the
+/// test's directory; the subcommand and its arguments are the caller's.
+fn bst_command(bst: &Path, config: &Path, project: &Path) -> Command {
+    let mut cmd = Command::new(bst);
+    cmd.args(["--no-interactive", "--config"])
         .arg(config)
         .arg("--directory")
         .arg(project)
+        .env("TMPDIR", project.parent().unwrap_or(project))
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Opens workspace.bst's workspace in `dir` and gives its stamp file the
+/// mtime the element checks for.
+fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
+    let out = bst_command(bst, config, project)
         .args(["workspace", "open", "--directory"])
         .arg(dir)
         .arg("workspace.bst")
-        .env("TMPDIR", project.parent().unwrap_or(project))
-        .stdin(Stdio::null())
         .output()
         .expect("bst starts");
     assert!(out.status.success(), "bst workspace open: {}", String::from_utf8_lossy(&out.stderr));
@@ -285,6 +300,95 @@ fn predict_retry(r: &Readiness) -> Option<Retry> {
     }
 }
 
+/// Whether `bst shell --build --use-buildtree ELEMENT` (BuildStream's local
+/// sandbox, on the artifact the cluster built, failed or not) finds the
+/// file `build-note` the element left in its build directory, with `text`.
+fn build_tree_has_note(bst: &Path, config: &Path, project: &Path, element: &str, text: &str) -> bool {
+    let out = bst_command(bst, config, project)
+        .args(["shell", "--build", "--use-buildtree", element, "--", "cat", "build-note"])
+        .output()
+        .expect("bst starts");
+    let found = out.status.success() && String::from_utf8_lossy(&out.stdout).contains(text);
+    if !found {
+        eprintln!("agreement: {element}'s build tree: {}", last_lines(&out.stderr));
+    }
+    found
+}
+
+/// What became of the build tree of failed-artifact.bst (failed by the main
+/// build): "kept" when it holds the file written before the failure.
+fn failed_artifact(bst: &Path, config: &Path, project: &Path) -> &'static str {
+    if build_tree_has_note(bst, config, project, "failed-artifact.bst", "written before failing") {
+        "kept"
+    } else {
+        "lost"
+    }
+}
+
+/// What the answer predicts for failed-artifact.bst's build tree: lost where
+/// its commands cannot run their sysroot's tools (the input root is not /),
+/// else as feature failed-build-artifacts says.
+fn predict_failed_artifact(r: &Readiness) -> Option<&'static str> {
+    if r.blockers.iter().any(|b| b.id == "input-root.root-entries") {
+        return Some("lost");
+    }
+    match r.features.get("failed-build-artifacts").map(|f| f.state) {
+        Some(FeatureState::Available) if r.builds_here == BuildsHere::Yes => Some("kept"),
+        Some(FeatureState::Broken | FeatureState::Hangs) => Some("lost"),
+        _ => None,
+    }
+}
+
+/// Whether buildtree.bst's build tree holds the file it left there.
+fn build_tree(bst: &Path, config: &Path, project: &Path) -> &'static str {
+    if build_tree_has_note(bst, config, project, "buildtree.bst", "left in the build tree") {
+        "usable"
+    } else {
+        "unusable"
+    }
+}
+
+/// A build tree comes back with the whole input root, which every build
+/// needs (blocker outputs.whole-input-root).
+fn predict_build_tree(r: &Readiness) -> &'static str {
+    if r.blockers.iter().any(|b| b.id == "outputs.whole-input-root") {
+        "unusable"
+    } else {
+        "usable"
+    }
+}
+
+/// plain.bst built again by a second client with an empty local cache (as
+/// another developer or a CI runner): it must build, from the action the
+/// server has cached or by running it again, and check out complete, its
+/// files fetched from the server's CAS ("builds"); else "incomplete" or its
+/// outcome.
+fn fresh_cache_build(bst: &Path, dir: &Path, project: &Path, remote: &str) -> String {
+    let config = dir.join("fresh.conf");
+    std::fs::write(&config, format!("cachedir: {}\n{remote}", dir.join("fresh-cache").display())).unwrap();
+    let log = dir.join("fresh.log");
+    match bst_build(bst, &config, project, &log, &[], &["plain.bst"])[0] {
+        Build::Builds => {
+            let checkout = dir.join("fresh-checkout");
+            let out = bst_command(bst, &config, project)
+                .args(["artifact", "checkout", "plain.bst", "--directory"])
+                .arg(&checkout)
+                .output()
+                .expect("bst starts");
+            if out.status.success() && checkout.join("share").is_dir() {
+                "builds".to_string()
+            } else {
+                eprintln!("agreement: plain.bst from a fresh cache: checkout: {}", last_lines(&out.stderr));
+                "incomplete".to_string()
+            }
+        }
+        other => {
+            eprintln!("agreement: plain.bst from a fresh cache: {other:?}; its log ends\n{}", tail(&log));
+            format!("{other:?}")
+        }
+    }
+}
+
 /// An element's outcome from bst's log: a FAILURE line of its build task
 /// fails it (a failed build also caches an artifact, so that comes first);
 /// the SUCCESS line naming its build log ends a build that succeeded.
@@ -305,7 +409,9 @@ fn outcome(log: &str, element: &str) -> Option<Build> {
 fn prepare(bst: &Path, dir: &Path, remote: &str) -> (PathBuf, PathBuf) {
     let project = stage_project(dir);
     let config = dir.join("buildstream.conf");
-    std::fs::write(&config, format!("cachedir: {}\n{remote}", dir.join("cache").display())).unwrap();
+    // Build trees cached for every build (buildtree.bst's scenario).
+    let cache = format!("cachedir: {}\ncache:\n  cache-buildtrees: always\n", dir.join("cache").display());
+    std::fs::write(&config, format!("{cache}{remote}")).unwrap();
     open_workspace(bst, &config, &project, &dir.join("workspace"));
     (project, config)
 }
@@ -329,6 +435,15 @@ fn local_control(bst: &Path) {
     let retry_log = tmp.path().join("local-retry.log");
     let retried = retry_failed(bst, &config, &project, &retry_log);
     assert_eq!(retried, Retry::RunsAgain, "failing.bst retried in the local sandbox\n{}", tail(&retry_log));
+    assert_eq!(failed_artifact(bst, &config, &project), "kept", "failed-artifact.bst's artifact in the local sandbox");
+    assert_eq!(build_tree(bst, &config, &project), "usable", "buildtree.bst's build tree in the local sandbox");
+}
+
+/// The last lines of a command's output, for a message.
+fn last_lines(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().rev().take(6).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 fn tail(log: &Path) -> String {
@@ -367,7 +482,8 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
     let mut table = Vec::new();
     let mut disagreements = Vec::new();
     let mut times = Vec::new();
-    let mut retries = Vec::new();
+    // Scenarios after the main build: (cluster, scenario, predicted, observed).
+    let mut scenarios: Vec<(String, &str, Option<String>, String)> = Vec::new();
     for name in &clusters {
         let started = Instant::now();
         let tmp = tempfile::tempdir().unwrap();
@@ -398,7 +514,39 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
                 tail(&retry_log)
             ));
         }
-        retries.push((name.clone(), retry_predicted, retried));
+        scenarios.push((
+            name.clone(),
+            "retry-failed",
+            retry_predicted.map(|p| format!("{p:?}")),
+            format!("{retried:?}"),
+        ));
+        let plain = ELEMENTS.iter().position(|e| e.name == "plain.bst").unwrap();
+        let more = [
+            (
+                "failed-artifact",
+                predict_failed_artifact(&readiness).map(str::to_string),
+                failed_artifact(&bst, &config, &project).to_string(),
+            ),
+            (
+                "build tree",
+                Some(predict_build_tree(&readiness).to_string()),
+                build_tree(&bst, &config, &project).to_string(),
+            ),
+            (
+                "fresh cache",
+                Some(match predict(&ELEMENTS[plain], &readiness) {
+                    Build::Builds => "builds".to_string(),
+                    other => format!("{other:?}"),
+                }),
+                fresh_cache_build(&bst, tmp.path(), &project, &buildstream_config_for(&target)),
+            ),
+        ];
+        for (scenario, predicted, observed) in more {
+            if predicted.as_ref().is_some_and(|p| *p != observed) {
+                disagreements.push(format!("{name} {scenario}: readiness predicts {predicted:?}, bst {observed}"));
+            }
+            scenarios.push((name.clone(), scenario, predicted, observed));
+        }
         for (element, observed) in ELEMENTS.iter().zip(observed) {
             let predicted = predict(element, &readiness);
             if observed != predicted {
@@ -414,20 +562,19 @@ fn readiness_predicts_real_bst_builds_on_every_cluster() {
         times.push((name.clone(), profile_done, started.elapsed()));
     }
     println!("\nagreement of the readiness answer with bst build:");
-    println!("  {:<18} {:<13} {:<10} {:<10}", "cluster", "element", "predicted", "bst");
+    println!("  {:<18} {:<20} {:<15} {:<10}", "cluster", "element", "predicted", "bst");
     for (cluster, element, predicted, observed) in &table {
         let mark = if predicted == observed { "" } else { "  <- disagrees" };
         println!(
-            "  {cluster:<18} {element:<13} {:<10} {:<10}{mark}",
+            "  {cluster:<18} {element:<20} {:<15} {:<10}{mark}",
             format!("{predicted:?}"),
             format!("{observed:?}")
         );
     }
-    for (cluster, predicted, observed) in &retries {
-        let predicted = predicted.map_or("not assessed".to_string(), |p| format!("{p:?}"));
-        let mark =
-            if predicted == format!("{observed:?}") || predicted == "not assessed" { "" } else { "  <- disagrees" };
-        println!("  {cluster:<18} {:<13} {predicted:<10} {:<10}{mark}", "retry-failed", format!("{observed:?}"));
+    for (cluster, scenario, predicted, observed) in &scenarios {
+        let mark = if predicted.as_ref().is_some_and(|p| p != observed) { "  <- disagrees" } else { "" };
+        let predicted = predicted.clone().unwrap_or_else(|| "not assessed".into());
+        println!("  {cluster:<18} {scenario:<20} {predicted:<15} {observed:<10}{mark}");
     }
     for (cluster, profile, all) in &times {
         println!(
