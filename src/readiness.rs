@@ -404,7 +404,9 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
             }
         }
     }
-    for f in &mut blockers {
+    // Every finding of a masked check names its root cause, wherever it is listed.
+    let checks = features.values_mut().flat_map(|f| &mut f.checks);
+    for f in blockers.iter_mut().chain(checks).chain(capabilities.values_mut().flat_map(|c| &mut c.checks)) {
         f.follows_from = root_causes.get(&f.id).cloned();
     }
     // Root causes, each standing on its own, before their consequences.
@@ -930,6 +932,7 @@ mod tests {
             ]
         );
         assert_eq!(r.capabilities["proc"].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert_eq!(r.capabilities["proc"].checks[0].follows_from.as_deref(), Some("input-root.root-entries"));
         assert_eq!(r.features["workspaces"].follows_from.as_deref(), Some("input-root.root-entries"));
         // A report of a harness that recorded no outcome class: the root's
         // FAIL still says where commands ran; a built-in consequence without
