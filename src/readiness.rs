@@ -284,7 +284,8 @@ fn never_started(r: &CheckResult) -> bool {
 /// nothing ran. A check that requires a refusal is judged on whether the
 /// action ran at all, and the `protocol` suite judges the server's API (the
 /// action cache, WaitExecution): neither looks at what the command saw, so
-/// a wrong root does not change their verdicts.
+/// a wrong root does not change their verdicts (a retried element replays a
+/// cached failure on a server without a chroot too).
 fn judged_on_what_it_saw(r: &CheckResult) -> bool {
     matches!(r.verdict.outcome, Some(OutcomeClass::Completed | OutcomeClass::Executing))
         && !r.refusal_required
@@ -296,8 +297,8 @@ fn judged_on_what_it_saw(r: &CheckResult) -> bool {
 /// the input root: [`ROOT_CAUSE`] failed on what its probe saw. If its
 /// outcome shows its command never started, it says nothing of where
 /// commands run, and masks nothing. (A verdict of it without an outcome
-/// class, from an older report, still masks: that check reaches FAIL only
-/// from a report its probe wrote.) Masked then are the blocker, feature
+/// class, from an older report, still masks: that check FAILs without one
+/// only after its action completed.) Masked then are the blocker, feature
 /// and capability checks judged on what their commands saw
 /// ([`judged_on_what_it_saw`]): those commands ran outside BuildStream's
 /// sandbox, so their verdicts, PASS or not, say nothing of their own. Any
