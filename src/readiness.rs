@@ -194,9 +194,9 @@ pub struct Finding {
     pub verdict: VerdictKind,
     /// The verdict's one-line reason.
     pub reason: String,
-    /// The root cause this finding probably follows from (then it is no
-    /// separate problem): with the input root not staged as `/`, nothing run
-    /// from it can be judged on its own.
+    /// The root cause this finding follows from (then it is no separate
+    /// problem): its command ran and was judged on what it saw, but not from
+    /// the input root (as [`Readiness::root_causes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows_from: Option<String>,
 }
@@ -258,11 +258,68 @@ pub struct Readiness {
     /// Guarantees ([`GUARANTEES`]) the cluster does not give (also in
     /// `features`, with their state).
     pub guarantees_weakened: Vec<String>,
+    /// Check id → the root cause its verdict follows from, for every
+    /// blocker, feature and capability check whose verdict says nothing of
+    /// its own (see [`attribute`]). The one source every report names root
+    /// causes from; a check not in it stands on its own. Empty, and left out
+    /// of the JSON, when no root cause masks anything.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub root_causes: BTreeMap<String, String>,
 }
 
-/// The check every action's shape depends on: when the input root is not `/`,
-/// the other blockers are most likely its consequences.
+/// The check that tells where commands run: its probe lists the `/` it sees
+/// and compares it with the staged input root.
 const ROOT_CAUSE: &str = "input-root.root-entries";
+
+/// Whether the action of a check never started: refused, failed before
+/// running (a worker that could not create the exec dir), or left queued.
+fn never_started(r: &CheckResult) -> bool {
+    matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued))
+}
+
+/// Whether a check's verdict rests on what its command saw in the sandbox.
+/// Only positive evidence counts: the outcome class says the command ran
+/// (completed, or still executing). A verdict without one (a CAS check that
+/// runs no command, a report of a harness that did not record it) shows
+/// nothing ran. A check that requires a refusal is judged on whether the
+/// action ran at all, and the `protocol` suite judges the server's API (the
+/// action cache, WaitExecution): neither looks at what the command saw, so
+/// a wrong root does not change their verdicts (a retried element replays a
+/// cached failure on a server without a chroot too).
+fn judged_on_what_it_saw(r: &CheckResult) -> bool {
+    matches!(r.verdict.outcome, Some(OutcomeClass::Completed | OutcomeClass::Executing))
+        && !r.refusal_required
+        && r.suite != "protocol"
+}
+
+/// Blame by evidence, not by position in the suites. A root cause masks
+/// other verdicts only when its own verdict shows commands do not run from
+/// the input root: [`ROOT_CAUSE`] failed on what its probe saw. If its
+/// outcome shows its command never started, it says nothing of where
+/// commands run, and masks nothing. (A verdict of it without an outcome
+/// class, from an older report, still masks: that check FAILs without one
+/// only after its action completed.) Masked then are the blocker, feature
+/// and capability checks judged on what their commands saw
+/// ([`judged_on_what_it_saw`]): those commands ran outside BuildStream's
+/// sandbox, so their verdicts, PASS or not, say nothing of their own. Any
+/// other check — one whose command never started (Buildfarm's "Error
+/// creating exec dir" on an absolute symlink), one that ran none, one
+/// judging the API — failed for its own reason and is a root cause itself.
+/// Returns check id → root cause id.
+fn attribute(summary: &RunSummary) -> BTreeMap<String, String> {
+    let unmet = |r: &CheckResult| matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
+    let Some(root) = summary.results.iter().find(|r| r.id == ROOT_CAUSE && unmet(r) && !never_started(r)) else {
+        return BTreeMap::new();
+    };
+    summary
+        .results
+        .iter()
+        .filter(|r| r.id != root.id && judged_on_what_it_saw(r))
+        .filter(|r| matches!(r.verdict.kind, VerdictKind::Pass | VerdictKind::Fail | VerdictKind::Warn))
+        .filter(|r| capability_of(&r.id).is_some() || !matches!(r.impact, Impact::Spec))
+        .map(|r| (r.id.clone(), root.id.clone()))
+        .collect()
+}
 
 /// Order in which blockers are shown: what everything else depends on first.
 fn root_cause_rank(id: &str) -> u8 {
@@ -298,21 +355,11 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let mut hang_risks = Vec::new();
     let mut spec_deviations = Vec::new();
     let mut capabilities: BTreeMap<String, Capability> = BTreeMap::new();
-    // Features and capabilities a check of which ran its command (rather than
-    // being refused or left queued) and was judged on what the command saw.
-    // The protocol suite judges the server's API (the action cache,
-    // WaitExecution), which a missing chroot does not change: a real retried
-    // element replays a cached failure on a no-chroot server too.
-    // Per check: whether it was judged on what its command saw, and its state.
-    let mut sandbox_judged: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let root_causes = attribute(summary);
+    // Per check: its state on its own, for a feature whose other checks are masked.
     let mut check_state: std::collections::HashMap<&str, FeatureState> = std::collections::HashMap::new();
     let mut assessed = false;
     for r in &summary.results {
-        let started =
-            !matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued));
-        if started && r.suite != "protocol" {
-            sandbox_judged.insert(r.id.as_str());
-        }
         check_state.insert(r.id.as_str(), feature_state(r));
         let unmet = matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
         if r.verdict.outcome == Some(OutcomeClass::Queued) {
@@ -358,12 +405,13 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
             }
         }
     }
-    blockers.sort_by_key(|f| (f.id != ROOT_CAUSE, root_cause_rank(&f.id)));
-    if let Some(root) = blockers.iter().find(|f| f.id == ROOT_CAUSE).map(|f| f.id.clone()) {
-        for f in blockers.iter_mut().filter(|f| f.id != root) {
-            f.follows_from = Some(root.clone());
-        }
+    // Every finding of a masked check names its root cause, wherever it is listed.
+    let checks = features.values_mut().flat_map(|f| &mut f.checks);
+    for f in blockers.iter_mut().chain(checks).chain(capabilities.values_mut().flat_map(|c| &mut c.checks)) {
+        f.follows_from = root_causes.get(&f.id).cloned();
     }
+    // Root causes, each standing on its own, before their consequences.
+    blockers.sort_by_key(|f| (f.follows_from.is_some(), f.id != ROOT_CAUSE, root_cause_rank(&f.id)));
     let builds_here = if !blockers.is_empty() {
         BuildsHere::No
     } else if !undecided.is_empty() {
@@ -373,38 +421,31 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     } else {
         BuildsHere::Yes
     };
-    // With a blocker failed, a check whose command ran was judged outside
-    // BuildStream's sandbox: its verdict does not say whether elements using
-    // its feature or capability would build. Masked check by check: what the
+    // A masked check says nothing of its feature or capability. What the
     // other checks found for their own reason (a refusal or a hang before
     // anything ran, a broken API) still stands; with nothing of their own to
     // say, the feature is "not assessed: follows from" the root cause.
-    if let Some(root) = blockers.first().map(|f| f.id.clone()) {
-        let remasked = |checks: &[Finding]| -> Option<FeatureState> {
-            if !checks.iter().any(|c| sandbox_judged.contains(c.id.as_str())) {
-                return None;
-            }
-            let own = checks
-                .iter()
-                .filter(|c| !sandbox_judged.contains(c.id.as_str()))
-                .filter_map(|c| check_state.get(c.id.as_str()).copied())
-                .max();
-            Some(
-                own.filter(|s| !matches!(s, FeatureState::Available | FeatureState::NotAssessed))
-                    .unwrap_or(FeatureState::NotAssessed),
-            )
-        };
-        for f in features.values_mut() {
-            if let Some(state) = remasked(&f.checks) {
-                f.state = state;
-                f.follows_from = (state == FeatureState::NotAssessed).then(|| root.clone());
-            }
+    let remasked = |checks: &[Finding]| -> Option<(FeatureState, Option<String>)> {
+        let root = checks.iter().find_map(|c| root_causes.get(&c.id))?;
+        let own = checks
+            .iter()
+            .filter(|c| !root_causes.contains_key(&c.id))
+            .filter_map(|c| check_state.get(c.id.as_str()).copied())
+            .max()
+            .filter(|s| !matches!(s, FeatureState::Available | FeatureState::NotAssessed));
+        Some(match own {
+            Some(state) => (state, None),
+            None => (FeatureState::NotAssessed, Some(root.clone())),
+        })
+    };
+    for f in features.values_mut() {
+        if let Some((state, root)) = remasked(&f.checks) {
+            (f.state, f.follows_from) = (state, root);
         }
-        for c in capabilities.values_mut() {
-            if let Some(state) = remasked(&c.checks) {
-                c.state = state;
-                c.follows_from = (state == FeatureState::NotAssessed).then(|| root.clone());
-            }
+    }
+    for c in capabilities.values_mut() {
+        if let Some((state, root)) = remasked(&c.checks) {
+            (c.state, c.follows_from) = (state, root);
         }
     }
     let usable = |n: &str| match (features.get(n), capabilities.get(n)) {
@@ -449,6 +490,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         missing_capabilities,
         needs_only,
         guarantees_weakened,
+        root_causes,
     }
 }
 
@@ -534,13 +576,22 @@ impl Readiness {
         let (own, following): (Vec<Finding>, Vec<Finding>) =
             self.blockers.iter().cloned().partition(|f| f.follows_from.is_none());
         list("blockers (root causes first)", &own, &mut out);
-        if let Some(root) = following.first().and_then(|f| f.follows_from.clone()) {
-            let ids: Vec<&str> = following.iter().map(|f| f.id.as_str()).collect();
-            out.push_str(&format!(
-                "    … and {} more that probably follow from {root}: {}\n",
-                ids.len(),
-                ids.join(", ")
-            ));
+        let mut roots: Vec<&String> = Vec::new();
+        for root in following.iter().filter_map(|f| f.follows_from.as_ref()) {
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
+        }
+        for root in roots {
+            let ids: Vec<&str> =
+                following.iter().filter(|f| f.follows_from.as_ref() == Some(root)).map(|f| f.id.as_str()).collect();
+            if !ids.is_empty() {
+                out.push_str(&format!(
+                    "    … and {} more that follow from {root} (their commands did not run from the input root): {}\n",
+                    ids.len(),
+                    ids.join(", ")
+                ));
+            }
         }
         list("undecided blockers", &self.undecided, &mut out);
         if !self.not_assessed.is_empty() {
@@ -668,23 +719,34 @@ mod tests {
 
     #[test]
     fn blockers_fail_the_gate_root_causes_first_and_errors_leave_it_undecided() {
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
         let s = summary(vec![
-            result("input-root.working-directory", "blocker", Verdict::new(VerdictKind::Fail, "elsewhere")),
-            result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
+            result("input-root.working-directory", "blocker", ran(Verdict::new(VerdictKind::Fail, "elsewhere"))),
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
         ]);
         let r = assess(&s, &[]);
         assert_eq!((r.builds_here, r.elements, r.exit_code()), (BuildsHere::No, ElementsBuild::None, 1));
         assert_eq!(r.blockers[0].id, "input-root.root-entries");
         assert_eq!(r.blockers[1].follows_from.as_deref(), Some("input-root.root-entries"));
         assert!(r.render().contains("NO — no element builds here"), "{}", r.render());
-        assert!(r.render().contains("1 more that probably follow from input-root.root-entries"), "{}", r.render());
+        assert!(
+            r.render().contains(
+                "    … and 1 more that follow from input-root.root-entries (their commands did not run from the input root): input-root.working-directory\n"
+            ),
+            "{}",
+            r.render()
+        );
         // What ran outside BuildStream's sandbox is not assessed; a refusal
         // or a hang came before anything ran and stands.
         let mut s = summary(vec![
             result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
-            result("outputs.on-failure", "feature:failed-build-artifacts", Verdict::pass("ok")),
-            result("input-root.mtime-applied", "feature:workspaces", Verdict::new(VerdictKind::Warn, "absolute path")),
-            result("sandbox.dev-shm-writable", "feature:shared-memory", Verdict::pass("host /dev/shm")),
+            result("outputs.on-failure", "feature:failed-build-artifacts", ran(Verdict::pass("ok"))),
+            result(
+                "input-root.mtime-applied",
+                "feature:workspaces",
+                ran(Verdict::new(VerdictKind::Warn, "absolute path")),
+            ),
+            result("sandbox.dev-shm-writable", "feature:shared-memory", ran(Verdict::pass("host /dev/shm"))),
             result(
                 "platform.unsatisfiable-answered",
                 "feature:other-platforms",
@@ -779,6 +841,115 @@ mod tests {
             (mtime.state, mtime.follows_from.as_deref()),
             (FeatureState::NotAssessed, Some("input-root.root-entries"))
         );
+    }
+
+    /// Buildfarm: the worker refuses to create the exec dir of an action
+    /// with an absolute symlink, so that action fails before its command
+    /// starts. Whatever the root shows, that is a limitation of its own.
+    #[test]
+    fn a_check_whose_command_never_started_is_its_own_root_cause() {
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let refused = Verdict::new(VerdictKind::Fail, "expected completed, got failed: Error creating exec dir")
+            .with_outcome(OutcomeClass::Failed);
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("input-root.absolute-symlink", "blocker", refused.clone()),
+            result("input-root.marker-file", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+        ]);
+        let r = assess(&s, &[]);
+        let ids: Vec<(&str, Option<&str>)> =
+            r.blockers.iter().map(|f| (f.id.as_str(), f.follows_from.as_deref())).collect();
+        assert_eq!(
+            ids,
+            [
+                ("input-root.root-entries", None),
+                ("input-root.absolute-symlink", None),
+                ("input-root.marker-file", Some("input-root.root-entries")),
+            ]
+        );
+        assert_eq!(
+            r.root_causes,
+            BTreeMap::from([("input-root.marker-file".to_string(), "input-root.root-entries".to_string())])
+        );
+        let text = r.render();
+        assert!(text.contains("    FAIL input-root.absolute-symlink: expected completed"), "{text}");
+        // Alone, it is the one root cause, and masks nothing.
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::pass("ok"))),
+            result("input-root.absolute-symlink", "blocker", refused),
+            result("outputs.mtime", "feature:incremental-workspaces", ran(Verdict::pass("ok"))),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!((r.blockers.len(), r.blockers[0].follows_from.as_deref()), (1, None));
+        assert!(r.root_causes.is_empty(), "{:?}", r.root_causes);
+        assert_eq!(r.features["incremental-workspaces"].state, FeatureState::Available);
+        assert!(!r.render().contains("follow"), "{}", r.render());
+    }
+
+    /// A worker that does not chroot: commands run from the host's `/`.
+    /// What they saw follows from the root; what did not rest on it stands.
+    #[test]
+    fn without_a_chroot_only_what_commands_saw_follows_from_the_root() {
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let mut foreign = result(
+            "platform.foreign-isa",
+            "blocker",
+            Verdict::new(VerdictKind::Fail, "expected rejected | failed | queued, got executing")
+                .with_outcome(OutcomeClass::Executing),
+        );
+        foreign.refusal_required = true;
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("input-root.marker-file", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+            result("input-root.path-lookup", "blocker", ran(Verdict::pass("ok"))),
+            // A CAS round trip runs no command: nothing shows it rests on the root.
+            result("cas.bytestream-roundtrip", "blocker", Verdict::new(VerdictKind::Fail, "bytes differ")),
+            foreign,
+            // The action cache is the server's API, whatever the command saw.
+            result("protocol.action-cache-miss", "blocker", ran(Verdict::new(VerdictKind::Fail, "stale hit"))),
+            result("sandbox.proc-own-processes", "blocker", ran(Verdict::pass("host /proc"))),
+            result("input-root.mtime-applied", "feature:workspaces", ran(Verdict::new(VerdictKind::Warn, "x"))),
+            result("cas.find-missing", "spec", ran(Verdict::pass("ok"))),
+        ]);
+        let r = assess(&s, &[]);
+        let root = || "input-root.root-entries".to_string();
+        assert_eq!(
+            r.root_causes,
+            BTreeMap::from([
+                ("input-root.marker-file".to_string(), root()),
+                ("input-root.mtime-applied".to_string(), root()),
+                ("input-root.path-lookup".to_string(), root()),
+                ("sandbox.proc-own-processes".to_string(), root()),
+            ])
+        );
+        let own: Vec<&str> = r.blockers.iter().filter(|f| f.follows_from.is_none()).map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            own,
+            [
+                "input-root.root-entries",
+                "platform.foreign-isa",
+                "cas.bytestream-roundtrip",
+                "protocol.action-cache-miss"
+            ]
+        );
+        assert_eq!(r.capabilities["proc"].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert_eq!(r.capabilities["proc"].checks[0].follows_from.as_deref(), Some("input-root.root-entries"));
+        assert_eq!(r.features["workspaces"].follows_from.as_deref(), Some("input-root.root-entries"));
+        // A report of a harness that recorded no outcome class: the root's
+        // FAIL still says where commands ran; a built-in consequence without
+        // one shows no command, so it stands.
+        let mut older = s.clone();
+        older.results[0].verdict.outcome = None;
+        older.results[6].verdict.outcome = None;
+        let r = assess(&older, &[]);
+        assert_eq!(r.root_causes.get("input-root.marker-file").map(String::as_str), Some("input-root.root-entries"));
+        assert_eq!(r.capabilities["proc"].state, FeatureState::Available);
+        // Nor does a root whose own command never started mask anything.
+        let mut unstarted = s;
+        unstarted.results[0].verdict.outcome = Some(OutcomeClass::Failed);
+        let r = assess(&unstarted, &[]);
+        assert!(r.root_causes.is_empty() && r.blockers.iter().all(|f| f.follows_from.is_none()), "{r:?}");
+        assert_eq!(r.features["workspaces"].state, FeatureState::Broken);
     }
 
     #[test]

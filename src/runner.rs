@@ -16,7 +16,7 @@ use crate::verdict::{CheckResult, Verdict, VerdictKind};
 pub async fn run_check(h: &Harness, check: &CheckSpec) -> Verdict {
     match &check.builtin {
         Some(id) => match crate::builtin::find(id) {
-            Some(f) => f(h, check).await,
+            Some(f) => crate::builtin::run(f, h, check).await,
             None => Verdict::error(format!("no built-in check named `{id}`")),
         },
         None => run_declarative(h, check).await,

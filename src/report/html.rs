@@ -219,16 +219,17 @@ fn readiness(r: &Readiness, anchors: &HashMap<&str, usize>) -> String {
     );
     if !r.blockers.is_empty() {
         out.push_str("<h3>Blockers, root causes first</h3>\n<ul>\n");
-        for root in r.blockers.iter().filter(|f| f.follows_from.is_none()) {
-            let following: Vec<&Finding> =
-                r.blockers.iter().filter(|f| f.follows_from.as_deref() == Some(root.id.as_str())).collect();
+        // Grouped by the per-check map every report names root causes from.
+        let root_of = |f: &Finding| r.root_causes.get(&f.id);
+        for root in r.blockers.iter().filter(|f| root_of(f).is_none()) {
+            let following: Vec<&Finding> = r.blockers.iter().filter(|f| root_of(f) == Some(&root.id)).collect();
             let own = item(root);
             if following.is_empty() {
                 out.push_str(&own);
             } else {
                 out.push_str(own.trim_end_matches("</li>"));
                 out.push_str(&format!(
-                    "\n<details><summary>{} more that probably follow from it</summary><ul>",
+                    "\n<details><summary>{} more that follow from it (their commands did not run from the input root)</summary><ul>",
                     following.len()
                 ));
                 for f in following {
@@ -281,7 +282,9 @@ fn readiness(r: &Readiness, anchors: &HashMap<&str, usize>) -> String {
             let checks: Vec<String> =
                 f.checks.iter().map(|c| format!("{} {}", verdict_badge(Some(c.verdict)), link(&c.id))).collect();
             // A guarantee whose absence fails no build says so.
-            let state = if r.guarantees_weakened.contains(name) {
+            let state = if let Some(root) = &f.follows_from {
+                format!("{} (follows from {root})", f.state.label())
+            } else if r.guarantees_weakened.contains(name) {
                 format!("{} (a guarantee: elements still build, less hermetically)", f.state.label())
             } else {
                 f.state.label().to_string()
@@ -347,12 +350,20 @@ fn what_ran(summary: &RunSummary) -> String {
     out
 }
 
-/// One check, folded: verdict, id, MUST/SHOULD and the reason on the line;
+/// One check, folded: verdict, id, MUST/SHOULD and the reason on the line,
+/// and the root cause its verdict follows from (`root`, linked), if any;
 /// clause, impact, evidence and hint inside.
-fn check(r: &CheckResult, index: usize) -> String {
+fn check(r: &CheckResult, index: usize, root: Option<(&str, Option<usize>)>) -> String {
     let kind = r.verdict.kind.label();
+    let follows = match root {
+        Some((id, Some(at))) => {
+            format!(" <span class=\"muted\">follows from <a href=\"#check-{at}\"><code>{}</code></a></span>", esc(id))
+        }
+        Some((id, None)) => format!(" <span class=\"muted\">follows from <code>{}</code></span>", esc(id)),
+        None => String::new(),
+    };
     let mut out = format!(
-        "<details class=\"check\" id=\"check-{index}\" data-suite=\"{}\" data-verdicts=\"{kind}\"><summary>{} <code class=\"id\">{}</code> <span class=\"muted\">{}</span> — <span class=\"reason\">{}</span>{}</summary>\n<div class=\"body\">\n",
+        "<details class=\"check\" id=\"check-{index}\" data-suite=\"{}\" data-verdicts=\"{kind}\"><summary>{} <code class=\"id\">{}</code> <span class=\"muted\">{}</span> — <span class=\"reason\">{}</span>{follows}{}</summary>\n<div class=\"body\">\n",
         esc(&r.suite),
         verdict_badge(Some(r.verdict.kind)),
         esc(&r.id),
@@ -416,7 +427,9 @@ pub fn render(summary: &RunSummary) -> String {
             counts.join(", ")
         ));
         for (i, r) in results {
-            body.push_str(&check(r, *i));
+            let root =
+                readiness_answer.root_causes.get(&r.id).map(|id| (id.as_str(), anchors.get(id.as_str()).copied()));
+            body.push_str(&check(r, *i, root));
         }
         body.push_str("</section>\n");
     }
@@ -525,6 +538,7 @@ pub fn matrix(runs: &[RunSummary]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::suite::OutcomeClass;
     use crate::verdict::fixtures::{result, summary};
     use crate::verdict::Verdict;
 
@@ -592,7 +606,11 @@ mod tests {
     #[test]
     fn the_answer_comes_first_and_root_causes_group_their_consequences() {
         let run = summary(vec![
-            result("input-root.marker-file", "blocker", Verdict::new(VerdictKind::Fail, "marker missing")),
+            result(
+                "input-root.marker-file",
+                "blocker",
+                Verdict::new(VerdictKind::Fail, "marker missing").with_outcome(OutcomeClass::Completed),
+            ),
             result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
             result("cas.z", "spec", Verdict::pass("fine")),
         ]);
@@ -601,10 +619,23 @@ mod tests {
             page.find("id=\"answer\">BuildStream builds here: NO — no element builds here</p>").expect("answer line");
         assert!(answer < page.find("id=\"ran\"").unwrap() && answer < page.find("class=\"check\"").unwrap());
         let root = page.find("<code>input-root.root-entries</code></a>: host /").expect("root cause listed");
-        let grouped = page.find("1 more that probably follow from it").expect("consequences folded");
+        let grouped = page
+            .find("1 more that follow from it (their commands did not run from the input root)")
+            .expect("consequences folded");
         assert!(
             root < grouped && grouped < page.find("<code>input-root.marker-file</code></a>: marker missing").unwrap()
         );
+        // The consequence's own line names its root cause, linked; the root's does not.
+        let line = |id: &str| {
+            let at = page.find(&format!("<code class=\"id\">{id}</code>")).expect("check listed");
+            page[at..].split("</summary>").next().unwrap_or_default().to_string()
+        };
+        assert!(
+            line("input-root.marker-file")
+                .contains("follows from <a href=\"#check-1\"><code>input-root.root-entries</code></a>"),
+            "{page}"
+        );
+        assert!(!line("input-root.root-entries").contains("follows from"), "{page}");
         assert!(page.contains("<code>buildstream@2026.12</code>"), "the profile version: {page}");
         assert!(page.contains(&format!("reapi-conformance {}", env!("CARGO_PKG_VERSION"))));
         assert_eq!(page, render(&run), "a pure function of the verdicts");

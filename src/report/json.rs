@@ -73,4 +73,33 @@ mod tests {
         assert!(parse("{}").unwrap_err().contains("no format_version"));
         assert!(parse("[1]").unwrap_err().contains("not a `run --json` report"));
     }
+
+    #[test]
+    fn a_consequence_names_its_root_cause_and_still_reads_back() {
+        use crate::suite::OutcomeClass;
+        use crate::verdict::fixtures::{result, summary};
+        use crate::verdict::{Verdict, VerdictKind};
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let run = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("input-root.marker-file", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+        ]);
+        let text = render(&run);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let readiness = &doc["readiness"];
+        assert_eq!(
+            readiness["root_causes"],
+            serde_json::json!({"input-root.marker-file": "input-root.root-entries"}),
+            "{text}"
+        );
+        assert_eq!(readiness["blockers"][1]["follows_from"], "input-root.root-entries", "{text}");
+        // The map is derived, not read: the report reads back, and so does
+        // one written before the map existed.
+        assert_eq!(parse(&text).unwrap().results.len(), 2);
+        let mut older = doc.clone();
+        older["readiness"].as_object_mut().unwrap().remove("root_causes");
+        assert_eq!(parse(&older.to_string()).unwrap().results[1].id, "input-root.marker-file");
+        // Without a root cause, the field is left out.
+        assert!(!render(&summary(Vec::new())).contains("root_causes"));
+    }
 }

@@ -20,16 +20,14 @@ fn cdata(s: &str) -> String {
     text(s).replace("]]>", "]]]]><![CDATA[>")
 }
 
-fn details(r: &CheckResult) -> String {
-    let mut text = format!(
-        "{} {} [{}; {}]\n{}\nsource: {}\n",
-        r.verdict.kind,
-        r.id,
-        r.severity.label(),
-        r.tags.join(", "),
-        r.verdict.reason,
-        r.source
-    );
+/// A check's `system-out`; a consequence (`root`: the root cause its verdict
+/// follows from, `Readiness::root_causes`) says so on its second line.
+fn details(r: &CheckResult, root: Option<&str>) -> String {
+    let mut text = format!("{} {} [{}; {}]\n", r.verdict.kind, r.id, r.severity.label(), r.tags.join(", "));
+    if let Some(root) = root {
+        text.push_str(&format!("follows from {root} (its command did not run from the input root)\n"));
+    }
+    text.push_str(&format!("{}\nsource: {}\n", r.verdict.reason, r.source));
     if let Some(hint) = &r.hint {
         text.push_str(&format!("hint: {hint}\n"));
     }
@@ -40,10 +38,15 @@ fn details(r: &CheckResult) -> String {
     text
 }
 
-fn testcase(r: &CheckResult) -> TestCase {
+fn testcase(r: &CheckResult, root: Option<&str>) -> TestCase {
     let time = Duration::seconds_f64(r.duration.as_secs_f64());
     // Server text may hold anything; XML 1.0 does not allow everything.
-    let (id, reason) = (text(&r.id), text(&r.verdict.reason));
+    let id = text(&r.id);
+    // A CI page often shows the message alone: the root cause leads it.
+    let reason = match root {
+        Some(root) => text(&format!("follows from {root}: {}", r.verdict.reason)),
+        None => text(&r.verdict.reason),
+    };
     let mut tc = match r.verdict.kind {
         VerdictKind::Pass | VerdictKind::Warn => TestCase::success(&id, time),
         VerdictKind::Fail => TestCase::failure(&id, time, "FAIL", &reason),
@@ -51,7 +54,7 @@ fn testcase(r: &CheckResult) -> TestCase {
         VerdictKind::Skip => TestCase::skipped_with_cause(&id, "SKIP", &reason),
     };
     tc.set_classname(&text(&r.suite));
-    tc.set_system_out(&cdata(&details(r)));
+    tc.set_system_out(&cdata(&details(r, root)));
     tc
 }
 
@@ -59,9 +62,8 @@ fn testcase(r: &CheckResult) -> TestCase {
 /// does not build, and each feature the user needs (`--needs`) fails when
 /// unavailable; features no check assessed are skipped; the others pass
 /// with their state in `system-out`.
-fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
+fn readiness_cases(r: &crate::readiness::Readiness, summary: &RunSummary) -> Vec<TestCase> {
     use crate::readiness::{BuildsHere, FeatureState};
-    let r = crate::readiness::assess(summary, &summary.needs);
     let zero = Duration::ZERO;
     let readiness = cdata(&r.render());
     let mut builds = match r.builds_here {
@@ -117,14 +119,16 @@ fn readiness_cases(summary: &RunSummary) -> Vec<TestCase> {
 
 /// Renders the run as a JUnit XML document.
 pub fn render(summary: &RunSummary) -> String {
+    let readiness = crate::readiness::assess(summary, &summary.needs);
     let mut suites: Vec<(String, Vec<TestCase>)> = Vec::new();
     for r in &summary.results {
+        let case = testcase(r, readiness.root_causes.get(&r.id).map(String::as_str));
         match suites.iter_mut().find(|(name, _)| *name == r.suite) {
-            Some((_, cases)) => cases.push(testcase(r)),
-            None => suites.push((r.suite.clone(), vec![testcase(r)])),
+            Some((_, cases)) => cases.push(case),
+            None => suites.push((r.suite.clone(), vec![case])),
         }
     }
-    suites.push(("buildstream-readiness".to_string(), readiness_cases(summary)));
+    suites.push(("buildstream-readiness".to_string(), readiness_cases(&readiness, summary)));
     // The run's own start time, not "now": the same verdicts give the same XML.
     let timestamp =
         OffsetDateTime::from_unix_timestamp(summary.started_at as i64).unwrap_or(OffsetDateTime::UNIX_EPOCH);
@@ -203,6 +207,29 @@ mod tests {
         assert!(!case(&xml, "builds-here").contains("<failure"), "plain elements build: {xml}");
         summary.needs_only = true;
         assert!(!case(&render(&summary), "capability.proc").contains("<failure"));
+    }
+
+    #[test]
+    fn a_consequence_names_its_root_cause() {
+        use crate::suite::OutcomeClass;
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let xml = render(&crate::verdict::fixtures::summary(vec![
+            result("input-root.root-entries", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("input-root.marker-file", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+        ]));
+        let cases = parse(&xml).unwrap();
+        let case = |name: &str| cases.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("{name}: {xml}"));
+        let marker = case("input-root.marker-file");
+        assert_eq!(marker.message.as_deref(), Some("follows from input-root.root-entries: host /etc"), "{xml}");
+        assert!(
+            marker.system_out.starts_with(
+                "FAIL input-root.marker-file [MUST; buildstream]\nfollows from input-root.root-entries (its command did not run from the input root)\nhost /etc\n"
+            ),
+            "{xml}"
+        );
+        let root = case("input-root.root-entries");
+        assert_eq!(root.message.as_deref(), Some("host /"));
+        assert!(!root.system_out.contains("follows from"), "{xml}");
     }
 
     use proptest::prelude::*;
@@ -332,7 +359,7 @@ mod tests {
             let case = &cases[0];
             // Everything comes back as written, only the escaped characters changed.
             prop_assert_eq!(&case.name, &as_attribute(&text(&r.id)));
-            prop_assert_eq!(&case.system_out, &text(&details(&r)));
+            prop_assert_eq!(&case.system_out, &text(&details(&r, None)));
             match kind {
                 VerdictKind::Pass | VerdictKind::Warn => prop_assert_eq!(&case.message, &None),
                 _ => prop_assert_eq!(&case.message, &Some(as_attribute(&text(&r.verdict.reason)))),

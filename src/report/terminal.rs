@@ -1,7 +1,7 @@
 //! The human report: one line per check, evidence under anything not PASS,
 //! totals and wall time.
 
-use crate::verdict::{RunSummary, VerdictKind};
+use crate::verdict::{CheckResult, RunSummary, VerdictKind};
 
 fn paint(kind: VerdictKind, color: bool) -> String {
     let label = format!("{:<5}", kind.label());
@@ -18,26 +18,58 @@ fn paint(kind: VerdictKind, color: bool) -> String {
     format!("\x1b[{code}m{label}\x1b[0m")
 }
 
+/// One check's line, with evidence under anything not PASS; `indent`
+/// shifts it under a root cause, `suffix` ends its line.
+fn check_lines(r: &CheckResult, width: usize, color: bool, indent: &str, suffix: &str, out: &mut String) {
+    use super::{one_line, printable};
+    out.push_str(&format!(
+        "{indent}{} {:<width$}  {}  ({:.2}s){suffix}\n",
+        paint(r.verdict.kind, color),
+        printable(&r.id),
+        one_line(&r.verdict.reason, 200),
+        r.duration.as_secs_f64(),
+    ));
+    if r.verdict.kind != VerdictKind::Pass {
+        for line in super::evidence_lines(&r.verdict.evidence) {
+            out.push_str(&format!("{indent}      {line}\n"));
+        }
+        if let Some(hint) = &r.hint {
+            out.push_str(&format!("{indent}      hint: {}\n", one_line(hint, 400)));
+        }
+    }
+}
+
 /// Renders the whole run for a terminal; `color` adds ANSI colours (the only
 /// escapes in the text: everything else passes through `printable`).
+///
+/// A check whose verdict follows from a root cause (`Readiness::root_causes`)
+/// is shown beneath that root cause's line, indented and naming it, rather
+/// than in its own place: read in order, the list gives each problem once.
 pub fn render(summary: &RunSummary, color: bool) -> String {
     use super::{one_line, printable};
+    let readiness = crate::readiness::assess(summary, &summary.needs);
     let width = summary.results.iter().map(|r| printable(&r.id).len()).max().unwrap_or(0);
+    // A root cause is always a result of the run; should one be missing,
+    // its consequences stay in their places, still naming it.
+    let root_of = |r: &CheckResult| {
+        readiness.root_causes.get(&r.id).filter(|root| summary.results.iter().any(|other| &other.id == *root))
+    };
     let mut out = String::new();
-    for r in &summary.results {
-        out.push_str(&format!(
-            "{} {:<width$}  {}  ({:.2}s)\n",
-            paint(r.verdict.kind, color),
-            printable(&r.id),
-            super::one_line(&r.verdict.reason, 200),
-            r.duration.as_secs_f64(),
-        ));
-        if r.verdict.kind != VerdictKind::Pass {
-            for line in super::evidence_lines(&r.verdict.evidence) {
-                out.push_str(&format!("      {line}\n"));
-            }
-            if let Some(hint) = &r.hint {
-                out.push_str(&format!("      hint: {}\n", one_line(hint, 400)));
+    for r in summary.results.iter().filter(|r| root_of(r).is_none()) {
+        let suffix = match readiness.root_causes.get(&r.id) {
+            Some(root) => format!("  follows from {}", printable(root)),
+            None => String::new(),
+        };
+        check_lines(r, width, color, "", &suffix, &mut out);
+        let consequences: Vec<&CheckResult> = summary.results.iter().filter(|c| root_of(c) == Some(&r.id)).collect();
+        if !consequences.is_empty() {
+            out.push_str(&format!(
+                "      {} more follow from it (their commands did not run from the input root):\n",
+                consequences.len()
+            ));
+            let suffix = format!("  follows from {}", printable(&r.id));
+            for c in consequences {
+                check_lines(c, width, color, "    ", &suffix, &mut out);
             }
         }
     }
@@ -53,7 +85,7 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
             env!("CARGO_PKG_VERSION")
         ));
     }
-    out.push_str(&crate::readiness::assess(summary, &summary.needs).render());
+    out.push_str(&readiness.render());
     out
 }
 
@@ -105,6 +137,46 @@ mod tests {
     fn acts(text: &str) -> Option<char> {
         let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
         text.chars().find(|&c| bidi(c) || (c.is_control() && c != '\n'))
+    }
+
+    #[test]
+    fn consequences_are_listed_under_their_root_cause_naming_it() {
+        use crate::suite::OutcomeClass;
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let run = summary(vec![
+            result("input-root.marker-file", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+            result(
+                "input-root.absolute-symlink",
+                "blocker",
+                Verdict::new(VerdictKind::Fail, "exec dir").with_outcome(OutcomeClass::Failed),
+            ),
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            result("outputs.mtime", "feature:incremental-workspaces", ran(Verdict::pass("ok"))),
+            result("cas.x", "spec", Verdict::pass("ok")),
+        ]);
+        let text = render(&run, false);
+        let lines: Vec<&str> = text.lines().take(7).collect();
+        assert_eq!(
+            lines,
+            [
+                "FAIL  input-root.absolute-symlink  exec dir  (0.12s)",
+                "FAIL  input-root.root-entries      host /  (0.12s)",
+                "      2 more follow from it (their commands did not run from the input root):",
+                "    FAIL  input-root.marker-file       host /etc  (0.12s)  follows from input-root.root-entries",
+                "    PASS  outputs.mtime                ok  (0.12s)  follows from input-root.root-entries",
+                "PASS  cas.x                        ok  (0.12s)",
+                "5 checks: 2 passed, 3 failed, 0 warned, 0 errors, 0 skipped in 1.00s (cluster start-up 0.00s) against t",
+            ],
+            "{text}"
+        );
+        // No root cause: every check in its place, none naming one.
+        let run = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::pass("ok"))),
+            result("input-root.marker-file", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /etc"))),
+        ]);
+        let text = render(&run, false);
+        assert!(text.starts_with("PASS  input-root.root-entries  ok  (0.12s)\nFAIL  input-root.marker-file"), "{text}");
+        assert!(!text.contains("follow"), "{text}");
     }
 
     #[test]
