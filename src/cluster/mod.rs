@@ -142,7 +142,8 @@ pub const REGISTRY: &[ClusterEntry] = &[
                       the native `buildgrid` cluster in containers, needing no image registry",
         expectations: Some("fixtures/expectations/buildgrid-bwrap.yaml"),
         make: |s| compose_cluster("buildgrid:local", s),
-        agreement: false,
+        // Where `docker compose`, an engine and the image are found.
+        agreement: true,
     },
     ClusterEntry {
         name: "compose:buildbarn",

@@ -19,8 +19,16 @@ fn paint(kind: VerdictKind, color: bool) -> String {
 }
 
 /// One check's line, with evidence under anything not PASS; `indent`
-/// shifts it under a root cause, `suffix` ends its line.
-fn check_lines(r: &CheckResult, width: usize, color: bool, indent: &str, suffix: &str, out: &mut String) {
+/// shifts it under a root cause, `suffix` ends its line, and a hint the same
+/// as `said` (its root cause's) is not repeated.
+fn check_lines(
+    r: &CheckResult,
+    width: usize,
+    color: bool,
+    (indent, suffix): (&str, &str),
+    said: Option<&str>,
+    out: &mut String,
+) {
     use super::{one_line, printable};
     out.push_str(&format!(
         "{indent}{} {:<width$}  {}  ({:.2}s){suffix}\n",
@@ -33,7 +41,8 @@ fn check_lines(r: &CheckResult, width: usize, color: bool, indent: &str, suffix:
         for line in super::evidence_lines(&r.verdict.evidence) {
             out.push_str(&format!("{indent}      {line}\n"));
         }
-        if let Some(hint) = &r.hint {
+        // A consequence's hint, when its root cause's says the same, once.
+        if let Some(hint) = r.hint.as_deref().filter(|h| Some(*h) != said) {
             out.push_str(&format!("{indent}      hint: {}\n", one_line(hint, 400)));
         }
     }
@@ -60,7 +69,7 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
             Some(root) => format!("  follows from {}", printable(root)),
             None => String::new(),
         };
-        check_lines(r, width, color, "", &suffix, &mut out);
+        check_lines(r, width, color, ("", &suffix), None, &mut out);
         let consequences: Vec<&CheckResult> = summary.results.iter().filter(|c| root_of(c) == Some(&r.id)).collect();
         if !consequences.is_empty() {
             out.push_str(&format!(
@@ -69,7 +78,7 @@ pub fn render(summary: &RunSummary, color: bool) -> String {
             ));
             let suffix = format!("  follows from {}", printable(&r.id));
             for c in consequences {
-                check_lines(c, width, color, "    ", &suffix, &mut out);
+                check_lines(c, width, color, ("    ", &suffix), r.hint.as_deref(), &mut out);
             }
         }
     }
