@@ -341,7 +341,8 @@ fn tail(log: &Path) -> String {
 fn readiness_predicts_real_bst_builds_on_every_cluster() {
     let bst = reapi_conformance::cluster::local::find_bst().expect("bst (reapi-conformance setup --bst)");
     // Every cluster whose registry row asks for agreement and which this
-    // machine can start (Buildbarn only where its programs are found).
+    // machine can start (Buildbarn and Buildfarm only where their programs
+    // are found; the others are left out, saying why).
     let clusters: Vec<String> = match std::env::var("REAPI_AGREEMENT_CLUSTERS") {
         Ok(list) => list.split(',').map(str::to_string).collect(),
         Err(_) => {

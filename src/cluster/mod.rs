@@ -121,9 +121,10 @@ pub const REGISTRY: &[ClusterEntry] = &[
             let options = buildfarm::options(s.buildfarm_dir.as_deref(), s.java.as_deref(), &s.isa, &s.instance)?;
             Ok(Box::new(buildfarm::Buildfarm::new(options)))
         },
-        // Not yet: its elements hang in a requeue loop (FIELD-NOTES §10), and
-        // the readiness answer's per-element prediction is issue 24's work.
-        agreement: false,
+        // With the shared configuration's worker settings its elements fail
+        // (the host's `/`) rather than hang in a requeue loop: the answer
+        // predicts that, and the agreement test holds it to real builds.
+        agreement: true,
     },
     ClusterEntry {
         name: "compose:buildgrid",
