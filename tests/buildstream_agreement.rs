@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use reapi_conformance::cli::{buildstream_config_for, default_run_args, named_cluster, run_settings};
 use reapi_conformance::cluster::endpoint::Endpoint;
-use reapi_conformance::readiness::{self, BuildsHere, FeatureState, Readiness};
+use reapi_conformance::readiness::{self, BuildsHere, ElementsBuild, FeatureState, Readiness};
 use reapi_conformance::session::{execute, select_checks, RunEnd, Selection};
 use reapi_conformance::verdict::VerdictKind;
 
@@ -104,9 +104,6 @@ const ELEMENTS: &[Element] = &[
 /// What the readiness answer predicts for an element of the fixture project.
 fn predict(element: &Element, r: &Readiness) -> Build {
     let feature = |name: &str| r.features.get(name).map(|f| f.state);
-    if element.name == "failing.bst" {
-        return Build::Fails;
-    }
     if element.name == "foreign.bst" {
         // Never runs: refused, or left queued.
         return match feature("other-platforms") {
@@ -116,6 +113,18 @@ fn predict(element: &Element, r: &Readiness) -> Build {
     }
     if element.features.iter().any(|f| feature(f) == Some(FeatureState::Hangs)) {
         return Build::Hangs;
+    }
+    // Refused before it runs: it fails even where a run would hang.
+    if element.features.iter().any(|f| feature(f) == Some(FeatureState::RefusedCleanly)) {
+        return Build::Fails;
+    }
+    // The server never finishes an action shaped like BuildStream's: every
+    // element it takes waits, failing.bst too (its failure never comes back).
+    if r.elements == ElementsBuild::Hang {
+        return Build::Hangs;
+    }
+    if element.name == "failing.bst" {
+        return Build::Fails;
     }
     let capability_ok = |c: &&str| r.capabilities.get(*c).is_some_and(|c| c.state.usable());
     let feature_ok = |f: &&str| feature(f) == Some(FeatureState::Available);
@@ -278,6 +287,10 @@ fn retry_failed(bst: &Path, config: &Path, project: &Path, log: &Path) -> Retry 
 /// What the answer predicts for a retried failed build (none where it does
 /// not assess retry-failed).
 fn predict_retry(r: &Readiness) -> Option<Retry> {
+    if r.elements == ElementsBuild::Hang {
+        // The first build never failed, so the retry hangs as it did.
+        return Some(Retry::Unexpected(Build::Hangs));
+    }
     match r.features.get("retry-failed").map(|f| f.state) {
         Some(FeatureState::Available) => Some(Retry::RunsAgain),
         Some(FeatureState::Broken) => Some(Retry::Replays),
