@@ -207,9 +207,40 @@ fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
 /// failure) in its own process group, and reads each element's outcome from
 /// its log lines. Elements unfinished when bst has been quiet for
 /// [`QUIET_AFTER`] (or past [`BUILD_BUDGET`]) count as hanging.
+///
+/// An element whose build task never started before bst was killed did not
+/// hang itself: hanging elements held every builder. Such elements are built
+/// again, without the others (log `LOG.N`), until each has an outcome of
+/// its own; a pass in which none of them started ends it (they hang).
 fn bst_build_all(bst: &Path, config: &Path, project: &Path, log: &Path) -> Vec<Build> {
     let names: Vec<&str> = ELEMENTS.iter().map(|e| e.name).collect();
-    bst_build(bst, config, project, log, &[], &names)
+    let mut outcomes = bst_build(bst, config, project, log, &[], &names);
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    // The elements of the last pass: only its log says whether they started.
+    let mut last: Vec<usize> = (0..names.len()).collect();
+    for pass in 1.. {
+        let starved: Vec<usize> =
+            last.iter().copied().filter(|&i| outcomes[i] == Build::Hangs && !started(&text, names[i])).collect();
+        if starved.is_empty() || starved.len() == last.len() {
+            break;
+        }
+        let again_log = log.with_extension(format!("log.{pass}"));
+        let elements: Vec<&str> = starved.iter().map(|&i| names[i]).collect();
+        eprintln!("agreement: built again, having had no builder: {}", elements.join(" "));
+        let again = bst_build(bst, config, project, &again_log, &[], &elements);
+        text = std::fs::read_to_string(&again_log).unwrap_or_default();
+        for (&i, outcome) in starved.iter().zip(again) {
+            outcomes[i] = outcome;
+        }
+        last = starved;
+    }
+    outcomes
+}
+
+/// Whether bst started the element's build task (a log line of that task).
+fn started(log: &str, element: &str) -> bool {
+    let task = format!("build:{element} ");
+    log.lines().any(|l| l.contains(&task))
 }
 
 /// `bst build [extra] ELEMENTS…` as [`bst_build_all`] describes.
