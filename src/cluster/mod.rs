@@ -127,6 +127,21 @@ pub const REGISTRY: &[ClusterEntry] = &[
         agreement: true,
     },
     ClusterEntry {
+        name: "buildfarm:defaults",
+        aliases: &[],
+        description: "Buildfarm as `buildfarm`, but with the shard worker's own defaults for createSymlinkOutputs and \
+                      linkInputDirectories: a deployment from Buildfarm's example configuration, where actions shaped \
+                      like BuildStream's are requeued for ever",
+        expectations: Some("fixtures/expectations/buildfarm-defaults.yaml"),
+        make: |s| {
+            let mut options = buildfarm::options(s.buildfarm_dir.as_deref(), s.java.as_deref(), &s.isa, &s.instance)?;
+            options.worker_defaults = true;
+            Ok(Box::new(buildfarm::Buildfarm::new(options)))
+        },
+        // Its elements hang: the answer must say so (ElementsBuild::Hang).
+        agreement: true,
+    },
+    ClusterEntry {
         name: "compose:buildgrid",
         aliases: &[],
         description: "compose/buildgrid.yml: BuildGrid's published `nightly` images (0.9.x), brought up with \
