@@ -89,6 +89,18 @@ impl Outcome {
         }
     }
 
+    /// The class recorded on a verdict for the readiness answer: as
+    /// [`Outcome::class`], except that a requeue loop is `Queued` there. The
+    /// server sends the operation back to its queue for ever, so a client
+    /// (bst) waits for it as for one never dispatched: it hangs, where an
+    /// `Executing` class would read as an answer that came back wrong.
+    pub fn recorded_class(&self) -> OutcomeClass {
+        match self {
+            Outcome::Requeued { .. } => OutcomeClass::Queued,
+            _ => self.class(),
+        }
+    }
+
     /// One line for evidence.
     pub fn describe(&self) -> String {
         match self {

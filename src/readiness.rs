@@ -74,6 +74,10 @@ pub enum ElementsBuild {
     OnlyWithout,
     /// A blocker failed: no element builds here.
     None,
+    /// A blocker's action was never finished (left queued, or requeued for
+    /// ever): no element builds, and those whose actions the server takes
+    /// wait for ever instead of failing.
+    Hang,
     /// A blocker or a capability could not be decided.
     Undecided,
     /// The run left out checks the answer rests on.
@@ -356,6 +360,10 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     let mut spec_deviations = Vec::new();
     let mut capabilities: BTreeMap<String, Capability> = BTreeMap::new();
     let root_causes = attribute(summary);
+    // Blockers whose action never came back: a BuildStream action has that
+    // shape, so elements hang there whatever else is wrong. (Never a
+    // consequence of the root cause: nothing ran, see `attribute`.)
+    let mut hanging_blockers: std::collections::HashSet<&str> = std::collections::HashSet::new();
     // Per check: its state on its own, for a feature whose other checks are masked.
     let mut check_state: std::collections::HashMap<&str, FeatureState> = std::collections::HashMap::new();
     let mut assessed = false;
@@ -385,6 +393,9 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
                 assessed |= r.verdict.kind != VerdictKind::Skip;
                 if unmet {
                     blockers.push(Finding::of(r));
+                    if r.verdict.outcome == Some(OutcomeClass::Queued) {
+                        hanging_blockers.insert(r.id.as_str());
+                    }
                 } else if r.verdict.kind == VerdictKind::Error {
                     undecided.push(Finding::of(r));
                 } else if r.verdict.kind == VerdictKind::Skip {
@@ -469,6 +480,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         .values()
         .any(|c| c.state == FeatureState::Undecided || (c.gated && c.state == FeatureState::NotAssessed));
     let elements = match builds_here {
+        BuildsHere::No if !hanging_blockers.is_empty() => ElementsBuild::Hang,
         BuildsHere::No => ElementsBuild::None,
         BuildsHere::Undecided => ElementsBuild::Undecided,
         BuildsHere::NotAssessed => ElementsBuild::NotAssessed,
@@ -538,6 +550,9 @@ impl Readiness {
                 format!("BuildStream builds here: only elements that do not use {}\n", names.join(", "))
             }
             ElementsBuild::None => "BuildStream builds here: NO — no element builds here\n".to_string(),
+            ElementsBuild::Hang => {
+                "BuildStream builds here: NO — elements hang: the server never finishes an action shaped like BuildStream's (see the hang risks)\n".to_string()
+            }
             ElementsBuild::Undecided if self.builds_here == BuildsHere::Yes => {
                 "BuildStream builds here: undecided (a sandbox capability check could not decide)\n".to_string()
             }
@@ -649,7 +664,9 @@ impl Readiness {
             ));
         }
         if !self.hang_risks.is_empty() {
-            out.push_str("  hang risks (requests left queued instead of answered; bst would wait for ever):\n");
+            out.push_str(
+                "  hang risks (requests left queued, or requeued for ever, instead of answered; bst would wait for ever):\n",
+            );
             for f in &self.hang_risks {
                 out.push_str(&format!("    {}: {}\n", f.id, f.reason));
             }
@@ -715,6 +732,33 @@ mod tests {
         answered.verdict = Verdict::new(VerdictKind::Warn, "queued").with_outcome(OutcomeClass::Queued);
         let r = assess(&summary(vec![answered]), &[]);
         assert_eq!((r.features["other-platforms"].state, r.hang_risks.len()), (FeatureState::Hangs, 1));
+    }
+
+    #[test]
+    fn a_blocker_never_finished_means_elements_hang_whatever_else_failed() {
+        // Buildfarm with its worker's defaults: no chroot, and the action
+        // shaped like BuildStream's requeued for ever (recorded as queued).
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", Verdict::new(VerdictKind::Fail, "host /")),
+            result(
+                "outputs.escaping-paths",
+                "blocker",
+                Verdict::new(VerdictKind::Fail, "requeued").with_outcome(OutcomeClass::Queued),
+            ),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!((r.builds_here, r.elements, r.exit_code()), (BuildsHere::No, ElementsBuild::Hang, 1));
+        assert_eq!(r.hang_risks.len(), 1);
+        // Not folded under the missing chroot: the hang is the server's own.
+        assert_eq!(r.blockers[1].follows_from, None);
+        assert!(r.render().contains("NO — elements hang"), "{}", r.render());
+        // A blocker that came back wrong is no hang.
+        let s = summary(vec![result(
+            "outputs.escaping-paths",
+            "blocker",
+            Verdict::new(VerdictKind::Fail, "refused").with_outcome(OutcomeClass::Failed),
+        )]);
+        assert_eq!(assess(&s, &[]).elements, ElementsBuild::None);
     }
 
     #[test]

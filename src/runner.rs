@@ -81,7 +81,7 @@ async fn run_action(h: &Harness, check: &CheckSpec) -> Verdict {
         None
     };
     let verdict =
-        evaluate::judge(check, &outcome, &trace.stages, probe.as_ref(), &h.vars).with_outcome(outcome.class());
+        evaluate::judge(check, &outcome, &trace.stages, probe.as_ref(), &h.vars).with_outcome(outcome.recorded_class());
     with_trace(verdict, &prepared, &trace)
 }
 

@@ -1,4 +1,5 @@
-//! Buildfarm as a real server (`--cluster buildfarm`): the user's own server
+//! Buildfarm as a real server (`--cluster buildfarm`, and `buildfarm:defaults`
+//! with the shard worker's own defaults): the user's own server
 //! and shard-worker deploy jars, found in REAPI_BUILDFARM_DIR, with a Java 21
 //! or newer (REAPI_JAVA, PATH or /usr/lib/jvm) and Debian's redis-server. The
 //! project never builds or ships them (docs/buildfarm.md), so where they are
@@ -47,34 +48,28 @@ fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
-fn expected_verdicts_and_nothing_left() -> Result<(), Failed> {
+/// `cluster` gets the verdicts of `fixtures/expectations/FILE` and leaves
+/// nothing behind; its readiness headline says `headline`.
+fn expected_verdicts_and_nothing_left(cluster: &str, file: &str, headline: &str) -> Result<(), Failed> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let json = dir.path().join("buildfarm.json");
-    let expectations = format!("{}/fixtures/expectations/buildfarm.yaml", env!("CARGO_MANIFEST_DIR"));
+    let expectations = format!("{}/fixtures/expectations/{file}", env!("CARGO_MANIFEST_DIR"));
     let out = common::output(
         Command::new(env!("CARGO_BIN_EXE_reapi-conformance"))
             // One check at a time: Buildfarm's worker answers UNKNOWN to the
             // loser of two concurrent uploads of one blob (WriteCompleteException
             // in CASFileCache), so with parallel checks an unrelated check's
             // preparation is ERROR at random (docs/buildfarm.md).
-            .args([
-                "run",
-                "--cluster",
-                "buildfarm",
-                "--profile",
-                "all",
-                "--jobs",
-                "1",
-                "--expect",
-                &expectations,
-                "--json",
-            ])
+            .args(["run", "--cluster", cluster, "--profile", "all", "--jobs", "1", "--expect", &expectations, "--json"])
             .arg(&json),
     )
     .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.code() != Some(0) || !text.contains("all verdicts as expected") {
         return Err(format!("exit {:?}\n{text}", out.status.code()).into());
+    }
+    if !text.contains(headline) {
+        return Err(format!("the readiness answer does not say {headline:?}:\n{text}").into());
     }
     if !text.contains("server recognised: buildfarm") {
         return Err(format!("Buildfarm not recognised:\n{text}").into());
@@ -112,15 +107,36 @@ fn missing_jars_are_one_line_and_exit_2() -> Result<(), Failed> {
 }
 
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // One cluster at a time: two pairs of JVMs on a small machine would
+    // stretch the timings the requeue detection reads.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(1);
+    }
     let found = prerequisites();
     if let Err(why) = &found {
         eprintln!("Buildfarm tests need Buildfarm's jars: {why} (docs/buildfarm.md says how to get them)");
     }
+    let with_defaults = found.clone();
     let trials = vec![
         Trial::test("buildfarm_gets_its_expected_verdicts_and_leaves_nothing", move || {
             found.clone().map_err(|why| Failed::from(format!("ignored: {why}")))?;
-            expected_verdicts_and_nothing_left()
+            expected_verdicts_and_nothing_left(
+                "buildfarm",
+                "buildfarm.yaml",
+                "BuildStream builds here: NO — no element",
+            )
+        })
+        .with_ignored_flag(prerequisites().is_err()),
+        // The worker's own defaults requeue BuildStream's outputs for ever:
+        // the answer must say that elements hang, not that they fail.
+        Trial::test("buildfarm_with_worker_defaults_hangs_elements_as_expected", move || {
+            with_defaults.clone().map_err(|why| Failed::from(format!("ignored: {why}")))?;
+            expected_verdicts_and_nothing_left(
+                "buildfarm:defaults",
+                "buildfarm-defaults.yaml",
+                "BuildStream builds here: NO — elements hang",
+            )
         })
         .with_ignored_flag(prerequisites().is_err()),
         Trial::test("missing_jars_are_one_line_and_exit_2", missing_jars_are_one_line_and_exit_2),

@@ -21,7 +21,7 @@ use reapi_conformance::connection::ConnectOptions;
 use reapi_conformance::expectations::{ExpectationFile, Expected};
 use reapi_conformance::runner::{Harness, RunOptions};
 use reapi_conformance::session::{select_checks, Profile, Selection};
-use reapi_conformance::suite::CheckSpec;
+use reapi_conformance::suite::{CheckSpec, OutcomeClass};
 use reapi_conformance::verdict::{Verdict, VerdictKind};
 
 /// Defects that no check notices yet, each with the reason. Everything here
@@ -100,6 +100,11 @@ const MODELS: &[(&str, &[&str], &str)] = &[
     // "queued, then leased" check applies only there.
     ("queueing-scheduler", &["unmatched-platform-queued"], "fixtures/models/queueing-scheduler.yaml"),
 ];
+
+/// Defects that leave the action unfinished for ever: their checks must
+/// record the outcome as queued, which the readiness answer reads as "elements
+/// hang" (an answer that came back wrong would read as "elements fail").
+const HANG_DEFECTS: &[&str] = &["requeue-loop", "linked-input-dirs-requeue-loop"];
 
 /// Checks that do not apply to the faithful server, which answers a platform
 /// no worker has with FAILED_PRECONDITION; the models above cover them.
@@ -293,6 +298,9 @@ fn main() {
                 }
                 if !v.evidence.iter().any(|e| e.expected.is_some()) {
                     return Err(format!("{} without evidence of what was expected: {v:?}", v.kind).into());
+                }
+                if HANG_DEFECTS.contains(&defect.name()) && v.outcome != Some(OutcomeClass::Queued) {
+                    return Err(format!("a hang recorded as {:?}, not queued: {v:?}", v.outcome).into());
                 }
                 Ok(())
             }));

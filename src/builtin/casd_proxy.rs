@@ -183,7 +183,8 @@ async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, c
     } else {
         None
     };
-    let mut verdict = evaluate::judge(check, &outcome, &[], probe.as_ref(), &h.vars).with_outcome(outcome.class());
+    let mut verdict =
+        evaluate::judge(check, &outcome, &[], probe.as_ref(), &h.vars).with_outcome(outcome.recorded_class());
     if matches!(verdict.kind, crate::verdict::VerdictKind::Fail | crate::verdict::VerdictKind::Warn) {
         // casd's status about its own link to the server is no answer of the server's.
         if let Some(v) = harness_side(casd, &outcome.describe()) {

@@ -215,7 +215,9 @@ pub(crate) async fn run_to_completion(
     if outcome.class() != OutcomeClass::Completed {
         let mut completed = check.clone();
         completed.expect = Default::default();
-        return Err(evaluate::judge(&completed, &outcome, &trace.stages, None, &h.vars).with_outcome(outcome.class()));
+        return Err(
+            evaluate::judge(&completed, &outcome, &trace.stages, None, &h.vars).with_outcome(outcome.recorded_class())
+        );
     }
     // Outside `run` (a unit test calling a helper) there is no one to tell.
     let _ = COMPLETED.try_with(|ran| ran.set(true));

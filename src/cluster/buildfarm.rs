@@ -7,7 +7,8 @@
 //! loopback port inside, and the harness reaches the server through a unix
 //! socket in the run directory relayed into the namespace. The configuration
 //! is `compose/buildfarm/config.yml`, the file `compose/buildfarm.yml`
-//! mounts, with only the addresses changed (`NATIVE_OVERRIDES`).
+//! mounts, with only the addresses changed (`NATIVE_OVERRIDES`);
+//! `buildfarm:defaults` also leaves out [`WORKER_FIXES`].
 //! docs/buildfarm.md has the details.
 
 use std::path::{Path, PathBuf};
@@ -159,6 +160,10 @@ pub struct BuildfarmOptions {
     pub isa: String,
     /// The instance name every request of the harness names.
     pub instance: String,
+    /// Leave out [`WORKER_FIXES`], so the shard worker runs with its own
+    /// defaults there: how a deployment that only took Buildfarm's example
+    /// configuration runs (`buildfarm:defaults`).
+    pub worker_defaults: bool,
 }
 
 /// Builds the options from what is found, or says in one line what is missing.
@@ -167,8 +172,20 @@ pub fn options(dir: Option<&Path>, java: Option<&Path>, isa: &str, instance: &st
     let java = find_java(java)?;
     let redis = super::provision::which("redis-server")
         .ok_or("Buildfarm's backplane needs redis-server on PATH (Debian's redis-server package)")?;
-    Ok(BuildfarmOptions { jars, java, redis, isa: isa.to_string(), instance: instance.to_string() })
+    Ok(BuildfarmOptions {
+        jars,
+        java,
+        redis,
+        isa: isa.to_string(),
+        instance: instance.to_string(),
+        worker_defaults: false,
+    })
 }
+
+/// The worker settings of the shared configuration that differ from the
+/// shard worker's defaults and that BuildStream's actions need: without
+/// them its outputs are requeued for ever (docs/buildfarm.md).
+pub const WORKER_FIXES: [&str; 2] = ["createSymlinkOutputs", "linkInputDirectories"];
 
 /// What the native cluster changes in the shared configuration: addresses
 /// and directories only (a unit test holds the rest equal to compose's).
@@ -176,8 +193,8 @@ pub const NATIVE_OVERRIDES: [&str; 3] = ["backplane.redisUri", "worker.publicNam
 
 /// The configuration the native cluster writes: the shared one with the
 /// addresses inside the namespace, the worker's root in the run directory,
-/// and the worker's ISA.
-pub fn native_config(dir: &Path, isa: &str) -> Result<String, String> {
+/// and the worker's ISA; with `worker_defaults`, without [`WORKER_FIXES`].
+pub fn native_config(dir: &Path, isa: &str, worker_defaults: bool) -> Result<String, String> {
     use serde_yaml_ng::Value;
     let mut config: Value =
         serde_yaml_ng::from_str(CONFIG).map_err(|e| format!("compose/buildfarm/config.yml: {e}"))?;
@@ -185,6 +202,12 @@ pub fn native_config(dir: &Path, isa: &str) -> Result<String, String> {
     config["worker"]["publicName"] = Value::from(format!("127.0.0.1:{WORKER_PORT}"));
     config["worker"]["root"] = Value::from(dir.join("worker").display().to_string());
     set_isa(&mut config, isa);
+    if worker_defaults {
+        let worker = config["worker"].as_mapping_mut().ok_or("compose/buildfarm/config.yml has no worker section")?;
+        for key in WORKER_FIXES {
+            worker.remove(key);
+        }
+    }
     serde_yaml_ng::to_string(&config).map_err(|e| e.to_string())
 }
 
@@ -236,8 +259,11 @@ impl Buildfarm {
             std::fs::create_dir(dir.join(sub)).map_err(|e| err(&format!("cannot create {sub}"), &e))?;
         }
         let config = dir.join("config.yml");
-        std::fs::write(&config, native_config(&dir, &self.options.isa).map_err(ClusterError)?)
-            .map_err(|e| err("cannot write config.yml", &e))?;
+        std::fs::write(
+            &config,
+            native_config(&dir, &self.options.isa, self.options.worker_defaults).map_err(ClusterError)?,
+        )
+        .map_err(|e| err("cannot write config.yml", &e))?;
         let step = Instant::now();
         let netns = NetNs::new().map_err(ClusterError)?;
         self.timings.push(("private network namespace".into(), step.elapsed()));
@@ -293,8 +319,13 @@ impl Cluster for Buildfarm {
     fn name(&self) -> String {
         let jars: Vec<String> =
             self.options.jars.iter().map(|j| format!("{} sha256:{}", j.path.display(), j.sha256)).collect();
+        let (name, worker) = if self.options.worker_defaults {
+            ("buildfarm:defaults", format!(" with the worker's defaults for {}", WORKER_FIXES.join(" and ")))
+        } else {
+            ("buildfarm", String::new())
+        };
         format!(
-            "buildfarm (Buildfarm server + shard worker + Redis in a private network namespace; {}; {} ({}))",
+            "{name} (Buildfarm server + shard worker{worker} + Redis in a private network namespace; {}; {} ({}))",
             jars.join(", "),
             self.options.java.path.display(),
             self.options.java.version
@@ -355,7 +386,7 @@ mod tests {
         )
         .unwrap();
         let mut native: Value =
-            serde_yaml_ng::from_str(&native_config(Path::new("/run/x"), "x86-64").unwrap()).unwrap();
+            serde_yaml_ng::from_str(&native_config(Path::new("/run/x"), "x86-64", false).unwrap()).unwrap();
         assert_eq!(native["worker"]["root"], "/run/x/worker");
         for key in NATIVE_OVERRIDES {
             let (section, field) = key.split_once('.').unwrap();
@@ -381,9 +412,23 @@ mod tests {
     #[test]
     fn the_isa_is_the_workers_and_the_queues() {
         let native: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(&native_config(Path::new("/r"), "aarch64").unwrap()).unwrap();
+            serde_yaml_ng::from_str(&native_config(Path::new("/r"), "aarch64", false).unwrap()).unwrap();
         assert_eq!(native["backplane"]["queues"][0]["properties"][1]["value"], "aarch64");
         assert_eq!(native["worker"]["dequeueMatchSettings"]["properties"][1]["value"], "aarch64");
+    }
+
+    #[test]
+    fn worker_defaults_leave_out_exactly_the_worker_fixes() {
+        use serde_yaml_ng::Value;
+        let fixed: Value = serde_yaml_ng::from_str(&native_config(Path::new("/r"), "x86-64", false).unwrap()).unwrap();
+        let mut defaults: Value =
+            serde_yaml_ng::from_str(&native_config(Path::new("/r"), "x86-64", true).unwrap()).unwrap();
+        for key in WORKER_FIXES {
+            assert!(!fixed["worker"][key].is_null(), "the shared configuration lacks worker.{key}");
+            assert!(defaults["worker"][key].is_null(), "worker.{key} still set");
+            defaults["worker"][key] = fixed["worker"][key].clone();
+        }
+        assert_eq!(defaults, fixed);
     }
 
     #[test]

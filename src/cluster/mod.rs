@@ -122,9 +122,25 @@ pub const REGISTRY: &[ClusterEntry] = &[
             let options = buildfarm::options(s.buildfarm_dir.as_deref(), s.java.as_deref(), &s.isa, &s.instance)?;
             Ok(Box::new(buildfarm::Buildfarm::new(options)))
         },
-        // Not yet: its elements hang in a requeue loop (FIELD-NOTES §10), and
-        // the readiness answer's per-element prediction is issue 24's work.
-        agreement: false,
+        // With the shared configuration's worker settings its elements fail
+        // (the host's `/`) rather than hang in a requeue loop: the answer
+        // predicts that, and the agreement test holds it to real builds.
+        agreement: true,
+    },
+    ClusterEntry {
+        name: "buildfarm:defaults",
+        aliases: &[],
+        description: "Buildfarm as `buildfarm`, but with the shard worker's own defaults for createSymlinkOutputs and \
+                      linkInputDirectories: a deployment from Buildfarm's example configuration, where actions shaped \
+                      like BuildStream's are requeued for ever",
+        expectations: Some("fixtures/expectations/buildfarm-defaults.yaml"),
+        make: |s| {
+            let mut options = buildfarm::options(s.buildfarm_dir.as_deref(), s.java.as_deref(), &s.isa, &s.instance)?;
+            options.worker_defaults = true;
+            Ok(Box::new(buildfarm::Buildfarm::new(options)))
+        },
+        // Its elements hang: the answer must say so (ElementsBuild::Hang).
+        agreement: true,
     },
     ClusterEntry {
         name: "compose:buildgrid",

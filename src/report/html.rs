@@ -195,7 +195,7 @@ fn answer_class(r: &Readiness) -> &'static str {
     match r.elements {
         ElementsBuild::Every => "yes",
         ElementsBuild::OnlyWithout => "only",
-        ElementsBuild::None => "no",
+        ElementsBuild::None | ElementsBuild::Hang => "no",
         ElementsBuild::Undecided => "undecided",
         ElementsBuild::NotAssessed => "not-assessed",
     }

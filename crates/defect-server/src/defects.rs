@@ -246,6 +246,8 @@ defects! {
         "advertises max_batch_total_size_bytes of 4 MiB with a gRPC message limit of 4 MiB, so a batch as large as advertised is refused",
     RequeueLoop = "requeue-loop":
         "when an action leaves an output symlink, fails uploading its outputs, queues the operation again (EXECUTING, CACHE_CHECK, QUEUED, EXECUTING) and never finishes the next attempt, as Buildfarm does when its worker throws while uploading outputs",
+    LinkedInputDirsRequeueLoop = "linked-input-dirs-requeue-loop":
+        "requeues for ever (as requeue-loop) an action that names the input root or one of its top-level directories as an output path, as Buildfarm's worker with its defaults does: it stages those directories as links into its cache (linkInputDirectories) and, with createSymlinkOutputs false, reads such a link as a file while uploading outputs (\"Is a directory\")",
     BatchLimitReset = "batch-limit-reset":
         "advertises max_batch_total_size_bytes of 4 MiB but, as Buildfarm with gRPC's default 4 MiB inbound limit, answers a batch that large with RESOURCE_EXHAUSTED (the status gRPC-Java's limit sends, often lost to a stream reset) while smaller batches go through",
     HalfClosedWriteUnanswered = "half-closed-write-unanswered":

@@ -471,7 +471,10 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
             entry.publish(re::execution_stage::Value::Executing);
             let response = run_action(&shared, &job, run_as, &mut cancel).await;
             let symlink_output = response.result.as_ref().is_some_and(|r| !r.output_symlinks.is_empty());
-            if symlink_output && shared.defects.has(Defect::RequeueLoop) {
+            let linked_output = response.result.is_some()
+                && shared.defects.has(Defect::LinkedInputDirsRequeueLoop)
+                && outputs_a_linked_input_dir(&shared, &job);
+            if (symlink_output && shared.defects.has(Defect::RequeueLoop)) || linked_output {
                 requeue_for_ever(&entry, &mut cancel).await
             } else {
                 response
@@ -499,6 +502,22 @@ async fn run_operation(shared: Arc<Shared>, entry: Arc<OperationEntry>, job: Job
         }
     }
     entry.finish(response, &shared.defects);
+}
+
+/// Whether an output path is the input root or one of its top-level
+/// directories: what Buildfarm's worker stages as links into its cache (its
+/// default `linkedInputDirectories` matches a single path component), so
+/// that the upload of such an output meets a link, at the path itself or,
+/// for the root, just below it.
+fn outputs_a_linked_input_dir(shared: &Shared, job: &Job) -> bool {
+    let Ok(working_dir) = join_relative(&[], &job.command.working_directory) else { return false };
+    let Ok(outputs) = output_requests(&job.command, &working_dir, &shared.defects) else { return false };
+    let Ok(plan) = sandbox::plan_input_root(&shared.blobs.view(job.function), &job.input_root) else { return false };
+    outputs.iter().any(|o| match o.components.as_slice() {
+        [] => plan.has_top_level_dir(),
+        [name] => plan.has_dir(name),
+        _ => false,
+    })
 }
 
 /// `requeue-loop`, as Buildfarm shows it: the worker fails uploading the

@@ -197,6 +197,16 @@ pub(crate) struct InputPlan {
 }
 
 impl InputPlan {
+    /// Whether the tree has a directory `name` directly under its root.
+    pub(crate) fn has_dir(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| matches!(n, InputNode::Dir { path, .. } if path == Path::new(name)))
+    }
+
+    /// Whether the tree has any directory directly under its root.
+    pub(crate) fn has_top_level_dir(&self) -> bool {
+        self.nodes.iter().any(|n| matches!(n, InputNode::Dir { path, .. } if path.components().count() == 1))
+    }
+
     /// Whether some symlink of the tree has an absolute target.
     pub(crate) fn has_absolute_symlink(&self) -> bool {
         self.nodes.iter().any(|n| matches!(n, InputNode::Symlink { target, .. } if target.starts_with('/')))
