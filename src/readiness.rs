@@ -223,9 +223,9 @@ pub struct Feature {
     pub state: FeatureState,
     /// The checks that decide it, with their verdicts.
     pub checks: Vec<Finding>,
-    /// The failed blocker that left the feature not assessed: its checks'
-    /// commands ran, but not in BuildStream's sandbox, so their results say
-    /// nothing about the feature.
+    /// The root cause (from [`Readiness::root_causes`]) that left the
+    /// feature not assessed: its checks' commands ran, but not in
+    /// BuildStream's sandbox, so their results say nothing about the feature.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub follows_from: Option<String>,
 }
@@ -275,12 +275,6 @@ pub struct Readiness {
 /// and compares it with the staged input root.
 const ROOT_CAUSE: &str = "input-root.root-entries";
 
-/// Whether the action of a check never started: refused, failed before
-/// running (a worker that could not create the exec dir), or left queued.
-fn never_started(r: &CheckResult) -> bool {
-    matches!(r.verdict.outcome, Some(OutcomeClass::Rejected | OutcomeClass::Failed | OutcomeClass::Queued))
-}
-
 /// Whether a check's verdict rests on what its command saw in the sandbox.
 /// Only positive evidence counts: the outcome class says the command ran
 /// (completed, or still executing). A verdict without one (a CAS check that
@@ -309,16 +303,22 @@ fn judged_on_what_it_saw(r: &CheckResult) -> bool {
 /// other check — one whose command never started (Buildfarm's "Error
 /// creating exec dir" on an absolute symlink), one that ran none, one
 /// judging the API — failed for its own reason and is a root cause itself.
+/// So is a check whose probe ran from the working directory (the outputs
+/// suite) and failed: what it judged does not depend on `/`; its PASS is
+/// still masked, since no element builds there to use what it found.
 /// Returns check id → root cause id.
 fn attribute(summary: &RunSummary) -> BTreeMap<String, String> {
     let unmet = |r: &CheckResult| matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
-    let Some(root) = summary.results.iter().find(|r| r.id == ROOT_CAUSE && unmet(r) && !never_started(r)) else {
+    // The root's probe must have listed `/`: its action completed.
+    let listed_root = |r: &CheckResult| matches!(r.verdict.outcome, Some(OutcomeClass::Completed) | None);
+    let Some(root) = summary.results.iter().find(|r| r.id == ROOT_CAUSE && unmet(r) && listed_root(r)) else {
         return BTreeMap::new();
     };
     summary
         .results
         .iter()
         .filter(|r| r.id != root.id && judged_on_what_it_saw(r))
+        .filter(|r| !(r.probe_in_working_directory && unmet(r)))
         .filter(|r| matches!(r.verdict.kind, VerdictKind::Pass | VerdictKind::Fail | VerdictKind::Warn))
         .filter(|r| capability_of(&r.id).is_some() || !matches!(r.impact, Impact::Spec))
         .map(|r| (r.id.clone(), root.id.clone()))
@@ -363,7 +363,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
     // Blockers whose action never came back: a BuildStream action has that
     // shape, so elements hang there whatever else is wrong. (Never a
     // consequence of the root cause: nothing ran, see `attribute`.)
-    let mut hanging_blockers: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut a_blocker_hangs = false;
     // Per check: its state on its own, for a feature whose other checks are masked.
     let mut check_state: std::collections::HashMap<&str, FeatureState> = std::collections::HashMap::new();
     let mut assessed = false;
@@ -393,8 +393,10 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
                 assessed |= r.verdict.kind != VerdictKind::Skip;
                 if unmet {
                     blockers.push(Finding::of(r));
-                    if r.verdict.outcome == Some(OutcomeClass::Queued) {
-                        hanging_blockers.insert(r.id.as_str());
+                    // A check asking for a refusal that was queued instead
+                    // says nothing of how BuildStream's own actions fare.
+                    if r.verdict.outcome == Some(OutcomeClass::Queued) && !r.refusal_required {
+                        a_blocker_hangs = true;
                     }
                 } else if r.verdict.kind == VerdictKind::Error {
                     undecided.push(Finding::of(r));
@@ -480,7 +482,7 @@ pub fn assess(summary: &RunSummary, needs: &[String]) -> Readiness {
         .values()
         .any(|c| c.state == FeatureState::Undecided || (c.gated && c.state == FeatureState::NotAssessed));
     let elements = match builds_here {
-        BuildsHere::No if !hanging_blockers.is_empty() => ElementsBuild::Hang,
+        BuildsHere::No if a_blocker_hangs => ElementsBuild::Hang,
         BuildsHere::No => ElementsBuild::None,
         BuildsHere::Undecided => ElementsBuild::Undecided,
         BuildsHere::NotAssessed => ElementsBuild::NotAssessed,
@@ -890,6 +892,52 @@ mod tests {
     /// Buildfarm: the worker refuses to create the exec dir of an action
     /// with an absolute symlink, so that action fails before its command
     /// starts. Whatever the root shows, that is a limitation of its own.
+    #[test]
+    fn an_outputs_failure_judged_from_the_working_directory_is_its_own_root_cause() {
+        let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
+        let from_workdir = |mut r: CheckResult| {
+            r.probe_in_working_directory = true;
+            r
+        };
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", ran(Verdict::new(VerdictKind::Fail, "host /"))),
+            from_workdir(result(
+                "outputs.whole-input-root",
+                "blocker",
+                ran(Verdict::new(VerdictKind::Fail, "a DirectoryNode without a digest")),
+            )),
+            from_workdir(result("outputs.on-failure", "feature:failed-build-artifacts", ran(Verdict::pass("ok")))),
+        ]);
+        let r = assess(&s, &[]);
+        assert_eq!(r.blockers.iter().find(|f| f.id == "outputs.whole-input-root").unwrap().follows_from, None);
+        // Its PASS says nothing of elements: none builds there.
+        assert_eq!(r.root_causes.get("outputs.on-failure").map(String::as_str), Some("input-root.root-entries"));
+        assert_eq!(r.features["failed-build-artifacts"].state, FeatureState::NotAssessed);
+    }
+
+    #[test]
+    fn a_root_cause_still_executing_masks_nothing_and_a_queued_refusal_is_no_hang() {
+        let executing = Verdict::new(VerdictKind::Fail, "still executing").with_outcome(OutcomeClass::Executing);
+        let s = summary(vec![
+            result("input-root.root-entries", "blocker", executing),
+            result(
+                "input-root.marker-file",
+                "blocker",
+                Verdict::new(VerdictKind::Fail, "host /etc").with_outcome(OutcomeClass::Completed),
+            ),
+        ]);
+        assert!(assess(&s, &[]).root_causes.is_empty());
+        let mut refusal = result(
+            "platform.foreign-isa",
+            "blocker",
+            Verdict::new(VerdictKind::Fail, "ran, then requeued").with_outcome(OutcomeClass::Queued),
+        );
+        refusal.refusal_required = true;
+        let r = assess(&summary(vec![refusal]), &[]);
+        assert_eq!(r.builds_here, BuildsHere::No);
+        assert_ne!(r.elements, ElementsBuild::Hang);
+    }
+
     #[test]
     fn a_check_whose_command_never_started_is_its_own_root_cause() {
         let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);

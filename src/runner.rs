@@ -131,6 +131,9 @@ pub fn result_of(check: &CheckSpec, verdict: Verdict, duration: Duration) -> Che
         verdict,
         hint: None,
         refusal_required: check.builtin.is_none() && !check.expect.outcome_set().contains(OutcomeClass::Completed),
+        probe_in_working_directory: check.action.probe_from == Some(crate::suite::ProbeFrom::WorkingDirectory)
+            && !check.action.bare_root
+            && check.action.argv.is_none(),
         duration,
     }
 }

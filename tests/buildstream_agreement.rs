@@ -210,6 +210,40 @@ fn bst_command(bst: &Path, config: &Path, project: &Path) -> Command {
     cmd
 }
 
+/// The most a bst command other than a build may take (a shell, a
+/// checkout that fetches from the server).
+const COMMAND_BUDGET: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` in a process group of its own, its output gathered in files
+/// beside the project; `None` when it is still running after
+/// [`COMMAND_BUDGET`] (a stalled server behind a checkout), when its group
+/// is killed, bst's casd with it.
+fn bounded_output(mut cmd: Command, project: &Path) -> Option<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    let out = tempfile::NamedTempFile::new_in(project.parent().unwrap_or(project)).unwrap();
+    let err = tempfile::NamedTempFile::new_in(project.parent().unwrap_or(project)).unwrap();
+    let mut child =
+        cmd.stdout(out.reopen().unwrap()).stderr(err.reopen().unwrap()).process_group(0).spawn().expect("bst starts");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > COMMAND_BUDGET {
+            // SAFETY: killing the process group this test started.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Some(std::process::Output {
+        status: status?,
+        stdout: std::fs::read(out.path()).unwrap_or_default(),
+        stderr: std::fs::read(err.path()).unwrap_or_default(),
+    })
+}
+
 /// Opens workspace.bst's workspace in `dir` and gives its stamp file the
 /// mtime the element checks for.
 fn open_workspace(bst: &Path, config: &Path, project: &Path, dir: &Path) {
@@ -354,10 +388,12 @@ fn predict_retry(r: &Readiness) -> Option<Retry> {
 /// sandbox, on the artifact the cluster built, failed or not) finds the
 /// file `build-note` the element left in its build directory, with `text`.
 fn build_tree_has_note(bst: &Path, config: &Path, project: &Path, element: &str, text: &str) -> bool {
-    let out = bst_command(bst, config, project)
-        .args(["shell", "--build", "--use-buildtree", element, "--", "cat", "build-note"])
-        .output()
-        .expect("bst starts");
+    let mut cmd = bst_command(bst, config, project);
+    cmd.args(["shell", "--build", "--use-buildtree", element, "--", "cat", "build-note"]);
+    let Some(out) = bounded_output(cmd, project) else {
+        eprintln!("agreement: {element}'s build tree: bst shell still running after {COMMAND_BUDGET:?}");
+        return false;
+    };
     let found = out.status.success() && String::from_utf8_lossy(&out.stdout).contains(text);
     if !found {
         eprintln!("agreement: {element}'s build tree: {}", last_lines(&out.stderr));
@@ -384,7 +420,8 @@ fn predict_failed_artifact(r: &Readiness) -> Option<&'static str> {
     }
     match r.features.get("failed-build-artifacts").map(|f| f.state) {
         Some(FeatureState::Available) if r.builds_here == BuildsHere::Yes => Some("kept"),
-        Some(FeatureState::Broken | FeatureState::Hangs) => Some("lost"),
+        // Refused: the element never runs, so it leaves no build tree.
+        Some(FeatureState::Broken | FeatureState::Hangs | FeatureState::RefusedCleanly) => Some("lost"),
         _ => None,
     }
 }
@@ -399,11 +436,11 @@ fn build_tree(bst: &Path, config: &Path, project: &Path) -> &'static str {
 }
 
 /// A build tree comes back with the whole input root, which every build
-/// needs (blocker outputs.whole-input-root); where buildtree.bst does not
-/// build, its note is never written.
+/// needs (a blocker, outputs.whole-input-root, so it is usable wherever
+/// buildtree.bst builds); where it does not build, its note is never written.
 fn predict_build_tree(r: &Readiness) -> &'static str {
     let element = ELEMENTS.iter().find(|e| e.name == "buildtree.bst").expect("buildtree.bst is an element");
-    if predict(element, r) != Build::Builds || r.blockers.iter().any(|b| b.id == "outputs.whole-input-root") {
+    if predict(element, r) != Build::Builds {
         "unusable"
     } else {
         "usable"
@@ -422,16 +459,15 @@ fn fresh_cache_build(bst: &Path, dir: &Path, project: &Path, remote: &str) -> St
     match bst_build(bst, &config, project, &log, &[], &["plain.bst"])[0] {
         Build::Builds => {
             let checkout = dir.join("fresh-checkout");
-            let out = bst_command(bst, &config, project)
-                .args(["artifact", "checkout", "plain.bst", "--directory"])
-                .arg(&checkout)
-                .output()
-                .expect("bst starts");
-            if out.status.success() && checkout.join("share").is_dir() {
-                "builds".to_string()
-            } else {
-                eprintln!("agreement: plain.bst from a fresh cache: checkout: {}", last_lines(&out.stderr));
-                "incomplete".to_string()
+            let mut cmd = bst_command(bst, &config, project);
+            cmd.args(["artifact", "checkout", "plain.bst", "--directory"]).arg(&checkout);
+            match bounded_output(cmd, project) {
+                None => "Hangs".to_string(),
+                Some(out) if out.status.success() && checkout.join("share").is_dir() => "builds".to_string(),
+                Some(out) => {
+                    eprintln!("agreement: plain.bst from a fresh cache: checkout: {}", last_lines(&out.stderr));
+                    "incomplete".to_string()
+                }
             }
         }
         other => {

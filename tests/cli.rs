@@ -66,7 +66,7 @@ fn local_cluster_verdicts_reports_and_exit_status() {
     assert!(stdout.contains("spec deviations BuildStream does not rely on: "), "{stdout}");
 
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["format_version"], 1);
+    assert_eq!(report["format_version"], reapi_conformance::report::json::FORMAT_VERSION);
     let verdict = |id: &str| {
         report["results"]
             .as_array()

@@ -127,7 +127,7 @@ fn harness_side(casd: &mut ManagedProcess, error: &str) -> Option<Verdict> {
 
 async fn run_through(h: &Harness, check: &CheckSpec, socket: &std::path::Path, casd: &mut ManagedProcess) -> Verdict {
     let via = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
-    if let Err(e) = ready::wait_ready(&via, casd, Duration::from_secs(20)).await {
+    if let Err(e) = ready::until_capabilities_answer(&via, casd, Duration::from_secs(20)).await {
         return Verdict::error(format!("the buildbox-casd proxy did not start: {e}"));
     }
     let proxied = match Harness::connect(&via, h.options.clone(), h.vars.clone()).await {

@@ -480,7 +480,7 @@ impl BuildGrid {
             bots_endpoint: Some(endpoint.clone()),
             ..ConnectOptions::endpoint(endpoint.clone())
         };
-        super::ready::wait_ready(&connect, bgd_process, Duration::from_secs(60)).await?;
+        super::ready::until_capabilities_answer(&connect, bgd_process, Duration::from_secs(60)).await?;
         self.timings.push(("bgd server start", step.elapsed()));
 
         // The bots.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::provision::{cache_root, provision, which};
-use super::ready::wait_ready;
+use super::ready::until_capabilities_answer;
 use super::{Cluster, ClusterError, ManagedProcess};
 use crate::connection::ConnectOptions;
 
@@ -161,7 +161,7 @@ impl Cluster for Local {
                 }
             };
             let opts = ConnectOptions::endpoint(format!("unix:{}", socket.display()));
-            match wait_ready(&opts, casd, Duration::from_secs(20)).await {
+            match until_capabilities_answer(&opts, casd, Duration::from_secs(20)).await {
                 Ok(_) => Ok(opts),
                 Err(e) => {
                     self.stop().await;

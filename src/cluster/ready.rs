@@ -65,7 +65,7 @@ pub async fn wait(target: &ConnectOptions, limit: Duration) -> Result<Duration, 
 }
 
 /// Polls GetCapabilities until the endpoint answers or the process dies.
-pub async fn wait_ready(
+pub async fn until_capabilities_answer(
     opts: &ConnectOptions,
     process: &mut ManagedProcess,
     limit: Duration,

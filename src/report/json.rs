@@ -4,8 +4,12 @@ use serde::Serialize;
 
 use crate::verdict::RunSummary;
 
-/// Bumped when the JSON layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the JSON layout or the meaning of its fields changes
+/// incompatibly. 2: built-in checks record their outcome class and results
+/// say whether their probe ran from the working directory; readiness is
+/// derived from both, so a version-1 report would read back with another
+/// answer than it was written with.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Serialize)]
 struct Document<'a> {
@@ -21,15 +25,14 @@ struct Document<'a> {
 /// `format_version` is refused rather than misread: its layout may differ
 /// in ways deserialisation alone would not notice.
 pub fn parse(text: &str) -> Result<RunSummary, String> {
-    #[derive(serde::Deserialize)]
-    struct Header {
-        format_version: Option<serde_json::Value>,
-    }
     // serde_json's message names the line and column.
     let not_a_report = |e: serde_json::Error| format!("not a `run --json` report: {e}");
-    let header: Header = serde_json::from_str(text).map_err(not_a_report)?;
-    match header.format_version {
-        Some(v) if v == FORMAT_VERSION => serde_json::from_str(text).map_err(not_a_report),
+    let document: serde_json::Value = serde_json::from_str(text).map_err(not_a_report)?;
+    let Some(document) = document.as_object() else {
+        return Err("not a `run --json` report: not a JSON object".into());
+    };
+    match document.get("format_version") {
+        Some(v) if *v == FORMAT_VERSION => serde_json::from_str(text).map_err(not_a_report),
         Some(v) => Err(format!(
             "a `run --json` report of format version {v}; this reapi-conformance ({}) reads version {FORMAT_VERSION}",
             env!("CARGO_PKG_VERSION")
@@ -65,11 +68,16 @@ mod tests {
         // A report of a harness that recorded no profile still reads.
         let older = text.replace("  \"profile\": \"buildstream@2026.12\",\n", "");
         assert_eq!(parse(&older).unwrap().profile, None);
-        let newer = text.replacen("\"format_version\": 1", "\"format_version\": 2", 1);
-        let err = parse(&newer).unwrap_err();
-        assert!(err.contains("format version 2") && err.contains("reads version 1"), "{err}");
-        let odd = text.replacen("\"format_version\": 1", "\"format_version\": \"1\"", 1);
-        assert!(parse(&odd).unwrap_err().contains("format version \"1\""));
+        let current = format!("\"format_version\": {FORMAT_VERSION}");
+        assert!(text.contains(&current), "{text}");
+        // Version 1 (before built-in checks recorded outcomes) is refused, not misread.
+        let older_format = text.replacen(&current, "\"format_version\": 1", 1);
+        let err = parse(&older_format).unwrap_err();
+        assert!(err.contains("format version 1") && err.contains(&format!("reads version {FORMAT_VERSION}")), "{err}");
+        let newer = text.replacen(&current, "\"format_version\": 99", 1);
+        assert!(parse(&newer).unwrap_err().contains("format version 99"));
+        let odd = text.replacen(&current, "\"format_version\": \"2\"", 1);
+        assert!(parse(&odd).unwrap_err().contains("format version \"2\""));
         assert!(parse("{}").unwrap_err().contains("no format_version"));
         assert!(parse("[1]").unwrap_err().contains("not a `run --json` report"));
     }

@@ -76,7 +76,10 @@ pub struct GroupChild {
 /// kill reaches everything it starts) that gets SIGKILL when the thread that
 /// forked it exits (PR_SET_PDEATHSIG). The one place where the harness's
 /// servers, this worker's commands and the defect server's sandboxes are
-/// set up so; spawn it through [`forking`].
+/// set up so; spawn it through [`forking`]. The signal follows the forking
+/// *thread*: spawn from a thread that lives as long as the child should
+/// (tokio's runtime workers, or the harness's lasting spawner thread), never
+/// from a short-lived one such as a blocking-pool thread.
 pub fn own_group_killed_with_parent(cmd: &mut std::process::Command) -> &mut std::process::Command {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
