@@ -303,9 +303,10 @@ fn judged_on_what_it_saw(r: &CheckResult) -> bool {
 /// other check — one whose command never started (Buildfarm's "Error
 /// creating exec dir" on an absolute symlink), one that ran none, one
 /// judging the API — failed for its own reason and is a root cause itself.
-/// So is a check whose probe ran from the working directory (the outputs
-/// suite) and failed: what it judged does not depend on `/`; its PASS is
-/// still masked, since no element builds there to use what it found.
+/// So is a failed check of a suite that reads and writes only relative to
+/// the working directory (`independent_of_root`, the outputs suite): what
+/// it judged does not depend on `/`. Its PASS is still masked, since no
+/// element builds there to use what it found.
 /// Returns check id → root cause id.
 fn attribute(summary: &RunSummary) -> BTreeMap<String, String> {
     let unmet = |r: &CheckResult| matches!(r.verdict.kind, VerdictKind::Fail | VerdictKind::Warn);
@@ -318,7 +319,7 @@ fn attribute(summary: &RunSummary) -> BTreeMap<String, String> {
         .results
         .iter()
         .filter(|r| r.id != root.id && judged_on_what_it_saw(r))
-        .filter(|r| !(r.probe_in_working_directory && unmet(r)))
+        .filter(|r| !(r.independent_of_root && unmet(r)))
         .filter(|r| matches!(r.verdict.kind, VerdictKind::Pass | VerdictKind::Fail | VerdictKind::Warn))
         .filter(|r| capability_of(&r.id).is_some() || !matches!(r.impact, Impact::Spec))
         .map(|r| (r.id.clone(), root.id.clone()))
@@ -896,7 +897,7 @@ mod tests {
     fn an_outputs_failure_judged_from_the_working_directory_is_its_own_root_cause() {
         let ran = |v: Verdict| v.with_outcome(OutcomeClass::Completed);
         let from_workdir = |mut r: CheckResult| {
-            r.probe_in_working_directory = true;
+            r.independent_of_root = true;
             r
         };
         let s = summary(vec![

@@ -131,9 +131,7 @@ pub fn result_of(check: &CheckSpec, verdict: Verdict, duration: Duration) -> Che
         verdict,
         hint: None,
         refusal_required: check.builtin.is_none() && !check.expect.outcome_set().contains(OutcomeClass::Completed),
-        probe_in_working_directory: check.action.probe_from == Some(crate::suite::ProbeFrom::WorkingDirectory)
-            && !check.action.bare_root
-            && check.action.argv.is_none(),
+        independent_of_root: check.independent_of_root,
         duration,
     }
 }

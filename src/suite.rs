@@ -118,6 +118,11 @@ pub struct SuiteFile {
     /// Where this suite's actions run the probe from by default.
     #[serde(default)]
     pub probe_from: ProbeFrom,
+    /// Its checks read and write only relative to the working directory, so
+    /// what they find does not depend on whether `/` is the input root: a
+    /// FAIL of theirs is no consequence of a missing chroot (readiness).
+    #[serde(default)]
+    pub independent_of_root: bool,
     /// The suite's checks, in file order.
     pub checks: Vec<CheckSpec>,
 }
@@ -177,6 +182,9 @@ pub struct CheckSpec {
     /// Filled by the loader: the suite this check belongs to.
     #[serde(skip)]
     pub suite: String,
+    /// Filled by the loader: the suite's `independent_of_root`.
+    #[serde(skip)]
+    pub independent_of_root: bool,
     /// Filled by the loader: `file:line` of the check, for messages.
     #[serde(skip)]
     pub location: String,
@@ -598,6 +606,7 @@ pub fn parse_suite(file: &Path, text: &str) -> Result<Suite, SuiteError> {
         }
         check.action.probe_from.get_or_insert(parsed.probe_from);
         check.suite = parsed.suite.clone();
+        check.independent_of_root = parsed.independent_of_root;
         check.location = format!("{}:{line}", file.display());
         checks.push(check);
     }

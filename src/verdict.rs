@@ -220,11 +220,11 @@ pub struct CheckResult {
     /// works, not that it is refused.
     #[serde(default)]
     pub refusal_required: bool,
-    /// Its probe ran from the working directory (the suite's `probe_from:
-    /// working-directory`): what it found is about its own subject (outputs
-    /// relative to the working directory) whether or not `/` is the input root.
+    /// Its suite reads and writes only relative to the working directory
+    /// (`independent_of_root`): what it found does not depend on whether `/`
+    /// is the input root.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub probe_in_working_directory: bool,
+    pub independent_of_root: bool,
     /// Wall time the check took, including waiting for the server.
     #[serde(with = "duration_secs")]
     pub duration: Duration,
@@ -332,7 +332,7 @@ pub(crate) mod fixtures {
             verdict,
             hint: None,
             refusal_required: false,
-            probe_in_working_directory: false,
+            independent_of_root: false,
             duration: Duration::from_millis(120),
         }
     }

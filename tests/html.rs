@@ -44,7 +44,7 @@ fn check(id: &str, impact: &str, kind: VerdictKind, reason: &str) -> CheckResult
         verdict: Verdict::new(kind, reason).with("outcome", Some("completed".into()), reason),
         hint: None,
         refusal_required: false,
-        probe_in_working_directory: false,
+        independent_of_root: false,
         duration: Duration::from_millis(120),
     }
 }
