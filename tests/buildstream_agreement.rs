@@ -547,8 +547,7 @@ fn compose_unavailable(name: &str) -> Option<String> {
     if !name.starts_with("compose:") {
         return None;
     }
-    let image =
-        std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into());
+    let image = reapi_conformance::cluster::compose::local_image();
     let mut needs = vec![vec!["compose", "version"], vec!["version"]];
     if name.ends_with(":local") {
         needs.push(vec!["image", "inspect", &image]);

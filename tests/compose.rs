@@ -55,7 +55,7 @@ fn leftovers() -> Result<Vec<String>, String> {
 }
 
 fn local_image() -> String {
-    std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into())
+    reapi_conformance::cluster::compose::local_image()
 }
 
 fn buildgrid_local_matches_native() -> Result<(), Failed> {

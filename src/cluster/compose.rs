@@ -426,6 +426,12 @@ fn stale_project(project: &str) -> bool {
     pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
 }
 
+/// The image `compose/local/build-images.sh` builds and the local compose
+/// files run: `REAPI_LOCAL_IMAGE`, else its default there.
+pub fn local_image() -> String {
+    std::env::var("REAPI_LOCAL_IMAGE").unwrap_or_else(|_| "localhost/reapi-conformance/local:latest".into())
+}
+
 /// The host port the engine published for a service's container port.
 async fn host_port(stack: &DockerCompose, (service, port): &(String, u16)) -> Result<u16, ClusterError> {
     let container = stack.service(service).ok_or_else(|| ClusterError(format!("service {service} is not running")))?;

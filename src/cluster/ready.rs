@@ -24,9 +24,7 @@ pub async fn trivial_action_completes(
     budget: Duration,
 ) -> Result<(), String> {
     let clients = Clients::new(target, rpc_timeout).map_err(|e| e.to_string())?;
-    let msg = bazel_remote_apis::build::bazel::remote::execution::v2::GetCapabilitiesRequest {
-        instance_name: clients.instance.clone(),
-    };
+    let msg = GetCapabilitiesRequest { instance_name: clients.instance.clone() };
     let caps = clients
         .call(clients.capabilities.clone().get_capabilities(clients.request(msg)))
         .await
